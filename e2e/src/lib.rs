@@ -1,0 +1,1 @@
+//! Helpers for end-to-end tests: child processes, free ports, data generators.

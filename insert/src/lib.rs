@@ -1,0 +1,1 @@
+//! Ingestion: protocol parsers, validation, and writing rows to storage.

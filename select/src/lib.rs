@@ -1,0 +1,1 @@
+//! Query: PromQL engine, Prometheus HTTP API, and raw export.
