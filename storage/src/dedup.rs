@@ -17,8 +17,11 @@ pub fn sort_and_dedup(timestamps: &mut Vec<i64>, values: &mut Vec<f64>, interval
         return;
     }
     if !sorted {
-        let mut pairs: Vec<(i64, f64)> =
-            timestamps.iter().copied().zip(values.iter().copied()).collect();
+        let mut pairs: Vec<(i64, f64)> = timestamps
+            .iter()
+            .copied()
+            .zip(values.iter().copied())
+            .collect();
         pairs.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.total_cmp(&b.1)));
         timestamps.clear();
         values.clear();
@@ -28,10 +31,17 @@ pub fn sort_and_dedup(timestamps: &mut Vec<i64>, values: &mut Vec<f64>, interval
         }
     }
     // Sorted by (timestamp, value): the last entry of each key group wins.
-    let key = |t: i64| if interval_ms > 0 { t.div_euclid(interval_ms) } else { t };
+    let key = |t: i64| {
+        if interval_ms > 0 {
+            t.div_euclid(interval_ms)
+        } else {
+            t
+        }
+    };
     let mut w = 0;
     for r in 0..timestamps.len() {
-        let last_of_group = r + 1 == timestamps.len() || key(timestamps[r + 1]) != key(timestamps[r]);
+        let last_of_group =
+            r + 1 == timestamps.len() || key(timestamps[r + 1]) != key(timestamps[r]);
         if last_of_group {
             timestamps[w] = timestamps[r];
             values[w] = values[r];
@@ -63,8 +73,16 @@ mod tests {
         check(&[(1, 1.0), (1, 3.0), (1, 2.0)], 0, &[(1, 3.0)]);
         let stale = f64::from_bits(crate::types::STALE_NAN_BITS);
         check(&[(1, 5.0), (1, stale)], 0, &[(1, stale)]);
-        check(&[(0, 1.0), (5, 2.0), (10, 3.0), (19, 4.0)], 10, &[(5, 2.0), (19, 4.0)]);
-        check(&[(-5, 1.0), (-1, 2.0), (0, 3.0)], 10, &[(-1, 2.0), (0, 3.0)]);
+        check(
+            &[(0, 1.0), (5, 2.0), (10, 3.0), (19, 4.0)],
+            10,
+            &[(5, 2.0), (19, 4.0)],
+        );
+        check(
+            &[(-5, 1.0), (-1, 2.0), (0, 3.0)],
+            10,
+            &[(-1, 2.0), (0, 3.0)],
+        );
     }
 
     #[test]

@@ -19,6 +19,15 @@ pub mod types;
 pub mod wal;
 
 pub use types::{
-    is_stale_nan, Label, MatchOp, Matcher, MatcherError, Sample, SeriesId, Tenant, TimeRange,
-    METRIC_NAME_LABEL, STALE_NAN_BITS,
+    Label, METRIC_NAME_LABEL, MatchOp, Matcher, MatcherError, STALE_NAN_BITS, Sample, SeriesId,
+    Tenant, TimeRange, is_stale_nan,
+};
+
+pub mod config;
+pub mod engine;
+
+pub use config::Config;
+pub use engine::{
+    AddOutcome, Cardinality, RejectReason, Rejection, SeriesData, SeriesIter, SeriesSamples,
+    Storage, StorageError,
 };

@@ -26,10 +26,16 @@ pub struct Tenant {
 }
 
 impl Tenant {
-    pub const DEFAULT: Tenant = Tenant { account_id: 0, project_id: 0 };
+    pub const DEFAULT: Tenant = Tenant {
+        account_id: 0,
+        project_id: 0,
+    };
 
     pub fn new(account_id: u32, project_id: u32) -> Self {
-        Tenant { account_id, project_id }
+        Tenant {
+            account_id,
+            project_id,
+        }
     }
 }
 
@@ -40,7 +46,9 @@ impl fmt::Display for Tenant {
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error("cannot parse tenant {0:?}: want <account_id>[:<project_id>] with 32-bit unsigned integers")]
+#[error(
+    "cannot parse tenant {0:?}: want <account_id>[:<project_id>] with 32-bit unsigned integers"
+)]
 pub struct TenantParseError(pub String);
 
 impl FromStr for Tenant {
@@ -69,7 +77,10 @@ pub struct Label {
 
 impl Label {
     pub fn new(name: impl Into<String>, value: impl Into<String>) -> Self {
-        Label { name: name.into(), value: value.into() }
+        Label {
+            name: name.into(),
+            value: value.into(),
+        }
     }
 }
 
@@ -97,7 +108,10 @@ pub struct TimeRange {
 }
 
 impl TimeRange {
-    pub const ALL: TimeRange = TimeRange { start: i64::MIN, end: i64::MAX };
+    pub const ALL: TimeRange = TimeRange {
+        start: i64::MIN,
+        end: i64::MAX,
+    };
 
     pub fn new(start: i64, end: i64) -> Self {
         TimeRange { start, end }
@@ -171,12 +185,22 @@ impl Matcher {
                 })?)
             }
         };
-        Ok(Matcher { name, op, value, regex })
+        Ok(Matcher {
+            name,
+            op,
+            value,
+            regex,
+        })
     }
 
     /// Shorthand for an equality matcher, which cannot fail.
     pub fn eq(name: impl Into<String>, value: impl Into<String>) -> Self {
-        Matcher { name: name.into(), op: MatchOp::Equal, value: value.into(), regex: None }
+        Matcher {
+            name: name.into(),
+            op: MatchOp::Equal,
+            value: value.into(),
+            regex: None,
+        }
     }
 
     /// Does the label value (empty when the label is missing) match?
@@ -197,7 +221,10 @@ impl Matcher {
 
     /// Does the whole label set match? A missing label counts as empty.
     pub fn matches_labels(&self, labels: &[Label]) -> bool {
-        let value = labels.iter().find(|l| l.name == self.name).map_or("", |l| l.value.as_str());
+        let value = labels
+            .iter()
+            .find(|l| l.name == self.name)
+            .map_or("", |l| l.value.as_str());
         self.matches(value)
     }
 }

@@ -35,7 +35,11 @@ pub enum WalError {
         source: std::io::Error,
     },
     #[error("wal record corrupted in {path} at offset {offset}: {what}")]
-    Corrupted { path: PathBuf, offset: u64, what: String },
+    Corrupted {
+        path: PathBuf,
+        offset: u64,
+        what: String,
+    },
     #[error("wal is closed")]
     Closed,
 }

@@ -12,6 +12,23 @@
 //! - `decode_block` reverses it exactly: every value bit pattern survives
 //!   (NaN payloads, the staleness marker, -0.0).
 
+/// Pages: the part writer concatenates encoded blocks of consecutive series
+/// into pages of about `PAGE_TARGET_BYTES` (before compression) and stores each
+/// page as `compress_page` made it. Compression choices live here, not in the
+/// part layout.
+pub const PAGE_TARGET_BYTES: usize = 64 * 1024;
+
+/// Compresses one page (concatenated encoded blocks), appending to `out`.
+pub fn compress_page(page: &[u8], out: &mut Vec<u8>) {
+    out.extend_from_slice(page);
+}
+
+/// Reverses `compress_page`, appending to `out`.
+pub fn decompress_page(data: &[u8], out: &mut Vec<u8>) -> Result<(), DecodeError> {
+    out.extend_from_slice(data);
+    Ok(())
+}
+
 /// Largest number of samples in one block.
 pub const MAX_BLOCK_SAMPLES: usize = 8192;
 
@@ -44,7 +61,10 @@ pub fn decode_block(
     values: &mut Vec<f64>,
 ) -> Result<(), DecodeError> {
     let n = u32::from_le_bytes(
-        data.get(..4).ok_or(DecodeError::Truncated(0))?.try_into().map_err(|_| DecodeError::Truncated(0))?,
+        data.get(..4)
+            .ok_or(DecodeError::Truncated(0))?
+            .try_into()
+            .map_err(|_| DecodeError::Truncated(0))?,
     ) as usize;
     let need = 4 + n * 16;
     if data.len() < need {
@@ -52,12 +72,18 @@ pub fn decode_block(
     }
     for i in 0..n {
         let at = 4 + i * 8;
-        timestamps.push(i64::from_le_bytes(data[at..at + 8].try_into().map_err(|_| DecodeError::Truncated(at))?));
+        timestamps.push(i64::from_le_bytes(
+            data[at..at + 8]
+                .try_into()
+                .map_err(|_| DecodeError::Truncated(at))?,
+        ));
     }
     for i in 0..n {
         let at = 4 + n * 8 + i * 8;
         values.push(f64::from_bits(u64::from_le_bytes(
-            data[at..at + 8].try_into().map_err(|_| DecodeError::Truncated(at))?,
+            data[at..at + 8]
+                .try_into()
+                .map_err(|_| DecodeError::Truncated(at))?,
         )));
     }
     Ok(())

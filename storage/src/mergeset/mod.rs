@@ -16,7 +16,11 @@ pub enum MergesetError {
         source: std::io::Error,
     },
     #[error("index corrupted in {path} at offset {offset}: {what}")]
-    Corrupted { path: PathBuf, offset: u64, what: String },
+    Corrupted {
+        path: PathBuf,
+        offset: u64,
+        what: String,
+    },
 }
 
 pub struct Table {}

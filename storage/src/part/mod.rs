@@ -15,7 +15,11 @@ pub enum PartError {
         source: std::io::Error,
     },
     #[error("part corrupted: {path} at offset {offset}: {what}")]
-    Corrupted { path: PathBuf, offset: u64, what: String },
+    Corrupted {
+        path: PathBuf,
+        offset: u64,
+        what: String,
+    },
 }
 
 /// Summary of a part, stored beside it.
