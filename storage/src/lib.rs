@@ -14,6 +14,7 @@
 pub mod dedup;
 pub mod encoding;
 pub mod mergeset;
+pub mod metrics;
 pub mod part;
 pub mod types;
 pub mod wal;

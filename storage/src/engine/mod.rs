@@ -1,0 +1,1362 @@
+//! The storage engine: ties the log, the head, partitions, parts and the
+//! index together behind one API.
+//!
+//! Write path: labels -> series id (in-memory map of label-set hashes); the
+//! first sample of a series on a day registers it in that day's index (and,
+//! the first time in a month, logs its labels); rows are appended to the log
+//! and the head under a shared "barrier" lock; the call returns after the log
+//! is durable. A flush takes the barrier exclusively for a moment to rotate
+//! the log and take the head, writes the rows as parts, flushes the indexes,
+//! then deletes the log segments it covered. So every acknowledged row is in
+//! the log or in a published part, at every instant.
+//!
+//! Read path: matchers -> ids per day through the index; samples from the head,
+//! the rows being flushed, and the parts; duplicates collapse by the dedup rule.
+
+mod fsutil;
+mod head;
+mod keys;
+mod partition;
+mod resolve;
+mod tombstones;
+mod walrec;
+
+use std::borrow::Cow;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::hash::{BuildHasherDefault, Hasher};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock, Weak};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use parking_lot::{Condvar, Mutex, RwLock};
+use prometheus_client::registry::Registry;
+use roaring::RoaringTreemap;
+use tracing::{error, info, warn};
+
+use self::fsutil::{create_dir_all, io_err};
+use self::head::{Gathered, Head, Row};
+use self::keys::{MS_PER_DAY, Month, day_of};
+use self::partition::Partition;
+use self::resolve::IndexErrors;
+use self::tombstones::Tombstones;
+use crate::config::Config;
+use crate::dedup::sort_and_dedup;
+use crate::metrics::StorageMetrics;
+use crate::part::Part;
+use crate::types::{Label, METRIC_NAME_LABEL, Matcher, Sample, SeriesId, Tenant, TimeRange};
+use crate::wal::{SyncMode, Wal};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error(transparent)]
+    Wal(#[from] crate::wal::WalError),
+    #[error(transparent)]
+    Index(#[from] crate::mergeset::MergesetError),
+    #[error(transparent)]
+    Part(#[from] crate::part::PartError),
+    #[error("storage i/o on {path}: {source}")]
+    Io {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path} is corrupted at offset {offset}: {what}")]
+    Corrupted {
+        path: PathBuf,
+        offset: u64,
+        what: String,
+    },
+    #[error("data directory {path} is in use by another process")]
+    Locked { path: PathBuf },
+    #[error("storage is closed")]
+    Closed,
+}
+
+/// Samples of one series to add, labels in any order (they are sorted).
+#[derive(Clone, Debug, PartialEq)]
+pub struct SeriesSamples {
+    pub labels: Vec<Label>,
+    pub samples: Vec<Sample>,
+}
+
+/// Why a sample was not stored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum RejectReason {
+    TooOld,
+    TooNew,
+    /// No label with a non-empty value.
+    EmptyLabels,
+}
+
+impl RejectReason {
+    /// The `reason` label of the rejected-rows counter.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RejectReason::TooOld => "too_old",
+            RejectReason::TooNew => "too_new",
+            RejectReason::EmptyLabels => "empty_labels",
+        }
+    }
+}
+
+/// The first rejected sample of a batch, for error messages.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Rejection {
+    pub reason: RejectReason,
+    /// The series in Prometheus text notation, e.g. `up{job="x"}`.
+    pub series: String,
+    pub timestamp: i64,
+}
+
+/// Result of `Storage::add`: accepted samples are durable when it returns.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct AddOutcome {
+    pub accepted: u64,
+    pub rejected: u64,
+    pub first_rejection: Option<Rejection>,
+}
+
+/// One series found by a search with its samples in the searched range.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SeriesData {
+    pub labels: Vec<Label>,
+    pub timestamps: Vec<i64>,
+    pub values: Vec<f64>,
+}
+
+/// Cardinality of one tenant over the days of a time range.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Cardinality {
+    pub total_series: u64,
+    /// (metric name, series count), largest first.
+    pub series_by_metric_name: Vec<(String, u64)>,
+    /// (label name, distinct values), largest first.
+    pub values_by_label_name: Vec<(String, u64)>,
+    /// (`name=value`, series count), largest first.
+    pub series_by_label_pair: Vec<(String, u64)>,
+}
+
+/// Milliseconds since the epoch; replaceable in tests.
+pub type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
+
+pub fn system_clock() -> Clock {
+    Arc::new(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64)
+    })
+}
+
+/// Hash maps keyed by a label-set hash need no second hashing.
+#[derive(Default)]
+struct PassThroughHasher(u64);
+
+impl Hasher for PassThroughHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes.iter().take(8) {
+            self.0 = (self.0 << 8) | u64::from(b);
+        }
+    }
+    fn write_u128(&mut self, v: u128) {
+        self.0 = v as u64;
+    }
+}
+
+type SeriesMapShard = HashMap<u128, SeriesId, BuildHasherDefault<PassThroughHasher>>;
+const SERIES_MAP_SHARDS: usize = 16;
+
+/// Label-set hash -> series id, for every live series. 128-bit hashes make a
+/// collision between two label sets practically impossible, so labels need not
+/// be kept in memory.
+struct SeriesMap {
+    shards: Vec<RwLock<SeriesMapShard>>,
+    next_id: AtomicU64,
+}
+
+impl SeriesMap {
+    fn new() -> SeriesMap {
+        SeriesMap {
+            shards: (0..SERIES_MAP_SHARDS)
+                .map(|_| RwLock::new(SeriesMapShard::default()))
+                .collect(),
+            next_id: AtomicU64::new(1),
+        }
+    }
+
+    fn shard(&self, hash: u128) -> &RwLock<SeriesMapShard> {
+        &self.shards[(hash >> 64) as usize % SERIES_MAP_SHARDS]
+    }
+
+    fn get(&self, hash: u128) -> Option<SeriesId> {
+        self.shard(hash).read().get(&hash).copied()
+    }
+
+    /// Returns the id and whether it was created now.
+    fn get_or_create(&self, hash: u128) -> (SeriesId, bool) {
+        let mut shard = self.shard(hash).write();
+        if let Some(id) = shard.get(&hash) {
+            return (*id, false);
+        }
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        shard.insert(hash, id);
+        (id, true)
+    }
+
+    fn insert(&self, hash: u128, id: SeriesId) {
+        self.shard(hash).write().insert(hash, id);
+        self.next_id.fetch_max(id + 1, Ordering::Relaxed);
+    }
+
+    fn remove(&self, hash: u128, id: SeriesId) {
+        let mut shard = self.shard(hash).write();
+        if shard.get(&hash) == Some(&id) {
+            shard.remove(&hash);
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.shards.iter().map(|s| s.read().len()).sum()
+    }
+}
+
+fn series_hash(tenant: Tenant, labels: &[Label]) -> u128 {
+    let mut h = xxhash_rust::xxh3::Xxh3::new();
+    h.update(&tenant.account_id.to_le_bytes());
+    h.update(&tenant.project_id.to_le_bytes());
+    for l in labels {
+        h.update(&(l.name.len() as u32).to_le_bytes());
+        h.update(l.name.as_bytes());
+        h.update(&(l.value.len() as u32).to_le_bytes());
+        h.update(l.value.as_bytes());
+    }
+    h.digest128()
+}
+
+/// Sorted by name, unique names, no empty values; borrowed when already so.
+fn normalize_labels(labels: &[Label]) -> Cow<'_, [Label]> {
+    let clean = labels.windows(2).all(|w| w[0].name < w[1].name)
+        && labels.iter().all(|l| !l.value.is_empty());
+    if clean {
+        return Cow::Borrowed(labels);
+    }
+    let mut out: Vec<Label> = labels
+        .iter()
+        .filter(|l| !l.value.is_empty())
+        .cloned()
+        .collect();
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    out.dedup_by(|b, a| a.name == b.name);
+    Cow::Owned(out)
+}
+
+/// `name{a="b",...}` for messages.
+pub fn format_series(labels: &[Label]) -> String {
+    let name = labels
+        .iter()
+        .find(|l| l.name == METRIC_NAME_LABEL)
+        .map_or("", |l| l.value.as_str());
+    let rest: Vec<String> = labels
+        .iter()
+        .filter(|l| l.name != METRIC_NAME_LABEL)
+        .map(|l| format!("{}={:?}", l.name, l.value))
+        .collect();
+    format!("{name}{{{}}}", rest.join(","))
+}
+
+fn tenant_label(tenant: Tenant) -> Vec<(&'static str, String)> {
+    vec![("tenant", tenant.to_string())]
+}
+
+struct Stop {
+    stopped: Mutex<bool>,
+    wake: Condvar,
+}
+
+impl Stop {
+    /// Sleeps up to `d`; returns true when stopping.
+    fn sleep(&self, d: Duration) -> bool {
+        let mut stopped = self.stopped.lock();
+        if !*stopped {
+            self.wake.wait_for(&mut stopped, d);
+        }
+        *stopped
+    }
+}
+
+pub struct Storage {
+    config: Config,
+    clock: Clock,
+    wal: OnceLock<Wal>,
+    head: Head,
+    /// Rows taken by the running flush, readable until their parts are published.
+    flushing: RwLock<Option<Arc<Vec<Row>>>>,
+    /// Shared by writers around log append + head insert; exclusive for log rotation.
+    barrier: RwLock<()>,
+    partitions: RwLock<BTreeMap<Month, Arc<Partition>>>,
+    series: SeriesMap,
+    tombstones: Tombstones,
+    metrics: StorageMetrics,
+    flush_lock: Mutex<()>,
+    flushed: (Mutex<u64>, Condvar),
+    closed: AtomicBool,
+    stop: Arc<Stop>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+    _dir_lock: std::fs::File,
+}
+
+/// A series of a batch: id, normalized labels, samples.
+type Resolved<'a> = (SeriesId, Cow<'a, [Label]>, &'a [Sample]);
+
+/// A series id with its labels, pending registration on a day.
+struct Registration<'a> {
+    id: SeriesId,
+    labels: &'a [Label],
+    day: i64,
+}
+
+impl Storage {
+    /// Opens the data directory, replaying the log.
+    pub fn open(config: Config, registry: &mut Registry) -> Result<Arc<Storage>, StorageError> {
+        Storage::open_with_clock(config, registry, system_clock())
+    }
+
+    /// `open` with a custom clock, for tests of retention and time limits.
+    pub fn open_with_clock(
+        config: Config,
+        registry: &mut Registry,
+        clock: Clock,
+    ) -> Result<Arc<Storage>, StorageError> {
+        let started = Instant::now();
+        let dir = config.data_dir.clone();
+        create_dir_all(&dir)?;
+        let lock_path = dir.join("lock");
+        let dir_lock = std::fs::File::create(&lock_path).map_err(|e| io_err(&lock_path, e))?;
+        if dir_lock.try_lock().is_err() {
+            return Err(StorageError::Locked { path: dir.clone() });
+        }
+        let tombstones = Tombstones::open(&dir.join("deleted"))?;
+        let metrics = StorageMetrics::new(registry);
+        let shards = std::thread::available_parallelism().map_or(4, |n| n.get() * 4);
+        let storage = Arc::new(Storage {
+            config,
+            clock,
+            wal: OnceLock::new(),
+            head: Head::new(shards),
+            flushing: RwLock::new(None),
+            barrier: RwLock::new(()),
+            partitions: RwLock::new(BTreeMap::new()),
+            series: SeriesMap::new(),
+            tombstones,
+            metrics,
+            flush_lock: Mutex::new(()),
+            flushed: (Mutex::new(0), Condvar::new()),
+            closed: AtomicBool::new(false),
+            stop: Arc::new(Stop {
+                stopped: Mutex::new(false),
+                wake: Condvar::new(),
+            }),
+            threads: Mutex::new(Vec::new()),
+            _dir_lock: dir_lock,
+        });
+        storage.open_partitions()?;
+        let loaded = Instant::now();
+
+        let mut replay = Replay::default();
+        let (wal, stats) = Wal::open(&dir.join("wal"), storage.config.sync.0, &mut |payload| {
+            storage.replay_record(payload, &mut replay);
+            Ok(())
+        })?;
+        if let Some(max) = storage.tombstones.max() {
+            storage.series.next_id.fetch_max(max + 1, Ordering::Relaxed);
+        }
+        let _ = storage.wal.set(wal);
+        storage.metrics.wal_replayed_rows.inc_by(replay.rows);
+        storage.metrics.replay_lost_rows.inc_by(replay.lost);
+        let replay_secs = loaded.elapsed().as_secs_f64();
+        info!(
+            dir = %dir.display(),
+            series = storage.series.len(),
+            partitions = storage.partitions.read().len(),
+            wal_records = stats.records,
+            wal_rows = replay.rows,
+            wal_truncated_bytes = stats.truncated_bytes,
+            replay_rows_per_second = (replay.rows as f64 / replay_secs.max(1e-9)) as u64,
+            took = ?started.elapsed(),
+            "Storage opened."
+        );
+        if replay.lost > 0 {
+            error!(
+                rows = replay.lost,
+                "Log rows of unknown series were dropped at replay."
+            );
+        }
+        storage.update_gauges();
+        storage.start_background();
+        Ok(storage)
+    }
+
+    fn open_partitions(&self) -> Result<(), StorageError> {
+        let root = self.config.data_dir.join("partitions");
+        create_dir_all(&root)?;
+        let cutoff = self.retention_cutoff();
+        let mut months = Vec::new();
+        for entry in std::fs::read_dir(&root).map_err(|e| io_err(&root, e))? {
+            let entry = entry.map_err(|e| io_err(&root, e))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            match Month::parse_dir_name(&name) {
+                Some(month) if month.end_ms() <= cutoff => {
+                    info!(partition = %name, "Dropping partition past retention.");
+                    std::fs::remove_dir_all(entry.path()).map_err(|e| io_err(&entry.path(), e))?;
+                    self.metrics.partitions_dropped.inc();
+                }
+                Some(month) => months.push((month, entry.path())),
+                None => {
+                    warn!(path = %entry.path().display(), "Ignoring an unknown entry in the partitions directory.")
+                }
+            }
+        }
+        let mut map = self.partitions.write();
+        for (month, path) in months {
+            let partition = Partition::open(&path, month, &mut |id, tenant, labels| {
+                if !self.tombstones.contains(id) {
+                    self.series.insert(series_hash(tenant, &labels), id);
+                }
+            })?;
+            map.insert(month, Arc::new(partition));
+        }
+        Ok(())
+    }
+
+    fn replay_record(&self, payload: &[u8], replay: &mut Replay) {
+        match walrec::decode(payload) {
+            Some(walrec::Record::Series(defs)) => {
+                for (id, tenant, labels) in defs {
+                    self.series.next_id.fetch_max(id + 1, Ordering::Relaxed);
+                    if self.tombstones.contains(id) {
+                        continue;
+                    }
+                    self.series.insert(series_hash(tenant, &labels), id);
+                    replay.labels.insert(id, (tenant, labels));
+                }
+            }
+            Some(walrec::Record::Rows(rows)) => {
+                let cutoff = self.retention_cutoff();
+                let mut head_rows = Vec::with_capacity(rows.len());
+                for (id, ts, value) in rows {
+                    if self.tombstones.contains(id) || ts < cutoff {
+                        continue;
+                    }
+                    let (tenant, labels) = match replay.labels.entry(id) {
+                        std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                        std::collections::hash_map::Entry::Vacant(e) => {
+                            match self.lookup_series(id) {
+                                Some(found) => e.insert(found),
+                                None => {
+                                    replay.lost += 1;
+                                    continue;
+                                }
+                            }
+                        }
+                    };
+                    let day = day_of(ts);
+                    let registered = self.partition_for(Month::of_timestamp(ts)).and_then(|p| {
+                        self.register(&p, *tenant, &[Registration { id, labels, day }], false)
+                    });
+                    if let Err(e) = registered {
+                        error!(error = %e, "Cannot register a replayed series; its rows stay in the log.");
+                    }
+                    head_rows.push(Row { id, ts, value });
+                }
+                replay.rows += head_rows.len() as u64;
+                self.head.push(&head_rows);
+            }
+            None => {
+                warn!(bytes = payload.len(), "Skipping an unreadable log record.");
+            }
+        }
+    }
+
+    fn lookup_series(&self, id: SeriesId) -> Option<(Tenant, Vec<Label>)> {
+        let partitions: Vec<Arc<Partition>> =
+            self.partitions.read().values().rev().cloned().collect();
+        partitions.iter().find_map(|p| p.lookup_series(id))
+    }
+
+    fn wal(&self) -> &Wal {
+        // Set in `open` before the storage is handed out.
+        self.wal.get().expect("wal is set during open")
+    }
+
+    fn now(&self) -> i64 {
+        (self.clock)()
+    }
+
+    fn retention_cutoff(&self) -> i64 {
+        self.now()
+            .saturating_sub(self.config.retention.as_millis() as i64)
+    }
+
+    fn dedup_interval_ms(&self) -> i64 {
+        self.config.dedup_min_scrape_interval.as_millis() as i64
+    }
+
+    fn check_open(&self) -> Result<(), StorageError> {
+        if self.closed.load(Ordering::Acquire) {
+            Err(StorageError::Closed)
+        } else {
+            Ok(())
+        }
+    }
+
+    fn partition_for(&self, month: Month) -> Result<Arc<Partition>, StorageError> {
+        if let Some(p) = self.partitions.read().get(&month) {
+            return Ok(p.clone());
+        }
+        let mut map = self.partitions.write();
+        if let Some(p) = map.get(&month) {
+            return Ok(p.clone());
+        }
+        let dir = self
+            .config
+            .data_dir
+            .join("partitions")
+            .join(month.dir_name());
+        let p = Arc::new(Partition::open(&dir, month, &mut |_, _, _| {})?);
+        map.insert(month, p.clone());
+        self.metrics.partitions.set(map.len() as i64);
+        Ok(p)
+    }
+
+    /// Registers series on days of one partition; logs labels of series new to
+    /// the partition when `log` (not during replay).
+    fn register(
+        &self,
+        partition: &Partition,
+        tenant: Tenant,
+        regs: &[Registration<'_>],
+        log: bool,
+    ) -> Result<(), StorageError> {
+        let _one_at_a_time = partition.registration.lock();
+        let mut items = Vec::new();
+        let mut defs: Vec<(SeriesId, Tenant, &[Label])> = Vec::new();
+        let mut done = Vec::with_capacity(regs.len());
+        for r in regs {
+            let before = items.len();
+            let mut new_in_partition = false;
+            partition.registration_items(
+                r.id,
+                tenant,
+                r.labels,
+                r.day,
+                &mut new_in_partition,
+                &mut items,
+            );
+            if items.len() > before {
+                done.push((r.id, r.day));
+                if new_in_partition && !defs.iter().any(|d| d.0 == r.id) {
+                    defs.push((r.id, tenant, r.labels));
+                }
+            }
+        }
+        if done.is_empty() {
+            return Ok(());
+        }
+        if log && !defs.is_empty() {
+            // Before any row that refers to these series (see walrec).
+            self.wal()
+                .append(&walrec::encode_series(defs.iter().copied()))?;
+        }
+        partition
+            .index
+            .add_items(items.iter().map(|i| i.as_slice()));
+        for (id, day) in done {
+            partition.commit_registration(id, day);
+        }
+        Ok(())
+    }
+
+    /// Adds samples; returns when every accepted sample is durable per the sync mode.
+    pub fn add(&self, tenant: Tenant, batch: &[SeriesSamples]) -> Result<AddOutcome, StorageError> {
+        self.check_open()?;
+        self.wait_for_head_room();
+        let now = self.now();
+        let min_ts = now.saturating_sub(self.config.retention.as_millis() as i64);
+        let max_ts = now.saturating_add(self.config.max_future.as_millis() as i64);
+        let mut outcome = AddOutcome::default();
+        let mut rejected: HashMap<RejectReason, u64> = HashMap::new();
+        let mut reject = |outcome: &mut AddOutcome, reason, labels: &[Label], ts, n: u64| {
+            *rejected.entry(reason).or_default() += n;
+            outcome.rejected += n;
+            if outcome.first_rejection.is_none() {
+                outcome.first_rejection = Some(Rejection {
+                    reason,
+                    series: format_series(labels),
+                    timestamp: ts,
+                });
+            }
+        };
+
+        // Resolve ids first; this needs no coordination with flushes.
+        let mut resolved: Vec<Resolved<'_>> = Vec::with_capacity(batch.len());
+        let mut created = 0u64;
+        for s in batch {
+            if s.samples.is_empty() {
+                continue;
+            }
+            let labels = normalize_labels(&s.labels);
+            if labels.is_empty() {
+                let n = s.samples.len() as u64;
+                reject(
+                    &mut outcome,
+                    RejectReason::EmptyLabels,
+                    &s.labels,
+                    s.samples[0].timestamp,
+                    n,
+                );
+                continue;
+            }
+            let hash = series_hash(tenant, &labels);
+            let id = match self.series.get(hash) {
+                Some(id) => id,
+                None => {
+                    let (id, new) = self.series.get_or_create(hash);
+                    created += u64::from(new);
+                    id
+                }
+            };
+            resolved.push((id, labels, &s.samples));
+        }
+
+        let delay = self
+            .metrics
+            .ingestion_delay_seconds
+            .get_or_create(&tenant_label(tenant))
+            .clone();
+        let mut wal_rows = walrec::begin_rows(0);
+        let mut head_rows = Vec::new();
+        let lsn = {
+            let _shared = self.barrier.read();
+            let mut regs: BTreeMap<Month, Vec<Registration<'_>>> = BTreeMap::new();
+            let mut partition: Option<Arc<Partition>> = None;
+            for (id, labels, samples) in &resolved {
+                let mut last_day = i64::MIN;
+                let mut newest = i64::MIN;
+                for sample in samples.iter() {
+                    let ts = sample.timestamp;
+                    if ts < min_ts || ts > max_ts {
+                        let reason = if ts < min_ts {
+                            RejectReason::TooOld
+                        } else {
+                            RejectReason::TooNew
+                        };
+                        reject(&mut outcome, reason, labels, ts, 1);
+                        continue;
+                    }
+                    newest = newest.max(ts);
+                    let day = day_of(ts);
+                    if day != last_day {
+                        last_day = day;
+                        let p = match &partition {
+                            Some(p) if p.time_range().contains(ts) => p.clone(),
+                            _ => {
+                                let p = self.partition_for(Month::of_timestamp(ts))?;
+                                partition = Some(p.clone());
+                                p
+                            }
+                        };
+                        if !p.is_registered_on(*id, day) {
+                            let list = regs.entry(p.month).or_default();
+                            if !list.iter().any(|r| r.id == *id && r.day == day) {
+                                list.push(Registration {
+                                    id: *id,
+                                    labels,
+                                    day,
+                                });
+                            }
+                        }
+                    }
+                    walrec::push_row(&mut wal_rows, *id, ts, sample.value);
+                    head_rows.push(Row {
+                        id: *id,
+                        ts,
+                        value: sample.value,
+                    });
+                }
+                if newest > i64::MIN {
+                    delay.observe(((now - newest) as f64 / 1000.0).max(0.0));
+                }
+            }
+            for (month, list) in &regs {
+                let p = self.partition_for(*month)?;
+                self.register(&p, tenant, list, true)?;
+            }
+            if head_rows.is_empty() {
+                None
+            } else {
+                walrec::set_row_count(&mut wal_rows, head_rows.len());
+                let lsn = self.wal().append(&wal_rows)?;
+                self.head.push(&head_rows);
+                Some(lsn)
+            }
+        };
+        if let Some(lsn) = lsn {
+            self.wal().sync_to(lsn)?;
+        }
+        outcome.accepted = head_rows.len() as u64;
+        let tl = tenant_label(tenant);
+        self.metrics
+            .rows_added
+            .get_or_create(&tl)
+            .inc_by(outcome.accepted);
+        if created > 0 {
+            self.metrics.new_series.get_or_create(&tl).inc_by(created);
+        }
+        for (reason, n) in rejected {
+            self.metrics
+                .rows_rejected
+                .get_or_create(&vec![("reason", reason.as_str().to_string())])
+                .inc_by(n);
+        }
+        self.metrics.head_rows.set(self.head.len() as i64);
+        Ok(outcome)
+    }
+
+    /// Backpressure: when flushing falls behind, writers wait instead of
+    /// growing memory without bound.
+    fn wait_for_head_room(&self) {
+        let limit = self.config.max_head_rows.max(1);
+        if self.head.len() < limit {
+            return;
+        }
+        self.stop.wake.notify_all();
+        if self.head.len() < limit.saturating_mul(2) {
+            return;
+        }
+        let (lock, cv) = &self.flushed;
+        let mut guard = lock.lock();
+        while self.head.len() >= limit.saturating_mul(2) && !self.closed.load(Ordering::Acquire) {
+            self.stop.wake.notify_all();
+            cv.wait_for(&mut guard, Duration::from_millis(100));
+        }
+    }
+
+    /// Partitions overlapping `range`, oldest first.
+    fn partitions_in(&self, range: TimeRange) -> Vec<Arc<Partition>> {
+        self.partitions
+            .read()
+            .values()
+            .filter(|p| {
+                let r = p.time_range();
+                range.overlaps(r.start, r.end)
+            })
+            .cloned()
+            .collect()
+    }
+
+    /// Ids and labels of live series matching `matchers` in `range`.
+    fn find_series(
+        &self,
+        tenant: Tenant,
+        matchers: &[Matcher],
+        range: TimeRange,
+        errs: &mut IndexErrors,
+    ) -> (BTreeMap<SeriesId, Vec<Label>>, Vec<Arc<Partition>>) {
+        let deleted = self.tombstones.snapshot();
+        let partitions = self.partitions_in(range);
+        let mut found: BTreeMap<SeriesId, Vec<Label>> = BTreeMap::new();
+        for p in &partitions {
+            let mut s = p.index.search();
+            let mut ids = RoaringTreemap::new();
+            for day in days_of(range, p.time_range()) {
+                ids |= resolve::resolve(&mut s, tenant, day, matchers, errs);
+            }
+            ids -= &*deleted;
+            for id in ids {
+                if found.contains_key(&id) {
+                    continue;
+                }
+                if let Some((_, labels)) = resolve::lookup_series(&mut s, id, errs) {
+                    found.insert(id, labels);
+                }
+            }
+        }
+        (found, partitions)
+    }
+
+    /// Series matching every matcher with samples in `range`.
+    pub fn search(
+        &self,
+        tenant: Tenant,
+        matchers: &[Matcher],
+        range: TimeRange,
+    ) -> Result<SeriesIter, StorageError> {
+        self.check_open()?;
+        let mut errs = IndexErrors::default();
+        let (found, partitions) = self.find_series(tenant, matchers, range, &mut errs);
+        self.count_index_errors(&errs);
+        let mut gathered = Gathered::new();
+        let wanted = |id: SeriesId| found.contains_key(&id);
+        let (flushing, parts) = {
+            let _shared = self.barrier.read();
+            self.head.gather(&wanted, range, &mut gathered);
+            // Rows being flushed before parts: a flush publishes parts first and
+            // then drops its rows, so this order never misses a row.
+            let flushing = self.flushing.read().clone();
+            let parts: Vec<Arc<Part>> = partitions
+                .iter()
+                .flat_map(|p| p.parts().iter().cloned().collect::<Vec<_>>())
+                .collect();
+            (flushing, parts)
+        };
+        if let Some(rows) = flushing {
+            head::gather_rows(&rows, &wanted, range, &mut gathered);
+        }
+        let parts: Vec<Arc<Part>> = parts
+            .into_iter()
+            .filter(|p| {
+                let m = p.meta();
+                range.overlaps(m.min_timestamp, m.max_timestamp)
+            })
+            .collect();
+        let mut series: Vec<(SeriesId, Vec<Label>)> = found.into_iter().collect();
+        series.sort_by(|a, b| a.1.cmp(&b.1));
+        Ok(SeriesIter {
+            series: series.into_iter(),
+            gathered,
+            parts,
+            range,
+            dedup_interval_ms: self.dedup_interval_ms(),
+            metrics: self.metrics.clone(),
+            warnings: errs.first.into_iter().collect(),
+        })
+    }
+
+    fn count_index_errors(&self, errs: &IndexErrors) {
+        if errs.count > 0 {
+            self.metrics
+                .corrupted_blocks
+                .get_or_create(&vec![("kind", "index".to_string())])
+                .inc_by(errs.count);
+        }
+    }
+
+    /// Label names of series matching `matchers` (all series when empty), sorted,
+    /// at most `limit` (0: no limit).
+    pub fn label_names(
+        &self,
+        tenant: Tenant,
+        matchers: &[Matcher],
+        range: TimeRange,
+        limit: usize,
+    ) -> Result<Vec<String>, StorageError> {
+        self.check_open()?;
+        let mut errs = IndexErrors::default();
+        let mut names = BTreeSet::new();
+        if matchers.is_empty() {
+            let deleted = self.tombstones.snapshot();
+            for p in self.partitions_in(range) {
+                let mut s = p.index.search();
+                for day in days_of(range, p.time_range()) {
+                    resolve::label_names(&mut s, tenant, day, &deleted, &mut errs, &mut names);
+                }
+            }
+        } else {
+            let (found, _) = self.find_series(tenant, matchers, range, &mut errs);
+            for labels in found.values() {
+                names.extend(labels.iter().map(|l| l.name.clone()));
+            }
+        }
+        self.count_index_errors(&errs);
+        Ok(truncate(names, limit))
+    }
+
+    /// Values of label `name` of series matching `matchers`, sorted, at most
+    /// `limit` (0: no limit).
+    pub fn label_values(
+        &self,
+        tenant: Tenant,
+        name: &str,
+        matchers: &[Matcher],
+        range: TimeRange,
+        limit: usize,
+    ) -> Result<Vec<String>, StorageError> {
+        self.check_open()?;
+        let mut errs = IndexErrors::default();
+        let mut values = BTreeSet::new();
+        if matchers.is_empty() {
+            let deleted = self.tombstones.snapshot();
+            for p in self.partitions_in(range) {
+                let mut s = p.index.search();
+                for day in days_of(range, p.time_range()) {
+                    resolve::label_values(
+                        &mut s,
+                        tenant,
+                        day,
+                        name,
+                        &deleted,
+                        &mut errs,
+                        &mut values,
+                    );
+                }
+            }
+        } else {
+            let (found, _) = self.find_series(tenant, matchers, range, &mut errs);
+            for labels in found.values() {
+                values.extend(
+                    labels
+                        .iter()
+                        .filter(|l| l.name == name)
+                        .map(|l| l.value.clone()),
+                );
+            }
+        }
+        self.count_index_errors(&errs);
+        Ok(truncate(values, limit))
+    }
+
+    /// Cardinality statistics of the day that contains `range.end` (like a
+    /// daily report: churned series of other days do not inflate it), top
+    /// `limit` entries of each list (0: all).
+    pub fn cardinality(
+        &self,
+        tenant: Tenant,
+        range: TimeRange,
+        limit: usize,
+    ) -> Result<Cardinality, StorageError> {
+        self.check_open()?;
+        let end = range.end.min(self.now());
+        let day = day_of(end);
+        let mut errs = IndexErrors::default();
+        let day_range = TimeRange::new(day * MS_PER_DAY, day * MS_PER_DAY + MS_PER_DAY - 1);
+        let Some(p) = self.partitions_in(day_range).into_iter().next() else {
+            return Ok(Cardinality::default());
+        };
+        let deleted = self.tombstones.snapshot();
+        let mut s = p.index.search();
+        let stats = resolve::day_cardinality(&mut s, tenant, day, &mut errs, &deleted);
+        self.count_index_errors(&errs);
+        let mut by_name: BTreeMap<&str, u64> = BTreeMap::new();
+        let mut by_metric = Vec::new();
+        let mut by_pair = Vec::new();
+        for ((name, value), n) in &stats.series_by_pair {
+            *by_name.entry(name.as_str()).or_default() += 1;
+            if name == METRIC_NAME_LABEL {
+                by_metric.push((value.clone(), *n));
+            }
+            by_pair.push((format!("{name}={value}"), *n));
+        }
+        let by_name = by_name
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect();
+        Ok(Cardinality {
+            total_series: stats.total_series,
+            series_by_metric_name: top(by_metric, limit),
+            values_by_label_name: top(by_name, limit),
+            series_by_label_pair: top(by_pair, limit),
+        })
+    }
+
+    /// Deletes every series matching `matchers` (all of their samples); returns
+    /// how many series were deleted. Later writes with the same labels start a new series.
+    pub fn delete_series(&self, tenant: Tenant, matchers: &[Matcher]) -> Result<u64, StorageError> {
+        self.check_open()?;
+        let mut errs = IndexErrors::default();
+        let (found, _) = self.find_series(tenant, matchers, TimeRange::ALL, &mut errs);
+        self.count_index_errors(&errs);
+        if found.is_empty() {
+            return Ok(0);
+        }
+        let ids: RoaringTreemap = found.keys().copied().collect();
+        self.tombstones.add(&ids)?;
+        for (id, labels) in &found {
+            self.series.remove(series_hash(tenant, labels), *id);
+        }
+        self.metrics.deleted_series.inc_by(found.len() as u64);
+        info!(tenant = %tenant, series = found.len(), "Series deleted.");
+        Ok(found.len() as u64)
+    }
+
+    /// Writes in-memory rows and index items to disk and trims the log.
+    pub fn flush(&self) -> Result<(), StorageError> {
+        self.check_open()?;
+        self.flush_inner()
+    }
+
+    fn flush_inner(&self) -> Result<(), StorageError> {
+        let _one_flush = self.flush_lock.lock();
+        let started = Instant::now();
+        let (segment, rows) = {
+            let _exclusive = self.barrier.write();
+            let segment = self.wal().rotate()?;
+            let rows = Arc::new(self.head.take_all());
+            *self.flushing.write() = Some(rows.clone());
+            (segment, rows)
+        };
+        let result = self.write_flushed_rows(&rows);
+        if let Err(e) = result {
+            // Keep the rows readable and retry with the next flush; the log
+            // segments stay until a flush succeeds.
+            self.head.push(&rows);
+            *self.flushing.write() = None;
+            return Err(e);
+        }
+        self.wal().remove_segments_before(segment)?;
+        *self.flushing.write() = None;
+        self.metrics.flushes.inc();
+        self.metrics
+            .flush_duration_seconds
+            .observe(started.elapsed().as_secs_f64());
+        let (lock, cv) = &self.flushed;
+        *lock.lock() += 1;
+        cv.notify_all();
+        self.update_gauges();
+        Ok(())
+    }
+
+    fn write_flushed_rows(&self, rows: &[Row]) -> Result<(), StorageError> {
+        let mut by_month: BTreeMap<Month, Vec<Row>> = BTreeMap::new();
+        let mut current: Option<(TimeRange, Month)> = None;
+        for r in rows {
+            let month = match current {
+                Some((range, m)) if range.contains(r.ts) => m,
+                _ => {
+                    let m = Month::of_timestamp(r.ts);
+                    current = Some((TimeRange::new(m.start_ms(), m.end_ms() - 1), m));
+                    m
+                }
+            };
+            by_month.entry(month).or_default().push(*r);
+        }
+        let deleted = self.tombstones.snapshot();
+        for (month, mut rows) in by_month {
+            rows.sort_unstable_by_key(|r| (r.id, r.ts));
+            let p = self.partition_for(month)?;
+            p.write_rows(&rows, self.dedup_interval_ms(), &|id| deleted.contains(id))?;
+        }
+        let partitions: Vec<Arc<Partition>> = self.partitions.read().values().cloned().collect();
+        for p in partitions {
+            p.index.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Merges every partition into as few parts as possible.
+    pub fn force_merge(&self) -> Result<(), StorageError> {
+        self.check_open()?;
+        self.flush_inner()?;
+        let partitions: Vec<Arc<Partition>> = self.partitions.read().values().cloned().collect();
+        let deleted = self.tombstones.snapshot();
+        for p in partitions {
+            p.merge_step(
+                self.dedup_interval_ms(),
+                TimeRange::ALL,
+                &|id| deleted.contains(id),
+                true,
+            )?;
+            p.index.force_merge()?;
+        }
+        self.update_gauges();
+        Ok(())
+    }
+
+    /// Runs merges the policy wants; returns whether anything was merged.
+    fn merge_some(&self) -> bool {
+        let partitions: Vec<Arc<Partition>> = self.partitions.read().values().cloned().collect();
+        let deleted = self.tombstones.snapshot();
+        let mut merged = false;
+        for p in partitions {
+            match p.merge_step(
+                self.dedup_interval_ms(),
+                TimeRange::ALL,
+                &|id| deleted.contains(id),
+                false,
+            ) {
+                Ok(true) => {
+                    merged = true;
+                    self.metrics
+                        .merges
+                        .get_or_create(&vec![("kind", "data".to_string())])
+                        .inc();
+                }
+                Ok(false) => {}
+                Err(e) => {
+                    self.metrics
+                        .merge_errors
+                        .get_or_create(&vec![("kind", "data".to_string())])
+                        .inc();
+                    error!(partition = %p.month.dir_name(), error = %e, "Data merge failed; the inputs stay as they are.");
+                }
+            }
+            match p.index.merge_step() {
+                Ok(true) => {
+                    merged = true;
+                    self.metrics
+                        .merges
+                        .get_or_create(&vec![("kind", "index".to_string())])
+                        .inc();
+                }
+                Ok(false) => {}
+                Err(e) => {
+                    self.metrics
+                        .merge_errors
+                        .get_or_create(&vec![("kind", "index".to_string())])
+                        .inc();
+                    error!(partition = %p.month.dir_name(), error = %e, "Index merge failed; the inputs stay as they are.");
+                }
+            }
+        }
+        if merged {
+            self.update_gauges();
+        }
+        merged
+    }
+
+    /// Drops partitions that ended before the retention cutoff.
+    pub fn enforce_retention(&self) -> Result<u64, StorageError> {
+        let cutoff = self.retention_cutoff();
+        let expired: Vec<Arc<Partition>> = {
+            let mut map = self.partitions.write();
+            let months: Vec<Month> = map
+                .keys()
+                .filter(|m| m.end_ms() <= cutoff)
+                .copied()
+                .collect();
+            months.iter().filter_map(|m| map.remove(m)).collect()
+        };
+        for p in &expired {
+            info!(partition = %p.month.dir_name(), "Dropping partition past retention.");
+            std::fs::remove_dir_all(p.dir()).map_err(|e| io_err(p.dir(), e))?;
+            self.metrics.partitions_dropped.inc();
+        }
+        // Day sets of the past are rarely written again; reload them if they are.
+        let recent = day_of(self.now()) - 2;
+        for p in self.partitions.read().values() {
+            p.evict_days_before(recent);
+        }
+        if !expired.is_empty() {
+            self.update_gauges();
+        }
+        Ok(expired.len() as u64)
+    }
+
+    fn update_gauges(&self) {
+        let partitions: Vec<Arc<Partition>> = self.partitions.read().values().cloned().collect();
+        let (mut parts, mut data, mut index) = (0, 0, 0);
+        for p in &partitions {
+            parts += p.parts().len();
+            let (d, i) = p.disk_usage();
+            data += d;
+            index += i;
+        }
+        self.metrics.partitions.set(partitions.len() as i64);
+        self.metrics.parts.set(parts as i64);
+        self.metrics.data_bytes.set(data as i64);
+        self.metrics.index_bytes.set(index as i64);
+        if let Some(wal) = self.wal.get() {
+            self.metrics.wal_bytes.set(wal.size_bytes() as i64);
+        }
+        self.metrics.head_rows.set(self.head.len() as i64);
+    }
+
+    /// Bytes on disk: (data parts, index parts, log).
+    pub fn disk_usage(&self) -> (u64, u64, u64) {
+        let partitions: Vec<Arc<Partition>> = self.partitions.read().values().cloned().collect();
+        let (data, index) = partitions
+            .iter()
+            .map(|p| p.disk_usage())
+            .fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1));
+        (data, index, self.wal.get().map_or(0, |w| w.size_bytes()))
+    }
+
+    /// Number of live series known to the engine.
+    pub fn series_count(&self) -> usize {
+        self.series.len()
+    }
+
+    fn start_background(self: &Arc<Self>) {
+        let mut threads = self.threads.lock();
+        let weak = Arc::downgrade(self);
+        let stop = self.stop.clone();
+        let interval = self.config.flush_interval.max(Duration::from_millis(10));
+        threads.push(spawn("strata-flush", weak.clone(), stop.clone(), interval, |s| {
+            if let Err(e) = s.flush_inner() {
+                error!(error = %e, "Flush failed; rows stay in memory and in the log, retrying.");
+            }
+            if let Err(e) = s.enforce_retention() {
+                error!(error = %e, "Retention enforcement failed.");
+            }
+        }));
+        threads.push(spawn(
+            "strata-merge",
+            weak,
+            stop,
+            Duration::from_secs(1),
+            |s| {
+                while s.merge_some() && !*s.stop.stopped.lock() {}
+            },
+        ));
+    }
+
+    /// Flushes, stops background work and closes the log. Later calls fail with `Closed`.
+    pub fn close(&self) -> Result<(), StorageError> {
+        if self.closed.swap(true, Ordering::AcqRel) {
+            return Err(StorageError::Closed);
+        }
+        let started = Instant::now();
+        *self.stop.stopped.lock() = true;
+        self.stop.wake.notify_all();
+        self.flushed.1.notify_all();
+        let threads: Vec<JoinHandle<()>> = self.threads.lock().drain(..).collect();
+        let current = std::thread::current().id();
+        for t in threads {
+            if t.thread().id() != current {
+                let _ = t.join();
+            }
+        }
+        let result = self.flush_inner();
+        let closed = self.wal().close();
+        info!(took = ?started.elapsed(), "Storage closed.");
+        result?;
+        closed?;
+        Ok(())
+    }
+
+    /// The sync mode in force.
+    pub fn sync_mode(&self) -> SyncMode {
+        self.config.sync.0
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        &self.config.data_dir
+    }
+}
+
+impl Drop for Storage {
+    fn drop(&mut self) {
+        if !self.closed.load(Ordering::Acquire) {
+            *self.stop.stopped.lock() = true;
+            self.stop.wake.notify_all();
+            if self.wal.get().is_some()
+                && let Err(e) = self.close()
+            {
+                warn!(error = %e, "Storage dropped without close; final flush failed, the log keeps the rows.");
+            }
+        }
+    }
+}
+
+fn spawn(
+    name: &str,
+    storage: Weak<Storage>,
+    stop: Arc<Stop>,
+    interval: Duration,
+    work: fn(&Storage),
+) -> JoinHandle<()> {
+    let run = move || {
+        while !stop.sleep(interval) {
+            match storage.upgrade() {
+                Some(s) => work(&s),
+                None => return,
+            }
+        }
+    };
+    // Spawning fails only when the OS is out of threads; nothing works then.
+    std::thread::Builder::new()
+        .name(name.to_string())
+        .spawn(run)
+        .expect("spawn storage thread")
+}
+
+#[derive(Default)]
+struct Replay {
+    labels: HashMap<SeriesId, (Tenant, Vec<Label>)>,
+    rows: u64,
+    lost: u64,
+}
+
+/// Days of `range` inside `partition_range`.
+fn days_of(range: TimeRange, partition_range: TimeRange) -> std::ops::RangeInclusive<i64> {
+    let start = range.start.max(partition_range.start);
+    let end = range.end.min(partition_range.end);
+    if start > end {
+        #[allow(clippy::reversed_empty_ranges)]
+        return 1..=0;
+    }
+    day_of(start)..=day_of(end)
+}
+
+fn truncate(set: BTreeSet<String>, limit: usize) -> Vec<String> {
+    let take = if limit == 0 { usize::MAX } else { limit };
+    set.into_iter().take(take).collect()
+}
+
+fn top(mut v: Vec<(String, u64)>, limit: usize) -> Vec<(String, u64)> {
+    v.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    if limit > 0 {
+        v.truncate(limit);
+    }
+    v
+}
+
+/// Streams the series of a search; samples are read when the series is reached.
+pub struct SeriesIter {
+    series: std::vec::IntoIter<(SeriesId, Vec<Label>)>,
+    gathered: Gathered,
+    parts: Vec<Arc<Part>>,
+    range: TimeRange,
+    dedup_interval_ms: i64,
+    metrics: StorageMetrics,
+    warnings: Vec<String>,
+}
+
+impl SeriesIter {
+    /// Problems met so far (corrupted blocks skipped); results are partial when not empty.
+    pub fn warnings(&self) -> &[String] {
+        &self.warnings
+    }
+
+    /// Series left to read (an upper bound: series without samples are skipped).
+    pub fn remaining(&self) -> usize {
+        self.series.len()
+    }
+}
+
+impl Iterator for SeriesIter {
+    type Item = Result<SeriesData, StorageError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        for (id, labels) in self.series.by_ref() {
+            let (mut ts, mut vs) = self.gathered.remove(&id).unwrap_or_default();
+            for part in &self.parts {
+                let m = part.meta();
+                if id < m.min_series_id || id > m.max_series_id {
+                    continue;
+                }
+                if let Err(e) = part.read_series(id, self.range, &mut ts, &mut vs) {
+                    error!(error = %e, series = %format_series(&labels), "Skipping a corrupted block.");
+                    self.metrics
+                        .corrupted_blocks
+                        .get_or_create(&vec![("kind", "data".to_string())])
+                        .inc();
+                    self.warnings.push(e.to_string());
+                }
+            }
+            sort_and_dedup(&mut ts, &mut vs, self.dedup_interval_ms);
+            if ts.is_empty() {
+                continue;
+            }
+            return Some(Ok(SeriesData {
+                labels,
+                timestamps: ts,
+                values: vs,
+            }));
+        }
+        None
+    }
+}
