@@ -1,0 +1,403 @@
+//! Engine behaviour tests: concurrency, corruption, retention, dedup, churn,
+//! cardinality, durability across restarts.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use prometheus_client::encoding::text::encode;
+use prometheus_client::registry::Registry;
+use strata_storage::{MatchOp, Matcher, RejectReason, Storage, Tenant, TimeRange};
+
+const T0: Tenant = Tenant::DEFAULT;
+
+fn metric_text(registry: &Registry) -> String {
+    let mut out = String::new();
+    encode(&mut out, registry).expect("encode metrics");
+    out
+}
+
+#[test]
+fn acknowledged_rows_survive_restart_without_flush() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = config(dir.path());
+    let clock = TestClock::new(NOW);
+    let s = open(&cfg, &clock);
+    s.add(
+        T0,
+        &[series(
+            &[("__name__", "a")],
+            &[(NOW - 1000, 1.5), (NOW, 2.5)],
+        )],
+    )
+    .expect("add");
+    // Simulate a crash: leak the storage so that nothing is flushed or closed.
+    std::mem::forget(s);
+    // The directory lock belongs to the leaked handle; a real crash releases it.
+    std::fs::remove_file(dir.path().join("lock")).ok();
+    let s = open(&cfg, &clock);
+    assert_eq!(
+        dump(&s, T0, &[]),
+        vec![(
+            labels(&[("__name__", "a")]),
+            vec![(NOW - 1000, 1.5f64.to_bits()), (NOW, 2.5f64.to_bits())]
+        )]
+    );
+}
+
+#[test]
+fn second_open_of_a_directory_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = config(dir.path());
+    let clock = TestClock::new(NOW);
+    let _s = open(&cfg, &clock);
+    let again = Storage::open_with_clock(cfg, &mut Registry::default(), clock.clock());
+    assert!(matches!(
+        again,
+        Err(strata_storage::StorageError::Locked { .. })
+    ));
+}
+
+#[test]
+fn out_of_window_samples_are_rejected_and_counted() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = config(dir.path());
+    let clock = TestClock::new(NOW);
+    let mut registry = Registry::default();
+    let s = Storage::open_with_clock(cfg, &mut registry, clock.clock()).expect("open");
+    let out = s
+        .add(
+            T0,
+            &[series(
+                &[("__name__", "x"), ("k", "v")],
+                &[(NOW - 32 * DAY, 1.0), (NOW, 2.0), (NOW + 3 * DAY, 3.0)],
+            )],
+        )
+        .expect("add");
+    assert_eq!((out.accepted, out.rejected), (1, 2));
+    let first = out.first_rejection.expect("a rejection");
+    assert_eq!(first.reason, RejectReason::TooOld);
+    assert_eq!(first.series, "x{k=\"v\"}");
+    let empty = s
+        .add(T0, &[series(&[("job", "")], &[(NOW, 1.0)])])
+        .expect("add");
+    assert_eq!(
+        empty.first_rejection.map(|r| r.reason),
+        Some(RejectReason::EmptyLabels)
+    );
+    let text = metric_text(&registry);
+    assert!(
+        text.contains("strata_storage_rows_rejected_total{reason=\"too_old\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("strata_storage_rows_rejected_total{reason=\"too_new\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("strata_storage_rows_rejected_total{reason=\"empty_labels\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("strata_storage_rows_added_total{tenant=\"0:0\"} 1"),
+        "{text}"
+    );
+}
+
+#[test]
+fn retention_drops_whole_partitions() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = config(dir.path());
+    let clock = TestClock::new(NOW);
+    let s = open(&cfg, &clock);
+    // NOW is 2026-11-21: one sample in October, one in November.
+    let oct = NOW - 25 * DAY;
+    s.add(
+        T0,
+        &[series(&[("__name__", "r")], &[(oct, 1.0), (NOW, 2.0)])],
+    )
+    .expect("add");
+    s.flush().expect("flush");
+    assert!(dir.path().join("partitions/2026_10").exists());
+    clock.advance(20 * DAY); // October ended 2026-11-01; 31d later is 2026-12-02.
+    assert_eq!(s.enforce_retention().expect("retention"), 1);
+    assert!(!dir.path().join("partitions/2026_10").exists());
+    assert_eq!(
+        dump(&s, T0, &[]),
+        vec![(labels(&[("__name__", "r")]), vec![(NOW, 2.0f64.to_bits())])]
+    );
+    s.close().expect("close");
+    let s = open(&cfg, &clock);
+    assert_eq!(dump(&s, T0, &[]).len(), 1);
+}
+
+#[test]
+fn dedup_interval_applies_at_read_and_merge() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cfg = config(dir.path());
+    cfg.dedup_min_scrape_interval = Duration::from_secs(10);
+    let clock = TestClock::new(NOW);
+    let s = open(&cfg, &clock);
+    let base = NOW - NOW % 10_000 - 60_000;
+    // Two HA replicas scraping 3 s apart, both every 10 s.
+    let a: Vec<(i64, f64)> = (0..5)
+        .map(|i| (base + i * 10_000 + 1_000, i as f64))
+        .collect();
+    let b: Vec<(i64, f64)> = (0..5)
+        .map(|i| (base + i * 10_000 + 4_000, 10.0 + i as f64))
+        .collect();
+    s.add(T0, &[series(&[("__name__", "d")], &a)]).expect("add");
+    s.flush().expect("flush");
+    s.add(T0, &[series(&[("__name__", "d")], &b)]).expect("add");
+    let want: Vec<(i64, u64)> = b.iter().map(|(t, v)| (*t, v.to_bits())).collect();
+    assert_eq!(dump(&s, T0, &[])[0].1, want, "at read, head + part");
+    s.force_merge().expect("merge");
+    assert_eq!(dump(&s, T0, &[])[0].1, want, "after merge");
+}
+
+#[test]
+fn identical_timestamps_collapse() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = config(dir.path());
+    let clock = TestClock::new(NOW);
+    let s = open(&cfg, &clock);
+    for round in 0..3 {
+        s.add(
+            T0,
+            &[series(&[("__name__", "x")], &[(NOW, 1.0), (NOW, 2.0)])],
+        )
+        .expect("add");
+        if round == 1 {
+            s.flush().expect("flush");
+        }
+    }
+    assert_eq!(dump(&s, T0, &[])[0].1, vec![(NOW, 2.0f64.to_bits())]);
+    s.force_merge().expect("merge");
+    assert_eq!(dump(&s, T0, &[])[0].1, vec![(NOW, 2.0f64.to_bits())]);
+}
+
+#[test]
+fn concurrent_writers_and_readers_see_acknowledged_rows() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cfg = config(dir.path());
+    cfg.flush_interval = Duration::from_millis(50);
+    let clock = TestClock::new(NOW);
+    let s = open(&cfg, &clock);
+    let writers: Vec<_> = (0..4)
+        .map(|w| {
+            let s = Arc::clone(&s);
+            std::thread::spawn(move || {
+                for i in 0..300i64 {
+                    let name = format!("w{w}");
+                    let inst = format!("{}", i % 7);
+                    s.add(
+                        T0,
+                        &[series(
+                            &[("__name__", &name), ("i", &inst)],
+                            &[(NOW - 300_000 + i, i as f64)],
+                        )],
+                    )
+                    .expect("add");
+                    // Read-your-writes: the acknowledged sample is visible right away.
+                    let m = [
+                        Matcher::eq("__name__", name.clone()),
+                        Matcher::eq("i", inst.clone()),
+                    ];
+                    let found = s
+                        .search(T0, &m, TimeRange::new(NOW - 300_000 + i, NOW - 300_000 + i))
+                        .expect("search")
+                        .map(|r| r.expect("series").timestamps.len())
+                        .sum::<usize>();
+                    assert_eq!(found, 1, "writer {w} row {i}");
+                }
+            })
+        })
+        .collect();
+    for w in writers {
+        w.join().expect("writer");
+    }
+    let all = dump(&s, T0, &[]);
+    assert_eq!(all.len(), 4 * 7);
+    assert_eq!(all.iter().map(|(_, v)| v.len()).sum::<usize>(), 1200);
+}
+
+#[test]
+fn churn_is_isolated_per_day() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = config(dir.path());
+    let clock = TestClock::new(NOW);
+    let s = open(&cfg, &clock);
+    let day_start = NOW - NOW % DAY;
+    for day in 0..3i64 {
+        let batch: Vec<_> = (0..2000)
+            .map(|i| {
+                let pod = format!("pod-{day}-{i}");
+                series(
+                    &[("__name__", "up"), ("pod", &pod)],
+                    &[(day_start - (2 - day) * DAY + 1000, 1.0)],
+                )
+            })
+            .collect();
+        s.add(T0, &batch).expect("add");
+        s.flush().expect("flush");
+    }
+    let last_day = TimeRange::new(day_start, day_start + DAY - 1);
+    let pods = s.label_values(T0, "pod", &[], last_day, 0).expect("values");
+    assert_eq!(pods.len(), 2000);
+    assert!(pods.iter().all(|p| p.starts_with("pod-2-")));
+    let found = s
+        .search(T0, &[Matcher::eq("__name__", "up")], last_day)
+        .expect("search")
+        .count();
+    assert_eq!(found, 2000);
+    assert_eq!(
+        s.search(T0, &[Matcher::eq("__name__", "up")], TimeRange::ALL)
+            .expect("search")
+            .count(),
+        6000
+    );
+    let card = s.cardinality(T0, last_day, 3).expect("cardinality");
+    assert_eq!(card.total_series, 2000);
+    assert_eq!(card.series_by_metric_name, vec![("up".to_string(), 2000)]);
+    assert_eq!(card.values_by_label_name[0], ("pod".to_string(), 2000));
+    assert_eq!(
+        card.series_by_label_pair[0],
+        ("__name__=up".to_string(), 2000)
+    );
+}
+
+#[test]
+fn tenants_are_isolated() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = config(dir.path());
+    let clock = TestClock::new(NOW);
+    let s = open(&cfg, &clock);
+    s.add(
+        Tenant::new(1, 0),
+        &[series(&[("__name__", "a")], &[(NOW, 1.0)])],
+    )
+    .expect("add");
+    s.add(
+        Tenant::new(1, 1),
+        &[series(&[("__name__", "b")], &[(NOW, 1.0)])],
+    )
+    .expect("add");
+    assert_eq!(dump(&s, Tenant::new(1, 0), &[]).len(), 1);
+    assert_eq!(
+        dump(&s, Tenant::new(1, 1), &[])[0].0,
+        labels(&[("__name__", "b")])
+    );
+    assert!(dump(&s, Tenant::new(2, 0), &[]).is_empty());
+    assert!(dump(&s, T0, &[]).is_empty());
+    assert_eq!(
+        s.label_names(Tenant::new(2, 0), &[], TimeRange::ALL, 0)
+            .expect("names"),
+        Vec::<String>::new()
+    );
+}
+
+#[test]
+fn corrupted_data_part_is_reported_and_the_rest_stays_readable() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = config(dir.path());
+    let clock = TestClock::new(NOW);
+    let mut registry = Registry::default();
+    let s = Storage::open_with_clock(cfg.clone(), &mut registry, clock.clock()).expect("open");
+    // Two parts: series "a" in the first, "b" in the second.
+    s.add(T0, &[series(&[("__name__", "a")], &[(NOW, 1.0)])])
+        .expect("add");
+    s.flush().expect("flush");
+    s.add(T0, &[series(&[("__name__", "b")], &[(NOW, 2.0)])])
+        .expect("add");
+    s.flush().expect("flush");
+    let parts_dir = dir.path().join("partitions/2026_11/parts");
+    let mut parts: Vec<_> = std::fs::read_dir(&parts_dir)
+        .expect("parts")
+        .map(|e| e.expect("entry").path())
+        .collect();
+    parts.sort();
+    assert_eq!(parts.len(), 2);
+    // Damage every data file of the first part in its middle.
+    let mut damaged = 0;
+    for f in std::fs::read_dir(&parts[0]).expect("part files") {
+        let f = f.expect("entry").path();
+        let name = f.file_name().expect("name").to_string_lossy().to_string();
+        if name.contains("data") || name.contains("values") || name.contains("pages") {
+            let mut bytes = std::fs::read(&f).expect("read");
+            if bytes.len() > 8 {
+                let mid = bytes.len() / 2;
+                bytes[mid] ^= 0x5a;
+                std::fs::write(&f, bytes).expect("write");
+                damaged += 1;
+            }
+        }
+    }
+    assert!(
+        damaged > 0,
+        "found no data file to damage in {:?}",
+        parts[0]
+    );
+    let mut it = s
+        .search(
+            T0,
+            &[Matcher::new(MatchOp::RegexMatch, "__name__", "a|b").expect("re")],
+            TimeRange::ALL,
+        )
+        .expect("search");
+    let got: Vec<_> = it
+        .by_ref()
+        .map(|r| r.expect("series"))
+        .filter(|d| !d.timestamps.is_empty())
+        .map(|d| d.labels[0].value.clone())
+        .collect();
+    assert_eq!(got, vec!["b".to_string()]);
+    assert!(!it.warnings().is_empty(), "corruption must be reported");
+    assert!(
+        it.warnings()[0].contains(&parts[0].display().to_string()),
+        "{:?}",
+        it.warnings()
+    );
+    assert!(
+        metric_text(&registry).contains("strata_storage_corrupted_blocks_total{kind=\"data\"} 1")
+    );
+    s.close().expect("close");
+    // The directory still opens.
+    let s = open(&cfg, &clock);
+    assert!(!dump(&s, T0, &[Matcher::eq("__name__", "b")]).is_empty());
+}
+
+#[test]
+fn delete_then_rewrite_starts_a_new_series() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = config(dir.path());
+    let clock = TestClock::new(NOW);
+    let s = open(&cfg, &clock);
+    s.add(
+        T0,
+        &[series(
+            &[("__name__", "x"), ("a", "1")],
+            &[(NOW - 5000, 1.0)],
+        )],
+    )
+    .expect("add");
+    s.flush().expect("flush");
+    assert_eq!(
+        s.delete_series(T0, &[Matcher::eq("a", "1")])
+            .expect("delete"),
+        1
+    );
+    assert!(dump(&s, T0, &[]).is_empty());
+    s.add(
+        T0,
+        &[series(&[("__name__", "x"), ("a", "1")], &[(NOW, 2.0)])],
+    )
+    .expect("add");
+    assert_eq!(dump(&s, T0, &[])[0].1, vec![(NOW, 2.0f64.to_bits())]);
+    s.close().expect("close");
+    let s = open(&cfg, &clock);
+    assert_eq!(dump(&s, T0, &[])[0].1, vec![(NOW, 2.0f64.to_bits())]);
+    s.force_merge().expect("merge");
+    assert_eq!(dump(&s, T0, &[])[0].1, vec![(NOW, 2.0f64.to_bits())]);
+}
