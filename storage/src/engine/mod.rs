@@ -464,8 +464,18 @@ impl Storage {
                         }
                     };
                     let day = day_of(ts);
-                    let registered = self.partition_for(Month::of_timestamp(ts)).and_then(|p| {
-                        self.register(&p, *tenant, &[Registration { id, labels, day }], false)
+                    let partition = match &replay.partition {
+                        Some(p) if p.time_range().contains(ts) => Ok(p.clone()),
+                        _ => self.partition_for(Month::of_timestamp(ts)),
+                    };
+                    let registered = partition.and_then(|p| {
+                        let result = if p.is_registered_on(id, day) {
+                            Ok(())
+                        } else {
+                            self.register(&p, *tenant, &[Registration { id, labels, day }], false)
+                        };
+                        replay.partition = Some(p);
+                        result
                     });
                     if let Err(e) = registered {
                         error!(error = %e, "Cannot register a replayed series; its rows stay in the log.");
@@ -1276,6 +1286,7 @@ fn spawn(
 #[derive(Default)]
 struct Replay {
     labels: HashMap<SeriesId, (Tenant, Vec<Label>)>,
+    partition: Option<Arc<Partition>>,
     rows: u64,
     lost: u64,
 }
