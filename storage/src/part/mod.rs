@@ -1,10 +1,110 @@
 //! Immutable data parts: columnar per-series blocks sorted by (series id,
-//! time), compressed, checksummed, read through mmap. (Signatures fixed; body
-//! to be written.)
+//! time), compressed, checksummed, read through mmap.
+//!
+//! A part is a directory of four files:
+//!
+//! ```text
+//! <part>/
+//!   data.bin     compressed data pages, back to back
+//!   headers.bin  zstd-compressed header pages, back to back
+//!   index.bin    one fixed-width entry per header page, then a crc32c
+//!   meta.json    PartMeta as JSON, then its crc32c; written last
+//! ```
+//!
+//! **Blocks.** The samples of one series are cut into blocks of at most
+//! `encoding::MAX_BLOCK_SAMPLES` samples, each encoded by
+//! `encoding::encode_block`. Blocks are written in (series id, min timestamp)
+//! order; the blocks of one series never overlap in time.
+//!
+//! **Data pages** (`data.bin`). Consecutive encoded blocks are concatenated
+//! into a raw page until it reaches `encoding::PAGE_TARGET_BYTES` (a single
+//! block may exceed it); the page is stored as `encoding::compress_page` made
+//! it. The file has no framing of its own: offsets, lengths and crc32c of the
+//! compressed pages live in the header pages.
+//!
+//! **Header pages** (`headers.bin`). A header page describes a run of whole
+//! data pages and all of their blocks; it is closed at the first data page
+//! boundary at or after `HEADER_PAGE_BLOCKS` blocks, so every data page
+//! belongs to exactly one header page. Uncompressed layout (varint = unsigned
+//! LEB128, zigzag = signed mapped to unsigned; n = sum of `blocks`):
+//!
+//! ```text
+//! varint  page_count                        >= 1
+//! varint  first_page_offset                 offset in data.bin of the first page
+//! zigzag  base_ts                           least min_ts of the page's blocks
+//! page_count x {                            pages follow each other in data.bin
+//!   varint  blocks                          >= 1, blocks stored in this page
+//!   varint  compressed_len
+//!   varint  raw_len                         = sum of its blocks' enc_len
+//!   u32 LE  crc32c of the compressed page
+//! }
+//! n x varint  series id delta               first one from 0; never decreasing
+//! n x varint  enc_len                       encoded block length; a block's offset
+//!                                           in its raw page is the sum of the
+//!                                           enc_len before it in that page
+//! n x varint  sample count                  >= 1
+//! n x varint  max_ts - min_ts
+//! n x varint  start                         min_ts - previous max_ts - 1 when the
+//!                                           previous block is of the same series,
+//!                                           else min_ts - base_ts
+//! ```
+//!
+//! The whole is compressed with zstd; the compressed bytes are what
+//! `index.bin` points at and checksums.
+//!
+//! **Index** (`index.bin`). One 52-byte little-endian entry per header page,
+//! in file order, then a u32 LE crc32c of all entries:
+//!
+//! ```text
+//! u64 first_series  u64 last_series  i64 min_ts  i64 max_ts
+//! u64 offset (in headers.bin)  u32 len  u32 crc32c (of the compressed page)  u32 blocks
+//! ```
+//!
+//! Entries are contiguous from offset 0 and cover `headers.bin` exactly; their
+//! series ranges never decrease (`last_series[i] <= first_series[i+1]`: one
+//! series may span several header pages).
+//!
+//! **Meta** (`meta.json`). The JSON object of [`PartMeta`], `\n`, the crc32c of
+//! the JSON bytes as 8 lowercase hex digits, `\n`. `size_bytes` counts all four
+//! files, meta.json included. An empty part has `rows == 0`,
+//! `min_timestamp > max_timestamp` and `min_series_id > max_series_id`.
+//!
+//! **Checks.** `Part::open` verifies meta.json, index.bin and the crc32c of
+//! every header page (cheap: header pages are a small share of the part), and
+//! that `size_bytes` matches the files. Header pages are decoded lazily on read
+//! and kept in a small per-part cache; data pages are checked against their
+//! crc32c each time they are decompressed. Corruption is reported as
+//! [`PartError::Corrupted`] with the file and the offset of the page.
 
+mod format;
+mod writer;
+
+#[cfg(test)]
+mod tests;
+
+use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
+use memmap2::Mmap;
+use parking_lot::Mutex;
+
+use crate::encoding;
 use crate::types::{SeriesId, TimeRange};
+
+pub use format::META_FILE;
+use format::{DATA_FILE, HEADERS_FILE, HeaderPage, INDEX_ENTRY_BYTES, INDEX_FILE, IndexEntry};
+use writer::Limits;
+pub use writer::PartWriter;
+
+/// Version written into `PartMeta::format_version`; `Part::open` refuses others.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// Target number of blocks per header page (see the module doc).
+pub const HEADER_PAGE_BLOCKS: usize = 512;
+
+/// Decoded header pages kept per part for `read_series`.
+pub const HEADER_CACHE_PAGES: usize = 8;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PartError {
@@ -20,6 +120,24 @@ pub enum PartError {
         offset: u64,
         what: String,
     },
+    /// The caller broke the `PartWriter::add` contract (order, lengths).
+    #[error("part writer input rejected: {what}")]
+    InvalidInput { what: String },
+}
+
+fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> PartError + '_ {
+    move |source| PartError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+fn corrupted(path: &Path, offset: u64, what: impl Into<String>) -> PartError {
+    PartError::Corrupted {
+        path: path.to_path_buf(),
+        offset,
+        what: what.into(),
+    }
 }
 
 /// Summary of a part, stored beside it.
@@ -37,38 +155,26 @@ pub struct PartMeta {
     pub size_bytes: u64,
 }
 
-/// Writes a part into a new directory. Nothing is visible until `finish`
-/// fsynced every file and the directory.
-pub struct PartWriter {}
-
-impl PartWriter {
-    /// `dir` must not exist yet; it is created.
-    pub fn create(dir: &Path) -> Result<PartWriter, PartError> {
-        let _ = dir;
-        unimplemented!("part")
-    }
-
-    /// Adds the samples of one series. Calls come in ascending series id; for
-    /// one series, timestamps are ascending without duplicates (already
-    /// deduplicated) and may span several calls in ascending time. Long runs
-    /// are split into blocks of at most `encoding::MAX_BLOCK_SAMPLES`.
-    pub fn add(
-        &mut self,
-        series_id: SeriesId,
-        timestamps: &[i64],
-        values: &[f64],
-    ) -> Result<(), PartError> {
-        let _ = (series_id, timestamps, values);
-        unimplemented!("part")
-    }
-
-    pub fn finish(self) -> Result<PartMeta, PartError> {
-        unimplemented!("part")
-    }
+/// An open, immutable part. Send + Sync: share it behind an `Arc`.
+pub struct Part {
+    dir: PathBuf,
+    data_path: PathBuf,
+    headers_path: PathBuf,
+    meta: PartMeta,
+    index: Vec<IndexEntry>,
+    data: Mmap,
+    headers: Mmap,
+    cache: Mutex<HeaderCache>,
 }
 
-/// An open, immutable part.
-pub struct Part {}
+impl std::fmt::Debug for Part {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Part")
+            .field("dir", &self.dir)
+            .field("meta", &self.meta)
+            .finish_non_exhaustive()
+    }
+}
 
 /// Samples of one series from one block.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -78,24 +184,128 @@ pub struct BlockSamples {
     pub values: Vec<f64>,
 }
 
+/// Least-recently-used decoded header pages, keyed by index entry number.
+#[derive(Default)]
+struct HeaderCache {
+    tick: u64,
+    pages: Vec<(usize, u64, Arc<HeaderPage>)>,
+}
+
+impl HeaderCache {
+    fn get(&mut self, entry: usize) -> Option<Arc<HeaderPage>> {
+        self.tick += 1;
+        let tick = self.tick;
+        self.pages.iter_mut().find(|p| p.0 == entry).map(|p| {
+            p.1 = tick;
+            Arc::clone(&p.2)
+        })
+    }
+
+    fn insert(&mut self, entry: usize, page: Arc<HeaderPage>) {
+        if self.pages.iter().any(|p| p.0 == entry) {
+            return;
+        }
+        self.tick += 1;
+        if self.pages.len() >= HEADER_CACHE_PAGES
+            && let Some(oldest) = (0..self.pages.len()).min_by_key(|&i| self.pages[i].1)
+        {
+            self.pages.swap_remove(oldest);
+        }
+        self.pages.push((entry, self.tick, page));
+    }
+}
+
+/// Maps a file read-only; empty files map to an empty slice.
+#[allow(unsafe_code)]
+fn map_file(path: &Path) -> Result<Mmap, PartError> {
+    let file = File::open(path).map_err(io_error(path))?;
+    // SAFETY: part files are immutable once `finish` returned: nothing in the
+    // process writes or truncates them while a `Part` maps them, and parts are
+    // only deleted by unlinking, which keeps the mapping valid.
+    unsafe { Mmap::map(&file) }.map_err(io_error(path))
+}
+
 impl Part {
     /// Opens a part, verifying the checksums of its metadata and block index.
     pub fn open(dir: &Path) -> Result<Part, PartError> {
-        let _ = dir;
-        unimplemented!("part")
+        let meta_path = dir.join(format::META_FILE);
+        let meta_bytes = std::fs::read(&meta_path).map_err(io_error(&meta_path))?;
+        let meta = format::decode_meta(&meta_bytes)
+            .map_err(|(offset, what)| corrupted(&meta_path, offset, what))?;
+        if meta.format_version != FORMAT_VERSION {
+            return Err(corrupted(
+                &meta_path,
+                0,
+                format!(
+                    "unsupported format version {}, want {FORMAT_VERSION}",
+                    meta.format_version
+                ),
+            ));
+        }
+
+        let index_path = dir.join(INDEX_FILE);
+        let index_bytes = std::fs::read(&index_path).map_err(io_error(&index_path))?;
+        let index = decode_index(&index_bytes, &index_path)?;
+
+        let headers_path = dir.join(HEADERS_FILE);
+        let data_path = dir.join(DATA_FILE);
+        let headers = map_file(&headers_path)?;
+        let data = map_file(&data_path)?;
+
+        let size = (meta_bytes.len() + index_bytes.len() + headers.len() + data.len()) as u64;
+        if size != meta.size_bytes {
+            return Err(corrupted(
+                &meta_path,
+                0,
+                format!(
+                    "part files hold {size} bytes, meta says {}",
+                    meta.size_bytes
+                ),
+            ));
+        }
+        check_index(&index, &meta, headers.len() as u64, &index_path)?;
+        for e in &index {
+            let bytes = &headers[e.offset as usize..(e.offset + u64::from(e.len)) as usize];
+            let crc = crc32c::crc32c(bytes);
+            if crc != e.crc {
+                return Err(corrupted(
+                    &headers_path,
+                    e.offset,
+                    format!(
+                        "header page crc32c mismatch: index says {:08x}, computed {crc:08x}",
+                        e.crc
+                    ),
+                ));
+            }
+        }
+        Ok(Part {
+            dir: dir.to_path_buf(),
+            data_path,
+            headers_path,
+            meta,
+            index,
+            data,
+            headers,
+            cache: Mutex::new(HeaderCache::default()),
+        })
     }
 
     pub fn meta(&self) -> &PartMeta {
-        unimplemented!("part")
+        &self.meta
     }
 
     pub fn path(&self) -> &Path {
-        unimplemented!("part")
+        &self.dir
     }
 
     /// Appends to `out` the samples of `series_id` within `range`, in time
     /// order. A corrupted block is reported as an error after the good blocks
     /// of the series were appended.
+    ///
+    /// Cost: a binary search over the index, the header pages that may hold
+    /// the series (from the cache, or decoded once and cached), and one
+    /// decompression per data page holding a block within `range`; pages are
+    /// not cached across calls.
     pub fn read_series(
         &self,
         series_id: SeriesId,
@@ -103,25 +313,394 @@ impl Part {
         out_timestamps: &mut Vec<i64>,
         out_values: &mut Vec<f64>,
     ) -> Result<(), PartError> {
-        let _ = (series_id, range, out_timestamps, out_values);
-        unimplemented!("part")
+        if range.start > range.end {
+            return Ok(());
+        }
+        let first = self.index.partition_point(|e| e.last_series < series_id);
+        let mut first_err = None;
+        let mut page = PageSlot::default();
+        let mut block_ts = Vec::new();
+        let mut block_vals = Vec::new();
+        for (i, e) in self.index.iter().enumerate().skip(first) {
+            if e.first_series > series_id {
+                break;
+            }
+            if !range.overlaps(e.min_ts, e.max_ts) {
+                continue;
+            }
+            let hp = match self.cached_header_page(i) {
+                Ok(hp) => hp,
+                Err(err) => {
+                    first_err.get_or_insert(err);
+                    continue;
+                }
+            };
+            let start = hp.blocks.partition_point(|b| b.series < series_id);
+            for b in hp.blocks[start..]
+                .iter()
+                .take_while(|b| b.series == series_id)
+            {
+                if b.min_ts > range.end {
+                    break;
+                }
+                if b.max_ts < range.start {
+                    continue;
+                }
+                let raw = match page.load(self, &hp, b.page) {
+                    Ok(Some(raw)) => raw,
+                    Ok(None) => continue,
+                    Err(err) => {
+                        first_err.get_or_insert(err);
+                        continue;
+                    }
+                };
+                let whole = range.start <= b.min_ts && b.max_ts <= range.end;
+                let result = if whole {
+                    self.decode(&hp, b, raw, out_timestamps, out_values)
+                } else {
+                    block_ts.clear();
+                    block_vals.clear();
+                    self.decode(&hp, b, raw, &mut block_ts, &mut block_vals)
+                        .map(|()| {
+                            for (&t, &v) in block_ts.iter().zip(&block_vals) {
+                                if range.contains(t) {
+                                    out_timestamps.push(t);
+                                    out_values.push(v);
+                                }
+                            }
+                        })
+                };
+                if let Err(err) = result {
+                    first_err.get_or_insert(err);
+                }
+            }
+        }
+        first_err.map_or(Ok(()), Err)
     }
 
     /// Every block of the part in (series id, time) order, for merges and scans.
+    /// Each page is decompressed once. After an error the iterator goes on with
+    /// the next readable page, so a scan can skip damage; a merge stops at it.
     pub fn blocks(&self) -> BlockIter<'_> {
-        unimplemented!("part")
+        BlockIter {
+            part: self,
+            next_entry: 0,
+            header: None,
+            block: 0,
+            page: PageSlot::default(),
+        }
+    }
+
+    /// Header page `i` from the cache, decoding and caching it on a miss.
+    fn cached_header_page(&self, i: usize) -> Result<Arc<HeaderPage>, PartError> {
+        if let Some(hp) = self.cache.lock().get(i) {
+            return Ok(hp);
+        }
+        // Decode outside the lock: concurrent readers of other pages go on.
+        let hp = Arc::new(self.header_page(i)?);
+        self.cache.lock().insert(i, Arc::clone(&hp));
+        Ok(hp)
+    }
+
+    fn header_page(&self, i: usize) -> Result<HeaderPage, PartError> {
+        let e = &self.index[i];
+        let bytes = &self.headers[e.offset as usize..(e.offset + u64::from(e.len)) as usize];
+        let crc = crc32c::crc32c(bytes);
+        if crc != e.crc {
+            return Err(corrupted(
+                &self.headers_path,
+                e.offset,
+                format!(
+                    "header page crc32c mismatch: index says {:08x}, computed {crc:08x}",
+                    e.crc
+                ),
+            ));
+        }
+        let raw = zstd::decode_all(bytes).map_err(|err| {
+            corrupted(
+                &self.headers_path,
+                e.offset,
+                format!("cannot decompress header page: {err}"),
+            )
+        })?;
+        format::decode_header_page(&raw, e, self.data.len() as u64)
+            .map_err(|what| corrupted(&self.headers_path, e.offset, format!("header page: {what}")))
+    }
+
+    /// Decompresses and checks one data page into `out`.
+    fn load_page(&self, p: &format::PageRef, out: &mut Vec<u8>) -> Result<(), PartError> {
+        // In bounds: `decode_header_page` checked every page against the file.
+        let bytes = &self.data[p.offset as usize..(p.offset + u64::from(p.len)) as usize];
+        let crc = crc32c::crc32c(bytes);
+        if crc != p.crc {
+            return Err(corrupted(
+                &self.data_path,
+                p.offset,
+                format!(
+                    "data page crc32c mismatch: header says {:08x}, computed {crc:08x}",
+                    p.crc
+                ),
+            ));
+        }
+        out.clear();
+        encoding::decompress_page(bytes, out).map_err(|err| {
+            corrupted(
+                &self.data_path,
+                p.offset,
+                format!("cannot decompress data page: {err}"),
+            )
+        })?;
+        if out.len() != p.raw_len as usize {
+            return Err(corrupted(
+                &self.data_path,
+                p.offset,
+                format!(
+                    "data page decompressed to {} bytes, header says {}",
+                    out.len(),
+                    p.raw_len
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Decodes block `b` from its raw page, appending exactly its samples.
+    fn decode(
+        &self,
+        hp: &HeaderPage,
+        b: &format::BlockRef,
+        raw: &[u8],
+        ts: &mut Vec<i64>,
+        vals: &mut Vec<f64>,
+    ) -> Result<(), PartError> {
+        let page_offset = hp.pages[b.page as usize].offset;
+        let bytes = &raw[b.offset as usize..(b.offset + b.len) as usize];
+        let (t0, v0) = (ts.len(), vals.len());
+        let result = encoding::decode_block(bytes, ts, vals);
+        let what = match result {
+            Err(err) => Some(format!("{err}")),
+            Ok(()) if ts.len() - t0 != b.count as usize || vals.len() - v0 != b.count as usize => {
+                Some(format!(
+                    "decoded {} samples, header says {}",
+                    ts.len() - t0,
+                    b.count
+                ))
+            }
+            Ok(()) => None,
+        };
+        match what {
+            None => Ok(()),
+            Some(what) => {
+                ts.truncate(t0);
+                vals.truncate(v0);
+                Err(corrupted(
+                    &self.data_path,
+                    page_offset,
+                    format!(
+                        "block of series {} at byte {} of the decompressed page: {what}",
+                        b.series, b.offset
+                    ),
+                ))
+            }
+        }
+    }
+
+    #[cfg(test)]
+    fn data_page_offsets(&self, series_id: SeriesId) -> Vec<u64> {
+        let mut out = Vec::new();
+        for i in 0..self.index.len() {
+            let hp = self.header_page(i).expect("header page");
+            for b in hp.blocks.iter().filter(|b| b.series == series_id) {
+                let off = hp.pages[b.page as usize].offset;
+                if out.last() != Some(&off) {
+                    out.push(off);
+                }
+            }
+        }
+        out
+    }
+}
+
+/// Parses index.bin: entries then a crc32c over them.
+fn decode_index(bytes: &[u8], path: &Path) -> Result<Vec<IndexEntry>, PartError> {
+    let Some(body_len) = bytes.len().checked_sub(4) else {
+        return Err(corrupted(path, 0, "shorter than its checksum"));
+    };
+    if body_len % INDEX_ENTRY_BYTES != 0 {
+        return Err(corrupted(
+            path,
+            0,
+            format!(
+                "length {} is not whole {INDEX_ENTRY_BYTES}-byte entries plus a checksum",
+                bytes.len()
+            ),
+        ));
+    }
+    let (body, tail) = bytes.split_at(body_len);
+    let mut stored = [0u8; 4];
+    stored.copy_from_slice(tail);
+    let stored = u32::from_le_bytes(stored);
+    let actual = crc32c::crc32c(body);
+    if stored != actual {
+        return Err(corrupted(
+            path,
+            body_len as u64,
+            format!("crc32c mismatch: stored {stored:08x}, computed {actual:08x}"),
+        ));
+    }
+    Ok(body
+        .chunks_exact(INDEX_ENTRY_BYTES)
+        .filter_map(|c| c.try_into().ok())
+        .map(format::decode_index_entry)
+        .collect())
+}
+
+/// Checks that the index covers headers.bin exactly, in series order, and
+/// agrees with the metadata.
+fn check_index(
+    index: &[IndexEntry],
+    meta: &PartMeta,
+    headers_len: u64,
+    path: &Path,
+) -> Result<(), PartError> {
+    let mut offset = 0u64;
+    let mut blocks = 0u64;
+    for (i, e) in index.iter().enumerate() {
+        let at = (i * INDEX_ENTRY_BYTES) as u64;
+        if e.offset != offset || e.len == 0 || e.blocks == 0 {
+            return Err(corrupted(
+                path,
+                at,
+                format!(
+                    "entry {i} points at {} length {} with {} blocks, want offset {offset} and a non-empty page",
+                    e.offset, e.len, e.blocks
+                ),
+            ));
+        }
+        if e.first_series > e.last_series || e.min_ts > e.max_ts {
+            return Err(corrupted(
+                path,
+                at,
+                format!("entry {i} has inverted ranges"),
+            ));
+        }
+        if i > 0 && index[i - 1].last_series > e.first_series {
+            return Err(corrupted(
+                path,
+                at,
+                format!(
+                    "entry {i} starts at series {} before the previous entry ends",
+                    e.first_series
+                ),
+            ));
+        }
+        offset += u64::from(e.len);
+        blocks += u64::from(e.blocks);
+    }
+    if offset != headers_len {
+        return Err(corrupted(
+            path,
+            0,
+            format!("entries cover {offset} bytes of headers.bin, which holds {headers_len}"),
+        ));
+    }
+    let span = match (index.first(), index.last()) {
+        (Some(f), Some(l)) => (f.first_series, l.last_series),
+        _ => (SeriesId::MAX, 0),
+    };
+    if blocks != meta.blocks || span != (meta.min_series_id, meta.max_series_id) {
+        return Err(corrupted(
+            path,
+            0,
+            format!(
+                "entries hold {blocks} blocks of series {}..={}, meta says {} blocks of series {}..={}",
+                span.0, span.1, meta.blocks, meta.min_series_id, meta.max_series_id
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// The one decompressed data page a reader holds. Blocks are visited in page
+/// order, so one slot is enough to decompress each page once.
+#[derive(Default)]
+struct PageSlot {
+    raw: Vec<u8>,
+    /// data.bin offset of the page in `raw`.
+    loaded: Option<u64>,
+    /// data.bin offset of a page that failed; its blocks are skipped.
+    failed: Option<u64>,
+}
+
+impl PageSlot {
+    /// The raw page `page` of `hp`; `None` when it already failed.
+    fn load(
+        &mut self,
+        part: &Part,
+        hp: &HeaderPage,
+        page: u32,
+    ) -> Result<Option<&[u8]>, PartError> {
+        let p = &hp.pages[page as usize];
+        if self.failed == Some(p.offset) {
+            return Ok(None);
+        }
+        if self.loaded != Some(p.offset) {
+            self.loaded = None;
+            if let Err(err) = part.load_page(p, &mut self.raw) {
+                self.failed = Some(p.offset);
+                return Err(err);
+            }
+            self.loaded = Some(p.offset);
+        }
+        Ok(Some(&self.raw))
     }
 }
 
 pub struct BlockIter<'a> {
-    _part: std::marker::PhantomData<&'a Part>,
+    part: &'a Part,
+    next_entry: usize,
+    header: Option<HeaderPage>,
+    block: usize,
+    page: PageSlot,
 }
 
 impl Iterator for BlockIter<'_> {
     type Item = Result<BlockSamples, PartError>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        unimplemented!("part")
+        loop {
+            let Some(hp) = self.header.as_ref().filter(|h| self.block < h.blocks.len()) else {
+                let i = self.next_entry;
+                if i >= self.part.index.len() {
+                    return None;
+                }
+                self.next_entry += 1;
+                self.header = None;
+                self.block = 0;
+                match self.part.header_page(i) {
+                    Ok(hp) => self.header = Some(hp),
+                    Err(err) => return Some(Err(err)),
+                }
+                continue;
+            };
+            let b = hp.blocks[self.block];
+            self.block += 1;
+            let raw = match self.page.load(self.part, hp, b.page) {
+                Ok(Some(raw)) => raw,
+                Ok(None) => continue,
+                Err(err) => return Some(Err(err)),
+            };
+            let mut out = BlockSamples {
+                series_id: b.series,
+                timestamps: Vec::with_capacity(b.count as usize),
+                values: Vec::with_capacity(b.count as usize),
+            };
+            return Some(
+                self.part
+                    .decode(hp, &b, raw, &mut out.timestamps, &mut out.values)
+                    .map(|()| out),
+            );
+        }
     }
 }
 
@@ -129,6 +708,9 @@ impl Iterator for BlockIter<'_> {
 /// input are combined and deduplicated with `dedup::sort_and_dedup` using
 /// `dedup_interval_ms`; series for which `drop_series` returns true and
 /// samples outside `keep` are left out.
+///
+/// Memory is bounded by the samples of one series plus one page per input.
+/// Any read error of an input fails the merge and removes `dir`.
 pub fn merge_parts(
     parts: &[&Part],
     dir: &Path,
@@ -136,6 +718,61 @@ pub fn merge_parts(
     keep: TimeRange,
     drop_series: &dyn Fn(SeriesId) -> bool,
 ) -> Result<PartMeta, PartError> {
-    let _ = (parts, dir, dedup_interval_ms, keep, drop_series);
-    unimplemented!("part")
+    merge_with_limits(
+        parts,
+        dir,
+        dedup_interval_ms,
+        keep,
+        drop_series,
+        Limits::DEFAULT,
+    )
+}
+
+fn merge_with_limits(
+    parts: &[&Part],
+    dir: &Path,
+    dedup_interval_ms: i64,
+    keep: TimeRange,
+    drop_series: &dyn Fn(SeriesId) -> bool,
+    limits: Limits,
+) -> Result<PartMeta, PartError> {
+    struct Input<'a> {
+        blocks: BlockIter<'a>,
+        head: Option<BlockSamples>,
+    }
+    // Dropping the writer on any error below removes `dir`.
+    let mut writer = PartWriter::with_limits(dir, limits)?;
+    let mut inputs = Vec::with_capacity(parts.len());
+    for p in parts {
+        let mut blocks = p.blocks();
+        let head = blocks.next().transpose()?;
+        inputs.push(Input { blocks, head });
+    }
+    let mut ts = Vec::new();
+    let mut vals = Vec::new();
+    while let Some(series) = inputs
+        .iter()
+        .filter_map(|i| i.head.as_ref().map(|b| b.series_id))
+        .min()
+    {
+        ts.clear();
+        vals.clear();
+        for input in &mut inputs {
+            while let Some(b) = input.head.take_if(|b| b.series_id == series) {
+                ts.extend_from_slice(&b.timestamps);
+                vals.extend_from_slice(&b.values);
+                input.head = input.blocks.next().transpose()?;
+            }
+        }
+        if drop_series(series) {
+            continue;
+        }
+        crate::dedup::sort_and_dedup(&mut ts, &mut vals, dedup_interval_ms);
+        let lo = ts.partition_point(|&t| t < keep.start);
+        let hi = ts.partition_point(|&t| t <= keep.end);
+        if lo < hi {
+            writer.add(series, &ts[lo..hi], &vals[lo..hi])?;
+        }
+    }
+    writer.finish()
 }
