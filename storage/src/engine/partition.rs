@@ -269,8 +269,13 @@ impl Partition {
             writer.add(id, &ts, &vs)?;
             stats.rows += ts.len() as u64;
         }
-        writer.finish()?;
-        self.publish(&tmp, &final_dir, &name, &[])?;
+        let meta = writer.finish()?;
+        if meta.rows == 0 {
+            // Every row belonged to deleted series; an empty part helps nobody.
+            let _ = std::fs::remove_dir_all(&tmp);
+            return Ok(stats);
+        }
+        self.publish(Some((&tmp, &final_dir, &name)), &[])?;
         Ok(stats)
     }
 
@@ -297,12 +302,20 @@ impl Partition {
         };
         let inputs: Vec<&Part> = chosen.iter().map(|p| p.as_ref()).collect();
         let (name, tmp, final_dir) = self.new_part_dirs();
-        if let Err(e) = merge_parts(&inputs, &tmp, dedup_interval_ms, keep, drop_series) {
-            let _ = std::fs::remove_dir_all(&tmp);
-            return Err(e.into());
-        }
+        let meta = match merge_parts(&inputs, &tmp, dedup_interval_ms, keep, drop_series) {
+            Ok(meta) => meta,
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&tmp);
+                return Err(e.into());
+            }
+        };
         let removed: Vec<PathBuf> = chosen.iter().map(|p| p.path().to_path_buf()).collect();
-        self.publish(&tmp, &final_dir, &name, &removed)?;
+        if meta.rows == 0 {
+            let _ = std::fs::remove_dir_all(&tmp);
+            self.publish(None, &removed)?;
+        } else {
+            self.publish(Some((&tmp, &final_dir, &name)), &removed)?;
+        }
         for path in removed {
             // Readers holding the part keep their mmaps; unlinking is safe.
             if let Err(e) = std::fs::remove_dir_all(&path) {
@@ -312,27 +325,24 @@ impl Partition {
         Ok(true)
     }
 
-    /// Renames a finished part into place and swaps the manifest.
-    fn publish(
-        &self,
-        tmp: &Path,
-        final_dir: &Path,
-        name: &str,
-        removed: &[PathBuf],
-    ) -> Result<(), StorageError> {
+    /// Renames a finished part (tmp dir, final dir, name) into place, drops
+    /// `removed` from the list, and swaps the manifest.
+    fn publish(&self, added: Option<(&Path, &Path, &str)>, removed: &[PathBuf]) -> Result<(), StorageError> {
         let _m = self.manifest_lock.lock();
-        std::fs::rename(tmp, final_dir).map_err(|e| io_err(final_dir, e))?;
-        sync_dir(&self.dir.join("parts"))?;
-        let part = Arc::new(Part::open(final_dir)?);
         let mut next: Vec<Arc<Part>> = self
             .parts()
             .iter()
             .filter(|p| !removed.iter().any(|r| r == p.path()))
             .cloned()
             .collect();
-        next.push(part);
+        if let Some((tmp, final_dir, name)) = added {
+            std::fs::rename(tmp, final_dir).map_err(|e| io_err(final_dir, e))?;
+            sync_dir(&self.dir.join("parts"))?;
+            let part = Arc::new(Part::open(final_dir)?);
+            debug_assert_eq!(part_name(part.path()), name);
+            next.push(part);
+        }
         let names: Vec<String> = next.iter().map(|p| part_name(p.path())).collect();
-        debug_assert!(names.iter().any(|n| n == name));
         write_manifest(&self.dir.join(MANIFEST), &names)?;
         *self.parts.write() = Arc::new(next);
         Ok(())
