@@ -306,7 +306,8 @@ pub struct Storage {
     closed: AtomicBool,
     stop: Arc<Stop>,
     threads: Mutex<Vec<JoinHandle<()>>>,
-    _dir_lock: std::fs::File,
+    /// Held while open so that two processes never share a directory.
+    dir_lock: Mutex<Option<std::fs::File>>,
 }
 
 /// A series of a batch: id, normalized labels, samples.
@@ -361,7 +362,7 @@ impl Storage {
                 wake: Condvar::new(),
             }),
             threads: Mutex::new(Vec::new()),
-            _dir_lock: dir_lock,
+            dir_lock: Mutex::new(Some(dir_lock)),
         });
         storage.open_partitions()?;
         let loaded = Instant::now();
@@ -1231,6 +1232,7 @@ impl Storage {
         }
         let result = self.flush_inner();
         let closed = self.wal().close();
+        self.dir_lock.lock().take();
         info!(took = ?started.elapsed(), "Storage closed.");
         result?;
         closed?;
