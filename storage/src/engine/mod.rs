@@ -446,7 +446,7 @@ impl Storage {
                 }
             }
             Some(walrec::Record::Rows(rows)) => {
-                let cutoff = self.retention_cutoff();
+                let cutoff = self.retained_from();
                 let mut head_rows = Vec::with_capacity(rows.len());
                 for (id, ts, value) in rows {
                     if self.tombstones.contains(id) || ts < cutoff {
@@ -510,6 +510,18 @@ impl Storage {
     fn retention_cutoff(&self) -> i64 {
         self.now()
             .saturating_sub(self.config.retention.as_millis() as i64)
+    }
+
+    /// Start of the oldest month retention keeps: everything before it is
+    /// gone, even while its partition waits for the next retention pass or its
+    /// rows wait in memory for the next flush.
+    fn retained_from(&self) -> i64 {
+        Month::of_timestamp(self.retention_cutoff()).start_ms()
+    }
+
+    /// `range` without the part retention has dropped.
+    fn clip(&self, range: TimeRange) -> TimeRange {
+        TimeRange::new(range.start.max(self.retained_from()), range.end)
     }
 
     fn dedup_interval_ms(&self) -> i64 {
@@ -778,6 +790,7 @@ impl Storage {
         errs: &mut IndexErrors,
     ) -> (BTreeMap<SeriesId, Vec<Label>>, Vec<Arc<Partition>>) {
         let deleted = self.tombstones.snapshot();
+        let range = self.clip(range);
         let partitions = self.partitions_in(range);
         let mut found: BTreeMap<SeriesId, Vec<Label>> = BTreeMap::new();
         for p in &partitions {
@@ -807,6 +820,7 @@ impl Storage {
         range: TimeRange,
     ) -> Result<SeriesIter, StorageError> {
         self.check_open()?;
+        let range = self.clip(range);
         let mut errs = IndexErrors::default();
         let (found, partitions) = self.find_series(tenant, matchers, range, &mut errs);
         self.count_index_errors(&errs);
@@ -868,6 +882,7 @@ impl Storage {
         self.check_open()?;
         let mut errs = IndexErrors::default();
         let mut names = BTreeSet::new();
+        let range = self.clip(range);
         if matchers.is_empty() {
             let deleted = self.tombstones.snapshot();
             for p in self.partitions_in(range) {
@@ -899,6 +914,7 @@ impl Storage {
         self.check_open()?;
         let mut errs = IndexErrors::default();
         let mut values = BTreeSet::new();
+        let range = self.clip(range);
         if matchers.is_empty() {
             let deleted = self.tombstones.snapshot();
             for p in self.partitions_in(range) {
@@ -1033,7 +1049,8 @@ impl Storage {
     fn write_flushed_rows(&self, rows: &[Row]) -> Result<(), StorageError> {
         let mut by_month: BTreeMap<Month, Vec<Row>> = BTreeMap::new();
         let mut current: Option<(TimeRange, Month)> = None;
-        for r in rows {
+        let retained_from = self.retained_from();
+        for r in rows.iter().filter(|r| r.ts >= retained_from) {
             let month = match current {
                 Some((range, m)) if range.contains(r.ts) => m,
                 _ => {
@@ -1130,7 +1147,7 @@ impl Storage {
 
     /// Drops partitions that ended before the retention cutoff.
     pub fn enforce_retention(&self) -> Result<u64, StorageError> {
-        let cutoff = self.retention_cutoff();
+        let cutoff = self.retained_from();
         let expired: Vec<Arc<Partition>> = {
             let mut map = self.partitions.write();
             let months: Vec<Month> = map
