@@ -133,6 +133,71 @@ fn node_series(hosts: u64) -> Vec<Vec<(String, String)>> {
     out
 }
 
+/// Kubernetes cAdvisor-like series: pod names and container ids carry random
+/// hashes, so values have far more entropy than node_exporter's.
+fn k8s_series(count: u64) -> Vec<Vec<(String, String)>> {
+    let mut rng = 0x2545_f491_4f6c_dd1du64;
+    let mut next = move || {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng
+    };
+    let metrics = [
+        "container_cpu_usage_seconds_total",
+        "container_memory_working_set_bytes",
+        "container_memory_rss",
+        "container_network_receive_bytes_total",
+        "container_network_transmit_bytes_total",
+        "container_fs_reads_bytes_total",
+        "container_fs_writes_bytes_total",
+        "container_spec_cpu_quota",
+        "container_spec_memory_limit_bytes",
+        "container_last_seen",
+    ];
+    let mut out = Vec::new();
+    'pods: for pod in 0.. {
+        let deployment = format!("app-{}", pod / 3 % 500);
+        let pod_name = format!(
+            "{deployment}-{:08x}-{:05x}",
+            next() as u32,
+            next() % 0xfffff
+        );
+        let namespace = format!("team-{}", pod / 3 % 40);
+        let node = format!(
+            "ip-10-2-{}-{}.eu-west-1.compute.internal",
+            pod % 64,
+            pod / 64 % 250
+        );
+        for container in ["app", "istio-proxy"] {
+            let id = format!("/kubepods/burstable/pod{:016x}/{:016x}", next(), next());
+            for metric in metrics {
+                if out.len() as u64 == count {
+                    break 'pods;
+                }
+                out.push(vec![
+                    ("__name__".into(), metric.into()),
+                    ("container".into(), container.into()),
+                    ("endpoint".into(), "https-metrics".into()),
+                    ("id".into(), id.clone()),
+                    (
+                        "image".into(),
+                        format!("registry.example.com/{deployment}:v1.{}", pod % 7),
+                    ),
+                    ("instance".into(), format!("{node}:10250")),
+                    ("job".into(), "kubelet".into()),
+                    ("metrics_path".into(), "/metrics/cadvisor".into()),
+                    ("namespace".into(), namespace.clone()),
+                    ("node".into(), node.clone()),
+                    ("pod".into(), pod_name.clone()),
+                    ("service".into(), "kubelet".into()),
+                ]);
+            }
+        }
+    }
+    out
+}
+
 fn node_items(series: &[Vec<(String, String)>]) -> Vec<Vec<Vec<u8>>> {
     series
         .iter()
@@ -233,16 +298,19 @@ fn bench_flush_merge(c: &mut Criterion) {
     g.finish();
 }
 
-/// Builds the node-like table once and prints its size per item; the
-/// lookups below run against it.
-fn node_table(dir: &std::path::Path, opts: TableOptions) -> (Table, Vec<Vec<(String, String)>>) {
-    let series = node_series(1000);
-    let items = node_items(&series);
+/// Registers `series` one call per series (as new-series registration
+/// does), flushing and merging along the way, then prints the size per item.
+fn build_table(
+    dir: &std::path::Path,
+    what: &str,
+    series: &[Vec<(String, String)>],
+    opts: TableOptions,
+) -> Table {
+    let items = node_items(series);
     let total: usize = items.iter().map(Vec::len).sum();
     let raw: usize = items.iter().flatten().map(Vec::len).sum();
     let table = Table::open_with(dir, opts.clone()).expect("open");
     let start = Instant::now();
-    // One call per new series, as registration does, flushed every 100k items.
     for (i, s) in items.iter().enumerate() {
         table.add_items(s.iter().map(Vec::as_slice));
         if (i + 1) % 8_000 == 0 {
@@ -258,7 +326,7 @@ fn node_table(dir: &std::path::Path, opts: TableOptions) -> (Table, Vec<Vec<(Str
     let merge = start.elapsed();
     let (_, bytes) = table.disk_usage();
     eprintln!(
-        "node-like index (block {} B, zstd {}): {} series, {total} items, {:.1} raw B/item; \
+        "{what} (block {} B, zstd {}): {} series, {total} items, {:.1} raw B/item; \
          add+flush+merge_step {ingest:.2?} -> {parts} parts {:.3} B/item; \
          force_merge {merge:.2?} -> {bytes} B = {:.3} B/item",
         opts.block_bytes,
@@ -268,12 +336,28 @@ fn node_table(dir: &std::path::Path, opts: TableOptions) -> (Table, Vec<Vec<(Str
         bytes_before as f64 / total as f64,
         bytes as f64 / total as f64,
     );
-    (table, series)
+    table
+}
+
+fn bench_size(_c: &mut Criterion) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    build_table(
+        dir.path(),
+        "k8s-like index",
+        &k8s_series(400_000),
+        TableOptions::default(),
+    );
 }
 
 fn bench_lookup(c: &mut Criterion) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (table, series) = node_table(dir.path(), TableOptions::default());
+    let series = node_series(1000);
+    let table = build_table(
+        dir.path(),
+        "node-like index",
+        &series,
+        TableOptions::default(),
+    );
     let prefix = key_prefix();
     let mut g = c.benchmark_group("mergeset_lookup_node_4_8m");
 
@@ -343,5 +427,11 @@ fn bench_lookup(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench_add, bench_flush_merge, bench_lookup);
+criterion_group!(
+    benches,
+    bench_add,
+    bench_flush_merge,
+    bench_size,
+    bench_lookup
+);
 criterion_main!(benches);

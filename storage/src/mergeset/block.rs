@@ -268,43 +268,56 @@ pub(crate) fn decode_raw(
     let mut deltas = Reader::new(header.bytes(deltas_len)?, "delta");
     let mut suffixes = Reader::new(header.rest(), "suffix");
 
-    let mut run = ItemRun::with_capacity(n, raw.len() * 2);
-    let mut buf: Vec<u8> = first.to_vec();
-    run.push(&buf);
+    // Items in a block tend to have similar lengths; the hint is capped so a
+    // damaged count cannot reserve much.
+    let hint = n.min(1 << 16);
+    let mut run = ItemRun::with_capacity(hint, hint.saturating_mul(first.len()).min(1 << 20));
+    run.push(first);
     for i in 1..n {
         let c = ctrl.varint()?;
         if c == CTRL_DELTA {
             let d = deltas.varint()?;
-            let tail = buf.len().min(DELTA_TAIL);
-            let start = buf.len() - tail;
-            let value = tail_value(&buf[start..]).checked_add(d);
+            let Some(item) = run.push_copy_of_last() else {
+                return Err(format!("item {i} has no previous item"));
+            };
+            let tail = item.len().min(DELTA_TAIL);
+            let start = item.len() - tail;
             let max = if tail == DELTA_TAIL {
                 u64::MAX
             } else {
                 (1u64 << (8 * tail)) - 1
             };
-            let Some(value) = value.filter(|&v| v <= max && d > 0) else {
+            // d > 0 without overflow keeps the order strictly ascending.
+            let value = tail_value(&item[start..])
+                .checked_add(d)
+                .filter(|&v| v <= max && d > 0);
+            let Some(value) = value else {
                 return Err(format!("item {i} has an out-of-range delta {d}"));
             };
-            for (k, b) in buf[start..].iter_mut().enumerate() {
+            for (k, b) in item[start..].iter_mut().enumerate() {
                 *b = (value >> (8 * (tail - 1 - k))) as u8;
             }
         } else {
-            let cp = usize::try_from(c - 1).unwrap_or(usize::MAX);
-            if cp > buf.len() {
+            let shared = usize::try_from(c - 1).unwrap_or(usize::MAX);
+            let suffix = suffixes.bytes(lens.usize()?)?;
+            let prev = run.last().unwrap_or_default();
+            // The encoder stores the longest shared prefix, so the suffix
+            // starts with a byte greater than the previous item's at that
+            // position (or extends it): checking that keeps the order strict
+            // in O(1).
+            let ascending = match (prev.get(shared), suffix.first()) {
+                (Some(p), Some(s)) => s > p,
+                (None, Some(_)) => shared == prev.len(),
+                (_, None) => false,
+            };
+            if !ascending {
                 return Err(format!(
-                    "item {i} shares {cp} bytes with a previous item of {} bytes",
-                    buf.len()
+                    "item {i} (sharing {shared} of the previous item's {} bytes) is not greater",
+                    prev.len()
                 ));
             }
-            let suffix_len = lens.usize()?;
-            buf.truncate(cp);
-            buf.extend_from_slice(suffixes.bytes(suffix_len)?);
+            run.push_extending_last(shared, suffix);
         }
-        if run.last().is_some_and(|prev| prev >= buf.as_slice()) {
-            return Err(format!("item {i} is not greater than the previous item"));
-        }
-        run.push(&buf);
     }
     if !suffixes.rest().is_empty() {
         return Err(format!("{} unused suffix bytes", suffixes.rest().len()));

@@ -105,9 +105,21 @@
 //! so its good blocks stay readable, and `force_merge` may then leave more
 //! than one part.
 //!
+//! # Driving it
+//!
 //! Durability: `flush` (and `force_merge`) make every item added before the
 //! call durable. Dropping a table discards unflushed items, exactly like a
-//! crash: call `flush` before closing.
+//! crash: call `flush` before closing. Items added while a flush runs stay
+//! in memory for the next one.
+//!
+//! The table runs no threads of its own. The owner flushes every few
+//! seconds (which also bounds memory and the size of in-memory merges that
+//! adders pay for), calls `merge_step` from a background loop until it
+//! returns `false`, and may `force_merge` a partition that no longer
+//! receives writes. All methods take `&self` and may run concurrently:
+//! flushes and force merges take turns, merge steps pick disjoint parts.
+//! A `Search` pins the runs and parts it started with (memory, and the
+//! files of merged-away parts) until it is dropped, so keep searches short.
 
 mod block;
 mod cache;
@@ -167,9 +179,10 @@ pub struct TableOptions {
     /// `merge_step` merges once more than this many parts are live (and not
     /// already merging). Default 8.
     pub max_parts: usize,
-    /// Most parts (or in-memory runs) merged in one step. Default 8.
+    /// Most parts merged in one `merge_step`. Default 8.
     pub merge_width: usize,
-    /// In-memory runs kept before adders merge them. Default 16.
+    /// In-memory runs kept before adders merge them (up to this many at a
+    /// time). More runs make adding cheaper and seeks dearer. Default 16.
     pub max_mem_runs: usize,
     /// zstd level of blocks. Default 3.
     pub zstd_level: i32,
@@ -282,7 +295,13 @@ impl Table {
                 Some(id) => {
                     max_id = max_id.max(id);
                     info!(path = %path.display(), "Deleting index part the manifest does not list (left by a crash).");
-                    std::fs::remove_dir_all(&path).map_err(io_err(&path))?;
+                    let is_dir = entry.file_type().map_err(io_err(&path))?.is_dir();
+                    let removed = if is_dir {
+                        std::fs::remove_dir_all(&path)
+                    } else {
+                        std::fs::remove_file(&path)
+                    };
+                    removed.map_err(io_err(&path))?;
                 }
                 None => warn!(path = %path.display(), "Unknown entry in index dir left alone."),
             }
@@ -313,7 +332,7 @@ impl Table {
             manifest: Mutex::new(broken),
             merging: Mutex::new(HashSet::new()),
             merging_done: Condvar::new(),
-            next_part_id: AtomicU64::new(max_id + 1),
+            next_part_id: AtomicU64::new(max_id.saturating_add(1)),
             cache: Arc::new(BlockCache::new(opts.cache_bytes)),
             opts,
         })

@@ -40,6 +40,32 @@ impl ItemRun {
         self.ends.push(self.data.len());
     }
 
+    /// Appends the last item's first `shared` bytes followed by `suffix`;
+    /// the caller checked `shared` against the last item's length and the
+    /// order.
+    pub(crate) fn push_extending_last(&mut self, shared: usize, suffix: &[u8]) {
+        let start = self.last_start();
+        self.data.extend_from_within(start..start + shared);
+        self.data.extend_from_slice(suffix);
+        self.ends.push(self.data.len());
+    }
+
+    /// Appends a copy of the last item and returns it for patching in place.
+    pub(crate) fn push_copy_of_last(&mut self) -> Option<&mut [u8]> {
+        let end = *self.ends.last()?;
+        let start = self.last_start();
+        self.data.extend_from_within(start..end);
+        self.ends.push(self.data.len());
+        Some(&mut self.data[end..])
+    }
+
+    fn last_start(&self) -> usize {
+        match self.ends.len() {
+            0 | 1 => 0,
+            n => self.ends[n - 2],
+        }
+    }
+
     pub(crate) fn len(&self) -> usize {
         self.ends.len()
     }

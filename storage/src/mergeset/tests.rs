@@ -56,6 +56,14 @@ fn index_key(name: &str, value: &str, series: u64) -> Vec<u8> {
 }
 
 #[test]
+fn table_is_shareable_and_searches_movable() {
+    fn shareable<T: Send + Sync>() {}
+    fn movable<T: Send>() {}
+    shareable::<Table>();
+    movable::<Search>();
+}
+
+#[test]
 fn raw_block_format_guard() {
     let items: &[&[u8]] = &[
         b"ab\x00\x00\x00\x00\x00\x00\x00\x01",
@@ -444,9 +452,24 @@ fn concurrent_adds_flushes_and_merges_lose_nothing() {
     let background = {
         let (table, stop) = (table.clone(), stop.clone());
         std::thread::spawn(move || {
+            let mut round = 0;
             while !stop.load(Ordering::Relaxed) {
                 table.flush().expect("flush");
                 while table.merge_step().expect("merge") {}
+                round += 1;
+                if round % 5 == 0 {
+                    table.force_merge().expect("force merge");
+                }
+            }
+        })
+    };
+    let merger = {
+        let (table, stop) = (table.clone(), stop.clone());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                if !table.merge_step().expect("merge") {
+                    std::thread::yield_now();
+                }
             }
         })
     };
@@ -454,7 +477,7 @@ fn concurrent_adds_flushes_and_merges_lose_nothing() {
         .map(|t| {
             let table = table.clone();
             std::thread::spawn(move || {
-                for batch in 0..60u32 {
+                for batch in 0..200u32 {
                     let keys: Vec<Vec<u8>> = (0..20u32)
                         .map(|i| format!("{:03}-{t}-{batch:03}", i * 7 % 20).into_bytes())
                         .collect();
@@ -475,11 +498,12 @@ fn concurrent_adds_flushes_and_merges_lose_nothing() {
     }
     stop.store(true, Ordering::Relaxed);
     background.join().expect("background");
-    assert_eq!(all_items(&table).len(), 4 * 60 * 20);
+    merger.join().expect("merger");
+    assert_eq!(all_items(&table).len(), 4 * 200 * 20);
     table.flush().expect("flush");
     drop(table);
     let table = Table::open_with(dir.path(), small_opts()).expect("reopen");
-    assert_eq!(all_items(&table).len(), 4 * 60 * 20);
+    assert_eq!(all_items(&table).len(), 4 * 200 * 20);
 }
 
 proptest! {
@@ -540,7 +564,7 @@ fn op() -> impl Strategy<Value = Op> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
 
     #[test]
     fn table_matches_btreeset_model(ops in proptest::collection::vec(op(), 1..40)) {
