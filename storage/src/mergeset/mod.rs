@@ -573,6 +573,19 @@ impl Table {
         result
     }
 
+    /// Items held in memory (not yet flushed; duplicates across runs
+    /// counted once per run) and the bytes they take: lets the owner flush
+    /// early when memory grows.
+    pub fn in_memory(&self) -> (usize, usize) {
+        let st = self.state.read();
+        st.runs
+            .iter()
+            .chain(&st.flushing)
+            .fold((0, 0), |(items, bytes), r| {
+                (items + r.len(), bytes + r.mem_bytes())
+            })
+    }
+
     /// Number of parts on disk and their total size in bytes.
     pub fn disk_usage(&self) -> (usize, u64) {
         let st = self.state.read();

@@ -147,7 +147,9 @@ fn duplicates_collapse_across_runs_and_parts() {
     let dir = tempfile::tempdir().expect("tempdir");
     let table = Table::open_with(dir.path(), small_opts()).expect("open");
     table.add_items([&b"b"[..], b"a", b"b"]);
+    assert_eq!(table.in_memory().0, 2);
     table.flush().expect("flush");
+    assert_eq!(table.in_memory(), (0, 0));
     table.add_items([&b"a"[..], b"c"]);
     table.add_items([&b"c"[..], b"a"]);
     assert_eq!(
