@@ -455,7 +455,7 @@ impl Storage {
                     let (tenant, labels) = match replay.labels.entry(id) {
                         std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
                         std::collections::hash_map::Entry::Vacant(e) => {
-                            match self.lookup_series(id) {
+                            match self.replay_lookup(&mut replay.searches, id) {
                                 Some(found) => e.insert(found),
                                 None => {
                                     replay.lost += 1;
@@ -492,10 +492,19 @@ impl Storage {
         }
     }
 
-    fn lookup_series(&self, id: SeriesId) -> Option<(Tenant, Vec<Label>)> {
-        let partitions: Vec<Arc<Partition>> =
-            self.partitions.read().values().rev().cloned().collect();
-        partitions.iter().find_map(|p| p.lookup_series(id))
+    /// Labels of a series whose log record was trimmed: from the indexes,
+    /// newest partition first. The searches are kept across calls so that
+    /// lookups of neighbouring ids hit cached blocks.
+    fn replay_lookup(
+        &self,
+        searches: &mut Option<Vec<crate::mergeset::Search>>,
+        id: SeriesId,
+    ) -> Option<(Tenant, Vec<Label>)> {
+        let searches = searches.get_or_insert_with(|| {
+            self.partitions.read().values().rev().map(|p| p.index.search()).collect()
+        });
+        let mut errs = IndexErrors::default();
+        searches.iter_mut().find_map(|s| resolve::lookup_series(s, id, &mut errs))
     }
 
     fn wal(&self) -> &Wal {
@@ -1306,6 +1315,7 @@ fn spawn(
 struct Replay {
     labels: HashMap<SeriesId, (Tenant, Vec<Label>)>,
     partition: Option<Arc<Partition>>,
+    searches: Option<Vec<crate::mergeset::Search>>,
     rows: u64,
     lost: u64,
 }

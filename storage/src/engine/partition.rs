@@ -216,22 +216,6 @@ impl Partition {
         self.days.write().retain(|d, _| *d >= day);
     }
 
-    /// Labels of a series registered in this partition.
-    pub fn lookup_series(&self, id: SeriesId) -> Option<(Tenant, Vec<Label>)> {
-        let prefix = keys::series_prefix(id);
-        let mut search = self.index.search();
-        search.seek(&prefix);
-        match search.next_item()? {
-            Ok(item) if item.starts_with(&prefix) => {
-                keys::parse_series_item(item).map(|(_, t, l)| (t, l))
-            }
-            Ok(_) => None,
-            Err(e) => {
-                error!(error = %e, series_id = id, "Index block unreadable while looking up a series.");
-                None
-            }
-        }
-    }
 
     fn new_part_dirs(&self) -> (String, PathBuf, PathBuf) {
         let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
