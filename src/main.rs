@@ -1,1 +1,187 @@
-fn main() {}
+//! The `strata` binary: parses the command line and dispatches to a component.
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+
+mod http;
+mod single;
+
+#[derive(Parser)]
+#[command(
+    name = "strata",
+    version,
+    about = "Prometheus-compatible metrics platform"
+)]
+struct Cli {
+    /// Log filter, e.g. `info` or `strata_storage=debug,info`. Overrides
+    /// RUST_LOG. Default: RUST_LOG if set, else `info`.
+    #[arg(long = "log-level", env = "STRATA_LOG_LEVEL", global = true)]
+    log_level: Option<String>,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Storage, ingestion and query in one process: the way to run Strata on
+    /// one machine.
+    Single(single::Config),
+}
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("Error: {}", report(&e));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    init_logging(cli.log_level.as_deref())?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let result = match cli.command {
+        Command::Single(config) => runtime
+            .block_on(single::run(config, shutdown_signal()))
+            .context("strata single failed"),
+    };
+    // Blocking tasks whose requests were cut at shutdown must not hold the exit.
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    result
+}
+
+/// The error and its causes on one line. Messages in this project often
+/// embed their source already: a cause whose text is already there is skipped.
+fn report(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let message = cause.to_string();
+        if out.contains(&message) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&message);
+    }
+    out
+}
+
+fn init_logging(level: Option<&str>) -> anyhow::Result<()> {
+    let filter = match level {
+        Some(level) => {
+            EnvFilter::try_new(level).with_context(|| format!("invalid --log-level {level:?}"))?
+        }
+        None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+    Ok(())
+}
+
+/// Completes on SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+
+    // A signal that cannot be listened for must not end the wait for the other.
+    let terminate = async {
+        match signal(SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "Cannot listen for SIGTERM; stop with SIGINT.");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    let interrupt = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::warn!(error = %e, "Cannot listen for SIGINT; stop with SIGTERM.");
+            std::future::pending::<()>().await;
+        }
+    };
+    tokio::select! {
+        () = terminate => tracing::info!(signal = "SIGTERM", "Stopping."),
+        () = interrupt => tracing::info!(signal = "SIGINT", "Stopping."),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn error_report_skips_repeated_causes() {
+        let inner = std::io::Error::other("disk full");
+        let e = anyhow::Error::new(std::io::Error::other(format!("cannot write x: {inner}")))
+            .context("strata single failed");
+        assert_eq!(
+            report(&e),
+            "strata single failed: cannot write x: disk full"
+        );
+    }
+
+    #[test]
+    fn single_defaults() {
+        let cli = Cli::try_parse_from(["strata", "single"]).expect("parses");
+        let Command::Single(config) = cli.command;
+        assert_eq!(config.listen, "127.0.0.1:8428");
+        assert_eq!(config.http_shutdown_timeout, Duration::from_secs(3));
+        assert_eq!(
+            config.storage.data_dir,
+            std::path::PathBuf::from("./strata-data")
+        );
+        assert_eq!(config.insert.max_body_bytes, 64 * 1024 * 1024);
+    }
+
+    #[test]
+    fn flags_reach_every_part() {
+        let cli = Cli::try_parse_from([
+            "strata",
+            "single",
+            "--listen",
+            "0.0.0.0:9000",
+            "--data-dir",
+            "/tmp/x",
+            "--retention",
+            "7d",
+            "--insert.max-body-bytes",
+            "1000",
+            "--http.shutdown-timeout",
+            "1s",
+            "--log-level",
+            "debug",
+        ])
+        .expect("parses");
+        assert_eq!(cli.log_level.as_deref(), Some("debug"));
+        let Command::Single(config) = cli.command;
+        assert_eq!(config.listen, "0.0.0.0:9000");
+        assert_eq!(config.storage.data_dir, std::path::PathBuf::from("/tmp/x"));
+        assert_eq!(config.storage.retention, Duration::from_secs(7 * 86_400));
+        assert_eq!(config.insert.max_body_bytes, 1000);
+        assert_eq!(config.http_shutdown_timeout, Duration::from_secs(1));
+        assert!(Cli::try_parse_from(["strata", "single", "--insert.max-body-bytes", "0"]).is_err());
+    }
+}

@@ -1,0 +1,192 @@
+//! HTTP pieces every Strata process serves: `/health`, `/ready`, `/metrics`,
+//! and request counters by route and status.
+
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::text::{encode_eof, encode_registry};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::{Registry, Unit};
+
+/// Where the process is in its life; drives `/ready`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    Starting = 0,
+    Ready = 1,
+    Stopping = 2,
+}
+
+/// The shared, changing phase of the process.
+#[derive(Clone, Debug, Default)]
+pub struct Readiness(Arc<AtomicU8>);
+
+impl Readiness {
+    pub fn set(&self, phase: Phase) {
+        self.0.store(phase as u8, Ordering::SeqCst);
+    }
+
+    pub fn phase(&self) -> Phase {
+        match self.0.load(Ordering::SeqCst) {
+            0 => Phase::Starting,
+            1 => Phase::Ready,
+            _ => Phase::Stopping,
+        }
+    }
+}
+
+/// The metrics a process exposes: its own, there from the start, and those of
+/// storage, which exist once storage is open (opening needs the registry
+/// mutably, while `/metrics` must answer during a long log replay).
+#[derive(Debug, Default)]
+pub struct Registries {
+    pub process: Registry,
+    pub storage: OnceLock<Registry>,
+}
+
+impl Registries {
+    pub fn encode(&self) -> Result<String, std::fmt::Error> {
+        let mut out = String::new();
+        encode_registry(&mut out, &self.process)?;
+        if let Some(storage) = self.storage.get() {
+            encode_registry(&mut out, storage)?;
+        }
+        encode_eof(&mut out)?;
+        Ok(out)
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    path: String,
+    status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PathLabels {
+    path: String,
+}
+
+type HistogramFamily = Family<PathLabels, Histogram, fn() -> Histogram>;
+
+/// Request counters by route template (never the raw path, which would let
+/// clients create unbounded series) and status code.
+#[derive(Clone, Debug)]
+pub struct HttpMetrics {
+    requests: Family<RequestLabels, Counter>,
+    duration: HistogramFamily,
+}
+
+impl HttpMetrics {
+    pub fn register(registry: &mut Registry) -> HttpMetrics {
+        let m = HttpMetrics {
+            requests: Family::default(),
+            // 1 ms .. ~33 s.
+            duration: HistogramFamily::new_with_constructor(|| {
+                Histogram::new(exponential_buckets(0.001, 2.0, 16))
+            }),
+        };
+        registry.register(
+            "strata_http_requests",
+            "HTTP requests by route and status code; unknown routes are path=\"other\"",
+            m.requests.clone(),
+        );
+        registry.register_with_unit(
+            "strata_http_request_duration",
+            "Time to the response head by route (streamed bodies continue after it)",
+            Unit::Seconds,
+            m.duration.clone(),
+        );
+        m
+    }
+
+    fn observe(&self, path: &str, status: StatusCode, seconds: f64) {
+        self.requests
+            .get_or_create(&RequestLabels {
+                path: path.to_string(),
+                status: status.as_u16(),
+            })
+            .inc();
+        self.duration
+            .get_or_create(&PathLabels {
+                path: path.to_string(),
+            })
+            .observe(seconds);
+    }
+}
+
+/// The route template a request matched, carried on the response: the
+/// counting layer sits outside routing (it must see every request, routed or
+/// not), so it cannot read `MatchedPath` itself.
+#[derive(Clone, Debug)]
+struct RouteLabel(String);
+
+/// Route layer: records the matched route template on the response.
+pub async fn tag_route(request: Request, next: Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_string());
+    let mut response = next.run(request).await;
+    if let Some(route) = route {
+        response.extensions_mut().insert(RouteLabel(route));
+    }
+    response
+}
+
+/// Outermost layer: counts every request by route and status.
+pub async fn count_requests(
+    State(metrics): State<HttpMetrics>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let start = Instant::now();
+    let response = next.run(request).await;
+    let path = response
+        .extensions()
+        .get::<RouteLabel>()
+        .map_or("other", |r| r.0.as_str());
+    metrics.observe(path, response.status(), start.elapsed().as_secs_f64());
+    response
+}
+
+/// `/health`: the process is alive and serving HTTP.
+pub async fn health() -> &'static str {
+    "OK"
+}
+
+/// `/ready`: 200 only between the end of start-up and the start of shutdown.
+pub fn ready_response(readiness: &Readiness) -> Response {
+    match readiness.phase() {
+        Phase::Ready => (StatusCode::OK, "OK").into_response(),
+        Phase::Starting => (StatusCode::SERVICE_UNAVAILABLE, "starting\n").into_response(),
+        Phase::Stopping => (StatusCode::SERVICE_UNAVAILABLE, "stopping\n").into_response(),
+    }
+}
+
+/// `/metrics` in the OpenMetrics text format.
+pub fn metrics_response(registries: &Registries) -> Response {
+    match registries.encode() {
+        Ok(body) => {
+            let mut response = body.into_response();
+            response.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static(
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                ),
+            );
+            response
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "Cannot encode metrics.");
+            (StatusCode::INTERNAL_SERVER_ERROR, "cannot encode metrics\n").into_response()
+        }
+    }
+}
