@@ -5,9 +5,10 @@
 //! f64 and IEEE multiplication and division round correctly, so the result
 //! is the double nearest to the decimal `m * 10^e`. That is the double a
 //! parser produced from the scraped text, so values such as `0.25`,
-//! `1234.5` or `2.8061e-05` convert and come back bit for bit. The encoder
-//! still checks every value against `to_f64` and keeps any that differs as
-//! an exception, so the exactness of a block never rests on this argument.
+//! `1234.5` or `2.8061e-05` convert and come back bit for bit. Exactness
+//! never rests on this argument, though: the encoder stores the difference
+//! between the value's bits and `to_f64`'s (the ulp correction, usually 0),
+//! and a value whose difference is too large becomes an exception.
 
 /// Largest |mantissa|: every integer up to 2^53 is exact in f64.
 pub(super) const MAX_MANTISSA: i64 = 1 << 53;
@@ -18,26 +19,6 @@ pub(super) const MAX_EXPONENT: i32 = 22;
 const POW10: [f64; 23] = [
     1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16,
     1e17, 1e18, 1e19, 1e20, 1e21, 1e22,
-];
-
-/// Exact powers of ten that keep a mantissa below 2^53 (10^16 > 2^53).
-const IPOW10: [i64; 16] = [
-    1,
-    10,
-    100,
-    1_000,
-    10_000,
-    100_000,
-    1_000_000,
-    10_000_000,
-    100_000_000,
-    1_000_000_000,
-    10_000_000_000,
-    100_000_000_000,
-    1_000_000_000_000,
-    10_000_000_000_000,
-    100_000_000_000_000,
-    1_000_000_000_000_000,
 ];
 
 /// The divisor or multiplier for exponent `e`; `e` must be within
@@ -165,18 +146,6 @@ fn strip_zeros(mut m: i64, mut e: i32) -> (i64, i32) {
     (m, e)
 }
 
-/// `m` rescaled from exponent `e` to `to`, if `to` is not larger (zero
-/// fits any) and the mantissa stays within `MAX_MANTISSA`.
-#[inline]
-pub(super) fn rescale(m: i64, e: i32, to: i32) -> Option<i64> {
-    if m == 0 {
-        return Some(0);
-    }
-    let k = usize::try_from(e - to).ok()?;
-    let p = *IPOW10.get(k)?;
-    m.checked_mul(p).filter(|x| x.abs() <= MAX_MANTISSA)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -246,13 +215,5 @@ mod tests {
                 );
             }
         }
-    }
-
-    #[test]
-    fn rescale_bounds() {
-        assert_eq!(rescale(25, -2, -5), Some(25_000));
-        assert_eq!(rescale(1, 20, -1), None);
-        assert_eq!(rescale(MAX_MANTISSA, 0, 0), Some(MAX_MANTISSA));
-        assert_eq!(rescale(MAX_MANTISSA, 1, 0), None);
     }
 }

@@ -142,7 +142,13 @@ pub fn compress_page(page: &[u8], out: &mut Vec<u8>) {
 
 /// `compress_page` at a given zstd level, for tuning.
 pub fn compress_page_with(page: &[u8], level: i32, out: &mut Vec<u8>) {
-    debug_assert!(page.len() <= MAX_PAGE_BYTES, "page of {} bytes", page.len());
+    // A larger page would be written fine and refused by every read: fail
+    // the write instead.
+    assert!(
+        page.len() <= MAX_PAGE_BYTES,
+        "page of {} bytes exceeds MAX_PAGE_BYTES",
+        page.len()
+    );
     let start = out.len();
     out.push(PAGE_ZSTD);
     put_uvarint(out, page.len() as u64);

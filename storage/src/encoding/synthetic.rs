@@ -12,7 +12,8 @@ use std::path::{Path, PathBuf};
 
 use super::{MAX_BLOCK_SAMPLES, PAGE_TARGET_BYTES, compress_page_with, encode_block};
 
-/// One series: sorted-by-appearance labels and its samples in time order.
+/// One series: its labels (`__name__` first from the generator, sorted by
+/// name from an import file) and its samples in time order.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Series {
     pub labels: Vec<(String, String)>,

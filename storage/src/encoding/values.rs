@@ -51,40 +51,50 @@ impl Decimal {
     }
 }
 
+/// The mantissa and ulp correction of `v` at exponent `e`, if within
+/// tolerance.
+#[inline]
+fn at_exponent(v: f64, e: i32) -> Option<(i64, i64)> {
+    let m = decimal::nearest(v, e)?;
+    let c = decimal::correction(v, m, e);
+    (c.unsigned_abs() <= TOLERANCE as u64).then_some((m, c))
+}
+
 /// Decimal form of a block, or None when too few values have one for it to
 /// pay (each exception costs 9+ bytes, more than XOR spends on a value).
 fn to_decimal(values: &[f64]) -> Option<Decimal> {
-    let forms: Vec<Option<(i64, i32, i64)>> = values
-        .iter()
-        .map(|&v| decimal::approx(v, TOLERANCE))
-        .collect();
-    let missing = forms.iter().filter(|f| f.is_none()).count();
-    if missing * 4 > values.len() {
-        return None;
+    // The block exponent is the finest that any value needs. A value within
+    // tolerance at some exponent stays so at every finer one (until its
+    // mantissa outgrows 2^53), so the digit search runs only for values
+    // that need a finer exponent than those before them.
+    let mut exponent: Option<i32> = None;
+    let mut missing = 0usize;
+    for &v in values {
+        if exponent.is_some_and(|e| at_exponent(v, e).is_some()) {
+            continue;
+        }
+        match decimal::approx(v, TOLERANCE) {
+            // Zero (or a subnormal within tolerance of it) fits anywhere.
+            Some((0, _, _)) => {}
+            Some((_, e, _)) => exponent = Some(exponent.map_or(e, |x| x.min(e))),
+            None => {
+                missing += 1;
+                if missing * 4 > values.len() {
+                    return None;
+                }
+            }
+        }
     }
-    // The smallest exponent keeps every value within tolerance; zero fits
-    // any.
-    let exponent = forms
-        .iter()
-        .flatten()
-        .filter(|(m, _, _)| *m != 0)
-        .map(|&(_, e, _)| e)
-        .min()
-        .unwrap_or(0);
+    let exponent = exponent.unwrap_or(0);
     let mut mantissas = Vec::with_capacity(values.len());
     let mut corrections = Vec::with_capacity(values.len());
     let mut exceptions = Vec::new();
     let mut prev = 0i64;
-    for (i, (&v, form)) in values.iter().zip(forms).enumerate() {
-        // Rescaling keeps the exact decimal (so the same correction); where
-        // it overflows, the nearest mantissa at this exponent may still do.
-        let m = form.and_then(|(m, e, _)| {
-            decimal::rescale(m, e, exponent).or_else(|| decimal::nearest(v, exponent))
-        });
-        match m {
-            Some(m) => {
+    for (i, &v) in values.iter().enumerate() {
+        match at_exponent(v, exponent) {
+            Some((m, c)) => {
                 mantissas.push(m);
-                corrections.push(decimal::correction(v, m, exponent));
+                corrections.push(c);
                 prev = m;
             }
             None => {
@@ -216,6 +226,7 @@ impl DecimalPlan {
     }
 
     fn encode(&self, out: &mut Vec<u8>) {
+        let start = out.len();
         let mut flags = 0;
         if self.divisor > 1 {
             flags |= HAS_DIVISOR;
@@ -247,6 +258,8 @@ impl DecimalPlan {
                 next = i + 1;
             }
         }
+        // The choice between kinds, and MAX_BLOCK_BYTES, rely on this.
+        debug_assert_eq!(out.len() - start, self.len, "decimal size estimate");
     }
 }
 
