@@ -224,6 +224,9 @@ fn edge_cases_round_trip() {
     round_trip(&[i64::MIN, i64::MAX], &[f64::MAX, f64::MIN]);
     round_trip(&[i64::MIN, -1, 0, i64::MAX], &[1e300, 1e-300, -1e22, 1e23]);
     round_trip(&[-5, -3, -1], &[-1.5, -2.5, -3.5]);
+    // Zero among values whose block exponent is above zero.
+    let tens: Vec<f64> = (-29..10).map(|i| f64::from(i) * 30.0).collect();
+    round_trip(&regular(tens.len(), 0, 1), &tens);
     let ts = regular(MAX_BLOCK_SAMPLES, -1_000_000, 7);
     let vs: Vec<f64> = (0..MAX_BLOCK_SAMPLES)
         .map(|i| (i % 17) as f64 * 0.5)
