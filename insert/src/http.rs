@@ -19,9 +19,6 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use strata_storage::mergeset::MergesetError;
-use strata_storage::part::PartError;
-use strata_storage::wal::WalError;
 use strata_storage::{AddOutcome, RejectReason, Rejection, Storage, StorageError, Tenant};
 
 use crate::config::Config;
@@ -67,6 +64,7 @@ fn describe(reason: RejectReason) -> &'static str {
     match reason {
         RejectReason::TooOld => "too old: before the retention period",
         RejectReason::TooNew => "too new: further in the future than --max-future allows",
+        RejectReason::EmptyLabels => "no label with a non-empty value",
     }
 }
 
@@ -81,7 +79,7 @@ impl ImportError {
                 StatusCode::UNSUPPORTED_MEDIA_TYPE
             }
             ImportError::Decode(DecodeError::Corrupt { .. }) => StatusCode::BAD_REQUEST,
-            ImportError::Storage(e) if is_transient(e) => StatusCode::SERVICE_UNAVAILABLE,
+            ImportError::Storage(e) if e.is_transient() => StatusCode::SERVICE_UNAVAILABLE,
             ImportError::Storage(_) | ImportError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -95,7 +93,7 @@ impl ImportError {
             ImportError::Decode(DecodeError::Corrupt { .. }) => "bad_compression",
             ImportError::Parse(_) => "parse_error",
             ImportError::PartlyRejected { .. } => "partly_rejected",
-            ImportError::Storage(e) if is_transient(e) => "storage_unavailable",
+            ImportError::Storage(e) if e.is_transient() => "storage_unavailable",
             ImportError::Storage(_) => "storage_error",
             ImportError::Internal(_) => "internal_error",
         }
@@ -114,18 +112,6 @@ impl IntoResponse for ImportError {
         }
         response
     }
-}
-
-/// Errors that may go away by themselves: the client should retry.
-fn is_transient(e: &StorageError) -> bool {
-    matches!(
-        e,
-        StorageError::Closed
-            | StorageError::Io { .. }
-            | StorageError::Wal(WalError::Io { .. } | WalError::Closed)
-            | StorageError::Index(MergesetError::Io { .. })
-            | StorageError::Part(PartError::Io { .. })
-    )
 }
 
 #[derive(Clone)]
@@ -233,9 +219,9 @@ async fn import_body(
         series: "(not reported by storage)".to_string(),
         timestamp: 0,
     });
-    // Storage reports one reason per batch: the rejected rows are counted
-    // under the reason of the first rejection.
-    metrics.rows_rejected(PROTOCOL_VMIMPORT, first.reason.as_str(), outcome.rejected);
+    for (reason, rows) in &outcome.rejected_by_reason {
+        metrics.rows_rejected(PROTOCOL_VMIMPORT, reason.as_str(), *rows);
+    }
     Err(ImportError::PartlyRejected {
         accepted: outcome.accepted,
         rejected: outcome.rejected,
@@ -269,7 +255,7 @@ mod tests {
             "storage_unavailable",
         );
         check(
-            ImportError::Storage(StorageError::Wal(WalError::Io {
+            ImportError::Storage(StorageError::Wal(strata_storage::wal::WalError::Io {
                 path: "wal/1".into(),
                 source: std::io::Error::other("disk full"),
             })),
@@ -277,11 +263,13 @@ mod tests {
             "storage_unavailable",
         );
         check(
-            ImportError::Storage(StorageError::Part(PartError::Corrupted {
-                path: "p".into(),
-                offset: 7,
-                what: "bad checksum".into(),
-            })),
+            ImportError::Storage(StorageError::Part(
+                strata_storage::part::PartError::Corrupted {
+                    path: "p".into(),
+                    offset: 7,
+                    what: "bad checksum".into(),
+                },
+            )),
             StatusCode::INTERNAL_SERVER_ERROR,
             "storage_error",
         );

@@ -80,7 +80,7 @@ impl ExportError {
             | ExportError::Time(_)
             | ExportError::EmptyRange { .. } => StatusCode::BAD_REQUEST,
             ExportError::BodyType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            ExportError::Storage(e) if is_transient(e) => StatusCode::SERVICE_UNAVAILABLE,
+            ExportError::Storage(e) if e.is_transient() => StatusCode::SERVICE_UNAVAILABLE,
             ExportError::Storage(_) | ExportError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -93,7 +93,7 @@ impl ExportError {
             | ExportError::Time(_)
             | ExportError::EmptyRange { .. }
             | ExportError::BodyType(_) => "bad_request",
-            ExportError::Storage(e) if is_transient(e) => "storage_unavailable",
+            ExportError::Storage(e) if e.is_transient() => "storage_unavailable",
             ExportError::Storage(_) => "storage_error",
             ExportError::Internal(_) => "internal_error",
         }
@@ -112,18 +112,6 @@ impl IntoResponse for ExportError {
         }
         response
     }
-}
-
-/// Errors that may go away by themselves: the client should retry.
-fn is_transient(e: &StorageError) -> bool {
-    matches!(
-        e,
-        StorageError::Closed
-            | StorageError::Io { .. }
-            | StorageError::Wal(WalError::Io { .. } | WalError::Closed)
-            | StorageError::Index(MergesetError::Io { .. })
-            | StorageError::Part(PartError::Io { .. })
-    )
 }
 
 /// The `reason` label of the stream errors counter.

@@ -77,6 +77,10 @@ fn out_of_window_samples_are_rejected_and_counted() {
         )
         .expect("add");
     assert_eq!((out.accepted, out.rejected), (1, 2));
+    assert_eq!(
+        out.rejected_by_reason,
+        vec![(RejectReason::TooNew, 1), (RejectReason::TooOld, 1)]
+    );
     let first = out.first_rejection.expect("a rejection");
     assert_eq!(first.reason, RejectReason::TooOld);
     assert_eq!(first.series, "x{k=\"v\"}");

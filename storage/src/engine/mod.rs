@@ -74,6 +74,21 @@ pub enum StorageError {
     Closed,
 }
 
+impl StorageError {
+    /// Errors that may go away by themselves (disk, shutdown): a client should retry.
+    pub fn is_transient(&self) -> bool {
+        use crate::{mergeset::MergesetError, part::PartError, wal::WalError};
+        matches!(
+            self,
+            StorageError::Closed
+                | StorageError::Io { .. }
+                | StorageError::Wal(WalError::Io { .. } | WalError::Closed)
+                | StorageError::Index(MergesetError::Io { .. })
+                | StorageError::Part(PartError::Io { .. })
+        )
+    }
+}
+
 /// Samples of one series to add, labels in any order (they are sorted).
 #[derive(Clone, Debug, PartialEq)]
 pub struct SeriesSamples {
@@ -115,6 +130,8 @@ pub struct Rejection {
 pub struct AddOutcome {
     pub accepted: u64,
     pub rejected: u64,
+    /// Rejected samples per reason, each reason once.
+    pub rejected_by_reason: Vec<(RejectReason, u64)>,
     pub first_rejection: Option<Rejection>,
 }
 
@@ -501,10 +518,17 @@ impl Storage {
         id: SeriesId,
     ) -> Option<(Tenant, Vec<Label>)> {
         let searches = searches.get_or_insert_with(|| {
-            self.partitions.read().values().rev().map(|p| p.index.search()).collect()
+            self.partitions
+                .read()
+                .values()
+                .rev()
+                .map(|p| p.index.search())
+                .collect()
         });
         let mut errs = IndexErrors::default();
-        searches.iter_mut().find_map(|s| resolve::lookup_series(s, id, &mut errs))
+        searches
+            .iter_mut()
+            .find_map(|s| resolve::lookup_series(s, id, &mut errs))
     }
 
     fn wal(&self) -> &Wal {
@@ -748,6 +772,8 @@ impl Storage {
         if created > 0 {
             self.metrics.new_series.get_or_create(&tl).inc_by(created);
         }
+        outcome.rejected_by_reason = rejected.iter().map(|(r, n)| (*r, *n)).collect();
+        outcome.rejected_by_reason.sort_by_key(|(r, _)| r.as_str());
         for (reason, n) in rejected {
             self.metrics
                 .rows_rejected

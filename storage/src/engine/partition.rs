@@ -216,7 +216,6 @@ impl Partition {
         self.days.write().retain(|d, _| *d >= day);
     }
 
-
     fn new_part_dirs(&self) -> (String, PathBuf, PathBuf) {
         let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
         let name = format!("p-{seq:016x}");
@@ -311,7 +310,11 @@ impl Partition {
 
     /// Renames a finished part (tmp dir, final dir, name) into place, drops
     /// `removed` from the list, and swaps the manifest.
-    fn publish(&self, added: Option<(&Path, &Path, &str)>, removed: &[PathBuf]) -> Result<(), StorageError> {
+    fn publish(
+        &self,
+        added: Option<(&Path, &Path, &str)>,
+        removed: &[PathBuf],
+    ) -> Result<(), StorageError> {
         let _m = self.manifest_lock.lock();
         let mut next: Vec<Arc<Part>> = self
             .parts()
