@@ -504,7 +504,7 @@ fn sync_to_unknown_lsn_syncs_everything() {
 /// `cargo test --release -p strata-storage wal::tests::measure -- --ignored --nocapture`
 /// (`STRATA_WAL_BENCH_DIR` picks the disk; default is the system temp dir).
 #[test]
-#[ignore]
+#[ignore = "measurement: prints replay and group-commit throughput, run in release by hand"]
 fn measure() {
     let base = std::env::var_os("STRATA_WAL_BENCH_DIR").map(PathBuf::from);
     let tempdir = |name: &str| {
