@@ -74,7 +74,7 @@ impl StorageMetrics {
         );
         r.register(
             "ingestion_delay_seconds",
-            "Receive time minus sample time of the newest sample per series and batch, by tenant",
+            "Receive time minus the time of the newest sample of each batch, by tenant",
             m.ingestion_delay_seconds.clone(),
         );
         r.register(
