@@ -391,6 +391,31 @@ mod tests {
         assert!(prefix_end(&[0xff]).is_none());
     }
 
+    /// Fails when the index item layout changes: existing indexes would no
+    /// longer be readable, so a change needs a format version bump.
+    #[test]
+    fn format_guard() {
+        let t = Tenant::new(1, 2);
+        let labels = [Label::new("a", "b\u{0}")];
+        assert_eq!(
+            series_item(3, t, &labels),
+            [1, 0, 0, 0, 0, 0, 0, 0, 3, 0, 0, 0, 1, 0, 0, 0, 2, b'a', 0, b'b', 1, 1, 0]
+        );
+        let mut postings = Vec::new();
+        posting_items(t, 19_000, &labels, 3, &mut postings);
+        assert_eq!(
+            postings,
+            vec![vec![
+                2, 0, 0, 0, 1, 0, 0, 0, 2, 0x80, 0, 0x4a, 0x38, b'a', 0, b'b', 1, 1, 0, 0, 0, 0, 0,
+                0, 0, 0, 3
+            ]]
+        );
+        assert_eq!(
+            day_item(t, -1, 3),
+            [3, 0, 0, 0, 1, 0, 0, 0, 2, 0x7f, 0xff, 0xff, 0xff, 0, 0, 0, 0, 0, 0, 0, 3]
+        );
+    }
+
     #[test]
     fn days_sort_like_numbers() {
         assert!(day_bytes(-1) < day_bytes(0));
