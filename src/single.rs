@@ -34,7 +34,7 @@ use crate::http::{self, HttpMetrics, Phase, Readiness, Registries};
 #[derive(Clone, Debug, clap::Args)]
 #[group(id = "single")]
 pub struct Config {
-    /// Address to serve HTTP on (the Prometheus API, import and export, health
+    /// Address to serve HTTP on (import and export, health
     /// and metrics). Default: 127.0.0.1:8428.
     #[arg(
         long = "listen",

@@ -412,12 +412,17 @@ fn part_with_damaged_metadata_is_quarantined_and_the_rest_opens() {
     let cfg = config(dir.path());
     let clock = TestClock::new(NOW);
     let s = open(&cfg, &clock);
-    s.add(T0, &[series(&[("__name__", "a")], &[(NOW, 1.0)])]).expect("add");
+    s.add(T0, &[series(&[("__name__", "a")], &[(NOW, 1.0)])])
+        .expect("add");
     s.flush().expect("flush");
-    s.add(T0, &[series(&[("__name__", "b")], &[(NOW, 2.0)])]).expect("add");
+    s.add(T0, &[series(&[("__name__", "b")], &[(NOW, 2.0)])])
+        .expect("add");
     s.close().expect("close");
     let parts_dir = dir.path().join("partitions/2026_11/parts");
-    let mut parts: Vec<_> = std::fs::read_dir(&parts_dir).expect("parts").map(|e| e.expect("entry").path()).collect();
+    let mut parts: Vec<_> = std::fs::read_dir(&parts_dir)
+        .expect("parts")
+        .map(|e| e.expect("entry").path())
+        .collect();
     parts.sort();
     let headers = parts[0].join("index.bin");
     let mut bytes = std::fs::read(&headers).expect("read part index");
@@ -425,7 +430,13 @@ fn part_with_damaged_metadata_is_quarantined_and_the_rest_opens() {
     std::fs::write(&headers, bytes).expect("write");
     let s = open(&cfg, &clock);
     let got = dump(&s, T0, &[]);
-    assert_eq!(got, vec![(labels(&[("__name__", "b")]), vec![(NOW, 2.0f64.to_bits())])]);
-    let quarantined = dir.path().join("partitions/2026_11/quarantine").join(parts[0].file_name().expect("name"));
+    assert_eq!(
+        got,
+        vec![(labels(&[("__name__", "b")]), vec![(NOW, 2.0f64.to_bits())])]
+    );
+    let quarantined = dir
+        .path()
+        .join("partitions/2026_11/quarantine")
+        .join(parts[0].file_name().expect("name"));
     assert!(quarantined.exists(), "damaged part kept for inspection");
 }

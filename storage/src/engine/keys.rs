@@ -399,7 +399,9 @@ mod tests {
         let labels = [Label::new("a", "b\u{0}")];
         assert_eq!(
             series_item(3, t, &labels),
-            [1, 0, 0, 0, 0, 0, 0, 0, 3, 0, 0, 0, 1, 0, 0, 0, 2, b'a', 0, b'b', 1, 1, 0]
+            [
+                1, 0, 0, 0, 0, 0, 0, 0, 3, 0, 0, 0, 1, 0, 0, 0, 2, b'a', 0, b'b', 1, 1, 0
+            ]
         );
         let mut postings = Vec::new();
         posting_items(t, 19_000, &labels, 3, &mut postings);
@@ -412,7 +414,9 @@ mod tests {
         );
         assert_eq!(
             day_item(t, -1, 3),
-            [3, 0, 0, 0, 1, 0, 0, 0, 2, 0x7f, 0xff, 0xff, 0xff, 0, 0, 0, 0, 0, 0, 0, 3]
+            [
+                3, 0, 0, 0, 1, 0, 0, 0, 2, 0x7f, 0xff, 0xff, 0xff, 0, 0, 0, 0, 0, 0, 0, 3
+            ]
         );
     }
 
