@@ -262,7 +262,7 @@ fn days_from_civil(y: i64, m: i64) -> i64 {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 48, max_shrink_iters: 200, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 96, max_shrink_iters: 200, ..ProptestConfig::default() })]
 
     #[test]
     fn engine_matches_model(ops in prop::collection::vec(op(), 1..60)) {

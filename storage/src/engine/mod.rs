@@ -1156,50 +1156,38 @@ impl Storage {
         let deleted = self.tombstones.snapshot();
         let mut merged = false;
         for p in partitions {
-            match p.merge_step(
+            let data = p.merge_step(
                 self.dedup_interval_ms(),
                 TimeRange::ALL,
                 &|id| deleted.contains(id),
                 false,
-            ) {
-                Ok(true) => {
-                    merged = true;
-                    self.metrics
-                        .merges
-                        .get_or_create(&vec![("kind", "data".to_string())])
-                        .inc();
-                }
-                Ok(false) => {}
-                Err(e) => {
-                    self.metrics
-                        .merge_errors
-                        .get_or_create(&vec![("kind", "data".to_string())])
-                        .inc();
-                    error!(partition = %p.month.dir_name(), error = %e, "Data merge failed; the inputs stay as they are.");
-                }
-            }
-            match p.index.merge_step() {
-                Ok(true) => {
-                    merged = true;
-                    self.metrics
-                        .merges
-                        .get_or_create(&vec![("kind", "index".to_string())])
-                        .inc();
-                }
-                Ok(false) => {}
-                Err(e) => {
-                    self.metrics
-                        .merge_errors
-                        .get_or_create(&vec![("kind", "index".to_string())])
-                        .inc();
-                    error!(partition = %p.month.dir_name(), error = %e, "Index merge failed; the inputs stay as they are.");
-                }
-            }
+            );
+            merged |= self.count_merge(&p, "data", data);
+            let index = p.index.merge_step().map_err(StorageError::from);
+            merged |= self.count_merge(&p, "index", index);
         }
         if merged {
             self.update_gauges();
         }
         merged
+    }
+
+    /// Counts a merge outcome by kind (data, index); true when it merged.
+    fn count_merge(&self, p: &Partition, kind: &str, outcome: Result<bool, StorageError>) -> bool {
+        let labels = vec![("kind", kind.to_string())];
+        match outcome {
+            Ok(merged) => {
+                if merged {
+                    self.metrics.merges.get_or_create(&labels).inc();
+                }
+                merged
+            }
+            Err(e) => {
+                self.metrics.merge_errors.get_or_create(&labels).inc();
+                error!(partition = %p.month.dir_name(), kind, error = %e, "Merge failed; the inputs stay as they are.");
+                false
+            }
+        }
     }
 
     /// Drops partitions that ended before the retention cutoff.

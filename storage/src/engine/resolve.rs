@@ -190,9 +190,7 @@ pub fn resolve(
     result
 }
 
-/// Distinct label names of a tenant on a day. A name counts when one of its
-/// postings belongs to a live series; after finding one, the rest of the
-/// name's postings are skipped with one seek.
+/// Distinct label names of a tenant on a day (see `distinct_components`).
 pub fn label_names(
     s: &mut Search,
     tenant: Tenant,
@@ -202,41 +200,12 @@ pub fn label_names(
     out: &mut BTreeSet<String>,
 ) {
     let prefix = keys::postings_day_prefix(tenant, day);
-    s.seek(&prefix);
-    loop {
-        let next = match s.next_item() {
-            None => break,
-            Some(Err(e)) => {
-                errs.record(e);
-                continue;
-            }
-            Some(Ok(item)) => {
-                if !item.starts_with(&prefix) {
-                    break;
-                }
-                if keys::trailing_id(item).is_none_or(|id| deleted.contains(id)) {
-                    continue;
-                }
-                let rest = &item[prefix.len()..];
-                let Some(end) = rest.iter().position(|&b| b == 0) else {
-                    continue;
-                };
-                if let Some(name) =
-                    keys::unescape(&rest[..end]).and_then(|n| String::from_utf8(n).ok())
-                {
-                    out.insert(name);
-                }
-                let mut next = prefix.clone();
-                next.extend_from_slice(&rest[..end]);
-                next.push(0x01);
-                next
-            }
-        };
-        s.seek(&next);
-    }
+    // After the day prefix: name | 0x00 | value | 0x00 | id.
+    let name_len = |rest: &[u8]| rest.iter().position(|&b| b == 0);
+    distinct_components(s, &prefix, deleted, errs, &name_len, out);
 }
 
-/// Distinct values of label `name` with a live series, each found with one seek.
+/// Distinct values of label `name` of a tenant on a day (see `distinct_components`).
 pub fn label_values(
     s: &mut Search,
     tenant: Tenant,
@@ -247,7 +216,24 @@ pub fn label_values(
     out: &mut BTreeSet<String>,
 ) {
     let prefix = keys::postings_name_prefix(tenant, day, name);
-    s.seek(&prefix);
+    // After the name prefix: value | 0x00 | id (8 bytes).
+    let value_len = |rest: &[u8]| rest.len().checked_sub(9);
+    distinct_components(s, &prefix, deleted, errs, &value_len, out);
+}
+
+/// Collects the distinct escaped components that start the posting items under
+/// `prefix` (`component_len` tells where one ends). A component counts when one
+/// of its items belongs to a live series; then the rest of its items are
+/// skipped with one seek (`prefix | component | 0x01` sorts after all of them).
+fn distinct_components(
+    s: &mut Search,
+    prefix: &[u8],
+    deleted: &RoaringTreemap,
+    errs: &mut IndexErrors,
+    component_len: &dyn Fn(&[u8]) -> Option<usize>,
+    out: &mut BTreeSet<String>,
+) {
+    s.seek(prefix);
     loop {
         let next = match s.next_item() {
             None => break,
@@ -256,23 +242,23 @@ pub fn label_values(
                 continue;
             }
             Some(Ok(item)) => {
-                if !item.starts_with(&prefix) {
+                if !item.starts_with(prefix) {
                     break;
                 }
                 if keys::trailing_id(item).is_none_or(|id| deleted.contains(id)) {
                     continue;
                 }
                 let rest = &item[prefix.len()..];
-                let Some(value_len) = rest.len().checked_sub(9) else {
+                let Some(len) = component_len(rest) else {
                     continue;
                 };
-                if let Some(v) =
-                    keys::unescape(&rest[..value_len]).and_then(|v| String::from_utf8(v).ok())
+                if let Some(c) =
+                    keys::unescape(&rest[..len]).and_then(|c| String::from_utf8(c).ok())
                 {
-                    out.insert(v);
+                    out.insert(c);
                 }
-                let mut next = prefix.clone();
-                next.extend_from_slice(&rest[..value_len]);
+                let mut next = prefix.to_vec();
+                next.extend_from_slice(&rest[..len]);
                 next.push(0x01);
                 next
             }
