@@ -4,31 +4,33 @@
 //!
 //! ```text
 //! <data-dir>/
-//!   wal/                 write-ahead log segments (see `wal`)
-//!   partitions/YYYY_MM/  one monthly partition
-//!     index/             per-partition inverted index (see `mergeset`, `index`)
-//!     parts/             immutable data parts (see `part`)
-//!   deleted              ids of deleted series
+//!   lock                 held while open (one process per directory)
+//!   deleted              ids of deleted series (`engine::tombstones`)
+//!   wal/                 write-ahead log segments (`wal`)
+//!   partitions/YYYY_MM/  one monthly partition (`engine::partition`)
+//!     index/             the partition's inverted index (`mergeset`, items in `engine::keys`)
+//!     parts/             immutable data parts (`part`, blocks in `encoding`)
+//!     parts.json         manifest of the published parts
 //! ```
+//!
+//! `Storage` (in `engine`) is the entry point; `docs/storage.md` is the map.
 
+pub mod config;
 pub mod dedup;
 pub mod encoding;
+pub mod engine;
 pub mod mergeset;
 pub mod metrics;
 pub mod part;
 pub mod types;
 pub mod wal;
 
-pub use types::{
-    Label, METRIC_NAME_LABEL, MatchOp, Matcher, MatcherError, STALE_NAN_BITS, Sample, SeriesId,
-    Tenant, TimeRange, is_stale_nan,
-};
-
-pub mod config;
-pub mod engine;
-
 pub use config::Config;
 pub use engine::{
     AddOutcome, Cardinality, RejectReason, Rejection, SeriesData, SeriesIter, SeriesSamples,
     Storage, StorageError,
+};
+pub use types::{
+    Label, METRIC_NAME_LABEL, MatchOp, Matcher, MatcherError, STALE_NAN_BITS, Sample, SeriesId,
+    Tenant, TimeRange, is_stale_nan,
 };
