@@ -440,3 +440,52 @@ fn part_with_damaged_metadata_is_quarantined_and_the_rest_opens() {
         .join(parts[0].file_name().expect("name"));
     assert!(quarantined.exists(), "damaged part kept for inspection");
 }
+
+#[test]
+fn inactive_series_are_forgotten_and_come_back_as_one_series() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = config(dir.path());
+    let clock = TestClock::new(NOW);
+    let s = open(&cfg, &clock);
+    s.add(
+        T0,
+        &[
+            series(&[("__name__", "a")], &[(NOW, 1.0)]),
+            series(&[("__name__", "b")], &[(NOW, 1.0)]),
+        ],
+    )
+    .expect("add");
+    assert_eq!(s.series_count(), 2);
+    clock.advance(3 * DAY);
+    s.add(T0, &[series(&[("__name__", "b")], &[(NOW + 3 * DAY, 2.0)])])
+        .expect("add");
+    s.enforce_retention().expect("daily pass");
+    assert_eq!(
+        s.series_count(),
+        1,
+        "only the series active since yesterday stays in memory"
+    );
+    s.add(T0, &[series(&[("__name__", "a")], &[(NOW + 3 * DAY, 3.0)])])
+        .expect("add");
+    let want_a = vec![(NOW, 1.0f64.to_bits()), (NOW + 3 * DAY, 3.0f64.to_bits())];
+    let want_b = vec![(NOW, 1.0f64.to_bits()), (NOW + 3 * DAY, 2.0f64.to_bits())];
+    let want = vec![
+        (labels(&[("__name__", "a")]), want_a),
+        (labels(&[("__name__", "b")]), want_b),
+    ];
+    assert_eq!(dump(&s, T0, &[]), want);
+    s.close().expect("close");
+    let s = open(&cfg, &clock);
+    assert_eq!(
+        s.series_count(),
+        2,
+        "open loads the series active today and yesterday"
+    );
+    assert_eq!(dump(&s, T0, &[]), want);
+    assert_eq!(
+        s.delete_series(T0, &[Matcher::eq("__name__", "a")])
+            .expect("delete"),
+        1
+    );
+    assert_eq!(dump(&s, T0, &[]).len(), 1);
+}

@@ -25,7 +25,7 @@ use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -250,6 +250,15 @@ impl SeriesMap {
     fn len(&self) -> usize {
         self.shards.iter().map(|s| s.read().len()).sum()
     }
+
+    /// Keeps only the entries whose id is in `live`.
+    fn retain(&self, live: &RoaringTreemap) {
+        for shard in &self.shards {
+            let mut shard = shard.write();
+            shard.retain(|_, id| live.contains(*id));
+            shard.shrink_to_fit();
+        }
+    }
 }
 
 thread_local! {
@@ -336,6 +345,8 @@ pub struct Storage {
     barrier: RwLock<()>,
     partitions: RwLock<BTreeMap<Month, Arc<Partition>>>,
     series: SeriesMap,
+    /// Day of the last `evict_inactive_series`.
+    evicted_on: AtomicI64,
     tombstones: Tombstones,
     metrics: StorageMetrics,
     flush_lock: Mutex<()>,
@@ -389,6 +400,7 @@ impl Storage {
             barrier: RwLock::new(()),
             partitions: RwLock::new(BTreeMap::new()),
             series: SeriesMap::new(),
+            evicted_on: AtomicI64::new(i64::MIN),
             tombstones,
             metrics,
             flush_lock: Mutex::new(()),
@@ -460,14 +472,77 @@ impl Storage {
         }
         let mut map = self.partitions.write();
         for (month, path) in months {
-            let partition = Partition::open(&path, month, &mut |id, tenant, labels| {
-                if !self.tombstones.contains(id) {
-                    self.series.insert(series_hash(tenant, &labels), id);
-                }
-            })?;
+            let partition = Partition::open(&path, month)?;
+            if let Some(max) = partition.max_series_id() {
+                self.series.next_id.fetch_max(max + 1, Ordering::Relaxed);
+            }
             map.insert(month, Arc::new(partition));
         }
+        drop(map);
+        self.load_active_series();
         Ok(())
+    }
+
+    /// Days whose series are kept in the in-memory map: today and yesterday.
+    fn active_days(&self) -> [i64; 2] {
+        let today = day_of(self.now());
+        [today - 1, today]
+    }
+
+    /// Ids of series with samples on the active days.
+    fn active_ids(&self) -> RoaringTreemap {
+        let mut live = RoaringTreemap::new();
+        for day in self.active_days() {
+            if let Some(p) = self
+                .partitions
+                .read()
+                .get(&Month::of_timestamp(day * MS_PER_DAY))
+                .cloned()
+            {
+                live |= p.day_set(day);
+            }
+        }
+        live
+    }
+
+    /// Fills the label-hash map with the active series, so that memory follows
+    /// the active series, not every series retention keeps.
+    fn load_active_series(&self) {
+        let live = self.active_ids();
+        let months: BTreeSet<Month> = self
+            .active_days()
+            .iter()
+            .map(|d| Month::of_timestamp(d * MS_PER_DAY))
+            .collect();
+        for month in months {
+            let Some(p) = self.partitions.read().get(&month).cloned() else {
+                continue;
+            };
+            p.for_each_series(&mut |id, tenant, labels| {
+                if live.contains(id) && !self.tombstones.contains(id) {
+                    self.series.insert(series_hash(tenant, &labels), id);
+                }
+            });
+        }
+        self.evicted_on.store(day_of(self.now()), Ordering::Relaxed);
+    }
+
+    /// Once a day, forgets series without samples on the active days. A
+    /// forgotten series that comes back gets a new id; reads merge ids with
+    /// equal labels, so this only costs a few index items.
+    fn evict_inactive_series(&self) {
+        let today = day_of(self.now());
+        if self.evicted_on.swap(today, Ordering::Relaxed) == today {
+            return;
+        }
+        let live = self.active_ids();
+        let before = self.series.len();
+        self.series.retain(&live);
+        info!(
+            series_before = before,
+            series_after = self.series.len(),
+            "Forgot series inactive since yesterday."
+        );
     }
 
     fn replay_record(&self, payload: &[u8], replay: &mut Replay) {
@@ -602,7 +677,7 @@ impl Storage {
             .data_dir
             .join("partitions")
             .join(month.dir_name());
-        let p = Arc::new(Partition::open(&dir, month, &mut |_, _, _| {})?);
+        let p = Arc::new(Partition::open(&dir, month)?);
         map.insert(month, p.clone());
         self.metrics.partitions.set(map.len() as i64);
         Ok(p)
@@ -905,10 +980,8 @@ impl Storage {
                 range.overlaps(m.min_timestamp, m.max_timestamp)
             })
             .collect();
-        let mut series: Vec<(SeriesId, Vec<Label>)> = found.into_iter().collect();
-        series.sort_by(|a, b| a.1.cmp(&b.1));
         Ok(SeriesIter {
-            series: series.into_iter(),
+            series: group_by_labels(found).into_iter(),
             gathered,
             parts,
             range,
@@ -1061,9 +1134,10 @@ impl Storage {
         for (id, labels) in &found {
             self.series.remove(series_hash(tenant, labels), *id);
         }
-        self.metrics.deleted_series.inc_by(found.len() as u64);
-        info!(tenant = %tenant, series = found.len(), "Series deleted.");
-        Ok(found.len() as u64)
+        let deleted = found.values().collect::<BTreeSet<_>>().len() as u64;
+        self.metrics.deleted_series.inc_by(deleted);
+        info!(tenant = %tenant, series = deleted, "Series deleted.");
+        Ok(deleted)
     }
 
     /// Writes in-memory rows and index items to disk and trims the log.
@@ -1207,6 +1281,7 @@ impl Storage {
             std::fs::remove_dir_all(p.dir()).map_err(|e| io_err(p.dir(), e))?;
             self.metrics.partitions_dropped.inc();
         }
+        self.evict_inactive_series();
         // Day sets of the past are rarely written again; reload them if they are.
         let recent = day_of(self.now()) - 2;
         for p in self.partitions.read().values() {
@@ -1356,6 +1431,16 @@ struct Replay {
     lost: u64,
 }
 
+/// Ids by label set: a series forgotten by the in-memory map and seen again
+/// has two ids with the same labels, and reads show it as one series.
+fn group_by_labels(found: BTreeMap<SeriesId, Vec<Label>>) -> BTreeMap<Vec<Label>, Vec<SeriesId>> {
+    let mut groups: BTreeMap<Vec<Label>, Vec<SeriesId>> = BTreeMap::new();
+    for (id, labels) in found {
+        groups.entry(labels).or_default().push(id);
+    }
+    groups
+}
+
 /// Days of `range` inside `partition_range`.
 fn days_of(range: TimeRange, partition_range: TimeRange) -> std::ops::RangeInclusive<i64> {
     let start = range.start.max(partition_range.start);
@@ -1382,7 +1467,8 @@ fn top(mut v: Vec<(String, u64)>, limit: usize) -> Vec<(String, u64)> {
 
 /// Streams the series of a search; samples are read when the series is reached.
 pub struct SeriesIter {
-    series: std::vec::IntoIter<(SeriesId, Vec<Label>)>,
+    /// Label sets in order, each with every id it had (see `evict_inactive_series`).
+    series: std::collections::btree_map::IntoIter<Vec<Label>, Vec<SeriesId>>,
     gathered: Gathered,
     parts: Vec<Arc<Part>>,
     range: TimeRange,
@@ -1407,20 +1493,26 @@ impl Iterator for SeriesIter {
     type Item = Result<SeriesData, StorageError>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        for (id, labels) in self.series.by_ref() {
-            let (mut ts, mut vs) = self.gathered.remove(&id).unwrap_or_default();
-            for part in &self.parts {
-                let m = part.meta();
-                if id < m.min_series_id || id > m.max_series_id {
-                    continue;
+        for (labels, ids) in self.series.by_ref() {
+            let (mut ts, mut vs) = (Vec::new(), Vec::new());
+            for id in ids {
+                if let Some((t, v)) = self.gathered.remove(&id) {
+                    ts.extend(t);
+                    vs.extend(v);
                 }
-                if let Err(e) = part.read_series(id, self.range, &mut ts, &mut vs) {
-                    error!(error = %e, series = %format_series(&labels), "Skipping a corrupted block.");
-                    self.metrics
-                        .corrupted_blocks
-                        .get_or_create(&vec![("kind", "data".to_string())])
-                        .inc();
-                    self.warnings.push(e.to_string());
+                for part in &self.parts {
+                    let m = part.meta();
+                    if id < m.min_series_id || id > m.max_series_id {
+                        continue;
+                    }
+                    if let Err(e) = part.read_series(id, self.range, &mut ts, &mut vs) {
+                        error!(error = %e, series = %format_series(&labels), "Skipping a corrupted block.");
+                        self.metrics
+                            .corrupted_blocks
+                            .get_or_create(&vec![("kind", "data".to_string())])
+                            .inc();
+                        self.warnings.push(e.to_string());
+                    }
                 }
             }
             sort_and_dedup(&mut ts, &mut vs, self.dedup_interval_ms);

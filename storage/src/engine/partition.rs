@@ -66,13 +66,8 @@ pub struct PartStats {
 }
 
 impl Partition {
-    /// Opens or creates the partition; calls `on_series` for every series
-    /// registered in it (to rebuild the in-memory registry).
-    pub fn open(
-        dir: &Path,
-        month: Month,
-        on_series: &mut dyn FnMut(SeriesId, Tenant, Vec<Label>),
-    ) -> Result<Partition, StorageError> {
+    /// Opens or creates the partition.
+    pub fn open(dir: &Path, month: Month) -> Result<Partition, StorageError> {
         let parts_dir = dir.join("parts");
         create_dir_all(&parts_dir)?;
         let index = Table::open(&dir.join("index"))?;
@@ -101,11 +96,7 @@ impl Partition {
         }
         remove_unlisted(&parts_dir, &kept)?;
 
-        let mut registered = RoaringTreemap::new();
-        load_series(&index, month, &mut |id, tenant, labels| {
-            registered.insert(id);
-            on_series(id, tenant, labels);
-        });
+        let registered = load_series_ids(&index);
 
         Ok(Partition {
             month,
@@ -209,6 +200,22 @@ impl Partition {
             }
         }
         self.days.write().entry(day).or_insert(set);
+    }
+
+    /// Series registered on `day` (loaded from the index on first use).
+    pub fn day_set(&self, day: i64) -> RoaringTreemap {
+        self.load_day(day);
+        self.days.read().get(&day).cloned().unwrap_or_default()
+    }
+
+    /// Largest series id registered in the partition.
+    pub fn max_series_id(&self) -> Option<SeriesId> {
+        self.registered.read().max()
+    }
+
+    /// Calls `f` with every series registered in the partition.
+    pub fn for_each_series(&self, f: &mut dyn FnMut(SeriesId, Tenant, Vec<Label>)) {
+        load_series(&self.index, self.month, f);
     }
 
     /// Forgets loaded day sets older than `day` (they are reloaded on demand).
@@ -340,6 +347,29 @@ impl Partition {
         let data = self.parts().iter().map(|p| p.meta().size_bytes).sum();
         (data, self.index.disk_usage().1)
     }
+}
+
+/// Ids of every `series` item of the index (labels are not decoded).
+fn load_series_ids(index: &Table) -> RoaringTreemap {
+    let mut ids = RoaringTreemap::new();
+    let mut search = index.search();
+    search.seek(&[keys::KIND_SERIES]);
+    while let Some(item) = search.next_item() {
+        match item {
+            Ok(item) if item.first() == Some(&keys::KIND_SERIES) => {
+                if let Some(id) = item
+                    .get(1..9)
+                    .and_then(|b| b.try_into().ok())
+                    .map(u64::from_be_bytes)
+                {
+                    ids.insert(id);
+                }
+            }
+            Ok(_) => break,
+            Err(e) => error!(error = %e, "Index block unreadable while loading series ids."),
+        }
+    }
+    ids
 }
 
 /// Calls `f` with every `series` item of the index.
