@@ -1,4 +1,6 @@
-//! Appends scrapes of a synthetic fleet into existing series for profiling:
+//! Appends scrapes of a synthetic fleet into existing series for profiling,
+//! then abandons the storage without a flush (as a crash would) and times the
+//! log replay of a fresh open:
 //! `cargo run --release -p strata-storage --example append_profile -- [hosts] [scrapes]`
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -21,11 +23,14 @@ fn main() {
     let cfg = Config {
         data_dir: dir.path().to_path_buf(),
         sync: SyncSetting(SyncMode::Batch),
-        flush_interval: Duration::from_secs(5),
+        // Long enough that every appended row is still in the log at the end.
+        flush_interval: Duration::from_secs(3600),
+        max_head_rows: 100_000_000,
         ..Config::default()
     };
-    let storage = Storage::open_with_clock(cfg, &mut Registry::default(), Arc::new(move || now))
-        .expect("open");
+    let storage =
+        Storage::open_with_clock(cfg.clone(), &mut Registry::default(), Arc::new(move || now))
+            .expect("open");
     let fleet: Vec<SeriesSamples> = NodeExporter {
         hosts,
         points: 1,
@@ -69,6 +74,22 @@ fn main() {
     let secs = started.elapsed().as_secs_f64();
     eprintln!(
         "appended {rows} rows in {secs:.2}s: {:.0} rows/s",
+        rows as f64 / secs
+    );
+    // A crash: no flush, no close; the directory lock goes with the process.
+    std::mem::forget(storage);
+    std::fs::remove_file(dir.path().join("lock")).expect("remove lock");
+    let wal_bytes: u64 = std::fs::read_dir(dir.path().join("wal"))
+        .expect("wal dir")
+        .map(|e| e.expect("entry").metadata().expect("metadata").len())
+        .sum();
+    let started = Instant::now();
+    let storage = Storage::open_with_clock(cfg, &mut Registry::default(), Arc::new(move || now))
+        .expect("reopen");
+    let secs = started.elapsed().as_secs_f64();
+    eprintln!(
+        "reopened with {rows} rows ({} MB) in the log in {secs:.2}s: {:.0} rows/s replayed",
+        wal_bytes / 1_000_000,
         rows as f64 / secs
     );
     storage.close().expect("close");
