@@ -4,7 +4,10 @@
 //! with its own temporary data directory, and offers blocking HTTP helpers.
 //! The child's log goes to a file in that directory; when a test panics, the
 //! end of the log is printed with the failure. A child still running when
-//! its `Single` is dropped is killed with SIGKILL.
+//! its `Single` is dropped is killed with SIGKILL. `Importer` sends imports
+//! from other threads and returns transport failures instead of panicking,
+//! for writers that race with a kill; `Rng` makes random schedules
+//! replayable from a seed.
 //!
 //! Helpers panic with a message on transport failures: they are for tests.
 
