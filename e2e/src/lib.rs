@@ -4,7 +4,10 @@
 //! with its own temporary data directory, and offers blocking HTTP helpers.
 //! The child's log goes to a file in that directory; when a test panics, the
 //! end of the log is printed with the failure. A child still running when
-//! its `Single` is dropped is killed with SIGKILL.
+//! its `Single` is dropped is killed with SIGKILL. `Importer` sends imports
+//! from other threads and returns transport failures instead of panicking,
+//! for writers that race with a kill; `Rng` makes random schedules
+//! replayable from a seed.
 //!
 //! Helpers panic with a message on transport failures: they are for tests.
 
@@ -87,6 +90,34 @@ impl Single {
         self.launch();
     }
 
+    /// Like `restart`, with these extra flags instead of the previous ones
+    /// (they stay in force for later restarts).
+    pub fn restart_with_args(&mut self, args: &[&str]) {
+        self.extra_args = args.iter().map(|a| a.to_string()).collect();
+        self.restart();
+    }
+
+    /// Starts on the same data directory and kills the process with SIGKILL
+    /// `delay` later, ready or not: a crash during startup (log replay).
+    pub fn start_then_kill9_after(&mut self, delay: Duration) {
+        assert!(
+            self.child.is_none(),
+            "start_then_kill9_after() needs the previous process stopped first"
+        );
+        self.spawn_child();
+        sleep(delay);
+        self.kill9();
+    }
+
+    /// A handle for imports from other threads, to this run of the process
+    /// (the port changes on restart).
+    pub fn importer(&self) -> Importer {
+        Importer {
+            url: format!("{}/api/v1/import", self.base_url()),
+            client: self.client.clone(),
+        }
+    }
+
     pub fn data_dir(&self) -> PathBuf {
         self.dir.path().join("data")
     }
@@ -108,28 +139,7 @@ impl Single {
     fn launch(&mut self) {
         const ATTEMPTS: usize = 3;
         for attempt in 1..=ATTEMPTS {
-            self.addr = free_port();
-            let log = OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(self.log_path())
-                .expect("open child log");
-            let log_offset = log.metadata().map_or(0, |m| m.len());
-            let child = Command::new(&self.bin)
-                .arg("single")
-                .arg("--listen")
-                .arg(self.addr.to_string())
-                .arg("--data-dir")
-                .arg(self.data_dir())
-                .args(&self.extra_args)
-                .env("RUST_LOG", "info")
-                .env_remove("STRATA_LOG_LEVEL")
-                .stdin(Stdio::null())
-                .stdout(log.try_clone().expect("clone log handle"))
-                .stderr(log)
-                .spawn()
-                .unwrap_or_else(|e| panic!("cannot start {}: {e}", self.bin.display()));
-            self.child = Some(child);
+            let log_offset = self.spawn_child();
             match self.wait_ready(READY_TIMEOUT) {
                 Ok(()) => return,
                 Err(exit) => {
@@ -142,6 +152,34 @@ impl Single {
                 }
             }
         }
+    }
+
+    /// Spawns the child on a free port without waiting; returns the log
+    /// length before the start.
+    fn spawn_child(&mut self) -> u64 {
+        self.addr = free_port();
+        let log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path())
+            .expect("open child log");
+        let log_offset = log.metadata().map_or(0, |m| m.len());
+        let child = Command::new(&self.bin)
+            .arg("single")
+            .arg("--listen")
+            .arg(self.addr.to_string())
+            .arg("--data-dir")
+            .arg(self.data_dir())
+            .args(&self.extra_args)
+            .env("RUST_LOG", "info")
+            .env_remove("STRATA_LOG_LEVEL")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("clone log handle"))
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", self.bin.display()));
+        self.child = Some(child);
+        log_offset
     }
 
     /// Polls `/ready` until 200. Fails when the child exits or time runs out.
@@ -213,6 +251,16 @@ impl Single {
         read_from(&self.log_path(), 0)
     }
 
+    /// Bytes of child log so far: an offset for `log_since`.
+    pub fn log_len(&self) -> u64 {
+        std::fs::metadata(self.log_path()).map_or(0, |m| m.len())
+    }
+
+    /// The child log from `offset` on (all starts write to one file).
+    pub fn log_since(&self, offset: u64) -> String {
+        read_from(&self.log_path(), offset)
+    }
+
     pub fn get(&self, path_and_query: &str) -> Response {
         let request = self
             .client
@@ -282,6 +330,99 @@ impl Drop for Single {
             );
         }
     }
+}
+
+/// Sends imports and reports transport failures instead of panicking, for
+/// writers that race with a kill.
+#[derive(Clone)]
+pub struct Importer {
+    url: String,
+    client: Client,
+}
+
+impl Importer {
+    /// `POST /api/v1/import`; `Err` when no response came (refused, reset,
+    /// cut short).
+    pub fn import(&self, body: String) -> Result<Response, String> {
+        let response = self
+            .client
+            .post(&self.url)
+            .body(body)
+            .send()
+            .map_err(|e| format!("{e:?}"))?;
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let body = response.text().map_err(|e| format!("{e:?}"))?;
+        Ok(Response {
+            status,
+            headers,
+            body,
+        })
+    }
+}
+
+/// A small seeded generator (splitmix64), so a failing random schedule can
+/// be replayed from its seed.
+#[derive(Clone, Debug)]
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed)
+    }
+
+    /// The seed in environment variable `var` (decimal) if set, else one from
+    /// the clock. Panics on a malformed value rather than ignoring it.
+    pub fn seed_from_env(var: &str) -> u64 {
+        match std::env::var(var) {
+            Ok(text) => text
+                .trim()
+                .parse()
+                .unwrap_or_else(|e| panic!("{var}={text:?} is not a u64: {e}")),
+            Err(_) => {
+                let nanos = SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .expect("clock after 1970")
+                    .as_nanos();
+                (nanos as u64) ^ u64::from(std::process::id()).rotate_left(32)
+            }
+        }
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `lo..=hi` (the slight modulo bias does not matter here).
+    pub fn range(&mut self, lo: u64, hi: u64) -> u64 {
+        assert!(lo <= hi, "empty range {lo}..={hi}");
+        match (hi - lo).checked_add(1) {
+            Some(span) => lo + self.next_u64() % span,
+            None => self.next_u64(),
+        }
+    }
+
+    /// A duration uniform in `lo..=hi`, at millisecond resolution.
+    pub fn millis(&mut self, lo: u64, hi: u64) -> Duration {
+        Duration::from_millis(self.range(lo, hi))
+    }
+
+    pub fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
+        &items[self.range(0, items.len() as u64 - 1) as usize]
+    }
+}
+
+/// The value of field `name` in a log line (`name=value`, value up to the
+/// next space), e.g. `log_field(line, "wal_rows")`.
+pub fn log_field<'a>(line: &'a str, name: &str) -> Option<&'a str> {
+    line.split(' ').find_map(|word| {
+        word.strip_prefix(name)
+            .and_then(|rest| rest.strip_prefix('='))
+    })
 }
 
 /// A loopback address whose port was free a moment ago.
@@ -403,6 +544,28 @@ mod tests {
         assert_eq!(got[0].values[2], f64::NEG_INFINITY);
         assert_eq!(got[0].values[3], 0.1);
         assert!(parse_export("").is_empty());
+    }
+
+    #[test]
+    fn log_fields_are_found_by_name() {
+        let line = "2026-01-01T00:00:00Z  INFO strata_storage::engine: Storage opened. wal_rows=12 replay_rows_per_second=3400 took=1ms";
+        assert_eq!(log_field(line, "wal_rows"), Some("12"));
+        assert_eq!(log_field(line, "replay_rows_per_second"), Some("3400"));
+        assert_eq!(log_field(line, "rows"), None);
+        assert_eq!(log_field(line, "missing"), None);
+    }
+
+    #[test]
+    fn rng_is_reproducible_and_stays_in_range() {
+        let mut a = Rng::new(7);
+        let mut b = Rng::new(7);
+        for _ in 0..1000 {
+            let x = a.range(3, 9);
+            assert_eq!(x, b.range(3, 9));
+            assert!((3..=9).contains(&x));
+        }
+        assert_eq!(Rng::new(1).range(5, 5), 5);
+        let _ = Rng::new(1).range(0, u64::MAX);
     }
 
     #[test]
