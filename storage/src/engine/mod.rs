@@ -44,7 +44,7 @@ use self::tombstones::Tombstones;
 use crate::config::Config;
 use crate::dedup::sort_and_dedup;
 use crate::metrics::StorageMetrics;
-use crate::part::Part;
+use crate::part::{Part, ReadCache};
 use crate::types::{Label, METRIC_NAME_LABEL, Matcher, Sample, SeriesId, Tenant, TimeRange};
 use crate::wal::{SyncMode, Wal};
 
@@ -944,7 +944,9 @@ impl Storage {
         (found, partitions)
     }
 
-    /// Series matching every matcher with samples in `range`.
+    /// Series matching every matcher with samples in `range`, each label
+    /// set once with its labels sorted by name, in storage order (the order
+    /// that reads fastest; callers that need label order sort).
     pub fn search(
         &self,
         tenant: Tenant,
@@ -982,6 +984,7 @@ impl Storage {
             .collect();
         Ok(SeriesIter {
             series: group_by_labels(found).into_iter(),
+            caches: parts.iter().map(|_| ReadCache::default()).collect(),
             gathered,
             parts,
             range,
@@ -1431,13 +1434,17 @@ struct Replay {
     lost: u64,
 }
 
-/// Ids by label set: a series forgotten by the in-memory map and seen again
-/// has two ids with the same labels, and reads show it as one series.
-fn group_by_labels(found: BTreeMap<SeriesId, Vec<Label>>) -> BTreeMap<Vec<Label>, Vec<SeriesId>> {
+/// Ids by label set, ordered by first id: a series forgotten by the
+/// in-memory map and seen again has two ids with the same labels, and reads
+/// show it as one series.
+fn group_by_labels(found: BTreeMap<SeriesId, Vec<Label>>) -> Vec<(Vec<Label>, Vec<SeriesId>)> {
     let mut groups: BTreeMap<Vec<Label>, Vec<SeriesId>> = BTreeMap::new();
     for (id, labels) in found {
         groups.entry(labels).or_default().push(id);
     }
+    let mut groups: Vec<(Vec<Label>, Vec<SeriesId>)> = groups.into_iter().collect();
+    // Ids were pushed in ascending order, so the first is the smallest.
+    groups.sort_unstable_by_key(|(_, ids)| ids[0]);
     groups
 }
 
@@ -1467,8 +1474,12 @@ fn top(mut v: Vec<(String, u64)>, limit: usize) -> Vec<(String, u64)> {
 
 /// Streams the series of a search; samples are read when the series is reached.
 pub struct SeriesIter {
-    /// Label sets in order, each with every id it had (see `evict_inactive_series`).
-    series: std::collections::btree_map::IntoIter<Vec<Label>, Vec<SeriesId>>,
+    /// Label sets with every id each had (see `evict_inactive_series`), in
+    /// order of their first id: parts are laid out by id, so neighbouring
+    /// series share pages and each page is decompressed once.
+    series: std::vec::IntoIter<(Vec<Label>, Vec<SeriesId>)>,
+    /// One per entry of `parts`.
+    caches: Vec<ReadCache>,
     gathered: Gathered,
     parts: Vec<Arc<Part>>,
     range: TimeRange,
@@ -1500,12 +1511,13 @@ impl Iterator for SeriesIter {
                     ts.extend(t);
                     vs.extend(v);
                 }
-                for part in &self.parts {
+                for (part, cache) in self.parts.iter().zip(&mut self.caches) {
                     let m = part.meta();
                     if id < m.min_series_id || id > m.max_series_id {
                         continue;
                     }
-                    if let Err(e) = part.read_series(id, self.range, &mut ts, &mut vs) {
+                    if let Err(e) = part.read_series_cached(cache, id, self.range, &mut ts, &mut vs)
+                    {
                         error!(error = %e, series = %format_series(&labels), "Skipping a corrupted block.");
                         self.metrics
                             .corrupted_blocks

@@ -313,12 +313,35 @@ impl Part {
         out_timestamps: &mut Vec<i64>,
         out_values: &mut Vec<f64>,
     ) -> Result<(), PartError> {
+        self.read_series_cached(
+            &mut ReadCache::default(),
+            series_id,
+            range,
+            out_timestamps,
+            out_values,
+        )
+    }
+
+    /// `read_series` keeping the last decompressed data page in `cache`, so
+    /// that reading series in id order decompresses each page once rather
+    /// than once per series. A cache belongs to this part only.
+    pub fn read_series_cached(
+        &self,
+        cache: &mut ReadCache,
+        series_id: SeriesId,
+        range: TimeRange,
+        out_timestamps: &mut Vec<i64>,
+        out_values: &mut Vec<f64>,
+    ) -> Result<(), PartError> {
         if range.start > range.end {
             return Ok(());
         }
         let first = self.index.partition_point(|e| e.last_series < series_id);
         let mut first_err = None;
-        let mut page = PageSlot::default();
+        let page = &mut cache.page;
+        // A damaged page is skipped within one call but reported again by the
+        // next call that needs it, so no series loses its error.
+        page.failed = None;
         let mut block_ts = Vec::new();
         let mut block_vals = Vec::new();
         for (i, e) in self.index.iter().enumerate().skip(first) {
@@ -619,6 +642,12 @@ fn check_index(
         ));
     }
     Ok(())
+}
+
+/// State kept between `Part::read_series_cached` calls on one part.
+#[derive(Default)]
+pub struct ReadCache {
+    page: PageSlot,
 }
 
 /// The one decompressed data page a reader holds. Blocks are visited in page

@@ -391,6 +391,20 @@ fn corrupted_data_page_fails_only_its_blocks() {
     assert_eq!(read(&part, 1, TimeRange::ALL), bits(&model[&1]));
     assert_eq!(read(&part, 3, TimeRange::ALL), bits(&model[&3]));
 
+    // A shared read cache reports the damaged page to every call that needs
+    // it, and serves neighbouring series from the page it holds.
+    let mut cache = ReadCache::default();
+    for _ in 0..2 {
+        let (mut ts, mut vs) = (Vec::new(), Vec::new());
+        let r = part.read_series_cached(&mut cache, 2, TimeRange::ALL, &mut ts, &mut vs);
+        assert_corrupted(r, &dir.join("data.bin"), bad);
+        assert_eq!(ts, good);
+        let (mut ts, mut vs) = (Vec::new(), Vec::new());
+        part.read_series_cached(&mut cache, 3, TimeRange::ALL, &mut ts, &mut vs)
+            .expect("series 3");
+        assert_eq!(ts, vec![3, 4]);
+    }
+
     let results: Vec<_> = part.blocks().collect();
     assert_eq!(results.iter().filter(|r| r.is_err()).count(), 1);
     // 1 + 8 + 1 blocks, the one on the damaged page replaced by its error.
