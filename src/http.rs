@@ -1,20 +1,24 @@
 //! HTTP pieces every Strata process serves: `/health`, `/ready`, `/metrics`,
-//! and request counters by route and status.
+//! request counters by route and status, and the storage maintenance
+//! endpoints under `/internal/`.
 
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
+use axum::Router;
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use axum::routing::post;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::encoding::text::{encode_eof, encode_registry};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Registry, Unit};
+use strata_storage::{Storage, StorageError};
 
 /// Where the process is in its life; drives `/ready`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -187,6 +191,63 @@ pub fn metrics_response(registries: &Registries) -> Response {
         Err(e) => {
             tracing::warn!(error = %e, "Cannot encode metrics.");
             (StatusCode::INTERNAL_SERVER_ERROR, "cannot encode metrics\n").into_response()
+        }
+    }
+}
+
+/// `POST /internal/flush` and `POST /internal/force_merge`: maintenance an
+/// operator or a benchmark triggers by hand. Both answer when the work is
+/// done, so a caller can measure disk usage right after.
+pub fn admin_router(storage: Arc<Storage>) -> Router {
+    Router::new()
+        .route("/internal/flush", post(flush))
+        .route("/internal/force_merge", post(force_merge))
+        .with_state(storage)
+}
+
+async fn flush(State(storage): State<Arc<Storage>>) -> Response {
+    maintenance("flush", move || storage.flush()).await
+}
+
+async fn force_merge(State(storage): State<Arc<Storage>>) -> Response {
+    maintenance("force merge", move || storage.force_merge()).await
+}
+
+/// Runs storage work off the async threads (a merge reads and writes every
+/// part). A client that hangs up does not stop the work.
+async fn maintenance(
+    what: &'static str,
+    work: impl FnOnce() -> Result<(), StorageError> + Send + 'static,
+) -> Response {
+    let started = Instant::now();
+    tracing::info!(what, "Storage maintenance requested.");
+    let result = tokio::task::spawn_blocking(work).await;
+    let elapsed_ms = started.elapsed().as_millis() as u64;
+    match result {
+        Ok(Ok(())) => {
+            tracing::info!(what, elapsed_ms, "Storage maintenance done.");
+            StatusCode::OK.into_response()
+        }
+        Ok(Err(e)) => {
+            tracing::warn!(what, elapsed_ms, error = %e, "Storage maintenance failed.");
+            let message = format!("cannot {what}: {e}\n");
+            if e.is_transient() {
+                let mut response = (StatusCode::SERVICE_UNAVAILABLE, message).into_response();
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+                response
+            } else {
+                (StatusCode::INTERNAL_SERVER_ERROR, message).into_response()
+            }
+        }
+        Err(e) => {
+            tracing::warn!(what, elapsed_ms, error = %e, "Storage maintenance task failed.");
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("{what} task failed: {e}\n"),
+            )
+                .into_response()
         }
     }
 }

@@ -175,6 +175,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
             Tenant::DEFAULT,
             select_metrics,
         ))
+        .merge(http::admin_router(storage.clone()))
         .route_layer(middleware::from_fn(http::tag_route));
     let _ = state.api.set(api);
     state.readiness.set(Phase::Ready);

@@ -22,6 +22,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use reqwest::blocking::Client;
 
+pub mod compare;
+
 /// How long a start may take before the test fails (storage replays its log).
 pub const READY_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long a single HTTP request may take.
