@@ -591,7 +591,7 @@ impl Storage {
                         result
                     });
                     if let Err(e) = registered {
-                        error!(error = %e, "Cannot register a replayed series; its rows stay in the log.");
+                        error!(error = %e, "Cannot register a replayed series in the index; its rows are kept but may not be found by label until the series is written again.");
                     }
                     head_rows.push(Row { id, ts, value });
                 }
