@@ -234,7 +234,8 @@ impl Partition {
         )
     }
 
-    /// Writes rows sorted by (series id, timestamp) as a new part and publishes it.
+    /// Writes rows grouped by ascending series id (timestamps of a series in
+    /// any order) as a new part and publishes it.
     pub fn write_rows(
         &self,
         rows: &[Row],
