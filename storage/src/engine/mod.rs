@@ -761,6 +761,19 @@ impl Storage {
             if s.samples.is_empty() {
                 continue;
             }
+            let in_window = |x: &Sample| (min_ts..=max_ts).contains(&x.timestamp);
+            if !s.samples.iter().any(in_window) {
+                // No id is created for a series with nothing to store.
+                for x in &s.samples {
+                    let reason = if x.timestamp < min_ts {
+                        RejectReason::TooOld
+                    } else {
+                        RejectReason::TooNew
+                    };
+                    reject(&mut outcome, reason, &s.labels, x.timestamp, 1);
+                }
+                continue;
+            }
             let labels = normalize_labels(&s.labels);
             if labels.is_empty() {
                 let n = s.samples.len() as u64;
@@ -790,8 +803,9 @@ impl Storage {
             .ingestion_delay_seconds
             .get_or_create(&tenant_label(tenant))
             .clone();
-        let mut wal_rows = walrec::begin_rows(0);
-        let mut head_rows = Vec::new();
+        let total: usize = resolved.iter().map(|r| r.2.len()).sum();
+        let mut wal_rows = walrec::begin_rows(total);
+        let mut head_rows = Vec::with_capacity(total);
         let lsn = {
             let _shared = self.barrier.read();
             let mut regs: BTreeMap<Month, Vec<Registration<'_>>> = BTreeMap::new();
