@@ -302,6 +302,16 @@ fn tenants_are_isolated() {
     );
 }
 
+/// Part directories of a partition, oldest first.
+fn part_dirs(parts_dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut parts: Vec<_> = std::fs::read_dir(parts_dir)
+        .expect("parts")
+        .map(|e| e.expect("entry").path())
+        .collect();
+    parts.sort();
+    parts
+}
+
 #[test]
 fn corrupted_data_part_is_reported_and_the_rest_stays_readable() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -317,11 +327,7 @@ fn corrupted_data_part_is_reported_and_the_rest_stays_readable() {
         .expect("add");
     s.flush().expect("flush");
     let parts_dir = dir.path().join("partitions/2026_11/parts");
-    let mut parts: Vec<_> = std::fs::read_dir(&parts_dir)
-        .expect("parts")
-        .map(|e| e.expect("entry").path())
-        .collect();
-    parts.sort();
+    let parts = part_dirs(&parts_dir);
     assert_eq!(parts.len(), 2);
     // Damage every data file of the first part in its middle.
     let mut damaged = 0;
@@ -419,11 +425,7 @@ fn part_with_damaged_metadata_is_quarantined_and_the_rest_opens() {
         .expect("add");
     s.close().expect("close");
     let parts_dir = dir.path().join("partitions/2026_11/parts");
-    let mut parts: Vec<_> = std::fs::read_dir(&parts_dir)
-        .expect("parts")
-        .map(|e| e.expect("entry").path())
-        .collect();
-    parts.sort();
+    let parts = part_dirs(&parts_dir);
     let headers = parts[0].join("index.bin");
     let mut bytes = std::fs::read(&headers).expect("read part index");
     bytes[0] ^= 0xff;
