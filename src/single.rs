@@ -165,7 +165,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
 
     let api = Router::new()
         .merge(strata_insert::router(
-            storage.clone(),
+            storage.clone() as Arc<dyn strata_insert::RowSink>,
             Tenant::DEFAULT,
             &config.insert,
             insert_metrics,

@@ -1,106 +1,119 @@
-//! HTTP endpoints of ingestion and the mapping of their errors to status
-//! codes and metric labels.
+//! The HTTP machinery every ingestion protocol shares: the admission gate,
+//! body reading and decompression, the blocking parse-validate-write step,
+//! and the mapping of errors to status codes and metric labels.
 //!
-//! `POST /api/v1/import` (JSON lines, see `vmimport`):
+//! Status codes, for every protocol unless its module says otherwise:
 //! - 204: every sample is stored (durable per the storage sync mode);
-//! - 400: a bad line (nothing stored), or some samples rejected by storage
-//!   (too old or too new; the others are stored and the message says how many);
-//! - 413: body over `--insert.max-body-bytes` (nothing stored);
-//! - 415: unknown `Content-Encoding` (nothing stored);
-//! - 503 with `Retry-After`: storage unavailable for now (closed, i/o error);
+//! - 400: the body does not parse (nothing stored), or some series or samples
+//!   were rejected (the others are stored; the message says how many and
+//!   names the first rejected series and why);
+//! - 413: body over `--insert.max-body-bytes`, before or after decompression
+//!   (nothing stored);
+//! - 415: unsupported `Content-Encoding` or `Content-Type` (nothing stored);
+//! - 503 with `Retry-After`: retry later, nothing stored: the request waited
+//!   longer than `--insert.max-queue-duration` for its turn, or storage is
+//!   unavailable for now (closed, i/o error). 503 rather than 429 because
+//!   Prometheus drops a batch on 429 unless told otherwise;
 //! - 500: anything else.
+//!
+//! `POST /api/v1/import` (JSON lines, see `vmimport`) is served here.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use strata_storage::{AddOutcome, RejectReason, Rejection, Storage, StorageError, Tenant};
+use strata_storage::{StorageError, Tenant};
+use tokio::sync::Semaphore;
 
 use crate::config::Config;
 use crate::decode::{DecodeError, decode_body};
+use crate::ingest::{Limits, Parsed, Pipeline, Report, RowSink};
 use crate::metrics::Metrics;
-use crate::vmimport::{self, ParseError};
+use crate::vmimport;
 
 /// The `protocol` label of the JSON-lines import.
 pub const PROTOCOL_VMIMPORT: &str = "vmimport";
 
 /// Seconds a client should wait before retrying when storage is unavailable.
-const RETRY_AFTER_SECONDS: &str = "5";
+pub const RETRY_AFTER_SECONDS: &str = "5";
 
-/// Why an import request failed, with the status it maps to.
+/// A body that does not parse: nothing of it is stored.
+#[derive(Debug, PartialEq)]
+pub struct ParseFailure {
+    /// The `reason` label of the rejected-rows counter.
+    pub reason: &'static str,
+    /// What is wrong and where (`line 3: ...`).
+    pub message: String,
+    /// Samples the body held, as far as they could be counted.
+    pub rows: u64,
+}
+
+/// Why an ingestion request failed, with the status it maps to.
 #[derive(Debug, thiserror::Error)]
-pub enum ImportError {
+pub enum IngestError {
     #[error("cannot read request body: {0}")]
     Body(String),
     #[error(transparent)]
     Decode(#[from] DecodeError),
-    #[error(transparent)]
-    Parse(ParseError),
+    #[error("unsupported content type {0:?}")]
+    ContentType(String),
+    #[error("{}", .0.message)]
+    Parse(ParseFailure),
+    #[error("{}", .0.summary())]
+    PartlyRejected(Report),
     #[error(
-        "stored {accepted} of {total} samples; rejected {rejected}; first rejected: \
-         series {series} at timestamp {timestamp} is {why}",
-        total = accepted + rejected,
-        series = first.series,
-        timestamp = first.timestamp,
-        why = describe(first.reason)
+        "too many concurrent ingestion requests: waited {waited:?} for one of \
+         {limit} slots (--insert.max-concurrent-requests); retry later"
     )]
-    PartlyRejected {
-        accepted: u64,
-        rejected: u64,
-        first: Rejection,
-    },
+    Overloaded { waited: Duration, limit: usize },
     #[error("cannot store samples: {0}")]
     Storage(StorageError),
     #[error("internal error while storing samples: {0}")]
     Internal(String),
 }
 
-fn describe(reason: RejectReason) -> &'static str {
-    match reason {
-        RejectReason::TooOld => "too old: before the retention period",
-        RejectReason::TooNew => "too new: further in the future than --max-future allows",
-        RejectReason::EmptyLabels => "no label with a non-empty value",
-    }
-}
-
-impl ImportError {
+impl IngestError {
     pub fn status(&self) -> StatusCode {
         match self {
-            ImportError::Body(_) | ImportError::Parse(_) | ImportError::PartlyRejected { .. } => {
+            IngestError::Body(_) | IngestError::Parse(_) | IngestError::PartlyRejected(_) => {
                 StatusCode::BAD_REQUEST
             }
-            ImportError::Decode(DecodeError::TooLarge { .. }) => StatusCode::PAYLOAD_TOO_LARGE,
-            ImportError::Decode(DecodeError::UnsupportedEncoding(_)) => {
-                StatusCode::UNSUPPORTED_MEDIA_TYPE
-            }
-            ImportError::Decode(DecodeError::Corrupt { .. }) => StatusCode::BAD_REQUEST,
-            ImportError::Storage(e) if e.is_transient() => StatusCode::SERVICE_UNAVAILABLE,
-            ImportError::Storage(_) | ImportError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            IngestError::Decode(DecodeError::TooLarge { .. }) => StatusCode::PAYLOAD_TOO_LARGE,
+            IngestError::Decode(DecodeError::UnsupportedEncoding(_))
+            | IngestError::ContentType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            IngestError::Decode(DecodeError::Corrupt { .. }) => StatusCode::BAD_REQUEST,
+            IngestError::Overloaded { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            IngestError::Storage(e) if e.is_transient() => StatusCode::SERVICE_UNAVAILABLE,
+            IngestError::Storage(_) | IngestError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
     /// The `result` label of the requests counter.
     pub fn metric_label(&self) -> &'static str {
         match self {
-            ImportError::Body(_) => "bad_body",
-            ImportError::Decode(DecodeError::TooLarge { .. }) => "too_large",
-            ImportError::Decode(DecodeError::UnsupportedEncoding(_)) => "unsupported_encoding",
-            ImportError::Decode(DecodeError::Corrupt { .. }) => "bad_compression",
-            ImportError::Parse(_) => "parse_error",
-            ImportError::PartlyRejected { .. } => "partly_rejected",
-            ImportError::Storage(e) if e.is_transient() => "storage_unavailable",
-            ImportError::Storage(_) => "storage_error",
-            ImportError::Internal(_) => "internal_error",
+            IngestError::Body(_) => "bad_body",
+            IngestError::Decode(DecodeError::TooLarge { .. }) => "too_large",
+            IngestError::Decode(DecodeError::UnsupportedEncoding(_)) => "unsupported_encoding",
+            IngestError::ContentType(_) => "unsupported_content_type",
+            IngestError::Decode(DecodeError::Corrupt { .. }) => "bad_compression",
+            IngestError::Parse(_) => "parse_error",
+            IngestError::PartlyRejected(_) => "partly_rejected",
+            IngestError::Overloaded { .. } => "overloaded",
+            IngestError::Storage(e) if e.is_transient() => "storage_unavailable",
+            IngestError::Storage(_) => "storage_error",
+            IngestError::Internal(_) => "internal_error",
         }
     }
 }
 
-impl IntoResponse for ImportError {
+impl IntoResponse for IngestError {
     fn into_response(self) -> Response {
         let status = self.status();
         let mut response = (status, format!("{self}\n")).into_response();
@@ -114,119 +127,164 @@ impl IntoResponse for ImportError {
     }
 }
 
+/// What every ingestion handler shares.
 #[derive(Clone)]
-struct ImportState {
-    storage: Arc<Storage>,
-    tenant: Tenant,
-    max_body_bytes: u64,
-    metrics: Metrics,
+pub struct IngestState {
+    pub pipeline: Pipeline,
+    pub max_body_bytes: u64,
+    pub metrics: Metrics,
 }
 
-/// Routes of the ingestion endpoints writing to `tenant`.
-pub fn router(storage: Arc<Storage>, tenant: Tenant, config: &Config, metrics: Metrics) -> Router {
-    let state = ImportState {
-        storage,
-        tenant,
+/// Admission of requests: at most `limit` are read, parsed and written at
+/// once, so memory stays bounded when storage is slower than the senders.
+#[derive(Clone)]
+struct Gate {
+    slots: Arc<Semaphore>,
+    limit: usize,
+    max_wait: Duration,
+}
+
+/// Routes of the ingestion endpoints writing to `tenant` through `sink`.
+pub fn router(sink: Arc<dyn RowSink>, tenant: Tenant, config: &Config, metrics: Metrics) -> Router {
+    let state = IngestState {
+        pipeline: Pipeline {
+            sink,
+            tenant,
+            limits: Arc::new(Limits::from_config(config)),
+            metrics: metrics.clone(),
+        },
         max_body_bytes: config.max_body_bytes,
         metrics,
+    };
+    let limit = config.concurrency();
+    let gate = Gate {
+        slots: Arc::new(Semaphore::new(limit)),
+        limit,
+        max_wait: config.max_queue_duration,
     };
     let raw_limit = usize::try_from(config.max_body_bytes).unwrap_or(usize::MAX);
     Router::new()
         .route("/api/v1/import", post(import))
-        .layer(DefaultBodyLimit::max(raw_limit))
         .with_state(state)
+        // Outermost: the body is read only after a slot is taken.
+        .layer(DefaultBodyLimit::max(raw_limit))
+        .layer(middleware::from_fn_with_state(gate, admit))
+}
+
+async fn admit(State(gate): State<Gate>, request: Request, next: Next) -> Response {
+    let started = std::time::Instant::now();
+    let permit = tokio::time::timeout(gate.max_wait, gate.slots.clone().acquire_owned()).await;
+    match permit {
+        Ok(Ok(permit)) => {
+            let response = next.run(request).await;
+            drop(permit);
+            response
+        }
+        _ => IngestError::Overloaded {
+            waited: started.elapsed(),
+            limit: gate.limit,
+        }
+        .into_response(),
+    }
+}
+
+/// The request's `Content-Encoding`, if any.
+pub fn content_encoding(headers: &HeaderMap) -> Result<Option<String>, IngestError> {
+    match headers.get(header::CONTENT_ENCODING) {
+        None => Ok(None),
+        Some(v) => v.to_str().map(|s| Some(s.to_string())).map_err(|_| {
+            IngestError::Decode(DecodeError::UnsupportedEncoding(
+                String::from_utf8_lossy(v.as_bytes()).into(),
+            ))
+        }),
+    }
+}
+
+/// Reads, decompresses, parses with `parse` and writes a request body, all
+/// in a blocking task. The result is counted in the requests counter by
+/// [`finish`].
+pub async fn ingest_body<F>(
+    state: &IngestState,
+    protocol: &'static str,
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+    parse: F,
+) -> Result<Report, IngestError>
+where
+    F: FnOnce(&[u8]) -> Result<Parsed, ParseFailure> + Send + 'static,
+{
+    let raw = body.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            IngestError::Decode(DecodeError::too_large(state.max_body_bytes))
+        } else {
+            IngestError::Body(rejection.body_text())
+        }
+    })?;
+    let encoding = content_encoding(headers)?;
+    let state = state.clone();
+    // Decompression, parsing and the durable write all block: keep them off
+    // the async workers.
+    tokio::task::spawn_blocking(move || {
+        let body = decode_body(encoding.as_deref(), &raw, state.max_body_bytes)?;
+        drop(raw);
+        let parsed = parse(&body).map_err(|failure| {
+            state
+                .metrics
+                .rows_rejected(protocol, failure.reason, failure.rows);
+            IngestError::Parse(failure)
+        })?;
+        drop(body);
+        state
+            .pipeline
+            .ingest(protocol, parsed)
+            .map_err(IngestError::Storage)
+    })
+    .await
+    .map_err(|e| IngestError::Internal(e.to_string()))?
+}
+
+/// Counts the request and logs failures worth a look.
+pub fn finish(metrics: &Metrics, protocol: &'static str, result: &Result<Report, IngestError>) {
+    match result {
+        Ok(report) if report.rejected == 0 => metrics.request(protocol, "ok"),
+        Ok(_) => metrics.request(protocol, "partly_rejected"),
+        Err(e) => {
+            metrics.request(protocol, e.metric_label());
+            match e {
+                IngestError::Storage(_) | IngestError::Internal(_) => {
+                    tracing::warn!(protocol, error = %e, "Ingestion failed.")
+                }
+                _ => tracing::debug!(protocol, error = %e, "Ingestion rejected."),
+            }
+        }
+    }
+}
+
+/// The usual answer: 204 when everything was stored, 400 with the summary
+/// when some series or samples were rejected, the error's status otherwise.
+pub fn respond(result: Result<Report, IngestError>) -> Response {
+    match result {
+        Ok(report) if report.rejected == 0 => StatusCode::NO_CONTENT.into_response(),
+        Ok(report) => IngestError::PartlyRejected(report).into_response(),
+        Err(e) => e.into_response(),
+    }
 }
 
 async fn import(
-    State(state): State<ImportState>,
+    State(state): State<IngestState>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let metrics = state.metrics.clone();
-    match import_body(state, &headers, body).await {
-        Ok(()) => {
-            metrics.request(PROTOCOL_VMIMPORT, "ok");
-            StatusCode::NO_CONTENT.into_response()
-        }
-        Err(e) => {
-            metrics.request(PROTOCOL_VMIMPORT, e.metric_label());
-            match &e {
-                ImportError::Storage(_) | ImportError::Internal(_) => {
-                    tracing::warn!(error = %e, "Import failed.")
-                }
-                _ => tracing::debug!(error = %e, "Import rejected."),
-            }
-            e.into_response()
-        }
-    }
-}
-
-async fn import_body(
-    state: ImportState,
-    headers: &HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<(), ImportError> {
-    let raw = body.map_err(|rejection| {
-        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ImportError::Decode(DecodeError::too_large(state.max_body_bytes))
-        } else {
-            ImportError::Body(rejection.body_text())
-        }
-    })?;
-    let encoding = match headers.get(header::CONTENT_ENCODING) {
-        None => None,
-        Some(v) => Some(
-            v.to_str()
-                .map_err(|_| {
-                    DecodeError::UnsupportedEncoding(String::from_utf8_lossy(v.as_bytes()).into())
-                })?
-                .to_string(),
-        ),
-    };
-    let metrics = state.metrics.clone();
-    // Decompression, parsing and the durable write all block: keep them off
-    // the async workers.
-    let outcome = tokio::task::spawn_blocking(move || {
-        let body = decode_body(encoding.as_deref(), &raw, state.max_body_bytes)?;
-        drop(raw);
-        let parsed = vmimport::parse(&body).map_err(|failure| {
-            let reason = failure.error.problem.reason();
-            metrics.rows_rejected(PROTOCOL_VMIMPORT, reason, failure.rows);
-            ImportError::Parse(failure.error)
-        })?;
-        drop(body);
-        if parsed.series.is_empty() {
-            return Ok(AddOutcome::default());
-        }
-        state
-            .storage
-            .add(state.tenant, &parsed.series)
-            .map_err(|e| {
-                metrics.rows_rejected(PROTOCOL_VMIMPORT, "storage", parsed.rows);
-                ImportError::Storage(e)
-            })
+    let result = ingest_body(&state, PROTOCOL_VMIMPORT, &headers, body, |body| {
+        vmimport::parse(body).map_err(|failure| ParseFailure {
+            reason: failure.error.problem.reason(),
+            message: failure.error.to_string(),
+            rows: failure.rows,
+        })
     })
-    .await
-    .map_err(|e| ImportError::Internal(e.to_string()))??;
-
-    let metrics = &state.metrics;
-    metrics.rows_stored(PROTOCOL_VMIMPORT, outcome.accepted);
-    if outcome.rejected == 0 {
-        return Ok(());
-    }
-    let first = outcome.first_rejection.unwrap_or_else(|| Rejection {
-        reason: RejectReason::TooOld,
-        series: "(not reported by storage)".to_string(),
-        timestamp: 0,
-    });
-    for (reason, rows) in &outcome.rejected_by_reason {
-        metrics.rows_rejected(PROTOCOL_VMIMPORT, reason.as_str(), *rows);
-    }
-    Err(ImportError::PartlyRejected {
-        accepted: outcome.accepted,
-        rejected: outcome.rejected,
-        first,
-    })
+    .await;
+    finish(&state.metrics, PROTOCOL_VMIMPORT, &result);
+    respond(result)
 }
 
 #[cfg(test)]
@@ -235,27 +293,27 @@ mod tests {
 
     #[test]
     fn errors_map_to_status_and_label() {
-        let check = |e: ImportError, status: StatusCode, label: &str| {
+        let check = |e: IngestError, status: StatusCode, label: &str| {
             assert_eq!(e.status(), status, "{e}");
             assert_eq!(e.metric_label(), label, "{e}");
         };
         check(
-            ImportError::Decode(DecodeError::too_large(10)),
+            IngestError::Decode(DecodeError::too_large(10)),
             StatusCode::PAYLOAD_TOO_LARGE,
             "too_large",
         );
         check(
-            ImportError::Decode(DecodeError::UnsupportedEncoding("br".into())),
+            IngestError::Decode(DecodeError::UnsupportedEncoding("br".into())),
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "unsupported_encoding",
         );
         check(
-            ImportError::Storage(StorageError::Closed),
+            IngestError::Storage(StorageError::Closed),
             StatusCode::SERVICE_UNAVAILABLE,
             "storage_unavailable",
         );
         check(
-            ImportError::Storage(StorageError::Wal(strata_storage::wal::WalError::Io {
+            IngestError::Storage(StorageError::Wal(strata_storage::wal::WalError::Io {
                 path: "wal/1".into(),
                 source: std::io::Error::other("disk full"),
             })),
@@ -263,7 +321,7 @@ mod tests {
             "storage_unavailable",
         );
         check(
-            ImportError::Storage(StorageError::Part(
+            IngestError::Storage(StorageError::Part(
                 strata_storage::part::PartError::Corrupted {
                     path: "p".into(),
                     offset: 7,
@@ -274,7 +332,7 @@ mod tests {
             "storage_error",
         );
         check(
-            ImportError::Internal("panicked".into()),
+            IngestError::Internal("panicked".into()),
             StatusCode::INTERNAL_SERVER_ERROR,
             "internal_error",
         );
@@ -282,7 +340,7 @@ mod tests {
 
     #[test]
     fn transient_errors_ask_for_a_retry() {
-        let response = ImportError::Storage(StorageError::Closed).into_response();
+        let response = IngestError::Storage(StorageError::Closed).into_response();
         assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(
             response.headers().get(header::RETRY_AFTER),
@@ -292,19 +350,30 @@ mod tests {
 
     #[test]
     fn partial_rejection_says_what_was_stored() {
-        let e = ImportError::PartlyRejected {
+        let mut report = Report {
             accepted: 3,
             rejected: 2,
-            first: Rejection {
-                reason: RejectReason::TooOld,
-                series: r#"up{job="x"}"#.into(),
-                timestamp: 1_000,
-            },
+            ..Report::default()
         };
+        report.rejected_by_reason.insert("too_old", 2);
+        report.first_rejection = Some(r#"series up{job="x"} at timestamp 1000: too old"#.into());
+        let e = IngestError::PartlyRejected(report);
         assert_eq!(e.status(), StatusCode::BAD_REQUEST);
         assert_eq!(
             e.to_string(),
-            r#"stored 3 of 5 samples; rejected 2; first rejected: series up{job="x"} at timestamp 1000 is too old: before the retention period"#
+            r#"stored 3 of 5 samples; rejected 2; first rejected: series up{job="x"} at timestamp 1000: too old"#
         );
+    }
+
+    #[test]
+    fn overload_is_retryable() {
+        let e = IngestError::Overloaded {
+            waited: Duration::from_secs(10),
+            limit: 4,
+        };
+        assert_eq!(e.metric_label(), "overloaded");
+        let response = e.into_response();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert!(response.headers().contains_key(header::RETRY_AFTER));
     }
 }

@@ -1,16 +1,20 @@
 //! Ingestion: protocol parsers, validation, and writing rows to storage.
 //!
 //! Each protocol has a parser module that turns a request body into
-//! `SeriesSamples` without touching storage, so that a request is validated
-//! whole before anything is written, and an HTTP module that maps the outcome
-//! to a status code and the counters in `metrics`.
+//! `SeriesSamples` without touching storage, so that a malformed request is
+//! rejected whole before anything is written. `ingest` then validates each
+//! series against the limits and writes the valid ones through a `RowSink`;
+//! `http` holds what every protocol's handler shares (admission gate, body
+//! decoding, status codes, counters).
 
 pub mod config;
 pub mod decode;
 pub mod http;
+pub mod ingest;
 pub mod metrics;
 pub mod vmimport;
 
 pub use config::Config;
 pub use http::router;
+pub use ingest::RowSink;
 pub use metrics::Metrics;

@@ -21,12 +21,7 @@ use serde::de::{MapAccess, Visitor};
 use serde_json::Value;
 use strata_storage::{Label, Sample, SeriesSamples};
 
-/// A body that parsed: the series to add and the number of samples in them.
-#[derive(Debug, Default, PartialEq)]
-pub struct Parsed {
-    pub series: Vec<SeriesSamples>,
-    pub rows: u64,
-}
+pub use crate::ingest::Parsed;
 
 /// The first bad line of a body, plus how many samples the whole body held
 /// (all of them are rejected).

@@ -1,7 +1,9 @@
 //! Query: PromQL engine, Prometheus HTTP API, and raw export.
 //!
-//! For now this holds the raw export (`export`) with the pieces it needs:
-//! series selectors (`selector`) and time parameters (`time`).
+//! - `promql`: the PromQL engine.
+//! - `source`: where series are read from (local storage, later a cluster).
+//! - `export`: raw sample export, with series selectors (`selector`) and
+//!   time parameters (`time`).
 
 use std::sync::Arc;
 
@@ -9,7 +11,9 @@ use strata_storage::{Storage, Tenant};
 
 pub mod export;
 pub mod metrics;
+pub mod promql;
 pub mod selector;
+pub mod source;
 pub mod time;
 
 pub use metrics::Metrics;

@@ -134,7 +134,8 @@ mod sync_mode_serde {
     }
 }
 
-mod humantime_serde_compat {
+/// Durations in config files as humantime strings (`10s`), shared by every component config.
+pub mod humantime_serde_compat {
     use std::time::Duration;
 
     pub fn serialize<S: serde::Serializer>(v: &Duration, s: S) -> Result<S::Ok, S::Error> {

@@ -1,0 +1,1 @@
+//! `label_replace` and `label_join` on one label set.

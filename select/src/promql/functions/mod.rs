@@ -1,0 +1,39 @@
+//! The math of PromQL's float functions, apart from evaluation: each takes
+//! plain points and numbers and returns numbers, so each is table-tested
+//! alone. The evaluator (`engine`) selects the windows, evaluates the
+//! arguments, keeps or drops labels, and calls in here.
+//!
+//! - `range`: functions over a range vector window (`rate`, `*_over_time`, ...).
+//! - `elementwise`: functions of one float (`abs`, `clamp`, `day_of_month`, ...).
+//! - `labels`: `label_replace`, `label_join`.
+//! - `histogram`: `histogram_quantile` over classic buckets.
+//! - `stats`: quantile and other helpers shared with aggregations.
+
+pub mod elementwise;
+pub mod histogram;
+pub mod labels;
+pub mod range;
+pub mod stats;
+
+use super::value::Point;
+
+/// The points of one series inside a range selector's window at one
+/// evaluation step, with the window's bounds (after `offset` and `@`).
+#[derive(Clone, Copy, Debug)]
+pub struct RangeWindow<'a> {
+    /// Points with `start <= t <= end`, in time order, stale markers removed.
+    pub points: &'a [Point],
+    /// First millisecond of the window: evaluation time - range - offset.
+    pub start: i64,
+    /// Last millisecond of the window: evaluation time - offset.
+    pub end: i64,
+}
+
+/// A function of a range vector window and scalar arguments (in call order,
+/// without the range vector itself: `quantile_over_time(0.9, x[5m])` gets
+/// `[0.9]`). `None`: no output sample for this series at this step.
+pub type RangeFunction = fn(window: &RangeWindow<'_>, args: &[f64]) -> Option<f64>;
+
+/// A function of one float and scalar arguments in call order after the
+/// vector (`clamp(v, min, max)` gets `v` and `[min, max]`).
+pub type ElementwiseFunction = fn(v: f64, args: &[f64]) -> f64;

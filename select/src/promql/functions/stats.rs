@@ -1,0 +1,1 @@
+//! Statistics shared by functions and aggregations (`quantile`, ...).
