@@ -249,6 +249,44 @@ mod tests {
         check(0.5, &[(1.0, 5.0), (INF, NAN)], 1.0);
     }
 
+    /// Cases from Prometheus' histogram test data, at 50m (10 increments).
+    #[test]
+    fn reference_histograms() {
+        let positive = [(0.1, 50.0), (0.2, 70.0), (1.0, 110.0), (INF, 120.0)];
+        let negative = [(-0.2, 10.0), (-0.1, 20.0), (0.3, 20.0), (INF, 30.0)];
+        for (q, want_positive, want_negative) in [
+            (0.0, 0.0, -0.2),
+            (1.0, 1.0, 0.3),
+            (0.2, 0.048, -0.2),
+            (0.5, 0.15, -0.15),
+            (0.8, 0.72, 0.3),
+        ] {
+            check(q, &positive, want_positive);
+            check(q, &negative, want_negative);
+        }
+        let second = [
+            (0.0, 0.0),
+            (2.0, 10.0),
+            (4.0, 20.0),
+            (6.0, 30.0),
+            (INF, 30.0),
+        ];
+        check(1.0 / 6.0, &second, 1.0);
+        check(0.5, &second, 3.0);
+        check(5.0 / 6.0, &second, 5.0);
+        let nonmonotonic = [
+            (0.1, 20.0),
+            (1.0, 10.0),
+            (10.0, 50.0),
+            (100.0, 40.0),
+            (1000.0, 90.0),
+            (INF, 80.0),
+        ];
+        check(0.01, &nonmonotonic, 0.0045);
+        check(0.5, &nonmonotonic, 8.5);
+        check(0.99, &nonmonotonic, 979.75);
+    }
+
     #[test]
     fn monotonicity_repairs() {
         fn check(pairs: &[(f64, f64)], q: f64, want: f64, forced: bool, fixed: bool) {
