@@ -108,8 +108,7 @@ pub fn validate_label_join<S: AsRef<str>>(dst: &str, srcs: &[S]) -> Result<(), L
     Ok(())
 }
 
-/// `label_join`: `dst` becomes the values of `srcs` (empty when absent)
-/// joined by `separator`, or is removed when that is empty.
+/// `label_join` on one label set: [`validate_label_join`], then [`join`].
 pub fn label_join(
     labels: &[Label],
     dst: &str,
@@ -117,12 +116,19 @@ pub fn label_join(
     srcs: &[&str],
 ) -> Result<Labels, LabelError> {
     validate_label_join(dst, srcs)?;
+    Ok(join(labels, dst, separator, srcs))
+}
+
+/// `label_join` without the name checks (done once per call by
+/// [`validate_label_join`]): `dst` becomes the values of `srcs` (empty when
+/// absent) joined by `separator`, or is removed when that is empty.
+pub fn join<S: AsRef<str>>(labels: &[Label], dst: &str, separator: &str, srcs: &[S]) -> Labels {
     let joined = srcs
         .iter()
-        .map(|src| label_value(labels, src))
+        .map(|src| label_value(labels, src.as_ref()))
         .collect::<Vec<_>>()
         .join(separator);
-    Ok(with_label(labels, dst, &joined))
+    with_label(labels, dst, &joined)
 }
 
 /// Whether `name` is a legal label name: `[a-zA-Z_][a-zA-Z0-9_]*`.
