@@ -11,7 +11,7 @@
 //! and `\b` are ASCII-only (the `regex` crate makes them Unicode-aware,
 //! so they are rewritten to ASCII classes first).
 
-use regex::Regex;
+use regex::{Regex, RegexBuilder};
 use strata_storage::Label;
 
 use crate::promql::value::Labels;
@@ -48,10 +48,14 @@ impl Replace {
     /// (also when the vector is empty: the query fails either way).
     pub fn new(dst: &str, replacement: &str, src: &str, regex: &str) -> Result<Self, LabelError> {
         let anchored = format!("^(?:{})$", ascii_perl_classes(regex));
-        let compiled = Regex::new(&anchored).map_err(|e| LabelError::InvalidRegex {
-            regex: regex.to_owned(),
-            source: Box::new(e),
-        })?;
+        // RE2 reads `\101` as an octal escape.
+        let compiled = RegexBuilder::new(&anchored)
+            .octal(true)
+            .build()
+            .map_err(|e| LabelError::InvalidRegex {
+                regex: regex.to_owned(),
+                source: Box::new(e),
+            })?;
         if !is_valid_label_name(dst) {
             return Err(LabelError::InvalidDestination {
                 function: "label_replace",
@@ -486,6 +490,11 @@ mod tests {
             &[("src", "a&[b")],
             ("d", "$1", "src", r"a([&&[~]+)b"),
             Ok(&[("src", "a&[b"), ("d", "&[")]),
+        );
+        check(
+            &[("src", "A1")],
+            ("d", "$1", "src", r"\101(\d)"),
+            Ok(&[("src", "A1"), ("d", "1")]),
         );
         // Errors.
         check(
