@@ -457,6 +457,22 @@ mod tests {
             ("d", "<$1>", "src", "b(.*)|a(.*)"),
             Ok(&[("src", "ab12"), ("d", "<>")]),
         );
+        // All of the above at once, as promtool expands it.
+        check(
+            n,
+            (
+                "d",
+                "<$1x|${1}x|$$1|$-$|${1|$01|$2|$0>",
+                "src",
+                "([a-z]+)(.*)",
+            ),
+            Ok(&[("src", "ab12"), ("d", "<|abx|$1|$-$|${1||12|ab12>")]),
+        );
+        check(
+            n,
+            ("d", "$1", "src", "a([&&[~b]+)12"),
+            Ok(&[("src", "ab12"), ("d", "b")]),
+        );
         // ASCII-only Perl classes: the Arabic-Indic digit is not `\d`.
         let u = &[("src", "x٣")];
         check(u, ("d", "$1", "src", r"x(\d)"), Ok(u));
