@@ -62,12 +62,7 @@ pub(crate) fn eval(
     Ok(Val::Vector(out))
 }
 
-fn eval_param(
-    ev: &mut Evaluator<'_>,
-    op: &str,
-    p: &Expr,
-    steps: Steps,
-) -> Result<Val, QueryError> {
+fn eval_param(ev: &mut Evaluator<'_>, op: &str, p: &Expr, steps: Steps) -> Result<Val, QueryError> {
     let val = ev.eval(p, steps)?;
     let ok = if op == "count_values" {
         matches!(val, Val::String(_))
@@ -79,7 +74,11 @@ fn eval_param(
     }
     Err(QueryError::BadData(format!(
         "expected type {} in aggregation parameter, got {}",
-        if op == "count_values" { "string" } else { "scalar" },
+        if op == "count_values" {
+            "string"
+        } else {
+            "scalar"
+        },
         val.type_name()
     )))
 }
@@ -101,7 +100,11 @@ impl Grouping {
 
     /// The group's key and output labels for an input label set.
     fn group(&self, labels: &[Label]) -> (String, Shared) {
-        let kept: Vec<Label> = labels.iter().filter(|l| self.keeps(&l.name)).cloned().collect();
+        let kept: Vec<Label> = labels
+            .iter()
+            .filter(|l| self.keeps(&l.name))
+            .cloned()
+            .collect();
         let mut key = String::new();
         for l in &kept {
             key.push_str(&l.name);
@@ -168,8 +171,12 @@ fn aggregate_step(
     };
     for e in vector {
         let (key, labels) = if let Some(label) = &value_label {
-            let mut with_value: Vec<Label> =
-                e.labels.iter().filter(|l| &l.name != label).cloned().collect();
+            let mut with_value: Vec<Label> = e
+                .labels
+                .iter()
+                .filter(|l| &l.name != label)
+                .cloned()
+                .collect();
             with_value.push(Label::new(label.clone(), go_float(e.v)));
             with_value.sort();
             grouping.group(&with_value)
@@ -249,8 +256,8 @@ fn aggregate_step(
             "topk" | "bottomk" => {
                 let top = op == "topk";
                 // NaN ranks last either way.
-                g.members.sort_by(|a, b| {
-                    match (a.v.is_nan(), b.v.is_nan()) {
+                g.members
+                    .sort_by(|a, b| match (a.v.is_nan(), b.v.is_nan()) {
                         (true, true) => std::cmp::Ordering::Equal,
                         (true, false) => std::cmp::Ordering::Greater,
                         (false, true) => std::cmp::Ordering::Less,
@@ -258,8 +265,7 @@ fn aggregate_step(
                             let o = a.v.total_cmp(&b.v);
                             if top { o.reverse() } else { o }
                         }
-                    }
-                });
+                    });
                 g.members.truncate(k);
                 out.append(&mut g.members);
                 continue;
@@ -285,7 +291,13 @@ fn ratio_keeps(ratio: f64, labels: &[Label]) -> bool {
     // FNV-1a: stable across processes and versions.
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for l in labels {
-        for b in l.name.bytes().chain([0xff]).chain(l.value.bytes()).chain([0xff]) {
+        for b in l
+            .name
+            .bytes()
+            .chain([0xff])
+            .chain(l.value.bytes())
+            .chain([0xff])
+        {
             h ^= u64::from(b);
             h = h.wrapping_mul(0x0100_0000_01b3);
         }

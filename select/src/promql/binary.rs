@@ -22,7 +22,11 @@ struct Matching<'e> {
     include: Vec<String>,
 }
 
-pub(crate) fn eval(ev: &mut Evaluator<'_>, b: &BinaryExpr, steps: Steps) -> Result<Val, QueryError> {
+pub(crate) fn eval(
+    ev: &mut Evaluator<'_>,
+    b: &BinaryExpr,
+    steps: Steps,
+) -> Result<Val, QueryError> {
     let op = b.op.to_string();
     let return_bool = b.return_bool();
     let lhs = ev.eval(&b.lhs, steps)?;
@@ -34,7 +38,11 @@ pub(crate) fn eval(ev: &mut Evaluator<'_>, b: &BinaryExpr, steps: Steps) -> Resu
             let mut out = Vec::with_capacity(a.len());
             for (x, y) in a.iter().zip(c) {
                 let (v, keep) = apply(&op, *x, *y)?;
-                out.push(if comparison { f64::from(u8::from(keep)) } else { v });
+                out.push(if comparison {
+                    f64::from(u8::from(keep))
+                } else {
+                    v
+                });
             }
             ev.hold(out.len())?;
             Val::Scalar(out)

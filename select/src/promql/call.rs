@@ -6,9 +6,9 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use promql_parser::label::MatchOp as PromMatchOp;
 use promql_parser::parser::value::ValueType;
 use promql_parser::parser::{Call, Expr};
-use promql_parser::label::MatchOp as PromMatchOp;
 use strata_storage::{Label, METRIC_NAME_LABEL};
 
 use super::aggregate::valid_label_name;
@@ -18,8 +18,8 @@ use super::eval::{
     label_value, merge_same_labels,
 };
 use super::functions::{elementwise, range};
-use pending::{self as histogram, self as label_fns};
 use super::value::Point;
+use pending::{self as histogram, self as label_fns};
 
 pub(crate) fn eval(ev: &mut Evaluator<'_>, c: &Call, steps: Steps) -> Result<Val, QueryError> {
     let name = c.func.name;
@@ -100,7 +100,8 @@ pub(crate) fn eval(ev: &mut Evaluator<'_>, c: &Call, steps: Steps) -> Result<Val
                     let desc = name == "sort_by_label_desc";
                     series.sort_by(|a, b| {
                         for n in &names {
-                            let o = natural_cmp(label_value(&a.labels, n), label_value(&b.labels, n));
+                            let o =
+                                natural_cmp(label_value(&a.labels, n), label_value(&b.labels, n));
                             if o != std::cmp::Ordering::Equal {
                                 return if desc { o.reverse() } else { o };
                             }
@@ -176,7 +177,12 @@ pub(crate) fn eval(ev: &mut Evaluator<'_>, c: &Call, steps: Steps) -> Result<Val
             }]))
         }
         _ => {
-            if let Some(i) = c.func.arg_types.iter().position(|t| *t == ValueType::Matrix) {
+            if let Some(i) = c
+                .func
+                .arg_types
+                .iter()
+                .position(|t| *t == ValueType::Matrix)
+            {
                 range_call(ev, name, &args, i, steps)
             } else {
                 elementwise_call(ev, name, &args, steps)
@@ -199,9 +205,7 @@ fn arg<'e>(args: &[&'e Expr], i: usize, name: &str) -> Result<&'e Expr, QueryErr
 }
 
 fn arg_count_error(name: &str, want: usize, got: usize) -> QueryError {
-    QueryError::BadData(format!(
-        "expected {want} arguments for {name}(), got {got}"
-    ))
+    QueryError::BadData(format!("expected {want} arguments for {name}(), got {got}"))
 }
 
 fn unknown(name: &str) -> QueryError {
@@ -277,8 +281,12 @@ fn natural_cmp(a: &str, b: &str) -> std::cmp::Ordering {
             while j < b.len() && b[j].is_ascii_digit() {
                 j += 1;
             }
-            let na = std::str::from_utf8(&a[si..i]).unwrap_or("").trim_start_matches('0');
-            let nb = std::str::from_utf8(&b[sj..j]).unwrap_or("").trim_start_matches('0');
+            let na = std::str::from_utf8(&a[si..i])
+                .unwrap_or("")
+                .trim_start_matches('0');
+            let nb = std::str::from_utf8(&b[sj..j])
+                .unwrap_or("")
+                .trim_start_matches('0');
             let o = na.len().cmp(&nb.len()).then_with(|| na.cmp(nb));
             if o != Ordering::Equal {
                 return o;
@@ -336,10 +344,7 @@ fn range_call(
             validated[i] = true;
         }
         if let Some(v) = f(window, &step_args) {
-            out[si].points.push(Point {
-                t: steps.ts(i),
-                v,
-            });
+            out[si].points.push(Point { t: steps.ts(i), v });
         }
         Ok(())
     })?;
@@ -409,16 +414,18 @@ fn histogram_quantile(
         let mut index: HashMap<Shared, usize> = HashMap::new();
         let mut groups: Vec<(Shared, Vec<histogram::Bucket>)> = Vec::new();
         for e in vector {
-            let entry = keys.entry(Arc::as_ptr(&e.labels) as usize).or_insert_with(|| {
-                let upper: f64 = label_value(&e.labels, "le").parse().ok()?;
-                let labels: Vec<Label> = e
-                    .labels
-                    .iter()
-                    .filter(|l| l.name != "le" && l.name != METRIC_NAME_LABEL)
-                    .cloned()
-                    .collect();
-                Some((Arc::new(labels), upper))
-            });
+            let entry = keys
+                .entry(Arc::as_ptr(&e.labels) as usize)
+                .or_insert_with(|| {
+                    let upper: f64 = label_value(&e.labels, "le").parse().ok()?;
+                    let labels: Vec<Label> = e
+                        .labels
+                        .iter()
+                        .filter(|l| l.name != "le" && l.name != METRIC_NAME_LABEL)
+                        .cloned()
+                        .collect();
+                    Some((Arc::new(labels), upper))
+                });
             // Series without a parsable `le` are not buckets.
             let Some((labels, upper)) = entry.clone() else {
                 continue;

@@ -266,7 +266,11 @@ impl Evaluator<'_> {
     }
 
     /// Evaluates `expr` and requires an instant vector.
-    pub fn eval_vector(&mut self, expr: &Expr, steps: Steps) -> Result<Vec<StepSeries>, QueryError> {
+    pub fn eval_vector(
+        &mut self,
+        expr: &Expr,
+        steps: Steps,
+    ) -> Result<Vec<StepSeries>, QueryError> {
         match self.eval(expr, steps)? {
             Val::Vector(v) => Ok(v),
             other => Err(QueryError::BadData(format!(
@@ -300,10 +304,7 @@ impl Evaluator<'_> {
         let at = self.at_ms(&vs.at);
         let (lo, hi) = match at {
             Some(at) => (at - offset - self.lookback, at - offset),
-            None => (
-                steps.start - offset - self.lookback,
-                steps.end - offset,
-            ),
+            None => (steps.start - offset - self.lookback, steps.end - offset),
         };
         let raw = self.load(vs, lo, hi)?;
         let raw_samples: usize = raw.iter().map(|s| s.points.len()).sum();
@@ -326,7 +327,11 @@ impl Evaluator<'_> {
                 if p.t < reference - self.lookback || is_stale_nan(p.v) {
                     continue;
                 }
-                let v = if sample_time { p.t as f64 / 1000.0 } else { p.v };
+                let v = if sample_time {
+                    p.t as f64 / 1000.0
+                } else {
+                    p.v
+                };
                 points.push(Point { t: ts, v });
             }
             if !points.is_empty() {

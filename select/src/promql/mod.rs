@@ -19,3 +19,6 @@ pub mod value;
 
 pub use engine::{Engine, EngineOptions, QueryError, QueryOptions, QueryResult, QueryStats};
 pub use value::{Point, Sample, Series, Value};
+
+#[cfg(test)]
+mod tests;
