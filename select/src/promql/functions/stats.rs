@@ -311,6 +311,34 @@ mod tests {
         check(&[1.0, f64::NAN, 1.0], f64::NAN, f64::NAN);
     }
 
+    /// Cases from Prometheus' aggregator test data.
+    #[test]
+    fn aggregation_reference_cases() {
+        let mut var = Variance::default();
+        (1..=8).for_each(|i| var.add(f64::from(i) * 100.0));
+        assert_eq!(var.stdvar(), 52500.0);
+        assert!((var.stddev() - 229.12878474779).abs() < 1e-9);
+        let mut flat = Variance::default();
+        [13.3, 13.3, 13.3].iter().for_each(|v| flat.add(*v));
+        assert_eq!(flat.stddev(), 0.0);
+
+        let big = 9.988_465_674_311_58e307;
+        fn mean(values: &[f64]) -> f64 {
+            let mut m = Mean::default();
+            values.iter().for_each(|v| m.add(*v));
+            m.value()
+        }
+        assert_eq!(mean(&[big; 4]), big);
+        assert_eq!(mean(&[-big; 4]), -big);
+        assert!(mean(&[-big, -big, big, big]).abs() < 1e-6 * big);
+        assert_eq!(mean(&[f64::INFINITY, 0.0, f64::INFINITY]), f64::INFINITY);
+        assert_eq!(
+            mean(&[f64::NEG_INFINITY, f64::NEG_INFINITY, 0.0]),
+            f64::NEG_INFINITY
+        );
+        assert!(mean(&[f64::NEG_INFINITY, 0.0, f64::INFINITY]).is_nan());
+    }
+
     #[test]
     fn variances() {
         fn check(values: &[f64], want_var: f64) {
