@@ -51,12 +51,13 @@ pub fn parse_le(s: &str) -> Option<f64> {
 ///   lowest bucket with a bound at or below 0 returns that bound.
 /// - Counts are first made monotonic: differences within 1e-12 relative are
 ///   ignored, any other decrease is raised to the count before it.
-pub fn bucket_quantile(q: f64, buckets: Vec<Bucket>) -> f64 {
+pub fn bucket_quantile(q: f64, buckets: &mut [Bucket]) -> f64 {
     bucket_quantile_detailed(q, buckets).value
 }
 
-/// [`bucket_quantile`] with the repairs it made to the counts.
-pub fn bucket_quantile_detailed(q: f64, mut buckets: Vec<Bucket>) -> BucketQuantile {
+/// [`bucket_quantile`] with the repairs it made to the counts. `buckets` is
+/// left sorted, its coalesced and repaired prefix in front.
+pub fn bucket_quantile_detailed(q: f64, buckets: &mut [Bucket]) -> BucketQuantile {
     let plain = |value| BucketQuantile {
         value,
         forced_monotonic: false,
@@ -82,8 +83,9 @@ pub fn bucket_quantile_detailed(q: f64, mut buckets: Vec<Bucket>) -> BucketQuant
     {
         return plain(f64::NAN);
     }
-    coalesce(&mut buckets);
-    let (forced_monotonic, fixed_precision) = make_monotonic(&mut buckets);
+    let distinct = coalesce(buckets);
+    let buckets = &mut buckets[..distinct];
+    let (forced_monotonic, fixed_precision) = make_monotonic(buckets);
     let detailed = |value| BucketQuantile {
         value,
         forced_monotonic,
@@ -131,16 +133,18 @@ fn first_index(n: usize, pred: impl Fn(usize) -> bool) -> usize {
 }
 
 /// Merges neighbouring buckets with equal bounds (sorted input), adding
-/// their counts.
-pub fn coalesce(buckets: &mut Vec<Bucket>) {
-    buckets.dedup_by(|next, kept| {
-        if next.upper_bound == kept.upper_bound {
-            kept.count += next.count;
-            true
+/// their counts, into a prefix of `buckets`; returns its length.
+pub fn coalesce(buckets: &mut [Bucket]) -> usize {
+    let mut kept = 0;
+    for i in 0..buckets.len() {
+        if i > 0 && buckets[i].upper_bound == buckets[kept - 1].upper_bound {
+            buckets[kept - 1].count += buckets[i].count;
         } else {
-            false
+            buckets[kept] = buckets[i];
+            kept += 1;
         }
-    });
+    }
+    kept
 }
 
 /// Makes counts non-decreasing: a count within the tolerance of the last
@@ -198,7 +202,7 @@ mod tests {
     }
 
     fn check(q: f64, pairs: &[(f64, f64)], want: f64) {
-        let got = bucket_quantile(q, buckets(pairs));
+        let got = bucket_quantile(q, &mut buckets(pairs));
         let ok = (got.is_nan() && want.is_nan())
             || got == want
             || (got - want).abs() <= 1e-12 * want.abs();
@@ -290,7 +294,7 @@ mod tests {
     #[test]
     fn monotonicity_repairs() {
         fn check(pairs: &[(f64, f64)], q: f64, want: f64, forced: bool, fixed: bool) {
-            let got = bucket_quantile_detailed(q, buckets(pairs));
+            let got = bucket_quantile_detailed(q, &mut buckets(pairs));
             assert!(
                 (got.value - want).abs() <= 1e-12 * want.abs().max(1.0)
                     && got.forced_monotonic == forced
@@ -334,8 +338,9 @@ mod tests {
     #[test]
     fn coalescing() {
         let mut b = buckets(&[(1.0, 1.0), (1.0, 2.0), (2.0, 3.0), (INF, 4.0), (INF, 5.0)]);
-        coalesce(&mut b);
-        assert_eq!(b, buckets(&[(1.0, 3.0), (2.0, 3.0), (INF, 9.0)]));
+        let n = coalesce(&mut b);
+        assert_eq!(b[..n], buckets(&[(1.0, 3.0), (2.0, 3.0), (INF, 9.0)]));
+        assert_eq!(coalesce(&mut []), 0);
     }
 
     #[test]

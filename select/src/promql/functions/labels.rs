@@ -36,14 +36,14 @@ pub enum LabelError {
 /// A compiled `label_replace(v, dst, replacement, src, regex)`, to apply to
 /// every series of `v`.
 #[derive(Clone, Debug)]
-pub struct LabelReplace {
+pub struct Replace {
     dst: String,
     replacement: String,
     src: String,
     regex: Regex,
 }
 
-impl LabelReplace {
+impl Replace {
     /// Fails on an invalid regular expression or destination label name
     /// (also when the vector is empty: the query fails either way).
     pub fn new(dst: &str, replacement: &str, src: &str, regex: &str) -> Result<Self, LabelError> {
@@ -58,7 +58,7 @@ impl LabelReplace {
                 name: dst.to_owned(),
             });
         }
-        Ok(LabelReplace {
+        Ok(Replace {
             dst: dst.to_owned(),
             replacement: replacement.to_owned(),
             src: src.to_owned(),
@@ -81,7 +81,7 @@ impl LabelReplace {
     }
 }
 
-/// `label_replace` on one label set; see [`LabelReplace`], which compiles
+/// `label_replace` on one label set; see [`Replace`], which compiles
 /// the regex once for a whole vector.
 pub fn label_replace(
     labels: &[Label],
@@ -90,14 +90,14 @@ pub fn label_replace(
     src: &str,
     regex: &str,
 ) -> Result<Labels, LabelError> {
-    Ok(LabelReplace::new(dst, replacement, src, regex)?.apply(labels))
+    Ok(Replace::new(dst, replacement, src, regex)?.apply(labels))
 }
 
 /// Checks the label names of `label_join(v, dst, separator, srcs...)`; the
 /// query fails on `Err` even when `v` is empty.
-pub fn validate_label_join(dst: &str, srcs: &[&str]) -> Result<(), LabelError> {
-    if let Some(src) = srcs.iter().find(|s| !is_valid_label_name(s)) {
-        return Err(LabelError::InvalidSource((*src).to_owned()));
+pub fn validate_label_join<S: AsRef<str>>(dst: &str, srcs: &[S]) -> Result<(), LabelError> {
+    if let Some(src) = srcs.iter().find(|s| !is_valid_label_name(s.as_ref())) {
+        return Err(LabelError::InvalidSource(src.as_ref().to_owned()));
     }
     if !is_valid_label_name(dst) {
         return Err(LabelError::InvalidDestination {
@@ -563,6 +563,20 @@ mod tests {
             m,
             ("bad-dst", "-", &["src"]),
             Err("invalid destination label name in label_join(): bad-dst"),
+        );
+    }
+
+    #[test]
+    fn join_takes_owned_names_and_does_not_validate() {
+        let input = labels(&[("a", "1"), ("b", "2")]);
+        let srcs = vec!["b".to_owned(), "a".to_owned()];
+        assert_eq!(
+            join(&input, "c", "+", &srcs),
+            labels(&[("a", "1"), ("b", "2"), ("c", "2+1")])
+        );
+        assert_eq!(
+            join(&input, "bad-name", "", &srcs),
+            labels(&[("a", "1"), ("b", "2"), ("bad-name", "21")])
         );
     }
 
