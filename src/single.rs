@@ -59,6 +59,9 @@ pub struct Config {
 
     #[command(flatten)]
     pub insert: strata_insert::Config,
+
+    #[command(flatten)]
+    pub select: strata_select::Config,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -173,6 +176,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         .merge(strata_select::router(
             storage.clone(),
             Tenant::DEFAULT,
+            &config.select,
             select_metrics,
         ))
         .merge(http::admin_router(storage.clone()))
