@@ -44,6 +44,7 @@ pub struct Config {
     /// `/api/v1/series` call); more fail the query with a message naming this
     /// flag. 0: no limit. Default: 1000000.
     #[arg(
+        id = "select.max-series",
         long = "select.max-series",
         env = "STRATA_SELECT_MAX_SERIES",
         default_value_t = DEFAULT_MAX_SERIES
@@ -53,6 +54,7 @@ pub struct Config {
     /// Most samples a query may hold in memory at once (Prometheus
     /// `--query.max-samples`). 0: no limit. Default: 50000000.
     #[arg(
+        id = "select.max-samples",
         long = "select.max-samples",
         env = "STRATA_SELECT_MAX_SAMPLES",
         default_value_t = DEFAULT_MAX_SAMPLES
@@ -63,6 +65,7 @@ pub struct Config {
     /// larger range query is refused with `bad_data`. 0: no limit.
     /// Default: 11000 (what Prometheus allows).
     #[arg(
+        id = "select.max-points-per-series",
         long = "select.max-points-per-series",
         env = "STRATA_SELECT_MAX_POINTS_PER_SERIES",
         default_value_t = DEFAULT_MAX_POINTS_PER_SERIES
@@ -73,6 +76,7 @@ pub struct Config {
     /// parameter of a request can only shorten it. Must be greater than 0.
     /// Default: 2m.
     #[arg(
+        id = "select.timeout",
         long = "select.timeout",
         env = "STRATA_SELECT_TIMEOUT",
         default_value = "2m",
@@ -84,6 +88,7 @@ pub struct Config {
     /// Most queries (`query`, `query_range`) evaluated at once; others wait in
     /// a queue. Must be greater than 0. Default: 20.
     #[arg(
+        id = "select.max-concurrent-queries",
         long = "select.max-concurrent-queries",
         env = "STRATA_SELECT_MAX_CONCURRENT_QUERIES",
         default_value_t = DEFAULT_MAX_CONCURRENT_QUERIES,
@@ -95,6 +100,7 @@ pub struct Config {
     /// (`unavailable`) at once. 0: no queue, refuse when all slots are busy.
     /// Default: 100.
     #[arg(
+        id = "select.max-queued-queries",
         long = "select.max-queued-queries",
         env = "STRATA_SELECT_MAX_QUEUED_QUERIES",
         default_value_t = DEFAULT_MAX_QUEUED_QUERIES
@@ -104,6 +110,7 @@ pub struct Config {
     /// Longest a query waits for a slot before it is answered 503
     /// (`unavailable`); the query timeout also bounds the wait. Default: 10s.
     #[arg(
+        id = "select.max-queue-duration",
         long = "select.max-queue-duration",
         env = "STRATA_SELECT_MAX_QUEUE_DURATION",
         default_value = "10s",
@@ -116,6 +123,7 @@ pub struct Config {
     /// (Prometheus `--query.lookback-delta`); the `lookback_delta` parameter
     /// overrides it per query. Must be greater than 0. Default: 5m.
     #[arg(
+        id = "select.lookback-delta",
         long = "select.lookback-delta",
         env = "STRATA_SELECT_LOOKBACK_DELTA",
         default_value = "5m",

@@ -1,0 +1,633 @@
+//! The Prometheus HTTP API of a `strata single` process: exact JSON of every
+//! endpoint, error shapes, and the real `promtool` as a client.
+//!
+//! The promtool tests need `promtool` on the PATH (`scripts/fetch-peers
+//! prometheus` installs it); without it they fail, unless
+//! `STRATA_TEST_SKIP_PEERS=1` is set, which skips them with a message.
+
+use std::process::Command;
+
+use serde_json::{Value, json};
+use strata_e2e::{Response, Single, encode_params, now_ms};
+
+const BIN: &str = env!("CARGO_BIN_EXE_strata");
+
+/// Whole seconds, ten minutes ago: every sample is at `T0 + k * 15s`.
+fn t0() -> i64 {
+    (now_ms() / 1000 - 600) * 1000
+}
+
+/// Imports the fixture: two `up` series, a counter rising 1/s, a gauge.
+fn start_with_fixture(args: &[&str]) -> (Single, i64) {
+    let single = Single::start_with_args(BIN, args);
+    let t0 = t0();
+    let ts: Vec<String> = (0..5).map(|i| (t0 + i * 15_000).to_string()).collect();
+    let ts = ts.join(",");
+    let body = [
+        format!(
+            r#"{{"metric":{{"__name__":"up","job":"a","instance":"x"}},"values":[1,1,1,1,1],"timestamps":[{ts}]}}"#
+        ),
+        format!(
+            r#"{{"metric":{{"__name__":"up","job":"b","instance":"y"}},"values":[0,0,0,0,0],"timestamps":[{ts}]}}"#
+        ),
+        format!(
+            r#"{{"metric":{{"__name__":"e2e_requests_total","job":"a"}},"values":[0,15,30,45,60],"timestamps":[{ts}]}}"#
+        ),
+        format!(
+            r#"{{"metric":{{"__name__":"node_cpu","job":"a","cpu":"0"}},"values":[0.25],"timestamps":[{t0}]}}"#
+        ),
+    ]
+    .join("\n");
+    let imported = single.import(&body);
+    assert_eq!(imported.status, 204, "{}", imported.body);
+    (single, t0)
+}
+
+fn get(single: &Single, path: &str, params: &[(&str, &str)]) -> Response {
+    single.get(&format!("{path}?{}", encode_params(params)))
+}
+
+fn post_form(single: &Single, path: &str, params: &[(&str, &str)]) -> Response {
+    single.post(
+        path,
+        encode_params(params).into_bytes(),
+        &[("Content-Type", "application/x-www-form-urlencoded")],
+    )
+}
+
+/// Checks status, content type and the exact body.
+fn check(response: Response, status: u16, body: &str) {
+    assert_eq!(
+        (response.status, response.body.as_str()),
+        (status, body),
+        "unexpected answer"
+    );
+    assert_eq!(response.header("content-type"), Some("application/json"));
+}
+
+fn parse(response: &Response) -> Value {
+    serde_json::from_str(&response.body)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", response.body))
+}
+
+/// Seconds text of a millisecond timestamp, as the API writes it.
+fn secs(t: i64) -> String {
+    if t % 1000 == 0 {
+        (t / 1000).to_string()
+    } else {
+        format!("{}.{:03}", t / 1000, t % 1000)
+    }
+}
+
+#[test]
+fn series_labels_and_values_have_prometheus_shapes() {
+    let (single, t0) = start_with_fixture(&[]);
+    let up_x = r#"{"__name__":"up","instance":"x","job":"a"}"#;
+    let up_y = r#"{"__name__":"up","instance":"y","job":"b"}"#;
+
+    check(
+        get(&single, "/api/v1/series", &[("match[]", "up")]),
+        200,
+        &format!(r#"{{"status":"success","data":[{up_x},{up_y}]}}"#),
+    );
+    // POST form, two selectors: a union, each series once.
+    check(
+        post_form(
+            &single,
+            "/api/v1/series",
+            &[
+                ("match[]", r#"up{job="a"}"#),
+                ("match[]", r#"{instance=~"x|y"}"#),
+            ],
+        ),
+        200,
+        &format!(r#"{{"status":"success","data":[{up_x},{up_y}]}}"#),
+    );
+    check(
+        get(
+            &single,
+            "/api/v1/series",
+            &[("match[]", "up"), ("limit", "1")],
+        ),
+        200,
+        &format!(
+            r#"{{"status":"success","data":[{up_x}],"warnings":["results truncated due to limit"]}}"#
+        ),
+    );
+    // A range before the data finds nothing.
+    let before = secs(t0 - 60_000);
+    check(
+        get(
+            &single,
+            "/api/v1/series",
+            &[("match[]", "up"), ("start", "0"), ("end", &before)],
+        ),
+        200,
+        r#"{"status":"success","data":[]}"#,
+    );
+    check(
+        get(&single, "/api/v1/series", &[]),
+        400,
+        r#"{"status":"error","errorType":"bad_data","error":"no match[] parameter provided"}"#,
+    );
+    check(
+        get(
+            &single,
+            "/api/v1/series",
+            &[("match[]", "up"), ("start", "yesterday")],
+        ),
+        400,
+        r#"{"status":"error","errorType":"bad_data","error":"invalid parameter \"start\": invalid time value for 'start': cannot parse \"yesterday\" to a valid timestamp"}"#,
+    );
+    check(
+        get(
+            &single,
+            "/api/v1/series",
+            &[("match[]", "up"), ("limit", "0")],
+        ),
+        400,
+        r#"{"status":"error","errorType":"bad_data","error":"invalid parameter \"limit\": limit must be positive"}"#,
+    );
+    let bad_selector = get(&single, "/api/v1/series", &[("match[]", "rate(up[5m])")]);
+    assert_eq!(bad_selector.status, 400, "{}", bad_selector.body);
+    assert_eq!(parse(&bad_selector)["errorType"], "bad_data");
+
+    check(
+        get(&single, "/api/v1/labels", &[]),
+        200,
+        r#"{"status":"success","data":["__name__","cpu","instance","job"]}"#,
+    );
+    check(
+        post_form(&single, "/api/v1/labels", &[("match[]", "up")]),
+        200,
+        r#"{"status":"success","data":["__name__","instance","job"]}"#,
+    );
+    check(
+        get(&single, "/api/v1/labels", &[("limit", "2")]),
+        200,
+        r#"{"status":"success","data":["__name__","cpu"],"warnings":["results truncated due to limit"]}"#,
+    );
+    check(
+        get(&single, "/api/v1/label/job/values", &[]),
+        200,
+        r#"{"status":"success","data":["a","b"]}"#,
+    );
+    check(
+        get(&single, "/api/v1/label/__name__/values", &[]),
+        200,
+        r#"{"status":"success","data":["e2e_requests_total","node_cpu","up"]}"#,
+    );
+    check(
+        get(
+            &single,
+            "/api/v1/label/job/values",
+            &[("match[]", "node_cpu"), ("match[]", r#"up{instance="y"}"#)],
+        ),
+        200,
+        r#"{"status":"success","data":["a","b"]}"#,
+    );
+    check(
+        get(&single, "/api/v1/label/nope/values", &[]),
+        200,
+        r#"{"status":"success","data":[]}"#,
+    );
+    check(
+        get(&single, "/api/v1/label/1x/values", &[]),
+        400,
+        r#"{"status":"error","errorType":"bad_data","error":"invalid label name: \"1x\""}"#,
+    );
+
+    // A body that is not a form is refused rather than silently ignored.
+    let json_body = single.post(
+        "/api/v1/series",
+        br#"{"match[]":"up"}"#.to_vec(),
+        &[("Content-Type", "application/json")],
+    );
+    check(
+        json_body,
+        400,
+        r#"{"status":"error","errorType":"bad_data","error":"request body must be application/x-www-form-urlencoded, got \"application/json\""}"#,
+    );
+
+    let metrics = single.metrics();
+    for want in [
+        r#"strata_select_api_requests_total{endpoint="series",result="ok"} 4"#,
+        r#"strata_select_api_requests_total{endpoint="series",result="bad_data"} 5"#,
+        r#"strata_select_api_requests_total{endpoint="label_values",result="ok"} 4"#,
+        r#"strata_select_api_request_duration_seconds_count{endpoint="labels"} 3"#,
+    ] {
+        assert!(metrics.contains(want), "missing {want} in\n{metrics}");
+    }
+}
+
+#[test]
+fn status_endpoints_have_prometheus_shapes() {
+    let single = Single::start(BIN);
+    // Today's index: the cardinality report covers the current day.
+    let t = now_ms() - 2_000;
+    let lines: Vec<String> = [
+        r#""__name__":"up","job":"a","instance":"x""#,
+        r#""__name__":"up","job":"b","instance":"x""#,
+        r#""__name__":"up","job":"b","instance":"y""#,
+        r#""__name__":"go_goroutines","job":"a""#,
+    ]
+    .iter()
+    .map(|labels| format!(r#"{{"metric":{{{labels}}},"values":[1],"timestamps":[{t}]}}"#))
+    .collect();
+    assert_eq!(single.import(&lines.join("\n")).status, 204);
+
+    let buildinfo = single.get("/api/v1/status/buildinfo");
+    assert_eq!(buildinfo.status, 200, "{}", buildinfo.body);
+    assert_eq!(
+        parse(&buildinfo),
+        json!({"status":"success","data":{
+            "version":"2.53.0","revision":"","branch":"","buildUser":"","buildDate":"",
+            "goVersion":"","strataVersion": env!("CARGO_PKG_VERSION")}})
+    );
+
+    check(
+        single.get("/api/v1/metadata"),
+        200,
+        r#"{"status":"success","data":{}}"#,
+    );
+    check(
+        single.get("/api/v1/metadata?limit=x"),
+        400,
+        r#"{"status":"error","errorType":"bad_data","error":"limit must be a number"}"#,
+    );
+
+    let tsdb = single.get("/api/v1/status/tsdb");
+    assert_eq!(tsdb.status, 200, "{}", tsdb.body);
+    let mut got = parse(&tsdb);
+    let head = got["data"]["headStats"].take();
+    assert_eq!(head["numSeries"], 4, "{head}");
+    assert_eq!(head["numLabelPairs"], 6, "{head}");
+    assert_eq!(head["chunkCount"], 0, "{head}");
+    let (min, max) = (
+        head["minTime"].as_i64().expect("minTime"),
+        head["maxTime"].as_i64().expect("maxTime"),
+    );
+    assert!(min <= t && t <= max, "{head}");
+    let stat = |pairs: &[(&str, u64)]| -> Value {
+        pairs
+            .iter()
+            .map(|(name, value)| json!({"name": name, "value": value}))
+            .collect()
+    };
+    assert_eq!(
+        got,
+        json!({"status":"success","data":{
+            "headStats": null,
+            "seriesCountByMetricName": stat(&[("up", 3), ("go_goroutines", 1)]),
+            "labelValueCountByLabelName": stat(&[("__name__", 2), ("instance", 2), ("job", 2)]),
+            "memoryInBytesByLabelName": stat(&[("__name__", 15), ("instance", 2), ("job", 2)]),
+            "seriesCountByLabelValuePair": stat(&[
+                ("__name__=up", 3), ("instance=x", 2), ("job=a", 2), ("job=b", 2),
+                ("__name__=go_goroutines", 1), ("instance=y", 1),
+            ]),
+        }}),
+        "{}",
+        tsdb.body
+    );
+
+    let top = parse(&single.get("/api/v1/status/tsdb?limit=1"));
+    assert_eq!(
+        top["data"]["seriesCountByLabelValuePair"],
+        stat(&[("__name__=up", 3)]),
+        "{top}"
+    );
+    check(
+        single.get("/api/v1/status/tsdb?limit=0"),
+        400,
+        r#"{"status":"error","errorType":"bad_data","error":"limit must be a positive number"}"#,
+    );
+}
+
+#[test]
+fn query_parameter_errors_have_prometheus_shapes() {
+    let single = Single::start(BIN);
+    let bad_data = |response: Response, message: &str| {
+        check(
+            response,
+            400,
+            &format!(
+                r#"{{"status":"error","errorType":"bad_data","error":{}}}"#,
+                serde_json::to_string(message).expect("json string")
+            ),
+        )
+    };
+    let query = |params: &[(&str, &str)]| get(&single, "/api/v1/query", params);
+    let range = |params: &[(&str, &str)]| post_form(&single, "/api/v1/query_range", params);
+
+    for q in ["up{", "", "sum(", "1 +"] {
+        let response = query(&[("query", q)]);
+        assert_eq!(response.status, 400, "{q}: {}", response.body);
+        let body = parse(&response);
+        assert_eq!(body["errorType"], "bad_data", "{q}");
+        let message = body["error"].as_str().expect("error");
+        assert!(
+            message.starts_with(r#"invalid parameter "query": "#),
+            "{q}: {message}"
+        );
+    }
+    bad_data(
+        query(&[("query", "up"), ("time", "now")]),
+        r#"invalid parameter "time": invalid time value for 'time': cannot parse "now" to a valid timestamp"#,
+    );
+    bad_data(
+        query(&[("query", "up"), ("timeout", "soon")]),
+        r#"invalid parameter "timeout": cannot parse "soon" to a valid duration"#,
+    );
+    bad_data(
+        query(&[("query", "up"), ("lookback_delta", "far")]),
+        r#"error parsing lookback delta duration: cannot parse "far" to a valid duration"#,
+    );
+    bad_data(
+        query(&[("query", "up"), ("limit", "x")]),
+        r#"invalid parameter "limit": strconv.Atoi: parsing "x": invalid syntax"#,
+    );
+
+    let ok = [
+        ("query", "up"),
+        ("start", "100"),
+        ("end", "200"),
+        ("step", "15s"),
+    ];
+    let with = |name: &str, value: &'static str| -> Vec<(&'static str, &'static str)> {
+        ok.iter()
+            .map(|&(k, v)| if k == name { (k, value) } else { (k, v) })
+            .filter(|(_, v)| !v.is_empty())
+            .collect()
+    };
+    bad_data(
+        range(&with("start", "")),
+        r#"invalid parameter "start": cannot parse "" to a valid timestamp"#,
+    );
+    bad_data(
+        range(&with("end", "2023-13-01T00:00:00Z")),
+        r#"invalid parameter "end": cannot parse "2023-13-01T00:00:00Z" to a valid timestamp"#,
+    );
+    bad_data(
+        range(&with("end", "50")),
+        r#"invalid parameter "end": end timestamp must not be before start time"#,
+    );
+    bad_data(
+        range(&with("step", "")),
+        r#"invalid parameter "step": cannot parse "" to a valid duration"#,
+    );
+    for step in ["0", "-15", "0s"] {
+        bad_data(
+            range(&with("step", step)),
+            r#"invalid parameter "step": zero or negative query resolution step widths are not accepted. Try a positive integer"#,
+        );
+    }
+    bad_data(
+        range(&with("step", "0.001")),
+        "exceeded maximum resolution of 11,000 points per timeseries. Try decreasing the query \
+         resolution (?step=XX); the limit is --select.max-points-per-series",
+    );
+    let response = range(&with("query", "up["));
+    assert_eq!(response.status, 400, "{}", response.body);
+    assert!(
+        response
+            .body
+            .contains(r#""error":"invalid parameter \"query\": "#),
+        "{}",
+        response.body
+    );
+
+    check(
+        get(
+            &single,
+            "/api/v1/format_query",
+            &[("query", "sum(rate(x[5m]))by(job)")],
+        ),
+        200,
+        r#"{"status":"success","data":"sum by (job) (rate(x[5m]))"}"#,
+    );
+    check(
+        get(&single, "/api/v1/query_exemplars", &[("query", "up")]),
+        200,
+        r#"{"status":"success","data":[]}"#,
+    );
+
+    let metrics = single.metrics();
+    for want in [
+        r#"strata_select_queries_rejected_total{reason="max_points_per_series"} 1"#,
+        r#"strata_select_api_requests_total{endpoint="query_range",result="bad_data"} 9"#,
+    ] {
+        assert!(metrics.contains(want), "missing {want} in\n{metrics}");
+    }
+}
+
+#[test]
+fn queries_evaluate_selectors_literals_and_rate() {
+    let (single, t0) = start_with_fixture(&[]);
+    let t = t0 + 60_000;
+    let at = secs(t);
+
+    // Instant vector: the order of a plain selector's result is unspecified.
+    let response = get(&single, "/api/v1/query", &[("query", "up"), ("time", &at)]);
+    assert_eq!(response.status, 200, "{}", response.body);
+    let mut body = parse(&response);
+    body["data"]["result"]
+        .as_array_mut()
+        .expect("result")
+        .sort_by_key(|s| s["metric"].to_string());
+    assert_eq!(
+        body.to_string(),
+        format!(
+            r#"{{"data":{{"result":[{{"metric":{{"__name__":"up","instance":"x","job":"a"}},"value":[{at},"1"]}},{{"metric":{{"__name__":"up","instance":"y","job":"b"}},"value":[{at},"0"]}}],"resultType":"vector"}},"status":"success"}}"#
+        )
+    );
+
+    check(
+        post_form(
+            &single,
+            "/api/v1/query",
+            &[("query", "node_cpu"), ("time", &at)],
+        ),
+        200,
+        &format!(
+            r#"{{"status":"success","data":{{"resultType":"vector","result":[{{"metric":{{"__name__":"node_cpu","cpu":"0","job":"a"}},"value":[{at},"0.25"]}}]}}}}"#
+        ),
+    );
+    check(
+        post_form(&single, "/api/v1/query", &[("query", "1+1"), ("time", &at)]),
+        200,
+        &format!(r#"{{"status":"success","data":{{"resultType":"scalar","result":[{at},"2"]}}}}"#),
+    );
+    check(
+        get(
+            &single,
+            "/api/v1/query",
+            &[("query", r#""hello""#), ("time", &at)],
+        ),
+        200,
+        &format!(
+            r#"{{"status":"success","data":{{"resultType":"string","result":[{at},"hello"]}}}}"#
+        ),
+    );
+
+    let response = get(
+        &single,
+        "/api/v1/query",
+        &[("query", "rate(e2e_requests_total[1m])"), ("time", &at)],
+    );
+    assert_eq!(response.status, 200, "{}", response.body);
+    let body = parse(&response);
+    let result = &body["data"]["result"];
+    assert_eq!(result.as_array().map(Vec::len), Some(1), "{body}");
+    assert_eq!(result[0]["metric"], json!({"job":"a"}), "{body}");
+    let rate: f64 = result[0]["value"][1]
+        .as_str()
+        .and_then(|v| v.parse().ok())
+        .expect("rate value");
+    assert!((rate - 1.0).abs() < 1e-9, "{body}");
+
+    // Range query: one point per step, timestamps in seconds.
+    let values: Vec<String> = (0..5)
+        .map(|i| format!(r#"[{},"1"]"#, secs(t0 + i * 15_000)))
+        .collect();
+    check(
+        get(
+            &single,
+            "/api/v1/query_range",
+            &[
+                ("query", r#"up{job="a"}"#),
+                ("start", &secs(t0)),
+                ("end", &at),
+                ("step", "15s"),
+            ],
+        ),
+        200,
+        &format!(
+            r#"{{"status":"success","data":{{"resultType":"matrix","result":[{{"metric":{{"__name__":"up","instance":"x","job":"a"}},"values":[{}]}}]}}}}"#,
+            values.join(",")
+        ),
+    );
+
+    // limit cuts the result and says so; stats adds Prometheus' stats object.
+    let response = get(
+        &single,
+        "/api/v1/query",
+        &[
+            ("query", "up"),
+            ("time", &at),
+            ("limit", "1"),
+            ("stats", "all"),
+        ],
+    );
+    assert_eq!(response.status, 200, "{}", response.body);
+    let body = parse(&response);
+    assert_eq!(
+        body["data"]["result"].as_array().map(Vec::len),
+        Some(1),
+        "{body}"
+    );
+    assert_eq!(
+        body["warnings"],
+        json!(["results truncated due to limit"]),
+        "{body}"
+    );
+    let stats = &body["data"]["stats"];
+    for field in [
+        "evalTotalTime",
+        "execQueueTime",
+        "execTotalTime",
+        "innerEvalTime",
+    ] {
+        assert!(stats["timings"][field].is_number(), "{field}: {body}");
+    }
+    assert!(stats["samples"]["totalQueryableSamples"].is_u64(), "{body}");
+    assert!(stats["samples"]["peakSamples"].is_u64(), "{body}");
+}
+
+/// Runs promtool; `None` when peers are opted out.
+fn promtool(args: &[&str]) -> Option<String> {
+    let output = match Command::new("promtool").args(args).output() {
+        Ok(output) => output,
+        Err(e) if std::env::var_os("STRATA_TEST_SKIP_PEERS").is_some() => {
+            eprintln!("skipped: promtool is not available ({e}) and STRATA_TEST_SKIP_PEERS is set");
+            return None;
+        }
+        Err(e) => panic!(
+            "cannot run promtool ({e}): install it with `scripts/fetch-peers prometheus`, \
+             or set STRATA_TEST_SKIP_PEERS=1 to skip peer tests"
+        ),
+    };
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "promtool {args:?} failed: {}\n{stdout}{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    Some(stdout)
+}
+
+#[test]
+fn promtool_lists_series_and_label_values() {
+    let (single, _) = start_with_fixture(&[]);
+    let url = single.base_url();
+    let Some(series) = promtool(&["query", "series", &url, "--match=up", "--match=node_cpu"])
+    else {
+        return;
+    };
+    let mut lines: Vec<&str> = series.lines().collect();
+    lines.sort_unstable();
+    assert_eq!(
+        lines,
+        vec![
+            r#"{__name__="node_cpu", cpu="0", job="a"}"#,
+            r#"{__name__="up", instance="x", job="a"}"#,
+            r#"{__name__="up", instance="y", job="b"}"#,
+        ]
+    );
+    let values = promtool(&["query", "labels", &url, "job"]).expect("not skipped");
+    assert_eq!(values, "a\nb\n");
+    let names = promtool(&["query", "labels", &url, "__name__"]).expect("not skipped");
+    assert_eq!(names, "e2e_requests_total\nnode_cpu\nup\n");
+}
+
+#[test]
+fn promtool_runs_instant_and_range_queries() {
+    let (single, t0) = start_with_fixture(&[]);
+    let url = single.base_url();
+    let t = secs(t0 + 60_000);
+    let Some(instant) = promtool(&["query", "instant", "--time", &t, &url, r#"up{job="a"}"#])
+    else {
+        return;
+    };
+    assert_eq!(
+        instant,
+        format!("up{{instance=\"x\", job=\"a\"}} => 1 @[{t}]\n")
+    );
+
+    let scalar = promtool(&["query", "instant", "--time", &t, &url, "1+1"]).expect("not skipped");
+    assert_eq!(scalar, format!("scalar: 2 @[{t}]\n"));
+
+    let range = promtool(&[
+        "query",
+        "range",
+        "--start",
+        &secs(t0),
+        "--end",
+        &t,
+        "--step",
+        "15s",
+        &url,
+        r#"up{job="b"}"#,
+    ])
+    .expect("not skipped");
+    let points: Vec<String> = (0..5)
+        .map(|i| format!("0 @[{}]", secs(t0 + i * 15_000)))
+        .collect();
+    assert_eq!(
+        range,
+        format!(
+            "up{{instance=\"y\", job=\"b\"}} =>\n{}\n",
+            points.join("\n")
+        )
+    );
+}
