@@ -26,13 +26,13 @@ pub const DEFAULT_LOOKBACK_DELTA: Duration = Duration::from_secs(300);
 
 /// Flag names, for error messages that tell the operator what to change.
 pub mod flag {
-    pub const MAX_SERIES: &str = "--select.max-series";
-    pub const MAX_SAMPLES: &str = "--select.max-samples";
-    pub const MAX_POINTS_PER_SERIES: &str = "--select.max-points-per-series";
-    pub const TIMEOUT: &str = "--select.timeout";
-    pub const MAX_CONCURRENT_QUERIES: &str = "--select.max-concurrent-queries";
-    pub const MAX_QUEUED_QUERIES: &str = "--select.max-queued-queries";
-    pub const MAX_QUEUE_DURATION: &str = "--select.max-queue-duration";
+    pub const MAX_SERIES: &str = "--query.max-series";
+    pub const MAX_SAMPLES: &str = "--query.max-samples";
+    pub const MAX_POINTS_PER_SERIES: &str = "--query.max-points-per-series";
+    pub const TIMEOUT: &str = "--query.timeout";
+    pub const MAX_CONCURRENT_QUERIES: &str = "--query.max-concurrent-queries";
+    pub const MAX_QUEUED_QUERIES: &str = "--query.max-queued-queries";
+    pub const MAX_QUEUE_DURATION: &str = "--query.max-queue-duration";
 }
 
 /// Configuration of the query endpoints. Every field states its default.
@@ -44,9 +44,9 @@ pub struct Config {
     /// `/api/v1/series` call); more fail the query with a message naming this
     /// flag. 0: no limit. Default: 1000000.
     #[arg(
-        id = "select.max-series",
-        long = "select.max-series",
-        env = "STRATA_SELECT_MAX_SERIES",
+        id = "query.max-series",
+        long = "query.max-series",
+        env = "STRATA_QUERY_MAX_SERIES",
         default_value_t = DEFAULT_MAX_SERIES
     )]
     pub max_series: usize,
@@ -54,9 +54,9 @@ pub struct Config {
     /// Most samples a query may hold in memory at once (Prometheus
     /// `--query.max-samples`). 0: no limit. Default: 50000000.
     #[arg(
-        id = "select.max-samples",
-        long = "select.max-samples",
-        env = "STRATA_SELECT_MAX_SAMPLES",
+        id = "query.max-samples",
+        long = "query.max-samples",
+        env = "STRATA_QUERY_MAX_SAMPLES",
         default_value_t = DEFAULT_MAX_SAMPLES
     )]
     pub max_samples: usize,
@@ -65,9 +65,9 @@ pub struct Config {
     /// larger range query is refused with `bad_data`. 0: no limit.
     /// Default: 11000 (what Prometheus allows).
     #[arg(
-        id = "select.max-points-per-series",
-        long = "select.max-points-per-series",
-        env = "STRATA_SELECT_MAX_POINTS_PER_SERIES",
+        id = "query.max-points-per-series",
+        long = "query.max-points-per-series",
+        env = "STRATA_QUERY_MAX_POINTS_PER_SERIES",
         default_value_t = DEFAULT_MAX_POINTS_PER_SERIES
     )]
     pub max_points_per_series: usize,
@@ -76,9 +76,9 @@ pub struct Config {
     /// parameter of a request can only shorten it. Must be greater than 0.
     /// Default: 2m.
     #[arg(
-        id = "select.timeout",
-        long = "select.timeout",
-        env = "STRATA_SELECT_TIMEOUT",
+        id = "query.timeout",
+        long = "query.timeout",
+        env = "STRATA_QUERY_TIMEOUT",
         default_value = "2m",
         value_parser = parse_positive_duration
     )]
@@ -88,9 +88,9 @@ pub struct Config {
     /// Most queries (`query`, `query_range`) evaluated at once; others wait in
     /// a queue. Must be greater than 0. Default: 20.
     #[arg(
-        id = "select.max-concurrent-queries",
-        long = "select.max-concurrent-queries",
-        env = "STRATA_SELECT_MAX_CONCURRENT_QUERIES",
+        id = "query.max-concurrent-queries",
+        long = "query.max-concurrent-queries",
+        env = "STRATA_QUERY_MAX_CONCURRENT_QUERIES",
         default_value_t = DEFAULT_MAX_CONCURRENT_QUERIES,
         value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..)
     )]
@@ -100,9 +100,9 @@ pub struct Config {
     /// (`unavailable`) at once. 0: no queue, refuse when all slots are busy.
     /// Default: 100.
     #[arg(
-        id = "select.max-queued-queries",
-        long = "select.max-queued-queries",
-        env = "STRATA_SELECT_MAX_QUEUED_QUERIES",
+        id = "query.max-queued-queries",
+        long = "query.max-queued-queries",
+        env = "STRATA_QUERY_MAX_QUEUED_QUERIES",
         default_value_t = DEFAULT_MAX_QUEUED_QUERIES
     )]
     pub max_queued_queries: usize,
@@ -110,9 +110,9 @@ pub struct Config {
     /// Longest a query waits for a slot before it is answered 503
     /// (`unavailable`); the query timeout also bounds the wait. Default: 10s.
     #[arg(
-        id = "select.max-queue-duration",
-        long = "select.max-queue-duration",
-        env = "STRATA_SELECT_MAX_QUEUE_DURATION",
+        id = "query.max-queue-duration",
+        long = "query.max-queue-duration",
+        env = "STRATA_QUERY_MAX_QUEUE_DURATION",
         default_value = "10s",
         value_parser = parse_duration
     )]
@@ -123,9 +123,9 @@ pub struct Config {
     /// (Prometheus `--query.lookback-delta`); the `lookback_delta` parameter
     /// overrides it per query. Must be greater than 0. Default: 5m.
     #[arg(
-        id = "select.lookback-delta",
-        long = "select.lookback-delta",
-        env = "STRATA_SELECT_LOOKBACK_DELTA",
+        id = "query.lookback-delta",
+        long = "query.lookback-delta",
+        env = "STRATA_QUERY_LOOKBACK_DELTA",
         default_value = "5m",
         value_parser = parse_positive_duration
     )]
@@ -157,6 +157,7 @@ impl Config {
             max_samples: self.max_samples,
             max_points_per_series: self.max_points_per_series,
             timeout: self.timeout,
+            ..EngineOptions::default()
         }
     }
 }
@@ -192,10 +193,10 @@ mod tests {
     fn flags_parse() {
         let parsed = Cli::try_parse_from([
             "x",
-            "--select.timeout=30s",
-            "--select.max-concurrent-queries=2",
-            "--select.max-queued-queries=0",
-            "--select.lookback-delta=1m",
+            "--query.timeout=30s",
+            "--query.max-concurrent-queries=2",
+            "--query.max-queued-queries=0",
+            "--query.lookback-delta=1m",
         ])
         .expect("parse")
         .config;
@@ -207,9 +208,9 @@ mod tests {
             Duration::from_secs(60)
         );
         for bad in [
-            "--select.timeout=0s",
-            "--select.max-concurrent-queries=0",
-            "--select.lookback-delta=0",
+            "--query.timeout=0s",
+            "--query.max-concurrent-queries=0",
+            "--query.lookback-delta=0",
         ] {
             assert!(Cli::try_parse_from(["x", bad]).is_err(), "{bad}");
         }

@@ -1,6 +1,7 @@
 //! Query: PromQL engine, Prometheus HTTP API, and raw export.
 //!
 //! - `promql`: the PromQL engine.
+//! - `promqltest`: runner of PromQL `.test` files over the real storage.
 //! - `source`: where series are read from (local storage, later a cluster).
 //! - `export`: raw sample export, with series selectors (`selector`) and
 //!   time parameters (`time`).
@@ -16,6 +17,7 @@ pub mod config;
 pub mod export;
 pub mod metrics;
 pub mod promql;
+pub mod promqltest;
 pub mod selector;
 pub mod source;
 pub mod time;

@@ -1,6 +1,6 @@
-//! Admission of queries: at most `--select.max-concurrent-queries` evaluate
-//! at once, at most `--select.max-queued-queries` wait for a slot, and none
-//! waits longer than `--select.max-queue-duration` (or its own timeout).
+//! Admission of queries: at most `--query.max-concurrent-queries` evaluate
+//! at once, at most `--query.max-queued-queries` wait for a slot, and none
+//! waits longer than `--query.max-queue-duration` (or its own timeout).
 //! A refused query is answered at once, so a flood of dashboards degrades
 //! into fast 503s instead of a pile of stalled connections.
 
@@ -134,7 +134,7 @@ mod tests {
             .expect_err("second");
         assert_eq!(err.reason(), "queue_full");
         assert!(
-            err.to_string().contains("--select.max-queued-queries"),
+            err.to_string().contains("--query.max-queued-queries"),
             "{err}"
         );
         drop(held);
@@ -154,7 +154,7 @@ mod tests {
             .expect_err("queued");
         assert_eq!(err.reason(), "queue_timeout");
         assert!(
-            err.to_string().contains("--select.max-queue-duration"),
+            err.to_string().contains("--query.max-queue-duration"),
             "{err}"
         );
         let err = gate

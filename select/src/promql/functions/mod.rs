@@ -27,11 +27,18 @@ pub struct RangeWindow<'a> {
     pub start: i64,
     /// Last millisecond of the window: evaluation time - offset.
     pub end: i64,
+    /// The evaluation step's own timestamp in milliseconds, before `offset`
+    /// and `@` move the window: `predict_linear` extrapolates from it
+    /// (`predict_linear(x[5m] @ 3000, 60)` evaluated at 600s predicts for
+    /// 660s from a regression over the window ending at 3000s).
+    pub eval_time: i64,
 }
 
 /// A function of a range vector window and scalar arguments (in call order,
 /// without the range vector itself: `quantile_over_time(0.9, x[5m])` gets
-/// `[0.9]`). `None`: no output sample for this series at this step.
+/// `[0.9]`). `None`: no output sample for this series at this step (an
+/// empty window, too few points, or arguments that `range::validate_args`
+/// rejects).
 pub type RangeFunction = fn(window: &RangeWindow<'_>, args: &[f64]) -> Option<f64>;
 
 /// A function of one float and scalar arguments in call order after the
