@@ -245,3 +245,124 @@ pub fn router(source: Arc<dyn Source>, config: &Config, metrics: Metrics) -> Rou
         .route("/api/v1/status/tsdb", get(status::tsdb))
         .with_state(state)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+    use std::sync::mpsc::{Receiver, Sender, channel};
+    use std::time::Duration;
+
+    use axum::body::{Body, to_bytes};
+    use axum::http::Request;
+    use strata_storage::{Cardinality, Matcher, TimeRange};
+    use tower::ServiceExt;
+
+    use super::*;
+    use crate::source::Selected;
+
+    /// A source whose `select` waits until the test lets it go, so a query
+    /// holds its slot for as long as the test wants.
+    struct BlockingSource {
+        entered: Mutex<Sender<()>>,
+        release: Mutex<Receiver<()>>,
+    }
+
+    impl Source for BlockingSource {
+        fn select(&self, _: &[Matcher], _: TimeRange) -> Result<Selected, StorageError> {
+            let _ = self.entered.lock().expect("lock").send(());
+            let _ = self.release.lock().expect("lock").recv();
+            Ok(Selected {
+                series: Box::new(std::iter::empty()),
+                warnings: Vec::new(),
+            })
+        }
+        fn label_names(
+            &self,
+            _: &[Matcher],
+            _: TimeRange,
+            _: usize,
+        ) -> Result<Vec<String>, StorageError> {
+            Ok(Vec::new())
+        }
+        fn label_values(
+            &self,
+            _: &str,
+            _: &[Matcher],
+            _: TimeRange,
+            _: usize,
+        ) -> Result<Vec<String>, StorageError> {
+            Ok(Vec::new())
+        }
+        fn cardinality(&self, _: TimeRange, _: usize) -> Result<Cardinality, StorageError> {
+            Ok(Cardinality::default())
+        }
+    }
+
+    async fn fetch(router: &Router, uri: &str) -> (StatusCode, String) {
+        let request = Request::get(uri).body(Body::empty()).expect("request");
+        let response = router.clone().oneshot(request).await.expect("infallible");
+        let status = response.status();
+        let body = to_bytes(response.into_body(), 1 << 20).await.expect("body");
+        (status, String::from_utf8(body.to_vec()).expect("utf-8"))
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn busy_slots_refuse_and_timeouts_answer_while_evaluation_runs_on() {
+        let (entered_tx, entered) = channel();
+        let (release, release_rx) = channel();
+        let source = Arc::new(BlockingSource {
+            entered: Mutex::new(entered_tx),
+            release: Mutex::new(release_rx),
+        });
+        let config = Config {
+            max_concurrent_queries: 1,
+            max_queued_queries: 0,
+            ..Config::default()
+        };
+        let router = router(source, &config, Metrics::default());
+
+        // The first query times out while its selector is still reading.
+        let (status, body) = fetch(&router, "/api/v1/query?query=up&timeout=0.2").await;
+        assert_eq!(
+            (status, body.as_str()),
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                r#"{"status":"error","errorType":"timeout","error":"query timed out in expression evaluation"}"#
+            )
+        );
+        entered
+            .recv_timeout(Duration::from_secs(5))
+            .expect("selector entered");
+
+        // Its slot is still taken until the evaluation really ends.
+        let (status, body) = fetch(&router, "/api/v1/query?query=up").await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+        assert!(
+            body.starts_with(r#"{"status":"error","errorType":"unavailable","error":"too many queries"#)
+                && body.contains("--query.max-queued-queries"),
+            "{body}"
+        );
+        // Lookups that evaluate nothing are not held back.
+        let (status, body) = fetch(&router, "/api/v1/labels").await;
+        assert_eq!((status, body.as_str()), (StatusCode::OK, r#"{"status":"success","data":[]}"#));
+
+        release.send(()).expect("release");
+        // The slot comes back once the blocked evaluation returns.
+        let started = Instant::now();
+        loop {
+            let next = {
+                let router = router.clone();
+                tokio::spawn(async move { fetch(&router, "/api/v1/query?query=1").await })
+            };
+            // A second select would block again: answer it at once.
+            let _ = release.send(());
+            let (status, body) = next.await.expect("join");
+            if status == StatusCode::OK {
+                assert!(body.contains(r#""resultType":"scalar""#), "{body}");
+                break;
+            }
+            assert!(started.elapsed() < Duration::from_secs(5), "slot never freed: {body}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
