@@ -11,15 +11,13 @@ use promql_parser::parser::value::ValueType;
 use promql_parser::parser::{Call, Expr};
 use strata_storage::{Label, METRIC_NAME_LABEL};
 
-use super::aggregate::valid_label_name;
 use super::engine::QueryError;
 use super::eval::{
     Elem, Evaluator, Shared, StepSeries, Steps, Val, check_unique_labelsets, drop_name,
-    label_value, merge_same_labels,
+    duplicate_labelset, label_value, merge_same_labels,
 };
-use super::functions::{elementwise, range};
+use super::functions::{elementwise, histogram, labels as label_fns, range};
 use super::value::Point;
-use pending::{self as histogram, self as label_fns};
 
 pub(crate) fn eval(ev: &mut Evaluator<'_>, c: &Call, steps: Steps) -> Result<Val, QueryError> {
     let name = c.func.name;
@@ -94,7 +92,7 @@ pub(crate) fn eval(ev: &mut Evaluator<'_>, c: &Call, steps: Steps) -> Result<Val
         "sort" | "sort_desc" | "sort_by_label" | "sort_by_label_desc" => {
             let mut series = ev.eval_vector(arg(&args, 0, name)?, steps)?;
             if steps.count() == 1 {
-                sort_by_value(&mut series, name == "sort_desc");
+                sort_by_value(&mut series, name.ends_with("desc"));
                 if name.starts_with("sort_by_label") {
                     let names = string_args(ev, &args[1..], steps)?;
                     let desc = name == "sort_by_label_desc";
@@ -118,16 +116,8 @@ pub(crate) fn eval(ev: &mut Evaluator<'_>, c: &Call, steps: Steps) -> Result<Val
             let [dst, replacement, src, regex] = s.as_slice() else {
                 return Err(arg_count_error(name, 5, args.len()));
             };
-            if !valid_label_name(dst) {
-                return Err(QueryError::Execution(format!(
-                    "invalid destination label name in label_replace(): {dst}"
-                )));
-            }
-            let replacer = label_fns::Replace::new(dst, replacement, src, regex).map_err(|_| {
-                QueryError::Execution(format!(
-                    "invalid regular expression in label_replace(): {regex}"
-                ))
-            })?;
+            let replacer = label_fns::Replace::new(dst, replacement, src, regex)
+                .map_err(|e| QueryError::Execution(e.to_string()))?;
             relabel(series, |labels| replacer.apply(labels))
         }
         "label_join" => {
@@ -136,19 +126,11 @@ pub(crate) fn eval(ev: &mut Evaluator<'_>, c: &Call, steps: Steps) -> Result<Val
             let (Some(dst), Some(separator)) = (s.first(), s.get(1)) else {
                 return Err(arg_count_error(name, 3, args.len()));
             };
-            if !valid_label_name(dst) {
-                return Err(QueryError::Execution(format!(
-                    "invalid destination label name in label_join(): {dst}"
-                )));
-            }
-            let sources = &s[2..];
-            if let Some(bad) = sources.iter().find(|n| !valid_label_name(n)) {
-                return Err(QueryError::Execution(format!(
-                    "invalid source label name in label_join(): {bad}"
-                )));
-            }
+            let sources: Vec<&str> = s[2..].iter().map(String::as_str).collect();
+            label_fns::validate_label_join(dst, &sources)
+                .map_err(|e| QueryError::Execution(e.to_string()))?;
             relabel(series, |labels| {
-                label_fns::join(labels, dst, separator, sources)
+                label_fns::label_join(labels, dst, separator, &sources).unwrap_or_default()
             })
         }
         "histogram_quantile" => histogram_quantile(ev, &args, steps),
@@ -378,8 +360,7 @@ fn elementwise_call(
             for (slot, sc) in step_args.iter_mut().zip(&scalars) {
                 *slot = sc.get(i).copied().unwrap_or(f64::NAN);
             }
-            // clamp with min > max answers nothing.
-            if name == "clamp" && step_args.len() == 2 && step_args[1] < step_args[0] {
+            if !elementwise::produces_output(name, &step_args) {
                 continue;
             }
             points.push(Point {
@@ -413,11 +394,14 @@ fn histogram_quantile(
         let vector = a[1].take_vector();
         let mut index: HashMap<Shared, usize> = HashMap::new();
         let mut groups: Vec<(Shared, Vec<histogram::Bucket>)> = Vec::new();
+        // `le` values seen per group: one twice means two input series
+        // differ only in `__name__`.
+        let mut seen_le: Vec<Vec<Shared>> = Vec::new();
         for e in vector {
             let entry = keys
                 .entry(Arc::as_ptr(&e.labels) as usize)
                 .or_insert_with(|| {
-                    let upper: f64 = label_value(&e.labels, "le").parse().ok()?;
+                    let upper = histogram::parse_le(label_value(&e.labels, "le"))?;
                     let labels: Vec<Label> = e
                         .labels
                         .iter()
@@ -432,8 +416,14 @@ fn histogram_quantile(
             };
             let gi = *index.entry(labels.clone()).or_insert_with(|| {
                 groups.push((labels, Vec::new()));
+                seen_le.push(Vec::new());
                 groups.len() - 1
             });
+            let without_name = drop_name(&e.labels);
+            if seen_le[gi].contains(&without_name) {
+                return Err(duplicate_labelset());
+            }
+            seen_le[gi].push(without_name);
             groups[gi].1.push(histogram::Bucket {
                 upper_bound: upper,
                 count: e.v,
@@ -462,10 +452,11 @@ fn absent_labels(e: &Expr) -> Shared {
     let mut labels: Vec<Label> = Vec::new();
     let mut repeated: Vec<String> = Vec::new();
     for m in &vs.matchers.matchers {
-        if m.name == METRIC_NAME_LABEL || !matches!(m.op, PromMatchOp::Equal) {
+        if m.name == METRIC_NAME_LABEL {
             continue;
         }
-        if labels.iter().any(|l| l.name == m.name) {
+        // A label matched more than once, or not by equality, has no one value.
+        if !matches!(m.op, PromMatchOp::Equal) || labels.iter().any(|l| l.name == m.name) {
             repeated.push(m.name.clone());
             continue;
         }
@@ -532,34 +523,4 @@ fn absent_result(
         labels: absent_labels(a),
         points,
     }]))
-}
-
-/// Stand-ins until the label and histogram math lands in `functions`.
-mod pending {
-    use strata_storage::Label;
-
-    pub struct Replace;
-
-    impl Replace {
-        pub fn new(_: &str, _: &str, _: &str, _: &str) -> Result<Replace, ()> {
-            Err(())
-        }
-
-        pub fn apply(&self, labels: &[Label]) -> Vec<Label> {
-            labels.to_vec()
-        }
-    }
-
-    pub fn join(labels: &[Label], _: &str, _: &str, _: &[String]) -> Vec<Label> {
-        labels.to_vec()
-    }
-
-    pub struct Bucket {
-        pub upper_bound: f64,
-        pub count: f64,
-    }
-
-    pub fn bucket_quantile(_: f64, _: &mut [Bucket]) -> f64 {
-        f64::NAN
-    }
 }

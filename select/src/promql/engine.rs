@@ -95,6 +95,25 @@ pub enum QueryError {
     Storage(#[from] strata_storage::StorageError),
 }
 
+/// Parses `query`, knowing the functions Prometheus 2.53 has that the
+/// parser does not (`holt_winters`, the older name of
+/// `double_exponential_smoothing`).
+fn parse(query: &str) -> Result<parser::Expr, QueryError> {
+    static EXTRA: std::sync::Once = std::sync::Once::new();
+    EXTRA.call_once(|| {
+        let holt_winters = parser::Function::new(
+            "holt_winters",
+            vec![ValueType::Matrix, ValueType::Scalar, ValueType::Scalar],
+            0,
+            ValueType::Vector,
+            false,
+        );
+        // Only fails when the parser already knows the name, which is fine.
+        let _ = parser::register_extra_functions(vec![holt_winters]);
+    });
+    parser::parse(query).map_err(QueryError::BadData)
+}
+
 /// Evaluates PromQL over a [`Source`].
 #[derive(Clone, Debug, Default)]
 pub struct Engine {
@@ -114,7 +133,7 @@ impl Engine {
         time: i64,
         options: &QueryOptions,
     ) -> Result<QueryResult, QueryError> {
-        let expr = parser::parse(query).map_err(QueryError::BadData)?;
+        let expr = parse(query)?;
         let steps = Steps {
             start: time,
             end: time,
@@ -181,7 +200,7 @@ impl Engine {
                 "end timestamp must not be before start time".into(),
             ));
         }
-        let expr = parser::parse(query).map_err(QueryError::BadData)?;
+        let expr = parse(query)?;
         let kind = match expr.value_type() {
             ValueType::Matrix => Some("range vector"),
             ValueType::String => Some("string"),

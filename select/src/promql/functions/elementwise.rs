@@ -199,7 +199,7 @@ fn frexp(v: f64) -> Option<(f64, i32)> {
 /// A UTC civil date and time.
 #[derive(Clone, Copy, Debug, PartialEq)]
 struct Civil {
-    year: i64,
+    year: i128,
     month: u32,
     day: u32,
     hour: u32,
@@ -210,12 +210,13 @@ struct Civil {
     day_of_year: u32,
 }
 
-/// Applies `field` to the UTC date of the Unix time `seconds`. Seconds are
-/// truncated to an integer the way the reference's x86-64 build does:
-/// values that do not fit in an i64 (NaN and infinities included) become
-/// i64::MIN, a date in the year -292277022657.
+/// Applies `field` to the UTC date of the Unix time `seconds`, matching the
+/// reference's x86-64 build in two quirks: seconds truncate to an i64, with
+/// values that do not fit (NaN and infinities included) becoming i64::MIN;
+/// and seconds before its calendar's epoch (about -2.9e11 years) wrap around
+/// by 2^64, so i64::MIN reads as 292277026596-12-04 15:30:08.
 fn calendar(seconds: f64, field: fn(&Civil) -> f64) -> f64 {
-    field(&civil(truncate_to_i64(seconds)))
+    field(&civil(wrapped_seconds(truncate_to_i64(seconds))))
 }
 
 fn truncate_to_i64(v: f64) -> i64 {
@@ -228,8 +229,21 @@ fn truncate_to_i64(v: f64) -> i64 {
     }
 }
 
-/// The proleptic Gregorian date of a Unix time, valid over all of i64.
-fn civil(unix_seconds: i64) -> Civil {
+/// Seconds from the Unix epoch to the reference calendar's epoch, March 1 of
+/// the year -292277022400; its dates are seconds since then modulo 2^64.
+const UNIX_TO_CALENDAR_EPOCH: i128 = 9_223_372_028_741_760_000;
+
+fn wrapped_seconds(unix_seconds: i64) -> i128 {
+    let s = i128::from(unix_seconds);
+    if s + UNIX_TO_CALENDAR_EPOCH < 0 {
+        s + (1i128 << 64)
+    } else {
+        s
+    }
+}
+
+/// The proleptic Gregorian date of a Unix time.
+fn civil(unix_seconds: i128) -> Civil {
     let days = unix_seconds.div_euclid(86_400);
     let second_of_day = unix_seconds.rem_euclid(86_400);
     // Days since 0000-03-01, counted in 400-year eras of 146097 days, so
@@ -247,7 +261,7 @@ fn civil(unix_seconds: i64) -> Civil {
     } else {
         march_month - 9
     } as u32;
-    let year = year_of_era + era * 400 + i64::from(month <= 2);
+    let year = year_of_era + era * 400 + i128::from(month <= 2);
     let day_of_year =
         CUMULATIVE_DAYS[month as usize - 1] + day + u32::from(month > 2 && is_leap(year));
     Civil {
@@ -265,11 +279,11 @@ fn civil(unix_seconds: i64) -> Civil {
 /// Days before the first of each month in a common year.
 const CUMULATIVE_DAYS: [u32; 12] = [0, 31, 59, 90, 120, 151, 181, 212, 243, 273, 304, 334];
 
-fn is_leap(year: i64) -> bool {
+fn is_leap(year: i128) -> bool {
     year % 4 == 0 && (year % 100 != 0 || year % 400 == 0)
 }
 
-fn days_in_month(year: i64, month: u32) -> u32 {
+fn days_in_month(year: i128, month: u32) -> u32 {
     match month {
         2 if is_leap(year) => 29,
         2 => 28,
@@ -464,14 +478,30 @@ mod tests {
         check("minute", -1.0, &[], 59.0);
         check("day_of_week", -1.0, &[], 3.0);
         check("year", -0.5, &[], 1970.0);
-        // Out of range, NaN and infinities: -292277022657-01-27 08:29:52.
-        for v in [NAN, INF, -INF, 1e19, -1e19] {
-            check("year", v, &[], -292_277_022_657.0);
-            check("month", v, &[], 1.0);
-            check("day_of_month", v, &[], 27.0);
-            check("hour", v, &[], 8.0);
-            check("minute", v, &[], 29.0);
+        // Out of range, NaN and infinities truncate to i64::MIN, which
+        // wraps to 292277026596-12-04 15:30:08, a Sunday (checked against
+        // promtool).
+        for v in [NAN, INF, -INF, 1e19, -1e19, -9.3e18] {
+            check("year", v, &[], 292_277_026_596.0);
+            check("month", v, &[], 12.0);
+            check("day_of_month", v, &[], 4.0);
+            check("day_of_year", v, &[], 339.0);
+            check("day_of_week", v, &[], 0.0);
+            check("hour", v, &[], 15.0);
+            check("minute", v, &[], 30.0);
         }
+        // Far from the epoch, checked against promtool: in range but before
+        // the calendar's epoch (wraps), just after it, far ahead, and the
+        // year before year 1.
+        check("year", -9.223_372_036e18, &[], 292_277_026_624.0);
+        check("year", -9.2e18, &[], -291_536_392_293.0);
+        check("month", -9.2e18, &[], 5.0);
+        check("day_of_month", -9.2e18, &[], 3.0);
+        check("year", 9.2e18, &[], 291_536_396_232.0);
+        check("month", 9.2e18, &[], 8.0);
+        check("day_of_month", 9.2e18, &[], 31.0);
+        check("year", -62_198_755_200.0, &[], -1.0);
+        check("days_in_month", -62_198_755_200.0, &[], 31.0);
     }
 
     #[test]

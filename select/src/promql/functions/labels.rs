@@ -11,7 +11,7 @@
 //! and `\b` are ASCII-only (the `regex` crate makes them Unicode-aware,
 //! so they are rewritten to ASCII classes first).
 
-use regex::Regex;
+use regex::{Regex, RegexBuilder};
 use strata_storage::Label;
 
 use crate::promql::value::Labels;
@@ -48,10 +48,14 @@ impl Replace {
     /// (also when the vector is empty: the query fails either way).
     pub fn new(dst: &str, replacement: &str, src: &str, regex: &str) -> Result<Self, LabelError> {
         let anchored = format!("^(?:{})$", ascii_perl_classes(regex));
-        let compiled = Regex::new(&anchored).map_err(|e| LabelError::InvalidRegex {
-            regex: regex.to_owned(),
-            source: Box::new(e),
-        })?;
+        // RE2 reads `\101` as an octal escape.
+        let compiled = RegexBuilder::new(&anchored)
+            .octal(true)
+            .build()
+            .map_err(|e| LabelError::InvalidRegex {
+                regex: regex.to_owned(),
+                source: Box::new(e),
+            })?;
         if !is_valid_label_name(dst) {
             return Err(LabelError::InvalidDestination {
                 function: "label_replace",
@@ -108,8 +112,7 @@ pub fn validate_label_join<S: AsRef<str>>(dst: &str, srcs: &[S]) -> Result<(), L
     Ok(())
 }
 
-/// `label_join`: `dst` becomes the values of `srcs` (empty when absent)
-/// joined by `separator`, or is removed when that is empty.
+/// `label_join` on one label set: [`validate_label_join`], then [`join`].
 pub fn label_join(
     labels: &[Label],
     dst: &str,
@@ -117,12 +120,19 @@ pub fn label_join(
     srcs: &[&str],
 ) -> Result<Labels, LabelError> {
     validate_label_join(dst, srcs)?;
+    Ok(join(labels, dst, separator, srcs))
+}
+
+/// `label_join` without the name checks (done once per call by
+/// [`validate_label_join`]): `dst` becomes the values of `srcs` (empty when
+/// absent) joined by `separator`, or is removed when that is empty.
+pub fn join<S: AsRef<str>>(labels: &[Label], dst: &str, separator: &str, srcs: &[S]) -> Labels {
     let joined = srcs
         .iter()
-        .map(|src| label_value(labels, src))
+        .map(|src| label_value(labels, src.as_ref()))
         .collect::<Vec<_>>()
         .join(separator);
-    Ok(with_label(labels, dst, &joined))
+    with_label(labels, dst, &joined)
 }
 
 /// Whether `name` is a legal label name: `[a-zA-Z_][a-zA-Z0-9_]*`.
@@ -447,6 +457,22 @@ mod tests {
             ("d", "<$1>", "src", "b(.*)|a(.*)"),
             Ok(&[("src", "ab12"), ("d", "<>")]),
         );
+        // All of the above at once, as promtool expands it.
+        check(
+            n,
+            (
+                "d",
+                "<$1x|${1}x|$$1|$-$|${1|$01|$2|$0>",
+                "src",
+                "([a-z]+)(.*)",
+            ),
+            Ok(&[("src", "ab12"), ("d", "<|abx|$1|$-$|${1||12|ab12>")]),
+        );
+        check(
+            n,
+            ("d", "$1", "src", "a([&&[~b]+)12"),
+            Ok(&[("src", "ab12"), ("d", "b")]),
+        );
         // ASCII-only Perl classes: the Arabic-Indic digit is not `\d`.
         let u = &[("src", "x٣")];
         check(u, ("d", "$1", "src", r"x(\d)"), Ok(u));
@@ -480,6 +506,11 @@ mod tests {
             &[("src", "a&[b")],
             ("d", "$1", "src", r"a([&&[~]+)b"),
             Ok(&[("src", "a&[b"), ("d", "&[")]),
+        );
+        check(
+            &[("src", "A1")],
+            ("d", "$1", "src", r"\101(\d)"),
+            Ok(&[("src", "A1"), ("d", "1")]),
         );
         // Errors.
         check(

@@ -3,11 +3,22 @@
 //! alone. The evaluator (`engine`) selects the windows, evaluates the
 //! arguments, keeps or drops labels, and calls in here.
 //!
-//! - `range`: functions over a range vector window (`rate`, `*_over_time`, ...).
-//! - `elementwise`: functions of one float (`abs`, `clamp`, `day_of_month`, ...).
-//! - `labels`: `label_replace`, `label_join`.
-//! - `histogram`: `histogram_quantile` over classic buckets.
-//! - `stats`: quantile and other helpers shared with aggregations.
+//! - `range`: functions over a range vector window (`rate`, `*_over_time`,
+//!   ...): `lookup`, `arg_count`, `validate_args` (the `holt_winters`
+//!   factors; the query fails on `Err`).
+//! - `elementwise`: functions of one float (`abs`, `clamp`, `day_of_month`,
+//!   ...): `lookup`, `arg_count`, `produces_output` (false for `clamp` with
+//!   `min > max`: the call's result is empty).
+//! - `labels`: `label_replace` (`Replace` compiles once per call),
+//!   `label_join` (`validate_label_join` once, then `join` per series).
+//! - `histogram`: `histogram_quantile` over classic buckets
+//!   (`bucket_quantile`, `parse_le`).
+//! - `stats`: quantile, compensated sums, streaming mean and variance, for
+//!   functions and aggregations alike.
+//!
+//! What stays with the evaluator: `pi()`, `time()`, `timestamp()`,
+//! `vector()`, `scalar()`, `absent*()`, `sort*()`, dropping `__name__`
+//! (kept by `last_over_time` only), and the duplicate label set check.
 
 pub mod elementwise;
 pub mod histogram;
