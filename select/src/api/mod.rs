@@ -338,13 +338,17 @@ mod tests {
         let (status, body) = fetch(&router, "/api/v1/query?query=up").await;
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
         assert!(
-            body.starts_with(r#"{"status":"error","errorType":"unavailable","error":"too many queries"#)
-                && body.contains("--query.max-queued-queries"),
+            body.starts_with(
+                r#"{"status":"error","errorType":"unavailable","error":"too many queries"#
+            ) && body.contains("--query.max-queued-queries"),
             "{body}"
         );
         // Lookups that evaluate nothing are not held back.
         let (status, body) = fetch(&router, "/api/v1/labels").await;
-        assert_eq!((status, body.as_str()), (StatusCode::OK, r#"{"status":"success","data":[]}"#));
+        assert_eq!(
+            (status, body.as_str()),
+            (StatusCode::OK, r#"{"status":"success","data":[]}"#)
+        );
 
         release.send(()).expect("release");
         // The slot comes back once the blocked evaluation returns.
@@ -361,7 +365,10 @@ mod tests {
                 assert!(body.contains(r#""resultType":"scalar""#), "{body}");
                 break;
             }
-            assert!(started.elapsed() < Duration::from_secs(5), "slot never freed: {body}");
+            assert!(
+                started.elapsed() < Duration::from_secs(5),
+                "slot never freed: {body}"
+            );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
