@@ -34,8 +34,8 @@ use crate::http::{self, HttpMetrics, Phase, Readiness, Registries};
 #[derive(Clone, Debug, clap::Args)]
 #[group(id = "single")]
 pub struct Config {
-    /// Address to serve HTTP on (import and export, health
-    /// and metrics). Default: 127.0.0.1:8428.
+    /// Address to serve HTTP on (import, export, the Prometheus query
+    /// API, health and metrics). Default: 127.0.0.1:8428.
     #[arg(
         long = "listen",
         env = "STRATA_LISTEN",

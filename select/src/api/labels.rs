@@ -39,7 +39,7 @@ pub async fn names(
             .await
     }
     .await;
-    state.finish("labels", started, result)
+    state.finish("labels", started, &headers, result).await
 }
 
 pub async fn values(
@@ -68,7 +68,9 @@ pub async fn values(
             .await
     }
     .await;
-    state.finish("label_values", started, result)
+    state
+        .finish("label_values", started, &headers, result)
+        .await
 }
 
 /// The common parameters of both lookups.

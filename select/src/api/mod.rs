@@ -10,7 +10,9 @@
 //!   admission of queries.
 //!
 //! Every endpoint answers GET and POST (form body). Work that reads storage
-//! or evaluates runs on a blocking thread.
+//! or evaluates runs on a blocking thread. Answers of 1 KiB and more are
+//! gzip-compressed when the client accepts it (Grafana and the Go client
+//! do), as Prometheus does: query results compress about tenfold.
 //!
 //! Error types and their status codes (as Prometheus): `bad_data` 400,
 //! `execution` 422, `canceled` 499, `timeout` 503, `internal` 500,
@@ -18,11 +20,12 @@
 //! `Retry-After`, because it always means "try again later": a query refused
 //! by the admission limits or storage that is shutting down.
 
+use std::io::Write as _;
 use std::sync::Arc;
 use std::time::Instant;
 
 use axum::Router;
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use strata_storage::StorageError;
@@ -44,6 +47,10 @@ use params::ParamError;
 
 /// Seconds a client should wait before retrying an `unavailable` answer.
 const RETRY_AFTER_SECONDS: &str = "5";
+/// Shorter answers are sent as they are: compressing saves less than it costs.
+const GZIP_MIN_BYTES: usize = 1024;
+/// Longer answers are compressed on a blocking thread.
+const GZIP_BLOCKING_BYTES: usize = 256 * 1024;
 
 /// Prometheus' `errorType`s.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -171,22 +178,85 @@ pub struct ApiState {
     pub metrics: Metrics,
 }
 
+/// Whether the request's `Accept-Encoding` allows gzip.
+pub fn accepts_gzip(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::ACCEPT_ENCODING)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|item| {
+            let mut parts = item.split(';');
+            let coding = parts.next().unwrap_or_default().trim();
+            let refused = parts.any(|p| {
+                p.trim()
+                    .strip_prefix("q=")
+                    .and_then(|q| q.trim().parse::<f32>().ok())
+                    .is_some_and(|q| q == 0.0)
+            });
+            (coding.eq_ignore_ascii_case("gzip") || coding == "*") && !refused
+        })
+}
+
+fn gzip(body: &[u8]) -> std::io::Result<Vec<u8>> {
+    let mut encoder = flate2::write::GzEncoder::new(
+        Vec::with_capacity(body.len() / 4),
+        flate2::Compression::fast(),
+    );
+    encoder.write_all(body)?;
+    encoder.finish()
+}
+
+/// A 200 answer, compressed when allowed and worth it.
+async fn success_response(body: String, gzip_allowed: bool) -> Response {
+    if !gzip_allowed || body.len() < GZIP_MIN_BYTES {
+        return json_response(StatusCode::OK, body);
+    }
+    let (body, compressed) = if body.len() >= GZIP_BLOCKING_BYTES {
+        let compressing = tokio::task::spawn_blocking(move || {
+            let compressed = gzip(body.as_bytes());
+            (body, compressed)
+        });
+        match compressing.await {
+            Ok(done) => done,
+            Err(e) => {
+                return ApiError::internal(format!("compression task failed: {e}")).into_response();
+            }
+        }
+    } else {
+        let compressed = gzip(body.as_bytes());
+        (body, compressed)
+    };
+    let Ok(compressed) = compressed else {
+        return json_response(StatusCode::OK, body);
+    };
+    let mut response = (StatusCode::OK, compressed).into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    headers.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+    headers.insert(header::VARY, HeaderValue::from_static("Accept-Encoding"));
+    response
+}
+
 impl ApiState {
-    /// Counts the request, logs server-side failures, and renders the answer.
-    pub fn finish(
+    /// Counts the request, logs server-side failures, and renders the answer
+    /// (gzip-compressed when `headers` allow it).
+    pub async fn finish(
         &self,
         endpoint: &'static str,
         started: Instant,
+        headers: &HeaderMap,
         result: Result<Answer, ApiError>,
     ) -> Response {
         let seconds = started.elapsed().as_secs_f64();
         match result {
             Ok(answer) => {
                 self.metrics.api_request(endpoint, "ok", seconds);
-                json_response(
-                    StatusCode::OK,
-                    json::success(&answer.data, &answer.warnings),
-                )
+                let body = json::success(&answer.data, &answer.warnings);
+                success_response(body, accepts_gzip(headers)).await
             }
             Err(e) => {
                 self.metrics.api_request(endpoint, e.kind.as_str(), seconds);
@@ -265,6 +335,18 @@ mod tests {
     struct BlockingSource {
         entered: Mutex<Sender<()>>,
         release: Mutex<Receiver<()>>,
+        names: Vec<String>,
+    }
+
+    fn blocking_source(names: Vec<String>) -> (Arc<BlockingSource>, Receiver<()>, Sender<()>) {
+        let (entered_tx, entered) = channel();
+        let (release, release_rx) = channel();
+        let source = Arc::new(BlockingSource {
+            entered: Mutex::new(entered_tx),
+            release: Mutex::new(release_rx),
+            names,
+        });
+        (source, entered, release)
     }
 
     impl Source for BlockingSource {
@@ -282,7 +364,7 @@ mod tests {
             _: TimeRange,
             _: usize,
         ) -> Result<Vec<String>, StorageError> {
-            Ok(Vec::new())
+            Ok(self.names.clone())
         }
         fn label_values(
             &self,
@@ -308,12 +390,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn busy_slots_refuse_and_timeouts_answer_while_evaluation_runs_on() {
-        let (entered_tx, entered) = channel();
-        let (release, release_rx) = channel();
-        let source = Arc::new(BlockingSource {
-            entered: Mutex::new(entered_tx),
-            release: Mutex::new(release_rx),
-        });
+        let (source, entered, release) = blocking_source(Vec::new());
         let config = Config {
             max_concurrent_queries: 1,
             max_queued_queries: 0,
@@ -371,5 +448,69 @@ mod tests {
             );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
+    }
+
+    #[test]
+    fn gzip_acceptance() {
+        let check = |value: &str, want: bool| {
+            let mut headers = HeaderMap::new();
+            headers.insert(header::ACCEPT_ENCODING, value.parse().expect("header"));
+            assert_eq!(accepts_gzip(&headers), want, "{value}");
+        };
+        check("gzip", true);
+        check("gzip, deflate, br", true);
+        check("br;q=1.0, GZIP;q=0.5", true);
+        check("*", true);
+        check("deflate", false);
+        check("gzip;q=0", false);
+        check("identity", false);
+        assert!(!accepts_gzip(&HeaderMap::new()));
+    }
+
+    #[tokio::test]
+    async fn large_answers_are_gzipped_when_accepted() {
+        use std::io::Read as _;
+
+        let names: Vec<String> = (0..500).map(|i| format!("label_{i:04}")).collect();
+        let (source, _entered, _release) = blocking_source(names.clone());
+        let router = router(source, &Config::default(), Metrics::default());
+        let plain = fetch(&router, "/api/v1/labels").await.1;
+        assert!(plain.len() > GZIP_MIN_BYTES, "{}", plain.len());
+
+        let request = Request::get("/api/v1/labels")
+            .header(header::ACCEPT_ENCODING, "gzip, deflate")
+            .body(Body::empty())
+            .expect("request");
+        let response = router.clone().oneshot(request).await.expect("infallible");
+        assert_eq!(response.status(), StatusCode::OK);
+        let headers = response.headers().clone();
+        assert_eq!(
+            headers.get(header::CONTENT_ENCODING).map(|v| v.as_bytes()),
+            Some(&b"gzip"[..])
+        );
+        assert_eq!(
+            headers.get(header::CONTENT_TYPE).map(|v| v.as_bytes()),
+            Some(&b"application/json"[..])
+        );
+        let body = to_bytes(response.into_body(), 1 << 20).await.expect("body");
+        assert!(
+            body.len() < plain.len() / 2,
+            "{} vs {}",
+            body.len(),
+            plain.len()
+        );
+        let mut unzipped = String::new();
+        flate2::read::GzDecoder::new(&body[..])
+            .read_to_string(&mut unzipped)
+            .expect("gunzip");
+        assert_eq!(unzipped, plain);
+
+        // Small answers stay plain.
+        let request = Request::get("/api/v1/status/buildinfo")
+            .header(header::ACCEPT_ENCODING, "gzip")
+            .body(Body::empty())
+            .expect("request");
+        let response = router.clone().oneshot(request).await.expect("infallible");
+        assert!(response.headers().get(header::CONTENT_ENCODING).is_none());
     }
 }

@@ -59,7 +59,7 @@ pub async fn instant(
         evaluate(&state, request, started).await
     }
     .await;
-    state.finish("query", started, result)
+    state.finish("query", started, &headers, result).await
 }
 
 pub async fn range(
@@ -112,7 +112,7 @@ pub async fn range(
         evaluate(&state, request, started).await
     }
     .await;
-    state.finish("query_range", started, result)
+    state.finish("query_range", started, &headers, result).await
 }
 
 /// Refuses range queries with more points per series than the limit.
@@ -337,7 +337,9 @@ pub async fn format(
         json::push_str(&mut data, &expr.prettify());
         Ok(Answer::new(data))
     })();
-    state.finish("format_query", started, result)
+    state
+        .finish("format_query", started, &headers, result)
+        .await
 }
 
 /// No exemplars are stored: a valid request gets an empty list.
@@ -360,7 +362,9 @@ pub async fn exemplars(
             .map_err(ApiError::bad_data)?;
         Ok(Answer::new("[]".to_string()))
     })();
-    state.finish("query_exemplars", started, result)
+    state
+        .finish("query_exemplars", started, &headers, result)
+        .await
 }
 
 pub fn now_ms() -> i64 {

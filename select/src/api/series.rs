@@ -84,5 +84,5 @@ pub async fn series(
         Ok(Answer { data, warnings })
     }
     .await;
-    state.finish("series", started, result)
+    state.finish("series", started, &headers, result).await
 }

@@ -44,7 +44,7 @@ pub const PROMETHEUS_VERSION: &str = "2.53.0";
 const DEFAULT_TSDB_LIMIT: usize = 10;
 const MS_PER_DAY: i64 = 86_400_000;
 
-pub async fn buildinfo(State(state): State<ApiState>) -> Response {
+pub async fn buildinfo(State(state): State<ApiState>, headers: HeaderMap) -> Response {
     let started = Instant::now();
     let mut data = String::from("{\"version\":");
     json::push_str(&mut data, PROMETHEUS_VERSION);
@@ -54,7 +54,9 @@ pub async fn buildinfo(State(state): State<ApiState>) -> Response {
     );
     json::push_str(&mut data, env!("CARGO_PKG_VERSION"));
     data.push('}');
-    state.finish("buildinfo", started, Ok(Answer::new(data)))
+    state
+        .finish("buildinfo", started, &headers, Ok(Answer::new(data)))
+        .await
 }
 
 /// No metric metadata is stored yet: a valid request gets `{}`.
@@ -76,7 +78,7 @@ pub async fn metadata(
         }
         Ok(Answer::new("{}".to_string()))
     })();
-    state.finish("metadata", started, result)
+    state.finish("metadata", started, &headers, result).await
 }
 
 pub async fn tsdb(
@@ -150,7 +152,7 @@ pub async fn tsdb(
         Ok(Answer::new(data))
     }
     .await;
-    state.finish("tsdb_status", started, result)
+    state.finish("tsdb_status", started, &headers, result).await
 }
 
 /// `[{"name":..,"value":..}]` of the `limit` largest, largest first, ties by name.
