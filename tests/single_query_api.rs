@@ -384,7 +384,7 @@ fn query_parameter_errors_have_prometheus_shapes() {
     bad_data(
         range(&with("step", "0.001")),
         "exceeded maximum resolution of 11,000 points per timeseries. Try decreasing the query \
-         resolution (?step=XX); the limit is --query.max-points-per-series",
+         resolution (?step=XX)",
     );
     let response = range(&with("query", "up["));
     assert_eq!(response.status, 400, "{}", response.body);

@@ -149,13 +149,15 @@ impl Default for Config {
 }
 
 impl Config {
-    /// The engine settings these flags give.
+    /// The engine settings these flags give. The points limit is left to
+    /// the HTTP API, which checks it before a query takes a slot, with
+    /// Prometheus' rule (whole steps in the range, so `max + 1` points pass).
     pub fn engine_options(&self) -> EngineOptions {
         EngineOptions {
             lookback_delta: self.lookback_delta,
             max_series: self.max_series,
             max_samples: self.max_samples,
-            max_points_per_series: self.max_points_per_series,
+            max_points_per_series: 0,
             timeout: self.timeout,
             ..EngineOptions::default()
         }

@@ -14,12 +14,15 @@
 //! {"resultType":"string","result":[1700000000,"text"]}
 //! ```
 //!
-//! - Timestamps are seconds: the integer part, then `.` and exactly three
-//!   digits of milliseconds when those are not zero (`1.500`, `1.005`).
-//! - Sample values are strings: the shortest decimal that parses back to the
-//!   same float, without an exponent unless `|v| < 1e-6` or `|v| >= 1e21`
-//!   (then `1e-07`, `1.5e+21`: at least two exponent digits, with a sign);
-//!   `NaN`, `+Inf`, `-Inf` for the rest.
+//! - Timestamps of vector and matrix samples are seconds: the integer part,
+//!   then `.` and exactly three digits of milliseconds when those are not
+//!   zero (`1.500`, `1.005`). Scalar and string results write the time as
+//!   the shortest float instead (`1.5`, `1.005`).
+//! - Values of vector and matrix samples are strings: the shortest decimal
+//!   that parses back to the same float, without an exponent unless
+//!   `|v| < 1e-6` or `|v| >= 1e21` (then `1e-07`, `1.5e+21`: at least two
+//!   exponent digits, with a sign); `NaN`, `+Inf`, `-Inf` for the rest.
+//!   Scalar values never use an exponent (`0.0000001`).
 //! - Strings escape `<`, `>`, `&`, U+2028 and U+2029 as `\u003c`... as
 //!   Prometheus does.
 //! - Labels of a series are an object with keys in label-name order.
@@ -89,6 +92,21 @@ pub fn push_float(out: &mut String, v: f64) {
     }
 }
 
+/// Appends a value as Prometheus writes scalars: never with an exponent.
+pub fn push_plain_float(out: &mut String, v: f64) {
+    if v.is_finite() {
+        let _ = write!(out, "{v}");
+    } else {
+        push_float(out, v);
+    }
+}
+
+/// Appends milliseconds `t` as the shortest float of seconds (scalar and
+/// string results).
+fn push_float_seconds(out: &mut String, t: i64) {
+    let _ = write!(out, "{}", t as f64 / 1000.0);
+}
+
 /// Appends a `[<seconds>,"<value>"]` pair.
 pub fn push_point(out: &mut String, t: i64, v: f64) {
     out.push('[');
@@ -130,10 +148,16 @@ pub fn push_result(out: &mut String, value: &Value) {
     push_str(out, value.type_name());
     out.push_str(",\"result\":");
     match value {
-        Value::Scalar { t, v } => push_point(out, *t, *v),
+        Value::Scalar { t, v } => {
+            out.push('[');
+            push_float_seconds(out, *t);
+            out.push_str(",\"");
+            push_plain_float(out, *v);
+            out.push_str("\"]");
+        }
         Value::String { t, s } => {
             out.push('[');
-            push_timestamp(out, *t);
+            push_float_seconds(out, *t);
             out.push(',');
             push_str(out, s);
             out.push(']');
@@ -278,11 +302,22 @@ mod tests {
             r#""resultType":"scalar","result":[1,"2"]"#,
         );
         check(
+            Value::Scalar { t: -1_050, v: 1e21 },
+            r#""resultType":"scalar","result":[-1.05,"1000000000000000000000"]"#,
+        );
+        check(
+            Value::Scalar {
+                t: 1_700_000_000_123,
+                v: 1e-7,
+            },
+            r#""resultType":"scalar","result":[1700000000.123,"0.0000001"]"#,
+        );
+        check(
             Value::String {
                 t: 1_500,
                 s: "x".into(),
             },
-            r#""resultType":"string","result":[1.500,"x"]"#,
+            r#""resultType":"string","result":[1.5,"x"]"#,
         );
         check(
             Value::Vector(vec![Sample {

@@ -513,4 +513,32 @@ mod tests {
         let response = router.clone().oneshot(request).await.expect("infallible");
         assert!(response.headers().get(header::CONTENT_ENCODING).is_none());
     }
+
+    #[tokio::test]
+    async fn a_changed_points_limit_names_its_flag() {
+        let (source, _entered, _release) = blocking_source(Vec::new());
+        let config = Config {
+            max_points_per_series: 10,
+            ..Config::default()
+        };
+        let router = router(source, &config, Metrics::default());
+        let (status, body) = fetch(
+            &router,
+            "/api/v1/query_range?query=1&start=0&end=150&step=10",
+        )
+        .await;
+        assert_eq!(
+            (status, body.as_str()),
+            (
+                StatusCode::BAD_REQUEST,
+                r#"{"status":"error","errorType":"bad_data","error":"exceeded maximum resolution of 10 points per timeseries (set by --query.max-points-per-series). Try decreasing the query resolution (?step=XX)"}"#
+            )
+        );
+        let (status, _) = fetch(
+            &router,
+            "/api/v1/query_range?query=1&start=0&end=100&step=10",
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK);
+    }
 }

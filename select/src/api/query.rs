@@ -124,11 +124,17 @@ fn check_points(state: &ApiState, start: i64, end: i64, step: Duration) -> Resul
     // As Prometheus: whole steps in the range, in nanoseconds.
     let points = (i128::from(end) - i128::from(start)) * 1_000_000 / step.as_nanos().max(1) as i128;
     if points > max as i128 {
+        // Prometheus' exact words at its fixed limit; naming the flag once
+        // an operator has changed it.
+        let flag_note = if max == crate::config::DEFAULT_MAX_POINTS_PER_SERIES {
+            String::new()
+        } else {
+            format!(" (set by {})", flag::MAX_POINTS_PER_SERIES)
+        };
         return Err(ApiError::bad_data(format!(
-            "exceeded maximum resolution of {} points per timeseries. Try decreasing \
-             the query resolution (?step=XX); the limit is {}",
+            "exceeded maximum resolution of {} points per timeseries{flag_note}. Try \
+             decreasing the query resolution (?step=XX)",
             with_thousands(max),
-            flag::MAX_POINTS_PER_SERIES
         )));
     }
     Ok(())
