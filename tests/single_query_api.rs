@@ -17,28 +17,74 @@ fn t0() -> i64 {
     (now_ms() / 1000 - 600) * 1000
 }
 
-/// Imports the fixture: two `up` series, a counter rising 1/s, a gauge.
+/// The fixture: two `up` series, a counter rising 1/s, a gauge; samples at
+/// `t0 + k * 15s`.
+fn fixture() -> Vec<(&'static [(&'static str, &'static str)], Vec<f64>)> {
+    vec![
+        (
+            &[("__name__", "up"), ("job", "a"), ("instance", "x")],
+            vec![1.0; 5],
+        ),
+        (
+            &[("__name__", "up"), ("job", "b"), ("instance", "y")],
+            vec![0.0; 5],
+        ),
+        (
+            &[("__name__", "e2e_requests_total"), ("job", "a")],
+            vec![0.0, 15.0, 30.0, 45.0, 60.0],
+        ),
+        (
+            &[("__name__", "node_cpu"), ("job", "a"), ("cpu", "0")],
+            vec![0.25],
+        ),
+    ]
+}
+
+/// The fixture as import lines.
+fn fixture_json(t0: i64) -> String {
+    let mut lines = Vec::new();
+    for (labels, values) in fixture() {
+        let metric: Vec<String> = labels
+            .iter()
+            .map(|(k, v)| format!(r#""{k}":"{v}""#))
+            .collect();
+        let values: Vec<String> = values.iter().map(ToString::to_string).collect();
+        let ts: Vec<String> = (0..values.len() as i64)
+            .map(|i| (t0 + i * 15_000).to_string())
+            .collect();
+        lines.push(format!(
+            r#"{{"metric":{{{}}},"values":[{}],"timestamps":[{}]}}"#,
+            metric.join(","),
+            values.join(","),
+            ts.join(",")
+        ));
+    }
+    lines.join("\n")
+}
+
+/// The fixture in the OpenMetrics text format, for `promtool tsdb create-blocks-from`.
+fn fixture_openmetrics(t0: i64) -> String {
+    let mut text = String::new();
+    for (labels, values) in fixture() {
+        let name = labels[0].1;
+        let rest: Vec<String> = labels[1..]
+            .iter()
+            .map(|(k, v)| format!(r#"{k}="{v}""#))
+            .collect();
+        for (i, v) in values.iter().enumerate() {
+            let t = t0 + i as i64 * 15_000;
+            text.push_str(&format!("{name}{{{}}} {v} {}\n", rest.join(","), secs(t)));
+        }
+    }
+    text.push_str("# EOF\n");
+    text
+}
+
+/// Starts `strata single` with `args` and imports the fixture.
 fn start_with_fixture(args: &[&str]) -> (Single, i64) {
     let single = Single::start_with_args(BIN, args);
     let t0 = t0();
-    let ts: Vec<String> = (0..5).map(|i| (t0 + i * 15_000).to_string()).collect();
-    let ts = ts.join(",");
-    let body = [
-        format!(
-            r#"{{"metric":{{"__name__":"up","job":"a","instance":"x"}},"values":[1,1,1,1,1],"timestamps":[{ts}]}}"#
-        ),
-        format!(
-            r#"{{"metric":{{"__name__":"up","job":"b","instance":"y"}},"values":[0,0,0,0,0],"timestamps":[{ts}]}}"#
-        ),
-        format!(
-            r#"{{"metric":{{"__name__":"e2e_requests_total","job":"a"}},"values":[0,15,30,45,60],"timestamps":[{ts}]}}"#
-        ),
-        format!(
-            r#"{{"metric":{{"__name__":"node_cpu","job":"a","cpu":"0"}},"values":[0.25],"timestamps":[{t0}]}}"#
-        ),
-    ]
-    .join("\n");
-    let imported = single.import(&body);
+    let imported = single.import(&fixture_json(t0));
     assert_eq!(imported.status, 204, "{}", imported.body);
     (single, t0)
 }
@@ -640,11 +686,21 @@ struct Prometheus {
 }
 
 impl Prometheus {
-    /// `None` when peers are opted out and `prometheus` is missing.
-    fn start() -> Option<Prometheus> {
+    /// `None` when peers are opted out and `prometheus` is missing. With
+    /// `openmetrics`, its samples are loaded first (`promtool tsdb
+    /// create-blocks-from openmetrics`).
+    fn start(openmetrics: Option<&str>) -> Option<Prometheus> {
         let addr = strata_e2e::free_port();
         let dir = std::env::temp_dir().join(format!("strata-e2e-prometheus-{}", addr.port()));
         std::fs::create_dir_all(&dir).expect("prometheus dir");
+        if let Some(text) = openmetrics {
+            let file = dir.join("data.om");
+            std::fs::write(&file, text).expect("openmetrics file");
+            let data = dir.join("data");
+            let file = file.to_string_lossy().into_owned();
+            let data = data.to_string_lossy().into_owned();
+            promtool(&["tsdb", "create-blocks-from", "openmetrics", &file, &data])?;
+        }
         let config = dir.join("prometheus.yml");
         std::fs::write(&config, "global:\n  scrape_interval: 1h\n").expect("prometheus config");
         let log = std::fs::File::create(dir.join("prometheus.log")).expect("prometheus log");
@@ -714,7 +770,7 @@ fn fetch(url: &str) -> Option<(u16, String)> {
 /// 2.53 details it lacks are left out here and tested above).
 #[test]
 fn answers_match_a_real_prometheus() {
-    let Some(prometheus) = Prometheus::start() else {
+    let Some(prometheus) = Prometheus::start(None) else {
         return;
     };
     let single = Single::start(BIN);
@@ -791,5 +847,62 @@ fn answers_match_a_real_prometheus() {
             "{path}: {body} / {}",
             got.body
         );
+    }
+}
+
+/// Sorts the `result` of a query answer by metric: the order of an instant
+/// vector is unspecified.
+fn sorted_result(body: &str) -> Value {
+    let mut value: Value = serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"));
+    if let Some(result) = value["data"]["result"].as_array_mut() {
+        result.sort_by_key(|s| s["metric"].to_string());
+    }
+    value
+}
+
+/// The same samples in Strata and in Prometheus give the same series,
+/// labels and query answers.
+#[test]
+fn answers_on_the_same_data_match_a_real_prometheus() {
+    let t0 = t0();
+    let Some(prometheus) = Prometheus::start(Some(&fixture_openmetrics(t0))) else {
+        return;
+    };
+    let single = Single::start(BIN);
+    assert_eq!(single.import(&fixture_json(t0)).status, 204);
+    let at = secs(t0 + 60_000);
+    let start = secs(t0);
+    let exact: Vec<String> = [
+        "series?match[]=up".to_string(),
+        "series?match[]=up%7Bjob%3D%22a%22%7D&match[]=node_cpu".to_string(),
+        "series?match[]=%7Bjob%3D%22a%22%7D".to_string(),
+        format!("series?match[]=up&start=0&end={}", secs(t0 - 60_000)),
+        "labels".to_string(),
+        "labels?match[]=node_cpu".to_string(),
+        "label/job/values".to_string(),
+        "label/__name__/values".to_string(),
+        "label/instance/values?match[]=up%7Bjob%3D%22b%22%7D".to_string(),
+        format!("query?query=node_cpu&time={at}"),
+        format!("query?query=sum(up)&time={at}"),
+        format!("query?query=rate(e2e_requests_total%5B1m%5D)&time={at}"),
+        format!("query_range?query=up&start={start}&end={at}&step=15"),
+        format!("query_range?query=sum%20by%20(job)(up)&start={start}&end={at}&step=20s"),
+        format!("query_range?query=node_cpu&start={start}&end={at}&step=7.5"),
+    ]
+    .into();
+    for path in &exact {
+        let want = fetch(&format!("{}/api/v1/{path}", prometheus.url)).expect("prometheus answers");
+        let got = single.get(&format!("/api/v1/{path}"));
+        assert_eq!((got.status, got.body), want, "{path}");
+    }
+    for path in [
+        format!("query?query=up&time={at}"),
+        format!("query?query=%7Bjob%3D%22a%22%7D&time={at}"),
+    ] {
+        let (status, body) =
+            fetch(&format!("{}/api/v1/{path}", prometheus.url)).expect("prometheus");
+        let got = single.get(&format!("/api/v1/{path}"));
+        assert_eq!(got.status, status, "{path}");
+        assert_eq!(sorted_result(&got.body), sorted_result(&body), "{path}");
     }
 }
