@@ -17,9 +17,12 @@ fn t0() -> i64 {
     (now_ms() / 1000 - 600) * 1000
 }
 
+/// Label pairs of a fixture series, `__name__` first.
+type Labels = &'static [(&'static str, &'static str)];
+
 /// The fixture: two `up` series, a counter rising 1/s, a gauge; samples at
 /// `t0 + k * 15s`.
-fn fixture() -> Vec<(&'static [(&'static str, &'static str)], Vec<f64>)> {
+fn fixture() -> Vec<(Labels, Vec<f64>)> {
     vec![
         (
             &[("__name__", "up"), ("job", "a"), ("instance", "x")],
