@@ -47,6 +47,8 @@ use params::ParamError;
 
 /// Seconds a client should wait before retrying an `unavailable` answer.
 const RETRY_AFTER_SECONDS: &str = "5";
+/// How storage failures begin, to tell them from admission refusals.
+const STORAGE_ERROR_PREFIX: &str = "cannot read series: ";
 /// Shorter answers are sent as they are: compressing saves less than it costs.
 const GZIP_MIN_BYTES: usize = 1024;
 /// Longer answers are compressed on a blocking thread.
@@ -118,7 +120,7 @@ impl ApiError {
         } else {
             ErrorType::Internal
         };
-        ApiError::new(kind, format!("cannot read series: {e}"))
+        ApiError::new(kind, format!("{STORAGE_ERROR_PREFIX}{e}"))
     }
 }
 
@@ -260,7 +262,11 @@ impl ApiState {
             }
             Err(e) => {
                 self.metrics.api_request(endpoint, e.kind.as_str(), seconds);
-                if matches!(e.kind, ErrorType::Internal | ErrorType::Unavailable) {
+                // Refusals by the admission limits are counted, not logged:
+                // under overload they would flood the log.
+                let storage_down =
+                    e.kind == ErrorType::Unavailable && e.message.starts_with(STORAGE_ERROR_PREFIX);
+                if e.kind == ErrorType::Internal || storage_down {
                     tracing::warn!(endpoint, error = %e, "API request failed.");
                 }
                 e.into_response()
