@@ -104,6 +104,14 @@ fn post_form(single: &Single, path: &str, params: &[(&str, &str)]) -> Response {
     )
 }
 
+fn post_form_raw(single: &Single, path: &str, form: &str) -> Response {
+    single.post(
+        path,
+        form.as_bytes().to_vec(),
+        &[("Content-Type", "application/x-www-form-urlencoded")],
+    )
+}
+
 /// Checks status, content type and the exact body.
 fn check(response: Response, status: u16, body: &str) {
     assert_eq!(
@@ -761,6 +769,18 @@ impl Drop for Prometheus {
     }
 }
 
+/// POST `form` (URL-encoded) to `url`: status and body.
+fn post_fetch(url: &str, form: &str) -> (u16, String) {
+    let response = reqwest::blocking::Client::new()
+        .post(url)
+        .header("Content-Type", "application/x-www-form-urlencoded")
+        .body(form.to_string())
+        .send()
+        .unwrap_or_else(|e| panic!("POST {url}: {e}"));
+    let status = response.status().as_u16();
+    (status, response.text().expect("body"))
+}
+
 /// GET `url`: status and body, `None` when the connection fails.
 fn fetch(url: &str) -> Option<(u16, String)> {
     let response = reqwest::blocking::get(url).ok()?;
@@ -801,6 +821,13 @@ fn answers_match_a_real_prometheus() {
         "query_range?query=vector(2)*time()&start=100.5&end=101&step=0.25",
         "query_range?query=time()&start=0&end=3600&step=1m",
         "query_range?query=up&start=0&end=100&step=10",
+        // Time and duration forms.
+        "query?query=time()&time=2023-11-14T22:13:20.123456789Z",
+        "query?query=time()&time=2023-11-15T00:13:20%2B02:00",
+        "query?query=time()&time=1e9",
+        "query_range?query=time()&start=2023-11-14T22:00:00Z&end=2023-11-14T23:30:00Z&step=1h30m",
+        "query_range?query=time()&start=100&end=100&step=1",
+        "query_range?query=time()&start=100&end=101&step=0.5",
         // Parameter errors.
         "query?query=up&timeout=soon",
         "query_range?query=up&end=200&step=15s",
@@ -879,6 +906,12 @@ fn answers_on_the_same_data_match_a_real_prometheus() {
         "series?match[]=up".to_string(),
         "series?match[]=up%7Bjob%3D%22a%22%7D&match[]=node_cpu".to_string(),
         "series?match[]=%7Bjob%3D%22a%22%7D".to_string(),
+        "series?match[]=up&match[]=up".to_string(),
+        format!("series?match[]=up&start={start}&end={at}"),
+        "labels?match[]=%7B__name__%3D~%22.%2B%22%7D".to_string(),
+        format!("label/__name__/values?start={start}&end={at}"),
+        format!("query?query=count_over_time(up%5B1m%5D)&time={at}"),
+        format!("query?query=max_over_time(node_cpu%5B10m%5D)%20*%202&time={at}"),
         format!("series?match[]=up&start=0&end={}", secs(t0 - 60_000)),
         "labels".to_string(),
         "labels?match[]=node_cpu".to_string(),
