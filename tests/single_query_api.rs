@@ -847,6 +847,9 @@ fn answers_match_a_real_prometheus() {
         "label/job/values",
         "metadata",
         "query_exemplars?query=up",
+        "query_exemplars?query=1%2Babs(vector(1))",
+        "query_exemplars?query=sum(rate(up%5B5m%5D))",
+        "query_exemplars?query=up&start=100&end=50",
         "format_query?query=sum(rate(x%5B5m%5D))by(job)",
     ];
     for path in same {

@@ -15,8 +15,9 @@ use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use axum::extract::{RawQuery, State};
-use axum::http::HeaderMap;
-use axum::response::Response;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use promql_parser::parser::Expr;
 
 use super::json;
 use super::params::{ParamError, Params};
@@ -364,13 +365,44 @@ pub async fn exemplars(
                 "end timestamp must not be before start timestamp",
             ));
         }
-        promql_parser::parser::parse(params.get("query").unwrap_or_default())
+        let expr = promql_parser::parser::parse(params.get("query").unwrap_or_default())
             .map_err(ApiError::bad_data)?;
-        Ok(Answer::new("[]".to_string()))
+        Ok(has_selector(&expr))
     })();
-    state
-        .finish("query_exemplars", started, &headers, result)
-        .await
+    match result {
+        // As Prometheus: a query without selectors has no exemplars to
+        // look for, answered with an empty 204.
+        Ok(false) => {
+            let seconds = started.elapsed().as_secs_f64();
+            state.metrics.api_request("query_exemplars", "ok", seconds);
+            StatusCode::NO_CONTENT.into_response()
+        }
+        Ok(true) => {
+            let answer = Ok(Answer::new("[]".to_string()));
+            state
+                .finish("query_exemplars", started, &headers, answer)
+                .await
+        }
+        Err(e) => {
+            state
+                .finish("query_exemplars", started, &headers, Err(e))
+                .await
+        }
+    }
+}
+
+/// Whether `expr` reads any series.
+fn has_selector(expr: &Expr) -> bool {
+    match expr {
+        Expr::VectorSelector(_) | Expr::MatrixSelector(_) => true,
+        Expr::NumberLiteral(_) | Expr::StringLiteral(_) | Expr::Extension(_) => false,
+        Expr::Aggregate(a) => has_selector(&a.expr) || a.param.as_deref().is_some_and(has_selector),
+        Expr::Unary(u) => has_selector(&u.expr),
+        Expr::Binary(b) => has_selector(&b.lhs) || has_selector(&b.rhs),
+        Expr::Paren(p) => has_selector(&p.expr),
+        Expr::Subquery(q) => has_selector(&q.expr),
+        Expr::Call(c) => c.args.args.iter().any(|a| has_selector(a)),
+    }
 }
 
 pub fn now_ms() -> i64 {
