@@ -146,7 +146,7 @@ fn symbol(symbols: &[String], r: u32) -> Result<&str, String> {
 }
 
 fn resolve_labels(symbols: &[String], refs: &[u32]) -> Result<Vec<Label>, String> {
-    if refs.len() % 2 != 0 {
+    if !refs.len().is_multiple_of(2) {
         return Err(format!(
             "odd number of label refs ({}): want name, value pairs",
             refs.len()
