@@ -16,9 +16,12 @@ use strata_storage::encoding::synthetic::NodeExporter;
 /// `max_samples_per_send: 10000`.
 const REQUEST_SAMPLES: usize = 10_000;
 
+/// Labels, timestamp and value of one scraped series.
+type ScrapedSeries = (Vec<(String, String)>, i64, f64);
+
 /// One scrape of enough node_exporter hosts for [`REQUEST_SAMPLES`] series
 /// of one sample each, as a live Prometheus streams them.
-fn scrape_series() -> Vec<(Vec<(String, String)>, i64, f64)> {
+fn scrape_series() -> Vec<ScrapedSeries> {
     let fleet = NodeExporter {
         hosts: 1000,
         points: 1,
