@@ -121,7 +121,11 @@ fn parse(c: &mut Criterion) {
         b.iter(|| ExportMetricsServiceRequest::decode(std::hint::black_box(&body[..])))
     });
     group.bench_function("translate only", |b| {
-        b.iter_batched(|| request.clone(), otlp::translate, BatchSize::LargeInput)
+        b.iter_batched(
+            || request.clone(),
+            |r| otlp::translate(r, otlp::DEFAULT_MAX_SERIES_BYTES),
+            BatchSize::LargeInput,
+        )
     });
     group.finish();
 }

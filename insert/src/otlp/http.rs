@@ -52,12 +52,14 @@ pub async fn export(
     }
     let skipped = Arc::new(Mutex::new(Skipped::default()));
     let parse_skipped = skipped.clone();
+    let max_series_bytes = state.max_body_bytes.saturating_mul(4);
     let result = ingest_body(&state, PROTOCOL_OTLP, &headers, body, move |body| {
-        let translated = super::parse(body).map_err(|e| ParseFailure {
-            reason: e.reason(),
-            message: e.to_string(),
-            rows: 0,
-        })?;
+        let translated =
+            super::parse_limited(body, max_series_bytes).map_err(|e| ParseFailure {
+                reason: e.reason(),
+                message: e.to_string(),
+                rows: 0,
+            })?;
         if let Ok(mut slot) = parse_skipped.lock() {
             *slot = translated.skipped;
         }

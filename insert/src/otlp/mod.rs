@@ -32,7 +32,11 @@
 //! series it would have produced. A number point without a value is
 //! skipped (`missing_value`); a histogram point whose bucket counts do not
 //! match its bounds, or whose bounds do not increase, is skipped
-//! (`invalid_histogram`).
+//! (`invalid_histogram`); the points of a metric with an empty name are
+//! skipped (`missing_metric_name`).
+//!
+//! A request whose series would hold more label text than a bound (4 x the
+//! body limit from the HTTP handler) is rejected whole (`too_large_expanded`).
 
 pub mod http;
 pub mod naming;
@@ -91,27 +95,59 @@ impl Skipped {
     }
 }
 
-/// A body that is not a valid `ExportMetricsServiceRequest`.
+/// Bound on the label text one request may expand to, by default: 4 x the
+/// default `--insert.max-body-bytes`.
+pub const DEFAULT_MAX_SERIES_BYTES: u64 = 256 << 20;
+
+/// Why a body is rejected whole.
 #[derive(Debug, PartialEq, thiserror::Error)]
-#[error("cannot decode OTLP ExportMetricsServiceRequest protobuf: {0}")]
-pub struct ParseError(pub String);
+pub enum ParseError {
+    #[error("cannot decode OTLP ExportMetricsServiceRequest protobuf: {0}")]
+    Decode(String),
+    /// Every series repeats its resource and point labels, so a small body
+    /// (one histogram point with thousands of buckets, or many points under
+    /// long resource attributes) can expand a hundredfold in memory.
+    #[error(
+        "request expands to more than {limit} bytes of series labels; split it into smaller \
+         requests (the limit is 4 x --insert.max-body-bytes)"
+    )]
+    TooLarge { limit: u64 },
+}
 
 impl ParseError {
     /// The `reason` label of the rejected-rows counter.
     pub fn reason(&self) -> &'static str {
-        "invalid_protobuf"
+        match self {
+            ParseError::Decode(_) => "invalid_protobuf",
+            ParseError::TooLarge { .. } => "too_large_expanded",
+        }
     }
 }
 
-/// Decodes and translates a whole (decompressed) body.
+/// Decodes and translates a whole (decompressed) body, with the default
+/// expansion bound.
 pub fn parse(body: &[u8]) -> Result<Translated, ParseError> {
-    let request =
-        ExportMetricsServiceRequest::decode(body).map_err(|e| ParseError(e.to_string()))?;
-    Ok(translate(request))
+    parse_limited(body, DEFAULT_MAX_SERIES_BYTES)
 }
 
-/// Turns a decoded request into series.
-pub fn translate(request: ExportMetricsServiceRequest) -> Translated {
+/// Decodes and translates a whole (decompressed) body; fails when the
+/// series' label text would exceed `max_series_bytes`.
+pub fn parse_limited(body: &[u8], max_series_bytes: u64) -> Result<Translated, ParseError> {
+    let request =
+        ExportMetricsServiceRequest::decode(body).map_err(|e| ParseError::Decode(e.to_string()))?;
+    translate(request, max_series_bytes)
+}
+
+/// Turns a decoded request into series, within `max_series_bytes` of label
+/// text.
+pub fn translate(
+    request: ExportMetricsServiceRequest,
+    max_series_bytes: u64,
+) -> Result<Translated, ParseError> {
+    let mut budget = Budget {
+        left: max_series_bytes,
+        exceeded: false,
+    };
     let mut out = Translated::default();
     for resource_metrics in request.resource_metrics {
         let resource_labels = resource_labels(
@@ -133,7 +169,12 @@ pub fn translate(request: ExportMetricsServiceRequest) -> Translated {
                 );
             }
             for metric in scope_metrics.metrics {
-                translate_metric(&base, metric, &mut out);
+                translate_metric(&base, metric, &mut out, &mut budget);
+                if budget.exceeded {
+                    return Err(ParseError::TooLarge {
+                        limit: max_series_bytes,
+                    });
+                }
             }
         }
     }
@@ -143,17 +184,44 @@ pub fn translate(request: ExportMetricsServiceRequest) -> Translated {
         .iter()
         .map(|s| s.samples.len() as u64)
         .sum();
-    out
+    Ok(out)
 }
 
-fn translate_metric(base: &[Label], metric: proto::Metric, out: &mut Translated) {
+/// Label bytes a request may still produce.
+struct Budget {
+    left: u64,
+    exceeded: bool,
+}
+
+fn translate_metric(
+    base: &[Label],
+    metric: proto::Metric,
+    out: &mut Translated,
+    budget: &mut Budget,
+) {
     let Some(data) = metric.data else {
         return;
     };
+    if metric.name.is_empty() {
+        // An empty `__name__` would be dropped as "no such label", storing
+        // the points as nameless series.
+        let points = match &data {
+            Data::Gauge(g) => g.data_points.len(),
+            Data::Sum(s) => s.data_points.len(),
+            Data::Histogram(h) => h.data_points.len(),
+            Data::ExponentialHistogram(h) => h.data_points.len(),
+            Data::Summary(s) => s.data_points.len(),
+        };
+        out.skipped.add("missing_metric_name", points as u64, || {
+            "a metric has an empty name".to_string()
+        });
+        return;
+    }
     let mut emitter = Emitter {
         base,
         metric_name: &metric.name,
         out,
+        budget,
     };
     match data {
         Data::Gauge(gauge) => {
@@ -205,6 +273,7 @@ struct Emitter<'a> {
     base: &'a [Label],
     metric_name: &'a str,
     out: &'a mut Translated,
+    budget: &'a mut Budget,
 }
 
 impl Emitter<'_> {
@@ -317,6 +386,10 @@ impl Emitter<'_> {
     }
 
     fn timestamp(&mut self, time_unix_nano: u64) -> Option<i64> {
+        if self.budget.exceeded {
+            // The request is rejected anyway: stop building series.
+            return None;
+        }
         if time_unix_nano == 0 {
             self.skip("missing_timestamp", "time_unix_nano is 0");
             return None;
@@ -338,6 +411,14 @@ impl Emitter<'_> {
     }
 
     fn push(&mut self, labels: Vec<Label>, timestamp: i64, value: f64) {
+        let bytes: usize = labels.iter().map(|l| l.name.len() + l.value.len()).sum();
+        match self.budget.left.checked_sub(bytes as u64) {
+            Some(left) => self.budget.left = left,
+            None => {
+                self.budget.exceeded = true;
+                return;
+            }
+        }
         self.out.parsed.series.push(SeriesSamples {
             labels,
             samples: vec![Sample::new(timestamp, value)],

@@ -90,7 +90,7 @@ fn lines(translated: &Translated) -> Vec<String> {
 }
 
 fn check(request: ExportMetricsServiceRequest, want: &[&str]) {
-    let got = translate(request);
+    let got = translate(request, DEFAULT_MAX_SERIES_BYTES).expect("within budget");
     assert_eq!(lines(&got), want);
     assert_eq!(got.parsed.rows, want.len() as u64);
     assert_eq!(got.skipped, Skipped::default());
@@ -306,13 +306,17 @@ fn no_recorded_value_is_a_stale_marker() {
 #[test]
 fn bad_points_are_skipped_with_a_reason() {
     let check_skip = |metric: proto::Metric, reason: &str, first: &str| {
-        let got = translate(request(
-            vec![],
-            vec![
-                metric,
-                gauge("ok", vec![number(vec![], NumberValue::AsInt(1))]),
-            ],
-        ));
+        let got = translate(
+            request(
+                vec![],
+                vec![
+                    metric,
+                    gauge("ok", vec![number(vec![], NumberValue::AsInt(1))]),
+                ],
+            ),
+            DEFAULT_MAX_SERIES_BYTES,
+        )
+        .expect("within budget");
         assert_eq!(lines(&got), [format!("ok{{}} 1@{T_MS}")], "{reason}");
         assert_eq!(got.skipped.points, 1, "{reason}");
         assert_eq!(got.skipped.by_reason.get(reason), Some(&1), "{reason}");
@@ -338,6 +342,11 @@ fn bad_points_are_skipped_with_a_reason() {
         ),
         "invalid_histogram",
         "do not increase",
+    );
+    check_skip(
+        gauge("", vec![number(vec![], NumberValue::AsInt(1))]),
+        "missing_metric_name",
+        "empty name",
     );
     check_skip(
         metric(
@@ -404,6 +413,24 @@ fn attributes_are_sanitized_rendered_and_merged() {
             r#"m{{host="resource",http_method="GET;get",key_9lives="cat",key__name__="spoof",list="[\"a\\\"b\",2,null]",map="{{\"k\":\"v\"}}",n="-3",ok="true",ratio="0.1",raw="aGkhPw=="}} 1@{T_MS}"#
         )],
     );
+}
+
+#[test]
+fn expansion_is_bounded() {
+    // One point, 1000 buckets: 1001 series repeating a 1 KiB resource label.
+    let point = histogram_point(vec![1; 1001], (0..1000).map(f64::from).collect(), None);
+    let req = request(
+        vec![s("big", &"x".repeat(1024))],
+        vec![histogram("h", "", vec![point])],
+    );
+    let body = req.encode_to_vec();
+    assert!(body.len() < 20_000, "{} bytes", body.len());
+    let err = parse_limited(&body, 1 << 20).expect_err("over 1 MiB of labels");
+    assert_eq!(err, ParseError::TooLarge { limit: 1 << 20 });
+    assert_eq!(err.reason(), "too_large_expanded");
+    assert!(err.to_string().contains("split it"), "{err}");
+    let fits = parse_limited(&body, 2 << 20).expect("under 2 MiB of labels");
+    assert_eq!(fits.parsed.rows, 1002);
 }
 
 #[test]
