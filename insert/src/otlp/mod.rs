@@ -334,13 +334,13 @@ impl Emitter<'_> {
                     Some(bound) => format_float(*bound),
                     None => "+Inf".to_string(),
                 };
-                let series = with_extra(with_name(labels.clone(), &bucket_name), "le", le);
+                let series = with_extra(with_name(copy(&labels), &bucket_name), "le", le);
                 self.push(series, timestamp, value(cumulative as f64));
             }
         }
         if let Some(sum) = point.sum {
             self.push(
-                with_name(labels.clone(), &format!("{name}_sum")),
+                with_name(copy(&labels), &format!("{name}_sum")),
                 timestamp,
                 value(sum),
             );
@@ -367,14 +367,14 @@ impl Emitter<'_> {
         let labels = self.labels(&point.attributes);
         for q in &point.quantile_values {
             let series = with_extra(
-                with_name(labels.clone(), name),
+                with_name(copy(&labels), name),
                 "quantile",
                 format_float(q.quantile),
             );
             self.push(series, timestamp, value(q.value));
         }
         self.push(
-            with_name(labels.clone(), &format!("{name}_sum")),
+            with_name(copy(&labels), &format!("{name}_sum")),
             timestamp,
             value(point.sum),
         );
@@ -407,7 +407,9 @@ impl Emitter<'_> {
 
     /// The base labels with the point's attributes over them.
     fn labels(&self, attributes: &[KeyValue]) -> Vec<Label> {
-        merge(self.base.to_vec(), attribute_labels(attributes))
+        let mut labels = Vec::with_capacity(self.base.len() + attributes.len() + 2);
+        labels.extend_from_slice(self.base);
+        merge(labels, attribute_labels(attributes))
     }
 
     fn push(&mut self, labels: Vec<Label>, timestamp: i64, value: f64) {
@@ -424,6 +426,14 @@ impl Emitter<'_> {
             samples: vec![Sample::new(timestamp, value)],
         });
     }
+}
+
+/// A copy with room for `__name__` and `le`/`quantile`, so that adding them
+/// does not grow the vector (allocation dominates translation time).
+fn copy(labels: &[Label]) -> Vec<Label> {
+    let mut out = Vec::with_capacity(labels.len() + 2);
+    out.extend_from_slice(labels);
+    out
 }
 
 fn with_name(labels: Vec<Label>, name: &str) -> Vec<Label> {
