@@ -42,8 +42,9 @@ fn python() -> Option<PathBuf> {
 }
 
 /// Runs the sender against `path`; returns the resource attributes it used.
-fn send(python: &Path, single: &Single, path: &str) -> BTreeMap<String, String> {
+fn send(python: &Path, single: &Single, path: &str, compression: &str) -> BTreeMap<String, String> {
     let output = Command::new(python)
+        .env("OTEL_EXPORTER_OTLP_METRICS_COMPRESSION", compression)
         .arg(root().join("tests/python/otlp_sender.py"))
         .arg(single.base_url())
         .arg(path)
@@ -85,7 +86,7 @@ fn python_sdk_metrics_come_back_exactly() {
     };
     let single = Single::start(BIN);
     let before = now_ms();
-    let resource = send(&python, &single, OTLP_PATH);
+    let resource = send(&python, &single, OTLP_PATH, "none");
     let after = now_ms();
 
     // Resource attributes become labels (dots to underscores), except the
@@ -184,9 +185,9 @@ fn python_sdk_metrics_come_back_exactly() {
     timestamps.dedup();
     assert_eq!(timestamps.len(), 1, "one collection, one timestamp");
 
-    // The Prometheus-style path takes the same requests: a second sender
-    // process starts its cumulative counters anew.
-    send(&python, &single, OTLP_PROMETHEUS_PATH);
+    // The Prometheus-style path takes the same requests, gzip-compressed
+    // this time: a second sender process starts its cumulative counters anew.
+    send(&python, &single, OTLP_PROMETHEUS_PATH, "gzip");
     let got = stored(&single);
     let (values, ts) = &got[&series("e2e_requests_total", &[("code", "200")])];
     assert_eq!(values, &[7.0, 7.0]);
