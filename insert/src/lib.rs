@@ -13,6 +13,7 @@ pub mod http;
 pub mod ingest;
 pub mod metrics;
 pub mod remotewrite;
+pub mod otlp;
 pub mod vmimport;
 
 pub use config::Config;
