@@ -12,8 +12,8 @@ pub mod decode;
 pub mod http;
 pub mod ingest;
 pub mod metrics;
-pub mod remotewrite;
 pub mod otlp;
+pub mod remotewrite;
 pub mod vmimport;
 
 pub use config::Config;
