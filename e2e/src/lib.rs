@@ -23,6 +23,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use reqwest::blocking::Client;
 
 pub mod compare;
+pub mod peers;
+pub mod promapi;
 
 /// How long a start may take before the test fails (storage replays its log).
 pub const READY_TIMEOUT: Duration = Duration::from_secs(60);
