@@ -6,8 +6,9 @@
 //!
 //! Needs `prometheus` and `prometheus-node-exporter` (installed by
 //! `scripts/fetch-peers prometheus`, which the test command runs).
-//! `STRATA_DIFFERENTIAL_SECONDS` sets how long Prometheus scrapes first
-//! (default 90).
+//! Prometheus scrapes for `RANGE_SECONDS + MAX_WINDOW_SECONDS` plus a margin
+//! before the comparison, so that no query reaches back to the start of the
+//! data.
 
 use std::time::{Duration, Instant};
 
@@ -19,7 +20,14 @@ const QUERIES: &str = include_str!("../select/testdata/differential/queries.txt"
 const SCRAPE_INTERVAL_SECONDS: u64 = 2;
 /// Steps of the range queries, in seconds, over the last `RANGE_SECONDS`.
 const RANGE_STEPS: [u64; 3] = [5, 17, 60];
-const RANGE_SECONDS: i64 = 120;
+const RANGE_SECONDS: i64 = 60;
+/// How far back the widest query of the corpus reaches from its evaluation
+/// time (window, offset, subquery range). No range query may reach the
+/// start of the data (see the corpus header).
+const MAX_WINDOW_SECONDS: u64 = 90;
+/// How far after its evaluation time a query of the corpus reads (negative
+/// offsets): those samples must have reached Strata too.
+const MAX_LOOKAHEAD_SECONDS: i64 = 10;
 const TOLERANCE: f64 = 1e-6;
 
 fn queries() -> Vec<&'static str> {
@@ -31,16 +39,24 @@ fn queries() -> Vec<&'static str> {
 }
 
 /// `{addr}` is left for `Peer` to fill in with Prometheus' own address.
-fn prometheus_config(node_exporter: &Peer, strata: &Single) -> String {
+/// Without `node_exporter`, nothing is scraped.
+fn prometheus_config(node_exporter: Option<&Peer>, strata: &Single) -> String {
+    let scrape_configs = match node_exporter {
+        None => "scrape_configs: []".to_string(),
+        Some(node) => format!(
+            r#"scrape_configs:
+  - job_name: prometheus
+    static_configs: [{{targets: ["{{addr}}"]}}]
+  - job_name: node
+    static_configs: [{{targets: ["{}"]}}]"#,
+            node.addr()
+        ),
+    };
     format!(
         r#"global:
   scrape_interval: {SCRAPE_INTERVAL_SECONDS}s
   scrape_timeout: {SCRAPE_INTERVAL_SECONDS}s
-scrape_configs:
-  - job_name: prometheus
-    static_configs: [{{targets: ["{{addr}}"]}}]
-  - job_name: node
-    static_configs: [{{targets: ["{node}"]}}]
+{scrape_configs}
 remote_write:
   - url: {strata}/api/v1/write
     queue_config:
@@ -49,7 +65,6 @@ remote_write:
       batch_send_deadline: 500ms
       max_samples_per_send: 5000
 "#,
-        node = node_exporter.addr(),
         strata = strata.base_url(),
     )
 }
@@ -62,6 +77,7 @@ fn seconds(ms: i64) -> String {
 /// Waits until Prometheus has sent every sample up to `t_ms` (plus one
 /// scrape interval, for scrapes that append out of timestamp order).
 fn wait_until_sent(prometheus: &Peer, t_ms: i64) {
+    let t_ms = t_ms + MAX_LOOKAHEAD_SECONDS * 1000;
     let deadline = Instant::now() + Duration::from_secs(60);
     let want = (t_ms as f64) / 1000.0 + SCRAPE_INTERVAL_SECONDS as f64 + 0.5;
     loop {
@@ -92,15 +108,21 @@ fn query(base_url: &str, path: &str, params: &[(&str, &str)]) -> (Answer, String
 
 #[test]
 fn promql_answers_equal_prometheus() {
-    let seconds_to_scrape: u64 = std::env::var("STRATA_DIFFERENTIAL_SECONDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(90);
+    let seconds_to_scrape = RANGE_SECONDS as u64 + MAX_WINDOW_SECONDS + 3 * SCRAPE_INTERVAL_SECONDS;
     let strata = Single::start(env!("CARGO_BIN_EXE_strata"));
     let node_exporter = peers::node_exporter();
+    // Remote write sends only samples appended after its queue started:
+    // start without targets, then add them, so that Strata receives every
+    // sample Prometheus holds.
     let prometheus = peers::prometheus(
-        &prometheus_config(&node_exporter, &strata),
+        &prometheus_config(None, &strata),
         &["--enable-feature=promql-negative-offset"],
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    prometheus.reload_file(
+        "prometheus.yml",
+        &prometheus_config(Some(&node_exporter), &strata),
+        "/-/reload",
     );
     let prom_url = prometheus.base_url();
     std::thread::sleep(Duration::from_secs(seconds_to_scrape));

@@ -99,6 +99,27 @@ impl Peer {
         std::fs::read_to_string(self.dir.path().join("peer.log")).unwrap_or_default()
     }
 
+    /// Rewrites file `name` in the peer's directory (`{addr}`, `{dir}`
+    /// replaced) and POSTs `reload_path` so the peer reads it again.
+    pub fn reload_file(&self, name: &str, content: &str, reload_path: &str) {
+        let content = content
+            .replace("{addr}", &self.addr.to_string())
+            .replace("{dir}", &self.dir.path().display().to_string());
+        std::fs::write(self.dir.path().join(name), content)
+            .unwrap_or_else(|e| panic!("write {name} for {}: {e}", self.name));
+        let url = format!("{}{reload_path}", self.base_url());
+        let response = reqwest::blocking::Client::new()
+            .post(&url)
+            .send()
+            .unwrap_or_else(|e| panic!("POST {url}: {e}"));
+        assert!(
+            response.status().is_success(),
+            "{} refused the reload: {}",
+            self.name,
+            response.text().unwrap_or_default()
+        );
+    }
+
     /// GET `path_and_query`, returning status and body.
     pub fn get(&self, path_and_query: &str) -> (u16, String) {
         http_get(&format!("{}{}", self.base_url(), path_and_query))
@@ -159,12 +180,14 @@ pub fn node_exporter() -> Peer {
 
 /// A Prometheus on a free port with `config` (YAML; `{addr}` is its own
 /// listen address) as its configuration, its TSDB in the peer's temporary
-/// directory, and the extra flags given.
+/// directory, and the extra flags given. `Peer::reload_file("prometheus.yml",
+/// ..., "/-/reload")` changes its configuration.
 pub fn prometheus(config: &str, extra_args: &[&str]) -> Peer {
     let mut args = vec![
         "--config.file={dir}/prometheus.yml",
         "--storage.tsdb.path={dir}/tsdb",
         "--web.listen-address={addr}",
+        "--web.enable-lifecycle",
     ];
     args.extend_from_slice(extra_args);
     Peer::start_with_files(
