@@ -749,6 +749,42 @@ mod tests {
         check("holt_winters", &[1.0, 0.5], &pts, 60.0, 60.0, None);
     }
 
+    /// Values promtool computed for the points 1 3 4 8 2 9 7 (or NaN last)
+    /// every 10s from 0s, evaluated at 70s.
+    #[test]
+    fn promtool_cross_checks() {
+        let z = series(0.0, 10.0, &[1.0, 3.0, 4.0, 8.0, 2.0, 9.0, 7.0]);
+        let y = series(0.0, 10.0, &[1.0, 3.0, 4.0, 8.0, 2.0, 9.0, NAN]);
+        check(
+            "holt_winters",
+            &[0.3, 0.6],
+            &z,
+            70.0,
+            70.0,
+            Some(8.518078911999996),
+        );
+        check("deriv", &[], &z, 70.0, 70.0, Some(0.1));
+        check(
+            "predict_linear",
+            &[100.0],
+            &z,
+            70.0,
+            70.0,
+            Some(18.857142857142858),
+        );
+        check("irate", &[], &z, 70.0, 70.0, Some(0.7));
+        check(
+            "quantile_over_time",
+            &[0.3],
+            &y,
+            70.0,
+            70.0,
+            Some(1.7999999999999998),
+        );
+        check("changes", &[], &y, 70.0, 70.0, Some(6.0));
+        check("resets", &[], &y, 70.0, 70.0, Some(1.0));
+    }
+
     #[test]
     fn holt_winters_arguments() {
         fn check(args: &[f64], want: Result<(), ArgError>) {
