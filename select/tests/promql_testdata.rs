@@ -129,6 +129,7 @@ fn promql_test_files() {
         let text = std::fs::read_to_string(root.join(file))
             .unwrap_or_else(|e| panic!("cannot read {file}: {e}"));
         let dir = scratch.path().join(n.to_string());
+        let started = std::time::Instant::now();
         let results = runner
             .run_text(&text, &dir)
             .unwrap_or_else(|e| panic!("{file}: {e}"));
@@ -156,7 +157,12 @@ fn promql_test_files() {
                         "FAILED {key}\n  query: {}\n  reason: {reason}\n  expected: {expected}\n  got: {got}\n",
                         case.query
                     );
-                    failing.push((key.clone(), one_line(&reason, 120)));
+                    // An error message says more than "query failed".
+                    let why = match got.strip_prefix("error: ") {
+                        Some(e) => format!("{reason}: {e}"),
+                        None => reason.clone(),
+                    };
+                    failing.push((key.clone(), one_line(&why, 160)));
                     if known.contains_key(&key) {
                         counts.known_failing += 1;
                         if verbose {
@@ -171,7 +177,11 @@ fn promql_test_files() {
             }
         }
         totals.add(&counts);
-        let _ = writeln!(summary, "{file}: {counts}");
+        let _ = writeln!(
+            summary,
+            "{file}: {counts} ({:.1}s)",
+            started.elapsed().as_secs_f64()
+        );
     }
     let _ = writeln!(summary, "total: {totals}");
     println!("\n{summary}");
