@@ -137,6 +137,9 @@ fn promql_test_files() {
         for case in results {
             let key = format!("{file}:{}", case.line);
             cases.insert(key.clone());
+            for note in &case.notes {
+                println!("NOTE {key}: {note}");
+            }
             match case.outcome {
                 Outcome::Passed => {
                     counts.passed += 1;

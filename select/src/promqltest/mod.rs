@@ -34,8 +34,10 @@
 //! Results compare like the reference runner: floats within a relative error
 //! of 1e-6 ([`compare::almost_equal`]), NaN equal to NaN, label sets exact,
 //! order only for `eval_ordered`. Every instant eval is also run as a range
-//! query over `[t-1m, t+1m]` by 1m whose middle step must give the same answer.
+//! query over `[t-1m, t+1m]` by 1m whose middle step must give the same answer,
+//! and with `@ t` pinned on its selectors at other times ([`atmod`]).
 
+pub mod atmod;
 pub mod compare;
 pub mod parse;
 pub mod run;

@@ -16,8 +16,11 @@ use crate::promql::value::{Labels, Sample, Value};
 use crate::promql::{Engine, QueryOptions};
 use crate::source::StorageSource;
 
+use super::atmod::at_variants;
 use super::compare::{self, format_expected, format_value};
-use super::parse::{Command, Eval, EvalTime, ParseError, SeqValue, SeriesValues, parse_file};
+use super::parse::{
+    Command, Eval, EvalTime, Expectation, ParseError, SeqValue, SeriesValues, parse_file,
+};
 
 /// Why a file could not be run at all (as opposed to a failing case).
 #[derive(Debug, thiserror::Error)]
@@ -54,6 +57,8 @@ pub struct CaseResult {
     pub line: usize,
     pub query: String,
     pub outcome: Outcome,
+    /// What was not checked and why.
+    pub notes: Vec<String>,
 }
 
 /// Settings of a run.
@@ -66,6 +71,9 @@ pub struct Runner {
     /// Also evaluate each instant eval as a range query over
     /// `[t-1m, t+1m]` by 1m and check its middle step. Default: true.
     pub check_range_mode: bool,
+    /// Also evaluate each instant eval with `@ <t>` added to its selectors
+    /// at other times (see `atmod`). Default: true.
+    pub check_at_modifier: bool,
 }
 
 impl Default for Runner {
@@ -74,6 +82,7 @@ impl Default for Runner {
             engine: Engine::default(),
             flush_after_load: true,
             check_range_mode: true,
+            check_at_modifier: true,
         }
     }
 }
@@ -166,6 +175,7 @@ impl Runner {
                     self.load(db, *line, *interval_ms, series)?;
                 }
                 Command::Eval(eval) => {
+                    let mut notes = Vec::new();
                     let outcome = if let Some(reason) = &eval.unsupported {
                         Outcome::Skipped {
                             reason: reason.clone(),
@@ -176,7 +186,7 @@ impl Runner {
                         }
                     } else {
                         match &db {
-                            Some(db) => self.eval(db, eval),
+                            Some(db) => self.eval(db, eval, &mut notes),
                             None => {
                                 // Nothing loaded yet: an empty storage answers.
                                 sections += 1;
@@ -185,7 +195,7 @@ impl Runner {
                                     line: eval.line,
                                     source,
                                 })?;
-                                let outcome = self.eval(&fresh, eval);
+                                let outcome = self.eval(&fresh, eval, &mut notes);
                                 db = Some(fresh);
                                 outcome
                             }
@@ -195,6 +205,7 @@ impl Runner {
                         line: eval.line,
                         query: eval.query.clone(),
                         outcome,
+                        notes,
                     });
                 }
             }
@@ -251,15 +262,49 @@ impl Runner {
         Ok(())
     }
 
-    fn eval(&self, db: &Db, eval: &Eval) -> Outcome {
-        let opts = QueryOptions::default();
-        let expect = &eval.expect;
-        let result = match eval.time {
-            EvalTime::Instant { at } => self.engine.instant(&db.source, &eval.query, at, &opts),
-            EvalTime::Range { start, end, step } => {
-                self.engine
-                    .range(&db.source, &eval.query, start, end, step, &opts)
+    /// Runs `eval`, then its `@` variants; notes are things the reader of
+    /// the results should know (e.g. variants that could not be made).
+    fn eval(&self, db: &Db, eval: &Eval, notes: &mut Vec<String>) -> Outcome {
+        let outcome = self.eval_query(db, &eval.query, eval.time, &eval.expect);
+        let EvalTime::Instant { at } = eval.time else {
+            return outcome;
+        };
+        if outcome != Outcome::Passed || !self.check_at_modifier {
+            return outcome;
+        }
+        let variants = match at_variants(&eval.query, at) {
+            Ok(Some(v)) => v,
+            Ok(None) => return outcome,
+            Err(e) => {
+                notes.push(format!("no @ variants: {e}"));
+                return outcome;
             }
+        };
+        for t in variants.times {
+            let time = EvalTime::Instant { at: t };
+            if let Outcome::Failed {
+                reason,
+                expected,
+                got,
+            } = self.eval_query(db, &variants.query, time, &eval.expect)
+            {
+                return Outcome::Failed {
+                    reason: format!("@ variant `{}` evaluated at {t}: {reason}", variants.query),
+                    expected,
+                    got,
+                };
+            }
+        }
+        Outcome::Passed
+    }
+
+    fn eval_query(&self, db: &Db, query: &str, time: EvalTime, expect: &Expectation) -> Outcome {
+        let opts = QueryOptions::default();
+        let result = match time {
+            EvalTime::Instant { at } => self.engine.instant(&db.source, query, at, &opts),
+            EvalTime::Range { start, end, step } => self
+                .engine
+                .range(&db.source, query, start, end, step, &opts),
         };
         let failed = |reason: String, got: String| Outcome::Failed {
             reason,
@@ -303,7 +348,7 @@ impl Runner {
                 format_value(&result.value),
             );
         }
-        let checked = match eval.time {
+        let checked = match time {
             EvalTime::Instant { .. } => compare::check_instant(expect, &result.value),
             EvalTime::Range { start, end, step } => {
                 compare::check_range(expect, start, end, step, &result.value)
@@ -312,10 +357,10 @@ impl Runner {
         if let Err(reason) = checked {
             return failed(reason, format_value(&result.value));
         }
-        if let EvalTime::Instant { at } = eval.time
+        if let EvalTime::Instant { at } = time
             && self.check_range_mode
         {
-            return self.check_instant_in_range_mode(db, eval, at, &result.value);
+            return self.check_instant_in_range_mode(db, query, expect, at, &result.value);
         }
         Outcome::Passed
     }
@@ -325,15 +370,15 @@ impl Runner {
     fn check_instant_in_range_mode(
         &self,
         db: &Db,
-        eval: &Eval,
+        query: &str,
+        expect: &Expectation,
         at: i64,
         instant: &Value,
     ) -> Outcome {
-        if matches!(instant, Value::String { .. } | Value::Matrix(_)) || eval.expect.ordered {
+        if matches!(instant, Value::String { .. } | Value::Matrix(_)) || expect.ordered {
             // Range queries cannot return these; ordering is not defined for them.
             return Outcome::Passed;
         }
-        let expect = &eval.expect;
         let failed = |reason: String, got: String| Outcome::Failed {
             reason: format!(
                 "in range mode [{}, {}] step 60000: {reason}",
@@ -344,17 +389,14 @@ impl Runner {
             got,
         };
         let opts = QueryOptions::default();
-        let result = match self.engine.range(
-            &db.source,
-            &eval.query,
-            at - 60_000,
-            at + 60_000,
-            60_000,
-            &opts,
-        ) {
-            Ok(r) => r,
-            Err(e) => return failed("query failed".to_string(), format!("error: {e}")),
-        };
+        let result =
+            match self
+                .engine
+                .range(&db.source, query, at - 60_000, at + 60_000, 60_000, &opts)
+            {
+                Ok(r) => r,
+                Err(e) => return failed("query failed".to_string(), format!("error: {e}")),
+            };
         let Value::Matrix(m) = &result.value else {
             return failed(
                 format!(

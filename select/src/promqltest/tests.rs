@@ -425,3 +425,46 @@ fn float_comparison() {
     check(0.0, -0.0, true);
     check(1e10, 1e10 + 1.0, true);
 }
+
+#[test]
+fn at_modifier_variants() {
+    use super::atmod::{AtVariants, at_variants};
+    let check = |query: &str, at: i64, want: Option<(&str, &[i64])>| {
+        let got = at_variants(query, at).expect(query);
+        let want = want.map(|(q, times)| AtVariants {
+            query: q.to_string(),
+            times: times.to_vec(),
+        });
+        assert_eq!(got, want, "{query} at {at}");
+    };
+    let times = &[-100_000, 0, 2_000, 10_000, 100_000][..];
+    check("foo", 10_000, Some(("foo @ 10.000", times)));
+    check("foo", 0, Some(("foo @ 0.000", &[-1000, 0, 1000])));
+    check(
+        "rate(foo[5m]) + bar offset 1m",
+        10_000,
+        Some(("rate(foo[5m] @ 10.000) + bar @ 10.000 offset 1m", times)),
+    );
+    // Fixed times stay; start() and end() are pinned like a bare selector.
+    check(
+        "foo @ 50 + bar @ start()",
+        10_000,
+        Some(("foo @ 50.000 + bar @ 10.000", times)),
+    );
+    // A subquery is pinned as a whole.
+    check(
+        "max_over_time(foo[1m:10s])",
+        10_000,
+        Some(("max_over_time(foo[1m:10s] @ 10.000)", times)),
+    );
+    check(
+        r#"sum by (a) (foo{b="c", a=~"x|y"})"#,
+        10_000,
+        Some((r#"sum by (a) (foo{a=~"x|y",b="c"} @ 10.000)"#, times)),
+    );
+    check("1 + 2", 10_000, Some(("1 + 2", times)));
+    check("time()", 10_000, None);
+    check("timestamp(foo)", 10_000, None);
+    check("sum(predict_linear(foo[5m], 60))", 10_000, None);
+    assert!(at_variants("foo{", 0).is_err());
+}
