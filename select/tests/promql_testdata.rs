@@ -221,3 +221,71 @@ fn promql_test_files() {
             .join(", ")
     );
 }
+
+fn find_promtool() -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join("promtool"))
+        .find(|p| p.is_file())
+}
+
+/// Our own files must agree with Prometheus: every eval promtool can
+/// express is run by `promtool test rules` (Prometheus' unit test runner).
+#[test]
+fn own_files_agree_with_promtool() {
+    let Some(promtool) = find_promtool() else {
+        if std::env::var("STRATA_SKIP_PEER_TESTS").as_deref() == Ok("1") {
+            println!("SKIPPED: promtool not found and STRATA_SKIP_PEER_TESTS=1");
+            return;
+        }
+        panic!(
+            "promtool not found in PATH: run `scripts/fetch-peers prometheus` \
+             (or set STRATA_SKIP_PEER_TESTS=1 to skip peer tests)"
+        );
+    };
+    let root = workspace_root();
+    let scratch = tempfile::tempdir().expect("temp dir");
+    let mut failures = Vec::new();
+    let mut checked = 0;
+    for file in test_files(&root, OWN_DIR) {
+        let text = std::fs::read_to_string(root.join(&file))
+            .unwrap_or_else(|e| panic!("cannot read {file}: {e}"));
+        let commands =
+            strata_select::promqltest::parse_file(&text).unwrap_or_else(|e| panic!("{file}: {e}"));
+        for test in strata_select::promqltest::promtool::rule_tests(&commands) {
+            let test = match test {
+                Ok(t) => t,
+                Err((line, why)) => {
+                    println!("NOT CHECKED {file}:{line}: {why}");
+                    continue;
+                }
+            };
+            let path = scratch.path().join(format!("case-{checked}.yml"));
+            std::fs::write(&path, &test.yaml).expect("write rule test");
+            let out = std::process::Command::new(&promtool)
+                .arg("test")
+                .arg("rules")
+                .arg(&path)
+                .output()
+                .expect("run promtool");
+            checked += 1;
+            if !out.status.success() {
+                println!(
+                    "DISAGREES {file}:{}\n{}{}\nrule test:\n{}",
+                    test.line,
+                    String::from_utf8_lossy(&out.stdout),
+                    String::from_utf8_lossy(&out.stderr),
+                    test.yaml
+                );
+                failures.push(format!("{file}:{}", test.line));
+            }
+        }
+    }
+    println!("checked {checked} evals with {}", promtool.display());
+    assert!(checked > 0, "no eval of {OWN_DIR} could be checked");
+    assert!(
+        failures.is_empty(),
+        "promtool disagrees with the expectations of: {}",
+        failures.join(", ")
+    );
+}

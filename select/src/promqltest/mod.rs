@@ -40,6 +40,7 @@
 pub mod atmod;
 pub mod compare;
 pub mod parse;
+pub mod promtool;
 pub mod run;
 
 #[cfg(test)]
