@@ -17,7 +17,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use strata_select::promqltest::{Outcome, Runner};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use strata_select::promqltest::{CaseResult, Outcome, Runner};
 
 const PEER_DIR: &str = ".peers/promql/testdata";
 const OWN_DIR: &str = "select/testdata";
@@ -95,6 +99,40 @@ impl std::fmt::Display for Counts {
     }
 }
 
+/// The cases of one file and how long the file took.
+type FileRun = (Vec<CaseResult>, Duration);
+
+/// Runs `files` on a few threads (loading and flushing wait on the disk
+/// more than they compute); results in the order of `files`.
+fn run_files(runner: &Runner, root: &Path, files: &[String], scratch: &Path) -> Vec<FileRun> {
+    let next = AtomicUsize::new(0);
+    let done: Mutex<Vec<Option<FileRun>>> = Mutex::new(files.iter().map(|_| None).collect());
+    std::thread::scope(|scope| {
+        for _ in 0..4 {
+            scope.spawn(|| {
+                loop {
+                    let n = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(file) = files.get(n) else {
+                        return;
+                    };
+                    let text = std::fs::read_to_string(root.join(file))
+                        .unwrap_or_else(|e| panic!("cannot read {file}: {e}"));
+                    let started = Instant::now();
+                    let results = runner
+                        .run_text(&text, &scratch.join(n.to_string()))
+                        .unwrap_or_else(|e| panic!("{file}: {e}"));
+                    done.lock().expect("results lock")[n] = Some((results, started.elapsed()));
+                }
+            });
+        }
+    });
+    done.into_inner()
+        .expect("results lock")
+        .into_iter()
+        .map(|r| r.expect("every file ran"))
+        .collect()
+}
+
 #[test]
 fn promql_test_files() {
     let root = workspace_root();
@@ -125,14 +163,8 @@ fn promql_test_files() {
     let mut now_passing = Vec::new();
     let mut summary = String::new();
     let mut totals = Counts::default();
-    for (n, file) in files.iter().enumerate() {
-        let text = std::fs::read_to_string(root.join(file))
-            .unwrap_or_else(|e| panic!("cannot read {file}: {e}"));
-        let dir = scratch.path().join(n.to_string());
-        let started = std::time::Instant::now();
-        let results = runner
-            .run_text(&text, &dir)
-            .unwrap_or_else(|e| panic!("{file}: {e}"));
+    let runs = run_files(&runner, &root, &files, scratch.path());
+    for (file, (results, took)) in files.iter().zip(runs) {
         let mut counts = Counts::default();
         for case in results {
             let key = format!("{file}:{}", case.line);
@@ -180,11 +212,7 @@ fn promql_test_files() {
             }
         }
         totals.add(&counts);
-        let _ = writeln!(
-            summary,
-            "{file}: {counts} ({:.1}s)",
-            started.elapsed().as_secs_f64()
-        );
+        let _ = writeln!(summary, "{file}: {counts} ({:.1}s)", took.as_secs_f64());
     }
     let _ = writeln!(summary, "total: {totals}");
     println!("\n{summary}");

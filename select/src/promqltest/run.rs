@@ -61,13 +61,25 @@ pub struct CaseResult {
     pub notes: Vec<String>,
 }
 
+/// When loaded samples are flushed to parts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Flush {
+    /// After every load.
+    Always,
+    /// Never: queries read in-memory rows only.
+    Never,
+    /// After the 1st, 3rd, ... load of a file.
+    EveryOtherLoad,
+}
+
 /// Settings of a run.
 #[derive(Clone, Debug)]
 pub struct Runner {
     pub engine: Engine,
-    /// Write loaded series to parts before evaluating, so queries read the
-    /// on-disk encoding and not only the in-memory rows. Default: true.
-    pub flush_after_load: bool,
+    /// Which loads are written to parts before evaluating (the others stay
+    /// in the in-memory rows). Default: every other load, so both read paths
+    /// and their merge are exercised.
+    pub flush: Flush,
     /// Also evaluate each instant eval as a range query over
     /// `[t-1m, t+1m]` by 1m and check its middle step. Default: true.
     pub check_range_mode: bool,
@@ -80,7 +92,7 @@ impl Default for Runner {
     fn default() -> Self {
         Runner {
             engine: Engine::default(),
-            flush_after_load: true,
+            flush: Flush::EveryOtherLoad,
             check_range_mode: true,
             check_at_modifier: true,
         }
@@ -130,6 +142,7 @@ impl Runner {
     pub fn run(&self, commands: &[Command], scratch: &Path) -> Result<Vec<CaseResult>, RunError> {
         let mut results = Vec::new();
         let mut sections = 0;
+        let mut loads = 0;
         let mut db: Option<Db> = None;
         // Set while native histogram data is loaded: evals read it and are
         // skipped until the next clear.
@@ -172,7 +185,8 @@ impl Runner {
                             format!("native histogram samples loaded at line {}", h.line)
                         });
                     }
-                    self.load(db, *line, *interval_ms, series)?;
+                    loads += 1;
+                    self.load(db, loads, *line, *interval_ms, series)?;
                 }
                 Command::Eval(eval) => {
                     let mut notes = Vec::new();
@@ -219,6 +233,7 @@ impl Runner {
     fn load(
         &self,
         db: &Db,
+        load_number: usize,
         line: usize,
         interval_ms: i64,
         series: &[crate::promqltest::parse::SeriesLine],
@@ -256,7 +271,12 @@ impl Runner {
                 first: format!("{:?}", outcome.first_rejection),
             });
         }
-        if self.flush_after_load {
+        let flush = match self.flush {
+            Flush::Always => true,
+            Flush::Never => false,
+            Flush::EveryOtherLoad => load_number % 2 == 1,
+        };
+        if flush {
             db.storage.flush().map_err(storage_err)?;
         }
         Ok(())
@@ -265,7 +285,7 @@ impl Runner {
     /// Runs `eval`, then its `@` variants; notes are things the reader of
     /// the results should know (e.g. variants that could not be made).
     fn eval(&self, db: &Db, eval: &Eval, notes: &mut Vec<String>) -> Outcome {
-        let outcome = self.eval_query(db, &eval.query, eval.time, &eval.expect);
+        let outcome = self.eval_query(db, &eval.query, eval.time, &eval.expect, notes);
         let EvalTime::Instant { at } = eval.time else {
             return outcome;
         };
@@ -286,7 +306,7 @@ impl Runner {
                 reason,
                 expected,
                 got,
-            } = self.eval_query(db, &variants.query, time, &eval.expect)
+            } = self.eval_query(db, &variants.query, time, &eval.expect, &mut Vec::new())
             {
                 return Outcome::Failed {
                     reason: format!("@ variant `{}` evaluated at {t}: {reason}", variants.query),
@@ -298,7 +318,14 @@ impl Runner {
         Outcome::Passed
     }
 
-    fn eval_query(&self, db: &Db, query: &str, time: EvalTime, expect: &Expectation) -> Outcome {
+    fn eval_query(
+        &self,
+        db: &Db,
+        query: &str,
+        time: EvalTime,
+        expect: &Expectation,
+        notes: &mut Vec<String>,
+    ) -> Outcome {
         let opts = QueryOptions::default();
         let result = match time {
             EvalTime::Instant { at } => self.engine.instant(&db.source, query, at, &opts),
@@ -347,6 +374,12 @@ impl Runner {
                 "expected warnings, got none".to_string(),
                 format_value(&result.value),
             );
+        }
+        if expect.warnings.is_none() && !result.warnings.is_empty() {
+            notes.push(format!(
+                "unexpected warnings: {}",
+                result.warnings.join("; ")
+            ));
         }
         let checked = match time {
             EvalTime::Instant { .. } => compare::check_instant(expect, &result.value),
