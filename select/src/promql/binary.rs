@@ -49,13 +49,22 @@ pub(crate) fn eval(
         }
         (Val::Vector(_), Val::Scalar(_)) | (Val::Scalar(_), Val::Vector(_)) => {
             let swap = matches!(lhs, Val::Scalar(_));
+            let mut names = NameDropper::default();
             let out = ev.range_eval(steps, &[&lhs, &rhs], |_, _, args| {
                 let (vector, scalar) = if swap {
                     (args[1].take_vector(), args[0].scalar())
                 } else {
                     (args[0].take_vector(), args[1].scalar())
                 };
-                vector_scalar(&op, vector, scalar, swap, return_bool, comparison)
+                vector_scalar(
+                    &op,
+                    vector,
+                    scalar,
+                    swap,
+                    return_bool,
+                    comparison,
+                    &mut names,
+                )
             })?;
             Val::Vector(out)
         }
@@ -109,6 +118,22 @@ fn matching_of(b: &BinaryExpr) -> Matching<'_> {
     }
 }
 
+/// `drop_name` that answers one allocation per input label set, so the
+/// results of every step share it.
+#[derive(Default)]
+struct NameDropper {
+    dropped: HashMap<usize, Shared>,
+}
+
+impl NameDropper {
+    fn drop_name(&mut self, labels: &Shared) -> Shared {
+        self.dropped
+            .entry(Arc::as_ptr(labels) as usize)
+            .or_insert_with(|| drop_name(labels))
+            .clone()
+    }
+}
+
 /// The value of `lhs op rhs`, and for comparisons whether it holds.
 pub(crate) fn apply(op: &str, lhs: f64, rhs: f64) -> Result<(f64, bool), QueryError> {
     Ok(match op {
@@ -140,6 +165,7 @@ fn vector_scalar(
     swap: bool,
     return_bool: bool,
     comparison: bool,
+    names: &mut NameDropper,
 ) -> Result<Vec<Elem>, QueryError> {
     let mut out = Vec::with_capacity(vector.len());
     for e in vector {
@@ -157,7 +183,7 @@ fn vector_scalar(
             continue;
         }
         let labels = if !comparison || return_bool {
-            drop_name(&e.labels)
+            names.drop_name(&e.labels)
         } else {
             e.labels
         };

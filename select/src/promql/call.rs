@@ -316,7 +316,7 @@ fn range_call(
         .collect();
     let mut step_args = vec![0.0; scalars.len()];
     let mut validated = vec![false; steps.count()];
-    data.for_each_window(steps, |si, i, window| {
+    data.for_each_window(steps, ev.deadline, |si, i, window| {
         for (slot, s) in step_args.iter_mut().zip(&scalars) {
             *slot = s.get(i).copied().unwrap_or(f64::NAN);
         }
@@ -490,7 +490,7 @@ fn absent_over_time(
     let a = arg(args, 0, "absent_over_time")?;
     let data = ev.matrix_arg(a, steps)?;
     let mut present = vec![false; steps.count()];
-    data.for_each_window(steps, |_, i, w| {
+    data.for_each_window(steps, ev.deadline, |_, i, w| {
         if !w.points.is_empty() {
             present[i] = true;
         }

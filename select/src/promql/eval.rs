@@ -133,10 +133,14 @@ impl MatrixData {
     pub fn for_each_window(
         &self,
         steps: Steps,
+        deadline: Instant,
         mut f: impl FnMut(usize, usize, &RangeWindow<'_>) -> Result<(), QueryError>,
     ) -> Result<(), QueryError> {
         let mut points: Vec<Point> = Vec::new();
         for (si, series) in self.series.iter().enumerate() {
+            if Instant::now() > deadline {
+                return Err(QueryError::Timeout("expression evaluation"));
+            }
             points.clear();
             points.extend(series.points.iter().filter(|p| !is_stale_nan(p.v)));
             let (mut lo, mut hi) = (0, 0);
@@ -242,7 +246,7 @@ impl Evaluator<'_> {
                 let data = self.matrix_arg(expr, steps)?;
                 let mut out = Vec::new();
                 let mut held = 0;
-                data.for_each_window(steps, |si, _, w| {
+                data.for_each_window(steps, self.deadline, |si, _, w| {
                     if !w.points.is_empty() {
                         held += w.points.len();
                         out.push(StepSeries {
@@ -511,6 +515,9 @@ impl Evaluator<'_> {
             .collect();
         let mut out: Vec<StepSeries> = Vec::new();
         let mut index: HashMap<Shared, usize> = HashMap::new();
+        // Most outputs reuse one label set allocation at every step; finding
+        // it by address skips hashing the labels.
+        let mut by_address: HashMap<usize, usize> = HashMap::new();
         let mut step_args = Vec::with_capacity(args.len());
         for i in 0..steps.count() {
             self.check_deadline()?;
@@ -527,9 +534,17 @@ impl Evaluator<'_> {
             let result = f(self, ts, &mut step_args)?;
             self.hold(result.len())?;
             for e in result {
-                match index.get(&e.labels) {
-                    Some(&k) => {
+                let address = Arc::as_ptr(&e.labels) as usize;
+                let known = match by_address.get(&address) {
+                    Some(&k) => Some(k),
+                    None => index.get(&e.labels).copied(),
+                };
+                match known {
+                    Some(k) => {
                         let series = &mut out[k];
+                        if Arc::ptr_eq(&series.labels, &e.labels) {
+                            by_address.insert(address, k);
+                        }
                         if series.points.last().is_some_and(|p| p.t == ts) {
                             return Err(duplicate_labelset());
                         }
@@ -537,6 +552,7 @@ impl Evaluator<'_> {
                     }
                     None => {
                         index.insert(e.labels.clone(), out.len());
+                        by_address.insert(address, out.len());
                         out.push(StepSeries {
                             labels: e.labels,
                             points: vec![Point { t: ts, v: e.v }],
