@@ -35,7 +35,8 @@
 //! of 1e-6 ([`compare::almost_equal`]), NaN equal to NaN, label sets exact,
 //! order only for `eval_ordered`. Every instant eval is also run as a range
 //! query over `[t-1m, t+1m]` by 1m whose middle step must give the same answer,
-//! and with `@ t` pinned on its selectors at other times ([`atmod`]).
+//! and with `@ t` pinned on its selectors at other times ([`atmod`]). Every
+//! step of a range eval is also checked as an instant query at that time.
 
 pub mod atmod;
 pub mod compare;

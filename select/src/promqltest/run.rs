@@ -19,7 +19,8 @@ use crate::source::StorageSource;
 use super::atmod::at_variants;
 use super::compare::{self, format_expected, format_value};
 use super::parse::{
-    Command, Eval, EvalTime, Expectation, ParseError, SeqValue, SeriesValues, parse_file,
+    Command, Eval, EvalTime, Expectation, ParseError, SeqValue, SeriesLine, SeriesValues,
+    parse_file,
 };
 
 /// Why a file could not be run at all (as opposed to a failing case).
@@ -86,6 +87,9 @@ pub struct Runner {
     /// Also evaluate each instant eval with `@ <t>` added to its selectors
     /// at other times (see `atmod`). Default: true.
     pub check_at_modifier: bool,
+    /// Also evaluate every step of each range eval as an instant query.
+    /// Default: true.
+    pub check_range_steps: bool,
 }
 
 impl Default for Runner {
@@ -95,6 +99,7 @@ impl Default for Runner {
             flush: Flush::EveryOtherLoad,
             check_range_mode: true,
             check_at_modifier: true,
+            check_range_steps: true,
         }
     }
 }
@@ -285,9 +290,15 @@ impl Runner {
     /// Runs `eval`, then its `@` variants; notes are things the reader of
     /// the results should know (e.g. variants that could not be made).
     fn eval(&self, db: &Db, eval: &Eval, notes: &mut Vec<String>) -> Outcome {
-        let outcome = self.eval_query(db, &eval.query, eval.time, &eval.expect, notes);
-        let EvalTime::Instant { at } = eval.time else {
-            return outcome;
+        let outcome = self.eval_query(db, &eval.query, eval.time, &eval.expect, notes, true);
+        let at = match eval.time {
+            EvalTime::Instant { at } => at,
+            EvalTime::Range { start, end, step } => {
+                if outcome != Outcome::Passed || !self.check_range_steps {
+                    return outcome;
+                }
+                return self.check_steps_as_instant(db, eval, start, end, step);
+            }
         };
         if outcome != Outcome::Passed || !self.check_at_modifier {
             return outcome;
@@ -306,14 +317,75 @@ impl Runner {
                 reason,
                 expected,
                 got,
-            } = self.eval_query(db, &variants.query, time, &eval.expect, &mut Vec::new())
-            {
+            } = self.eval_query(
+                db,
+                &variants.query,
+                time,
+                &eval.expect,
+                &mut Vec::new(),
+                true,
+            ) {
                 return Outcome::Failed {
                     reason: format!("@ variant `{}` evaluated at {t}: {reason}", variants.query),
                     expected,
                     got,
                 };
             }
+        }
+        Outcome::Passed
+    }
+
+    /// Every step of a range query must answer what an instant query at
+    /// that time answers.
+    fn check_steps_as_instant(
+        &self,
+        db: &Db,
+        eval: &Eval,
+        start: i64,
+        end: i64,
+        step: i64,
+    ) -> Outcome {
+        // start() and end() mean the step itself in an instant query.
+        if eval.query.contains("start()") || eval.query.contains("end()") {
+            return Outcome::Passed;
+        }
+        let mut t = start;
+        let mut i = 0;
+        while t <= end {
+            let series = eval
+                .expect
+                .series
+                .iter()
+                .filter_map(|s| match &s.values {
+                    SeriesValues::Floats(v) => match v.get(i) {
+                        Some(SeqValue::Float(f)) => Some(SeriesLine {
+                            values: SeriesValues::Floats(vec![SeqValue::Float(*f)]),
+                            ..s.clone()
+                        }),
+                        _ => None,
+                    },
+                    SeriesValues::Histograms(_) => None,
+                })
+                .collect();
+            let expect = Expectation {
+                series,
+                ..Expectation::default()
+            };
+            let time = EvalTime::Instant { at: t };
+            if let Outcome::Failed {
+                reason,
+                expected,
+                got,
+            } = self.eval_query(db, &eval.query, time, &expect, &mut Vec::new(), false)
+            {
+                return Outcome::Failed {
+                    reason: format!("step {t} of the range as an instant query: {reason}"),
+                    expected,
+                    got,
+                };
+            }
+            t += step;
+            i += 1;
         }
         Outcome::Passed
     }
@@ -325,6 +397,7 @@ impl Runner {
         time: EvalTime,
         expect: &Expectation,
         notes: &mut Vec<String>,
+        in_range_mode_too: bool,
     ) -> Outcome {
         let opts = QueryOptions::default();
         let result = match time {
@@ -392,6 +465,7 @@ impl Runner {
         }
         if let EvalTime::Instant { at } = time
             && self.check_range_mode
+            && in_range_mode_too
         {
             return self.check_instant_in_range_mode(db, query, expect, at, &result.value);
         }

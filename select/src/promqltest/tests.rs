@@ -468,3 +468,94 @@ fn at_modifier_variants() {
     check("sum(predict_linear(foo[5m], 60))", 10_000, None);
     assert!(at_variants("foo{", 0).is_err());
 }
+
+/// Runs `text` and returns (line, passed?, reason) per eval.
+fn run(text: &str) -> Vec<(usize, String)> {
+    use super::run::{Outcome, Runner};
+    let dir = tempfile::tempdir().expect("temp dir");
+    Runner::default()
+        .run_text(text, dir.path())
+        .expect("runs")
+        .into_iter()
+        .map(|c| {
+            let what = match c.outcome {
+                Outcome::Passed => "passed".to_string(),
+                Outcome::Failed { reason, .. } => format!("failed: {reason}"),
+                Outcome::Skipped { reason } => format!("skipped: {reason}"),
+            };
+            (c.line, what)
+        })
+        .collect()
+}
+
+#[test]
+fn runner_outcomes() {
+    let text = r#"
+load 1m
+  a{x="1"} 1 2
+  a{x="2"} 3 4
+
+eval instant at 1m a
+  a{x="1"} 2
+  a{x="2"} 4
+
+eval instant at 1m a
+  a{x="1"} 2
+  a{x="2"} 5
+
+eval instant at 1m a
+  a{x="1"} 2
+
+eval instant at 1m a{x="1"}
+  a{x="1"} 2
+  a{x="3"} 2
+
+eval_ordered instant at 1m sort_desc(a)
+  a{x="1"} 2
+  a{x="2"} 4
+
+eval_fail instant at 1m a
+
+eval_fail instant at 1m a{x="1"} / on() a
+
+eval range from 0 to 1m step 1m a{x="1"}
+  a{x="1"} 1 2
+
+eval range from 0 to 1m step 1m a{x="1"}
+  a{x="1"} 1 _
+
+eval instant at 1m sum(a)
+  6
+
+eval instant at 1m scalar(sum(a))
+  6
+
+load 1m
+  h {{schema:0 sum:1 count:1}}
+
+eval instant at 0 a
+"#;
+    let got = run(text);
+    let summary: Vec<(usize, &str)> = got
+        .iter()
+        .map(|(line, what)| (*line, what.split(':').next().unwrap_or_default()))
+        .collect();
+    assert_eq!(
+        summary,
+        vec![
+            (6, "passed"),
+            (10, "failed"),
+            (14, "failed"),
+            (17, "failed"),
+            (21, "failed"),
+            (25, "failed"),
+            (27, "passed"),
+            (29, "passed"),
+            (32, "failed"),
+            (35, "failed"),
+            (38, "passed"),
+            (44, "skipped"),
+        ],
+        "{got:#?}"
+    );
+}
