@@ -48,4 +48,4 @@ pub mod run;
 mod tests;
 
 pub use parse::{Command, ParseError, parse_file};
-pub use run::{CaseResult, Flush, Outcome, RunError, Runner};
+pub use run::{CaseResult, Flush, Outcome, RunError, Runner, TestStorage};

@@ -31,7 +31,7 @@ pub struct RuleTest {
 /// One rule test per `eval`, or why the `eval` at a line cannot be one.
 pub fn rule_tests(commands: &[Command]) -> Vec<Result<RuleTest, (usize, String)>> {
     let mut out = Vec::new();
-    let mut data: BTreeMap<Labels, BTreeMap<i64, f64>> = BTreeMap::new();
+    let mut data = SeriesData::new();
     let mut histograms = false;
     for command in commands {
         match command {
@@ -82,7 +82,7 @@ fn gcd(a: i64, b: i64) -> i64 {
     if b == 0 { a } else { gcd(b, a % b) }
 }
 
-fn rule_test(data: &BTreeMap<Labels, BTreeMap<i64, f64>>, eval: &Eval) -> Result<String, String> {
+fn rule_test(data: &SeriesData, eval: &Eval) -> Result<String, String> {
     let expect = &eval.expect;
     if expect.fail {
         return Err("promtool cannot expect a failure".to_string());
@@ -158,6 +158,31 @@ fn rule_test(data: &BTreeMap<Labels, BTreeMap<i64, f64>>, eval: &Eval) -> Result
         return Err("promtool cannot compare NaN".to_string());
     }
 
+    let evals: Vec<ExprTest> = evals
+        .into_iter()
+        .map(|(t, samples)| ExprTest {
+            query: eval.query.clone(),
+            time: t,
+            samples: samples.into_iter().map(|(l, v)| (l.clone(), v)).collect(),
+        })
+        .collect();
+    rule_file(data, &evals)
+}
+
+/// Samples per series: time (ms) -> value.
+pub type SeriesData = BTreeMap<Labels, BTreeMap<i64, f64>>;
+
+/// One `promql_expr_test`: a query, its eval time (ms) and the samples it
+/// must answer.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ExprTest {
+    pub query: String,
+    pub time: i64,
+    pub samples: Vec<(Labels, f64)>,
+}
+
+/// A rule test file with `data` as input series and `tests`.
+pub fn rule_file(data: &SeriesData, tests: &[ExprTest]) -> Result<String, String> {
     let interval = data
         .values()
         .flat_map(|s| s.keys())
@@ -189,18 +214,21 @@ fn rule_test(data: &BTreeMap<Labels, BTreeMap<i64, f64>>, eval: &Eval) -> Result
         );
     }
     yaml.push_str("    promql_expr_test:\n");
-    for (t, samples) in evals {
+    for test in tests {
         let _ = writeln!(
             yaml,
-            "      - expr: {}\n        eval_time: {t}ms",
-            quote(&eval.query)
+            "      - expr: {}\n        eval_time: {}ms",
+            quote(&test.query),
+            test.time
         );
+        let samples = &test.samples;
         if samples.is_empty() {
             yaml.push_str("        exp_samples: []\n");
             continue;
         }
         yaml.push_str("        exp_samples:\n");
         for (labels, v) in samples {
+            let v = *v;
             let v = if v == f64::INFINITY {
                 ".inf".to_string()
             } else if v == f64::NEG_INFINITY {

@@ -104,17 +104,17 @@ impl Default for Runner {
     }
 }
 
-/// The storage of the current section of a file (between `clear`s).
-struct Db {
-    storage: Arc<Storage>,
-    source: StorageSource,
+/// A storage instance for test data: the clock stands at the epoch and the
+/// time limits span centuries both ways, so test timestamps (from 0 on) are
+/// all accepted. One per section of a file (between `clear`s).
+pub struct TestStorage {
+    pub storage: Arc<Storage>,
+    pub source: StorageSource,
 }
 
-impl Db {
-    /// Opens an empty storage in `dir`. The clock stands at the epoch and the
-    /// time limits span centuries both ways, so test timestamps (from 0 on)
-    /// are all accepted.
-    fn open(dir: PathBuf) -> Result<Db, StorageError> {
+impl TestStorage {
+    /// Opens an empty storage in `dir`.
+    pub fn open(dir: PathBuf) -> Result<TestStorage, StorageError> {
         const CENTURY: Duration = Duration::from_secs(100 * 365 * 86_400);
         let config = Config {
             data_dir: dir,
@@ -127,10 +127,10 @@ impl Db {
         };
         let storage = Storage::open_with_clock(config, &mut Registry::default(), Arc::new(|| 0))?;
         let source = StorageSource::new(storage.clone(), Tenant::DEFAULT);
-        Ok(Db { storage, source })
+        Ok(TestStorage { storage, source })
     }
 
-    fn close(self) {
+    pub fn close(self) {
         // A close error leaves nothing behind that a later section reads.
         let _ = self.storage.close();
     }
@@ -148,7 +148,7 @@ impl Runner {
         let mut results = Vec::new();
         let mut sections = 0;
         let mut loads = 0;
-        let mut db: Option<Db> = None;
+        let mut db: Option<TestStorage> = None;
         // Set while native histogram data is loaded: evals read it and are
         // skipped until the next clear.
         let mut histograms: Option<String> = None;
@@ -169,7 +169,7 @@ impl Runner {
                     if db.is_none() {
                         sections += 1;
                         let dir = scratch.join(format!("section-{sections}"));
-                        db = Some(Db::open(dir).map_err(|source| RunError::Storage {
+                        db = Some(TestStorage::open(dir).map_err(|source| RunError::Storage {
                             line: *line,
                             source,
                         })?);
@@ -210,10 +210,11 @@ impl Runner {
                                 // Nothing loaded yet: an empty storage answers.
                                 sections += 1;
                                 let dir = scratch.join(format!("section-{sections}"));
-                                let fresh = Db::open(dir).map_err(|source| RunError::Storage {
-                                    line: eval.line,
-                                    source,
-                                })?;
+                                let fresh =
+                                    TestStorage::open(dir).map_err(|source| RunError::Storage {
+                                        line: eval.line,
+                                        source,
+                                    })?;
                                 let outcome = self.eval(&fresh, eval, &mut notes);
                                 db = Some(fresh);
                                 outcome
@@ -235,13 +236,15 @@ impl Runner {
         Ok(results)
     }
 
-    fn load(
+    /// Adds the samples of one `load` block (`load_number` counts the loads
+    /// of the file from 1, for [`Flush::EveryOtherLoad`]).
+    pub fn load(
         &self,
-        db: &Db,
+        db: &TestStorage,
         load_number: usize,
         line: usize,
         interval_ms: i64,
-        series: &[crate::promqltest::parse::SeriesLine],
+        series: &[SeriesLine],
     ) -> Result<(), RunError> {
         // A label set given twice in one block keeps its last line.
         let mut by_labels: BTreeMap<&Labels, &[SeqValue]> = BTreeMap::new();
@@ -289,7 +292,7 @@ impl Runner {
 
     /// Runs `eval`, then its `@` variants; notes are things the reader of
     /// the results should know (e.g. variants that could not be made).
-    fn eval(&self, db: &Db, eval: &Eval, notes: &mut Vec<String>) -> Outcome {
+    fn eval(&self, db: &TestStorage, eval: &Eval, notes: &mut Vec<String>) -> Outcome {
         let outcome = self.eval_query(db, &eval.query, eval.time, &eval.expect, notes, true);
         let at = match eval.time {
             EvalTime::Instant { at } => at,
@@ -339,7 +342,7 @@ impl Runner {
     /// that time answers.
     fn check_steps_as_instant(
         &self,
-        db: &Db,
+        db: &TestStorage,
         eval: &Eval,
         start: i64,
         end: i64,
@@ -392,7 +395,7 @@ impl Runner {
 
     fn eval_query(
         &self,
-        db: &Db,
+        db: &TestStorage,
         query: &str,
         time: EvalTime,
         expect: &Expectation,
@@ -476,7 +479,7 @@ impl Runner {
     /// query answers.
     fn check_instant_in_range_mode(
         &self,
-        db: &Db,
+        db: &TestStorage,
         query: &str,
         expect: &Expectation,
         at: i64,
