@@ -38,6 +38,9 @@
 //! and with `@ t` pinned on its selectors at other times ([`atmod`]). Every
 //! step of a range eval is also checked as an instant query at that time.
 
+// Modules: `parse` (the format), `run` (storage and evaluation), `compare`
+// (result checks), `atmod` (`@` variants), `promtool` (the same cases as
+// `promtool test rules` files, to check our own files against Prometheus).
 pub mod atmod;
 pub mod compare;
 pub mod parse;

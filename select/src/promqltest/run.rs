@@ -276,7 +276,9 @@ impl Runner {
             return Err(RunError::Rejected {
                 line,
                 rejected: outcome.rejected,
-                first: format!("{:?}", outcome.first_rejection),
+                first: outcome.first_rejection.map_or_else(String::new, |r| {
+                    format!("{} at {} ({})", r.series, r.timestamp, r.reason.as_str())
+                }),
             });
         }
         let flush = match self.flush {
