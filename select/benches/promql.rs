@@ -60,9 +60,16 @@ fn bench(c: &mut Criterion) {
     let mut group = c.benchmark_group("promql");
     group.sample_size(10);
     group.measurement_time(Duration::from_secs(5));
-    for query in ["sum by (group) (rate(requests_total[5m]))", "requests_total"] {
+    for query in [
+        "sum by (group) (rate(requests_total[5m]))",
+        "requests_total",
+    ] {
         group.bench_function(format!("instant {query}"), |b| {
-            b.iter(|| engine.instant(&source, query, end, &options).expect("query"))
+            b.iter(|| {
+                engine
+                    .instant(&source, query, end, &options)
+                    .expect("query")
+            })
         });
     }
     for query in [
