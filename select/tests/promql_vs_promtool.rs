@@ -29,6 +29,15 @@ load 1m
   g{job="a", i="1"} 5 3 8 1 9 2 7 7 7 3 -2 4 6 8 1 0 5 5 9 2 3 1 4 1 5 9 2 6 5 3 5
   g{job="b", i="2"} 1+0.5x12 stale _x3 4 -1 2 8 3 3 3 1 2 7 0 2 6 5
   g{job="b", i="3"} -3+1x30
+  s{job="a", i="1"} 1 _ _ 4 _ _ _ _ _ _ 2 _ 8 NaN 3 _ _ _ _ _ _ _ 1 1 1 stale 6 _ _ _ 7
+  h_bucket{job="a", le="0.1"} 0+1x30
+  h_bucket{job="a", le="0.5"} 0+4x30
+  h_bucket{job="a", le="+Inf"} 0+5x15 75+9x15
+  h_bucket{job="b", le="1"} 0+2x30
+  h_bucket{job="b", le="+Inf"} 0+2x30
+
+load 15s
+  f{job="b", i="1"} 0+1x120 -5x0
 "#;
 
 /// Disagreements known today, by a substring of the query, with the reason:
@@ -75,6 +84,9 @@ fn selector(rng: &mut Rng, time: i64) -> String {
         r#"g{i=~"1|3"}"#,
         r#"c{i!="2"}"#,
         r#"{__name__=~"c|g", job="a"}"#,
+        "s",
+        "f",
+        r#"{__name__=~"s|f"}"#,
     ]);
     match rng.below(8) {
         0 => format!("{s} offset 2m"),
@@ -188,7 +200,31 @@ fn vector(rng: &mut Rng, depth: usize, time: i64) -> String {
                 _ => format!("{f}({})", vector(rng, d, time)),
             }
         }
-        7 => match rng.below(8) {
+        7 => match rng.below(12) {
+            8 => {
+                let q = rng.below(10);
+                let r = range(rng);
+                if rng.below(2) == 0 {
+                    format!("histogram_quantile(0.{q}, rate(h_bucket[{r}]))")
+                } else {
+                    format!("histogram_quantile(0.{q}, sum by (le) (rate(h_bucket[{r}])))")
+                }
+            }
+            9 => format!(
+                "{}({})",
+                rng.pick(&["ln", "log2", "log10", "-", "round"]),
+                vector(rng, d, time)
+            ),
+            10 => format!(
+                r#"label_replace({}, "i", "x$1", "i", "([0-9])")"#,
+                vector(rng, d, time)
+            ),
+            11 => format!(
+                "{} {} {}",
+                vector(rng, d, time),
+                rng.pick(&["> bool", "!= bool", "<", "and on ()", "or on (job)"]),
+                vector(rng, d, time)
+            ),
             0 => format!(r#"count_values("v", round({}))"#, vector(rng, d, time)),
             1 => format!(
                 r#"label_join({}, "x", "-", "job", "i")"#,
