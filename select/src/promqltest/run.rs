@@ -136,6 +136,24 @@ impl TestStorage {
     }
 }
 
+/// The storage of the current section, opened on first use.
+fn section<'a>(
+    db: &'a mut Option<TestStorage>,
+    sections: &mut usize,
+    scratch: &Path,
+    line: usize,
+) -> Result<&'a TestStorage, RunError> {
+    let storage = match db.take() {
+        Some(storage) => storage,
+        None => {
+            *sections += 1;
+            let dir = scratch.join(format!("section-{sections}"));
+            TestStorage::open(dir).map_err(|source| RunError::Storage { line, source })?
+        }
+    };
+    Ok(db.insert(storage))
+}
+
 impl Runner {
     /// Parses and runs `text`, with storage directories under `scratch`.
     pub fn run_text(&self, text: &str, scratch: &Path) -> Result<Vec<CaseResult>, RunError> {
@@ -166,17 +184,7 @@ impl Runner {
                     series,
                     with_nhcb,
                 } => {
-                    if db.is_none() {
-                        sections += 1;
-                        let dir = scratch.join(format!("section-{sections}"));
-                        db = Some(TestStorage::open(dir).map_err(|source| RunError::Storage {
-                            line: *line,
-                            source,
-                        })?);
-                    }
-                    let Some(db) = db.as_ref() else {
-                        continue;
-                    };
+                    let db = section(&mut db, &mut sections, scratch, *line)?;
                     if *with_nhcb {
                         histograms.get_or_insert_with(|| {
                             format!("load_with_nhcb at line {line} (native histograms)")
@@ -204,22 +212,9 @@ impl Runner {
                             reason: reason.clone(),
                         }
                     } else {
-                        match &db {
-                            Some(db) => self.eval(db, eval, &mut notes),
-                            None => {
-                                // Nothing loaded yet: an empty storage answers.
-                                sections += 1;
-                                let dir = scratch.join(format!("section-{sections}"));
-                                let fresh =
-                                    TestStorage::open(dir).map_err(|source| RunError::Storage {
-                                        line: eval.line,
-                                        source,
-                                    })?;
-                                let outcome = self.eval(&fresh, eval, &mut notes);
-                                db = Some(fresh);
-                                outcome
-                            }
-                        }
+                        // Before any load, an empty storage answers.
+                        let db = section(&mut db, &mut sections, scratch, eval.line)?;
+                        self.eval(db, eval, &mut notes)
                     };
                     results.push(CaseResult {
                         line: eval.line,
