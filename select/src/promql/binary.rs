@@ -70,14 +70,16 @@ pub(crate) fn eval(
         }
         (Val::Vector(_), Val::Vector(_)) => {
             let matching = matching_of(b);
+            let mut memo = Memo::default();
             let out = ev.range_eval(steps, &[&lhs, &rhs], |_, _, args| {
                 let left = args[0].take_vector();
                 let right = args[1].take_vector();
+                let memo = &mut memo;
                 match op.as_str() {
-                    "and" => Ok(and(left, right, &matching)),
-                    "or" => Ok(or(left, right, &matching)),
-                    "unless" => Ok(unless(left, right, &matching)),
-                    _ => vector_vector(&op, left, right, &matching, return_bool, comparison),
+                    "and" => Ok(and(left, right, &matching, memo)),
+                    "or" => Ok(or(left, right, &matching, memo)),
+                    "unless" => Ok(unless(left, right, &matching, memo)),
+                    _ => vector_vector(&op, left, right, &matching, return_bool, comparison, memo),
                 }
             })?;
             Val::Vector(out)
@@ -227,28 +229,46 @@ fn match_labels(labels: &[Label], m: &Matching<'_>) -> Vec<Label> {
         .collect()
 }
 
-fn and(left: Vec<Elem>, right: Vec<Elem>, m: &Matching<'_>) -> Vec<Elem> {
-    let keys: HashSet<String> = right.iter().map(|e| signature(&e.labels, m)).collect();
+/// Per-query caches keyed by label-set address (the inputs stay alive for
+/// the whole evaluation, so an address names one label set): matching keys
+/// and result labels are computed once per series, not once per step.
+#[derive(Default)]
+struct Memo {
+    signatures: HashMap<usize, Arc<str>>,
+    results: HashMap<(usize, usize), Shared>,
+}
+
+impl Memo {
+    fn signature(&mut self, labels: &Shared, m: &Matching<'_>) -> Arc<str> {
+        self.signatures
+            .entry(Arc::as_ptr(labels) as usize)
+            .or_insert_with(|| Arc::from(signature(labels, m)))
+            .clone()
+    }
+}
+
+fn and(left: Vec<Elem>, right: Vec<Elem>, m: &Matching<'_>, memo: &mut Memo) -> Vec<Elem> {
+    let keys: HashSet<Arc<str>> = right.iter().map(|e| memo.signature(&e.labels, m)).collect();
     left.into_iter()
-        .filter(|e| keys.contains(&signature(&e.labels, m)))
+        .filter(|e| keys.contains(&memo.signature(&e.labels, m)))
         .collect()
 }
 
-fn or(left: Vec<Elem>, right: Vec<Elem>, m: &Matching<'_>) -> Vec<Elem> {
-    let keys: HashSet<String> = left.iter().map(|e| signature(&e.labels, m)).collect();
+fn or(left: Vec<Elem>, right: Vec<Elem>, m: &Matching<'_>, memo: &mut Memo) -> Vec<Elem> {
+    let keys: HashSet<Arc<str>> = left.iter().map(|e| memo.signature(&e.labels, m)).collect();
     let mut out = left;
     out.extend(
         right
             .into_iter()
-            .filter(|e| !keys.contains(&signature(&e.labels, m))),
+            .filter(|e| !keys.contains(&memo.signature(&e.labels, m))),
     );
     out
 }
 
-fn unless(left: Vec<Elem>, right: Vec<Elem>, m: &Matching<'_>) -> Vec<Elem> {
-    let keys: HashSet<String> = right.iter().map(|e| signature(&e.labels, m)).collect();
+fn unless(left: Vec<Elem>, right: Vec<Elem>, m: &Matching<'_>, memo: &mut Memo) -> Vec<Elem> {
+    let keys: HashSet<Arc<str>> = right.iter().map(|e| memo.signature(&e.labels, m)).collect();
     left.into_iter()
-        .filter(|e| !keys.contains(&signature(&e.labels, m)))
+        .filter(|e| !keys.contains(&memo.signature(&e.labels, m)))
         .collect()
 }
 
@@ -259,6 +279,7 @@ fn vector_vector(
     m: &Matching<'_>,
     return_bool: bool,
     comparison: bool,
+    memo: &mut Memo,
 ) -> Result<Vec<Elem>, QueryError> {
     if matches!(m.card, VectorMatchCardinality::ManyToMany) {
         return Err(QueryError::BadData(
@@ -272,9 +293,9 @@ fn vector_vector(
     } else {
         (left, right)
     };
-    let mut one_by_key: HashMap<String, &Elem> = HashMap::with_capacity(one.len());
+    let mut one_by_key: HashMap<Arc<str>, &Elem> = HashMap::with_capacity(one.len());
     for e in &one {
-        let key = signature(&e.labels, m);
+        let key = memo.signature(&e.labels, m);
         if let Some(dup) = one_by_key.get(&key) {
             let side = if one_to_many { "left" } else { "right" };
             return Err(QueryError::Execution(format!(
@@ -289,10 +310,10 @@ fn vector_vector(
         one_by_key.insert(key, e);
     }
     let one_to_one = matches!(m.card, VectorMatchCardinality::OneToOne);
-    let mut matched: HashMap<String, HashSet<Shared>> = HashMap::new();
+    let mut matched: HashMap<Arc<str>, HashSet<Shared>> = HashMap::new();
     let mut out = Vec::new();
     for e in &many {
-        let key = signature(&e.labels, m);
+        let key = memo.signature(&e.labels, m);
         let Some(other) = one_by_key.get(&key) else {
             continue;
         };
@@ -307,10 +328,22 @@ fn vector_vector(
         } else if !keep {
             continue;
         }
-        let mut labels = result_labels(&e.labels, &other.labels, m, comparison);
-        if return_bool {
-            labels = drop_name(&labels);
-        }
+        let address = (
+            Arc::as_ptr(&e.labels) as usize,
+            Arc::as_ptr(&other.labels) as usize,
+        );
+        let labels = memo
+            .results
+            .entry(address)
+            .or_insert_with(|| {
+                let labels = result_labels(&e.labels, &other.labels, m, comparison);
+                if return_bool {
+                    drop_name(&labels)
+                } else {
+                    labels
+                }
+            })
+            .clone();
         match matched.get_mut(&key) {
             None => {
                 let mut set = HashSet::new();

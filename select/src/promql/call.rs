@@ -130,7 +130,7 @@ pub(crate) fn eval(ev: &mut Evaluator<'_>, c: &Call, steps: Steps) -> Result<Val
             label_fns::validate_label_join(dst, &sources)
                 .map_err(|e| QueryError::Execution(e.to_string()))?;
             relabel(series, |labels| {
-                label_fns::label_join(labels, dst, separator, &sources).unwrap_or_default()
+                label_fns::join(labels, dst, separator, &sources)
             })
         }
         "histogram_quantile" => histogram_quantile(ev, &args, steps),
