@@ -17,7 +17,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use strata_select::promqltest::{Outcome, Runner};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use strata_select::promqltest::{CaseResult, Outcome, Runner};
 
 const PEER_DIR: &str = ".peers/promql/testdata";
 const OWN_DIR: &str = "select/testdata";
@@ -95,6 +99,40 @@ impl std::fmt::Display for Counts {
     }
 }
 
+/// The cases of one file and how long the file took.
+type FileRun = (Vec<CaseResult>, Duration);
+
+/// Runs `files` on a few threads (loading and flushing wait on the disk
+/// more than they compute); results in the order of `files`.
+fn run_files(runner: &Runner, root: &Path, files: &[String], scratch: &Path) -> Vec<FileRun> {
+    let next = AtomicUsize::new(0);
+    let done: Mutex<Vec<Option<FileRun>>> = Mutex::new(files.iter().map(|_| None).collect());
+    std::thread::scope(|scope| {
+        for _ in 0..4 {
+            scope.spawn(|| {
+                loop {
+                    let n = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(file) = files.get(n) else {
+                        return;
+                    };
+                    let text = std::fs::read_to_string(root.join(file))
+                        .unwrap_or_else(|e| panic!("cannot read {file}: {e}"));
+                    let started = Instant::now();
+                    let results = runner
+                        .run_text(&text, &scratch.join(n.to_string()))
+                        .unwrap_or_else(|e| panic!("{file}: {e}"));
+                    done.lock().expect("results lock")[n] = Some((results, started.elapsed()));
+                }
+            });
+        }
+    });
+    done.into_inner()
+        .expect("results lock")
+        .into_iter()
+        .map(|r| r.expect("every file ran"))
+        .collect()
+}
+
 #[test]
 fn promql_test_files() {
     let root = workspace_root();
@@ -125,17 +163,15 @@ fn promql_test_files() {
     let mut now_passing = Vec::new();
     let mut summary = String::new();
     let mut totals = Counts::default();
-    for (n, file) in files.iter().enumerate() {
-        let text = std::fs::read_to_string(root.join(file))
-            .unwrap_or_else(|e| panic!("cannot read {file}: {e}"));
-        let dir = scratch.path().join(n.to_string());
-        let results = runner
-            .run_text(&text, &dir)
-            .unwrap_or_else(|e| panic!("{file}: {e}"));
+    let runs = run_files(&runner, &root, &files, scratch.path());
+    for (file, (results, took)) in files.iter().zip(runs) {
         let mut counts = Counts::default();
         for case in results {
             let key = format!("{file}:{}", case.line);
             cases.insert(key.clone());
+            for note in &case.notes {
+                println!("NOTE {key}: {note}");
+            }
             match case.outcome {
                 Outcome::Passed => {
                     counts.passed += 1;
@@ -156,7 +192,12 @@ fn promql_test_files() {
                         "FAILED {key}\n  query: {}\n  reason: {reason}\n  expected: {expected}\n  got: {got}\n",
                         case.query
                     );
-                    failing.push((key.clone(), one_line(&reason, 120)));
+                    // An error message says more than "query failed".
+                    let why = match got.strip_prefix("error: ") {
+                        Some(e) => format!("{reason}: {e}"),
+                        None => reason.clone(),
+                    };
+                    failing.push((key.clone(), one_line(&why, 160)));
                     if known.contains_key(&key) {
                         counts.known_failing += 1;
                         if verbose {
@@ -171,7 +212,7 @@ fn promql_test_files() {
             }
         }
         totals.add(&counts);
-        let _ = writeln!(summary, "{file}: {counts}");
+        let _ = writeln!(summary, "{file}: {counts} ({:.1}s)", took.as_secs_f64());
     }
     let _ = writeln!(summary, "total: {totals}");
     println!("\n{summary}");
@@ -206,5 +247,73 @@ fn promql_test_files() {
             .cloned()
             .collect::<Vec<_>>()
             .join(", ")
+    );
+}
+
+fn find_promtool() -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join("promtool"))
+        .find(|p| p.is_file())
+}
+
+/// Our own files must agree with Prometheus: every eval promtool can
+/// express is run by `promtool test rules` (Prometheus' unit test runner).
+#[test]
+fn own_files_agree_with_promtool() {
+    let Some(promtool) = find_promtool() else {
+        if std::env::var("STRATA_SKIP_PEER_TESTS").as_deref() == Ok("1") {
+            println!("SKIPPED: promtool not found and STRATA_SKIP_PEER_TESTS=1");
+            return;
+        }
+        panic!(
+            "promtool not found in PATH: run `scripts/fetch-peers prometheus` \
+             (or set STRATA_SKIP_PEER_TESTS=1 to skip peer tests)"
+        );
+    };
+    let root = workspace_root();
+    let scratch = tempfile::tempdir().expect("temp dir");
+    let mut failures = Vec::new();
+    let mut checked = 0;
+    for file in test_files(&root, OWN_DIR) {
+        let text = std::fs::read_to_string(root.join(&file))
+            .unwrap_or_else(|e| panic!("cannot read {file}: {e}"));
+        let commands =
+            strata_select::promqltest::parse_file(&text).unwrap_or_else(|e| panic!("{file}: {e}"));
+        for test in strata_select::promqltest::promtool::rule_tests(&commands) {
+            let test = match test {
+                Ok(t) => t,
+                Err((line, why)) => {
+                    println!("NOT CHECKED {file}:{line}: {why}");
+                    continue;
+                }
+            };
+            let path = scratch.path().join(format!("case-{checked}.yml"));
+            std::fs::write(&path, &test.yaml).expect("write rule test");
+            let out = std::process::Command::new(&promtool)
+                .arg("test")
+                .arg("rules")
+                .arg(&path)
+                .output()
+                .expect("run promtool");
+            checked += 1;
+            if !out.status.success() {
+                println!(
+                    "DISAGREES {file}:{}\n{}{}\nrule test:\n{}",
+                    test.line,
+                    String::from_utf8_lossy(&out.stdout),
+                    String::from_utf8_lossy(&out.stderr),
+                    test.yaml
+                );
+                failures.push(format!("{file}:{}", test.line));
+            }
+        }
+    }
+    println!("checked {checked} evals with {}", promtool.display());
+    assert!(checked > 0, "no eval of {OWN_DIR} could be checked");
+    assert!(
+        failures.is_empty(),
+        "promtool disagrees with the expectations of: {}",
+        failures.join(", ")
     );
 }

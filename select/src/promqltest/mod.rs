@@ -34,14 +34,21 @@
 //! Results compare like the reference runner: floats within a relative error
 //! of 1e-6 ([`compare::almost_equal`]), NaN equal to NaN, label sets exact,
 //! order only for `eval_ordered`. Every instant eval is also run as a range
-//! query over `[t-1m, t+1m]` by 1m whose middle step must give the same answer.
+//! query over `[t-1m, t+1m]` by 1m whose middle step must give the same answer,
+//! and with `@ t` pinned on its selectors at other times ([`atmod`]). Every
+//! step of a range eval is also checked as an instant query at that time.
 
+// Modules: `parse` (the format), `run` (storage and evaluation), `compare`
+// (result checks), `atmod` (`@` variants), `promtool` (the same cases as
+// `promtool test rules` files, to check our own files against Prometheus).
+pub mod atmod;
 pub mod compare;
 pub mod parse;
+pub mod promtool;
 pub mod run;
 
 #[cfg(test)]
 mod tests;
 
 pub use parse::{Command, ParseError, parse_file};
-pub use run::{CaseResult, Outcome, RunError, Runner};
+pub use run::{CaseResult, Flush, Outcome, RunError, Runner, TestStorage};

@@ -16,8 +16,12 @@ use crate::promql::value::{Labels, Sample, Value};
 use crate::promql::{Engine, QueryOptions};
 use crate::source::StorageSource;
 
+use super::atmod::at_variants;
 use super::compare::{self, format_expected, format_value};
-use super::parse::{Command, Eval, EvalTime, ParseError, SeqValue, SeriesValues, parse_file};
+use super::parse::{
+    Command, Eval, EvalTime, Expectation, ParseError, SeqValue, SeriesLine, SeriesValues,
+    parse_file,
+};
 
 /// Why a file could not be run at all (as opposed to a failing case).
 #[derive(Debug, thiserror::Error)]
@@ -54,41 +58,63 @@ pub struct CaseResult {
     pub line: usize,
     pub query: String,
     pub outcome: Outcome,
+    /// What was not checked and why.
+    pub notes: Vec<String>,
+}
+
+/// When loaded samples are flushed to parts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Flush {
+    /// After every load.
+    Always,
+    /// Never: queries read in-memory rows only.
+    Never,
+    /// After the 1st, 3rd, ... load of a file.
+    EveryOtherLoad,
 }
 
 /// Settings of a run.
 #[derive(Clone, Debug)]
 pub struct Runner {
     pub engine: Engine,
-    /// Write loaded series to parts before evaluating, so queries read the
-    /// on-disk encoding and not only the in-memory rows. Default: true.
-    pub flush_after_load: bool,
+    /// Which loads are written to parts before evaluating (the others stay
+    /// in the in-memory rows). Default: every other load, so both read paths
+    /// and their merge are exercised.
+    pub flush: Flush,
     /// Also evaluate each instant eval as a range query over
     /// `[t-1m, t+1m]` by 1m and check its middle step. Default: true.
     pub check_range_mode: bool,
+    /// Also evaluate each instant eval with `@ <t>` added to its selectors
+    /// at other times (see `atmod`). Default: true.
+    pub check_at_modifier: bool,
+    /// Also evaluate every step of each range eval as an instant query.
+    /// Default: true.
+    pub check_range_steps: bool,
 }
 
 impl Default for Runner {
     fn default() -> Self {
         Runner {
             engine: Engine::default(),
-            flush_after_load: true,
+            flush: Flush::EveryOtherLoad,
             check_range_mode: true,
+            check_at_modifier: true,
+            check_range_steps: true,
         }
     }
 }
 
-/// The storage of the current section of a file (between `clear`s).
-struct Db {
-    storage: Arc<Storage>,
-    source: StorageSource,
+/// A storage instance for test data: the clock stands at the epoch and the
+/// time limits span centuries both ways, so test timestamps (from 0 on) are
+/// all accepted. One per section of a file (between `clear`s).
+pub struct TestStorage {
+    pub storage: Arc<Storage>,
+    pub source: StorageSource,
 }
 
-impl Db {
-    /// Opens an empty storage in `dir`. The clock stands at the epoch and the
-    /// time limits span centuries both ways, so test timestamps (from 0 on)
-    /// are all accepted.
-    fn open(dir: PathBuf) -> Result<Db, StorageError> {
+impl TestStorage {
+    /// Opens an empty storage in `dir`.
+    pub fn open(dir: PathBuf) -> Result<TestStorage, StorageError> {
         const CENTURY: Duration = Duration::from_secs(100 * 365 * 86_400);
         let config = Config {
             data_dir: dir,
@@ -101,13 +127,31 @@ impl Db {
         };
         let storage = Storage::open_with_clock(config, &mut Registry::default(), Arc::new(|| 0))?;
         let source = StorageSource::new(storage.clone(), Tenant::DEFAULT);
-        Ok(Db { storage, source })
+        Ok(TestStorage { storage, source })
     }
 
-    fn close(self) {
+    pub fn close(self) {
         // A close error leaves nothing behind that a later section reads.
         let _ = self.storage.close();
     }
+}
+
+/// The storage of the current section, opened on first use.
+fn section<'a>(
+    db: &'a mut Option<TestStorage>,
+    sections: &mut usize,
+    scratch: &Path,
+    line: usize,
+) -> Result<&'a TestStorage, RunError> {
+    let storage = match db.take() {
+        Some(storage) => storage,
+        None => {
+            *sections += 1;
+            let dir = scratch.join(format!("section-{sections}"));
+            TestStorage::open(dir).map_err(|source| RunError::Storage { line, source })?
+        }
+    };
+    Ok(db.insert(storage))
 }
 
 impl Runner {
@@ -121,7 +165,8 @@ impl Runner {
     pub fn run(&self, commands: &[Command], scratch: &Path) -> Result<Vec<CaseResult>, RunError> {
         let mut results = Vec::new();
         let mut sections = 0;
-        let mut db: Option<Db> = None;
+        let mut loads = 0;
+        let mut db: Option<TestStorage> = None;
         // Set while native histogram data is loaded: evals read it and are
         // skipped until the next clear.
         let mut histograms: Option<String> = None;
@@ -139,17 +184,7 @@ impl Runner {
                     series,
                     with_nhcb,
                 } => {
-                    if db.is_none() {
-                        sections += 1;
-                        let dir = scratch.join(format!("section-{sections}"));
-                        db = Some(Db::open(dir).map_err(|source| RunError::Storage {
-                            line: *line,
-                            source,
-                        })?);
-                    }
-                    let Some(db) = db.as_ref() else {
-                        continue;
-                    };
+                    let db = section(&mut db, &mut sections, scratch, *line)?;
                     if *with_nhcb {
                         histograms.get_or_insert_with(|| {
                             format!("load_with_nhcb at line {line} (native histograms)")
@@ -163,9 +198,11 @@ impl Runner {
                             format!("native histogram samples loaded at line {}", h.line)
                         });
                     }
-                    self.load(db, *line, *interval_ms, series)?;
+                    loads += 1;
+                    self.load(db, loads, *line, *interval_ms, series)?;
                 }
                 Command::Eval(eval) => {
+                    let mut notes = Vec::new();
                     let outcome = if let Some(reason) = &eval.unsupported {
                         Outcome::Skipped {
                             reason: reason.clone(),
@@ -175,26 +212,15 @@ impl Runner {
                             reason: reason.clone(),
                         }
                     } else {
-                        match &db {
-                            Some(db) => self.eval(db, eval),
-                            None => {
-                                // Nothing loaded yet: an empty storage answers.
-                                sections += 1;
-                                let dir = scratch.join(format!("section-{sections}"));
-                                let fresh = Db::open(dir).map_err(|source| RunError::Storage {
-                                    line: eval.line,
-                                    source,
-                                })?;
-                                let outcome = self.eval(&fresh, eval);
-                                db = Some(fresh);
-                                outcome
-                            }
-                        }
+                        // Before any load, an empty storage answers.
+                        let db = section(&mut db, &mut sections, scratch, eval.line)?;
+                        self.eval(db, eval, &mut notes)
                     };
                     results.push(CaseResult {
                         line: eval.line,
                         query: eval.query.clone(),
                         outcome,
+                        notes,
                     });
                 }
             }
@@ -205,12 +231,15 @@ impl Runner {
         Ok(results)
     }
 
-    fn load(
+    /// Adds the samples of one `load` block (`load_number` counts the loads
+    /// of the file from 1, for [`Flush::EveryOtherLoad`]).
+    pub fn load(
         &self,
-        db: &Db,
+        db: &TestStorage,
+        load_number: usize,
         line: usize,
         interval_ms: i64,
-        series: &[crate::promqltest::parse::SeriesLine],
+        series: &[SeriesLine],
     ) -> Result<(), RunError> {
         // A label set given twice in one block keeps its last line.
         let mut by_labels: BTreeMap<&Labels, &[SeqValue]> = BTreeMap::new();
@@ -242,24 +271,140 @@ impl Runner {
             return Err(RunError::Rejected {
                 line,
                 rejected: outcome.rejected,
-                first: format!("{:?}", outcome.first_rejection),
+                first: outcome.first_rejection.map_or_else(String::new, |r| {
+                    format!("{} at {} ({})", r.series, r.timestamp, r.reason.as_str())
+                }),
             });
         }
-        if self.flush_after_load {
+        let flush = match self.flush {
+            Flush::Always => true,
+            Flush::Never => false,
+            Flush::EveryOtherLoad => load_number % 2 == 1,
+        };
+        if flush {
             db.storage.flush().map_err(storage_err)?;
         }
         Ok(())
     }
 
-    fn eval(&self, db: &Db, eval: &Eval) -> Outcome {
-        let opts = QueryOptions::default();
-        let expect = &eval.expect;
-        let result = match eval.time {
-            EvalTime::Instant { at } => self.engine.instant(&db.source, &eval.query, at, &opts),
+    /// Runs `eval`, then its `@` variants; notes are things the reader of
+    /// the results should know (e.g. variants that could not be made).
+    fn eval(&self, db: &TestStorage, eval: &Eval, notes: &mut Vec<String>) -> Outcome {
+        let outcome = self.eval_query(db, &eval.query, eval.time, &eval.expect, notes, true);
+        let at = match eval.time {
+            EvalTime::Instant { at } => at,
             EvalTime::Range { start, end, step } => {
-                self.engine
-                    .range(&db.source, &eval.query, start, end, step, &opts)
+                if outcome != Outcome::Passed || !self.check_range_steps {
+                    return outcome;
+                }
+                return self.check_steps_as_instant(db, eval, start, end, step);
             }
+        };
+        if outcome != Outcome::Passed || !self.check_at_modifier {
+            return outcome;
+        }
+        let variants = match at_variants(&eval.query, at) {
+            Ok(Some(v)) => v,
+            Ok(None) => return outcome,
+            Err(e) => {
+                notes.push(format!("no @ variants: {e}"));
+                return outcome;
+            }
+        };
+        for t in variants.times {
+            let time = EvalTime::Instant { at: t };
+            if let Outcome::Failed {
+                reason,
+                expected,
+                got,
+            } = self.eval_query(
+                db,
+                &variants.query,
+                time,
+                &eval.expect,
+                &mut Vec::new(),
+                true,
+            ) {
+                return Outcome::Failed {
+                    reason: format!("@ variant `{}` evaluated at {t}: {reason}", variants.query),
+                    expected,
+                    got,
+                };
+            }
+        }
+        Outcome::Passed
+    }
+
+    /// Every step of a range query must answer what an instant query at
+    /// that time answers.
+    fn check_steps_as_instant(
+        &self,
+        db: &TestStorage,
+        eval: &Eval,
+        start: i64,
+        end: i64,
+        step: i64,
+    ) -> Outcome {
+        // start() and end() mean the step itself in an instant query.
+        if eval.query.contains("start()") || eval.query.contains("end()") {
+            return Outcome::Passed;
+        }
+        let mut t = start;
+        let mut i = 0;
+        while t <= end {
+            let series = eval
+                .expect
+                .series
+                .iter()
+                .filter_map(|s| match &s.values {
+                    SeriesValues::Floats(v) => match v.get(i) {
+                        Some(SeqValue::Float(f)) => Some(SeriesLine {
+                            values: SeriesValues::Floats(vec![SeqValue::Float(*f)]),
+                            ..s.clone()
+                        }),
+                        _ => None,
+                    },
+                    SeriesValues::Histograms(_) => None,
+                })
+                .collect();
+            let expect = Expectation {
+                series,
+                ..Expectation::default()
+            };
+            let time = EvalTime::Instant { at: t };
+            if let Outcome::Failed {
+                reason,
+                expected,
+                got,
+            } = self.eval_query(db, &eval.query, time, &expect, &mut Vec::new(), false)
+            {
+                return Outcome::Failed {
+                    reason: format!("step {t} of the range as an instant query: {reason}"),
+                    expected,
+                    got,
+                };
+            }
+            t += step;
+            i += 1;
+        }
+        Outcome::Passed
+    }
+
+    fn eval_query(
+        &self,
+        db: &TestStorage,
+        query: &str,
+        time: EvalTime,
+        expect: &Expectation,
+        notes: &mut Vec<String>,
+        in_range_mode_too: bool,
+    ) -> Outcome {
+        let opts = QueryOptions::default();
+        let result = match time {
+            EvalTime::Instant { at } => self.engine.instant(&db.source, query, at, &opts),
+            EvalTime::Range { start, end, step } => self
+                .engine
+                .range(&db.source, query, start, end, step, &opts),
         };
         let failed = |reason: String, got: String| Outcome::Failed {
             reason,
@@ -303,7 +448,13 @@ impl Runner {
                 format_value(&result.value),
             );
         }
-        let checked = match eval.time {
+        if expect.warnings.is_none() && !result.warnings.is_empty() {
+            notes.push(format!(
+                "unexpected warnings: {}",
+                result.warnings.join("; ")
+            ));
+        }
+        let checked = match time {
             EvalTime::Instant { .. } => compare::check_instant(expect, &result.value),
             EvalTime::Range { start, end, step } => {
                 compare::check_range(expect, start, end, step, &result.value)
@@ -312,10 +463,11 @@ impl Runner {
         if let Err(reason) = checked {
             return failed(reason, format_value(&result.value));
         }
-        if let EvalTime::Instant { at } = eval.time
+        if let EvalTime::Instant { at } = time
             && self.check_range_mode
+            && in_range_mode_too
         {
-            return self.check_instant_in_range_mode(db, eval, at, &result.value);
+            return self.check_instant_in_range_mode(db, query, expect, at, &result.value);
         }
         Outcome::Passed
     }
@@ -324,16 +476,16 @@ impl Runner {
     /// query answers.
     fn check_instant_in_range_mode(
         &self,
-        db: &Db,
-        eval: &Eval,
+        db: &TestStorage,
+        query: &str,
+        expect: &Expectation,
         at: i64,
         instant: &Value,
     ) -> Outcome {
-        if matches!(instant, Value::String { .. } | Value::Matrix(_)) || eval.expect.ordered {
+        if matches!(instant, Value::String { .. } | Value::Matrix(_)) || expect.ordered {
             // Range queries cannot return these; ordering is not defined for them.
             return Outcome::Passed;
         }
-        let expect = &eval.expect;
         let failed = |reason: String, got: String| Outcome::Failed {
             reason: format!(
                 "in range mode [{}, {}] step 60000: {reason}",
@@ -344,17 +496,14 @@ impl Runner {
             got,
         };
         let opts = QueryOptions::default();
-        let result = match self.engine.range(
-            &db.source,
-            &eval.query,
-            at - 60_000,
-            at + 60_000,
-            60_000,
-            &opts,
-        ) {
-            Ok(r) => r,
-            Err(e) => return failed("query failed".to_string(), format!("error: {e}")),
-        };
+        let result =
+            match self
+                .engine
+                .range(&db.source, query, at - 60_000, at + 60_000, 60_000, &opts)
+            {
+                Ok(r) => r,
+                Err(e) => return failed("query failed".to_string(), format!("error: {e}")),
+            };
         let Value::Matrix(m) = &result.value else {
             return failed(
                 format!(

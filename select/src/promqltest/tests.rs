@@ -425,3 +425,137 @@ fn float_comparison() {
     check(0.0, -0.0, true);
     check(1e10, 1e10 + 1.0, true);
 }
+
+#[test]
+fn at_modifier_variants() {
+    use super::atmod::{AtVariants, at_variants};
+    let check = |query: &str, at: i64, want: Option<(&str, &[i64])>| {
+        let got = at_variants(query, at).expect(query);
+        let want = want.map(|(q, times)| AtVariants {
+            query: q.to_string(),
+            times: times.to_vec(),
+        });
+        assert_eq!(got, want, "{query} at {at}");
+    };
+    let times = &[-100_000, 0, 2_000, 10_000, 100_000][..];
+    check("foo", 10_000, Some(("foo @ 10.000", times)));
+    check("foo", 0, Some(("foo @ 0.000", &[-1000, 0, 1000])));
+    check(
+        "rate(foo[5m]) + bar offset 1m",
+        10_000,
+        Some(("rate(foo[5m] @ 10.000) + bar @ 10.000 offset 1m", times)),
+    );
+    // Fixed times stay; start() and end() are pinned like a bare selector.
+    check(
+        "foo @ 50 + bar @ start()",
+        10_000,
+        Some(("foo @ 50.000 + bar @ 10.000", times)),
+    );
+    // A subquery is pinned as a whole.
+    check(
+        "max_over_time(foo[1m:10s])",
+        10_000,
+        Some(("max_over_time(foo[1m:10s] @ 10.000)", times)),
+    );
+    check(
+        r#"sum by (a) (foo{b="c", a=~"x|y"})"#,
+        10_000,
+        Some((r#"sum by (a) (foo{a=~"x|y",b="c"} @ 10.000)"#, times)),
+    );
+    check("1 + 2", 10_000, Some(("1 + 2", times)));
+    check("time()", 10_000, None);
+    check("timestamp(foo)", 10_000, None);
+    check("sum(predict_linear(foo[5m], 60))", 10_000, None);
+    assert!(at_variants("foo{", 0).is_err());
+}
+
+/// Runs `text` and returns (line, passed?, reason) per eval.
+fn run(text: &str) -> Vec<(usize, String)> {
+    use super::run::{Outcome, Runner};
+    let dir = tempfile::tempdir().expect("temp dir");
+    Runner::default()
+        .run_text(text, dir.path())
+        .expect("runs")
+        .into_iter()
+        .map(|c| {
+            let what = match c.outcome {
+                Outcome::Passed => "passed".to_string(),
+                Outcome::Failed { reason, .. } => format!("failed: {reason}"),
+                Outcome::Skipped { reason } => format!("skipped: {reason}"),
+            };
+            (c.line, what)
+        })
+        .collect()
+}
+
+#[test]
+fn runner_outcomes() {
+    let text = r#"
+load 1m
+  a{x="1"} 1 2
+  a{x="2"} 3 4
+
+eval instant at 1m a
+  a{x="1"} 2
+  a{x="2"} 4
+
+eval instant at 1m a
+  a{x="1"} 2
+  a{x="2"} 5
+
+eval instant at 1m a
+  a{x="1"} 2
+
+eval instant at 1m a{x="1"}
+  a{x="1"} 2
+  a{x="3"} 2
+
+eval_ordered instant at 1m sort_desc(a)
+  a{x="1"} 2
+  a{x="2"} 4
+
+eval_fail instant at 1m a
+
+eval_fail instant at 1m a{x="1"} / on() a
+
+eval range from 0 to 1m step 1m a{x="1"}
+  a{x="1"} 1 2
+
+eval range from 0 to 1m step 1m a{x="1"}
+  a{x="1"} 1 _
+
+eval instant at 1m sum(a)
+  6
+
+eval instant at 1m scalar(sum(a))
+  6
+
+load 1m
+  h {{schema:0 sum:1 count:1}}
+
+eval instant at 0 a
+"#;
+    let got = run(text);
+    let summary: Vec<(usize, &str)> = got
+        .iter()
+        .map(|(line, what)| (*line, what.split(':').next().unwrap_or_default()))
+        .collect();
+    assert_eq!(
+        summary,
+        vec![
+            (6, "passed"),
+            (10, "failed"),
+            (14, "failed"),
+            (17, "failed"),
+            (21, "failed"),
+            (25, "failed"),
+            (27, "passed"),
+            (29, "passed"),
+            (32, "failed"),
+            (35, "failed"),
+            (38, "passed"),
+            (44, "skipped"),
+        ],
+        "{got:#?}"
+    );
+}
