@@ -10,8 +10,10 @@
 pub mod config;
 pub mod decode;
 pub mod http;
+pub mod influx;
 pub mod ingest;
 pub mod metrics;
+pub mod promtext;
 pub mod vmimport;
 
 pub use config::Config;
