@@ -69,3 +69,61 @@ fn prom_text_seeds() {
         }
     }
 }
+
+/// Splitmix64, so that a failing mutation is replayable from the printed seed.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n.max(1) as u64) as usize
+    }
+}
+
+/// Bytes that steer the parsers into their less common branches.
+const INTERESTING: &[u8] = b"\\\"=, \t\r\n#{}.-+eEiutfTF0123456789\xc3\xa9\xff";
+
+/// A small stand-in for the fuzz targets that runs everywhere: mutated seeds
+/// (bytes replaced, inserted, removed, lines cut) must never panic a parser.
+#[test]
+fn mutated_seeds_never_panic() {
+    let options = Options {
+        precision: Precision::Seconds,
+        default_timestamp_ms: 0,
+        db: String::new(),
+    };
+    let mut rng = Rng(0x5EED);
+    for target in ["influx", "prom_text"] {
+        for (name, seed) in seeds(target) {
+            for round in 0..300 {
+                let mut body = seed.clone();
+                for _ in 0..1 + rng.below(4) {
+                    let at = rng.below(body.len() + 1);
+                    let byte = INTERESTING[rng.below(INTERESTING.len())];
+                    match rng.below(4) {
+                        0 if at < body.len() => body[at] = byte,
+                        1 => body.insert(at, byte),
+                        2 if at < body.len() => {
+                            body.remove(at);
+                        }
+                        _ => body.truncate(at),
+                    }
+                }
+                let context = format!("{target}/{name} round {round}: {body:?}");
+                let run = std::panic::catch_unwind(|| {
+                    let _ = influx::parse(&body, &options);
+                    let _ = promtext::parse(&body, 0, Format::Text);
+                    let _ = promtext::parse(&body, 0, Format::OpenMetrics);
+                });
+                assert!(run.is_ok(), "panicked on {context}");
+            }
+        }
+    }
+}
