@@ -89,6 +89,10 @@ with InfluxDBClient(url=sys.argv[1], token="any", org="acme") as client:
     ])
     # Line protocol as written by hand, with a comment and the v2 precision names.
     write.write(bucket="metrics", record="e2e_raw,k=v value=42u,flag=T " + str(t0 + 4), write_precision=WritePrecision.S)
+# A gzip-compressed body.
+with InfluxDBClient(url=sys.argv[1], token="any", org="acme", enable_gzip=True) as client:
+    write = client.write_api(write_options=SYNCHRONOUS)
+    write.write(bucket="zipped", record=Point("e2e_gz").field("n", 5).time(t0 + 5, WritePrecision.S))
 "#
     );
     let output = Command::new(&python)
@@ -169,6 +173,10 @@ with InfluxDBClient(url=sys.argv[1], token="any", org="acme") as client:
         (
             labels(&[("__name__", "e2e_raw_flag"), ("db", "metrics"), ("k", "v")]),
             sample(t0 + 4000, 1.0),
+        ),
+        (
+            labels(&[("__name__", "e2e_gz_n"), ("db", "zipped")]),
+            sample(t0 + 5000, 5.0),
         ),
     ]);
     assert_eq!(got, want);
