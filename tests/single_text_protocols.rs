@@ -250,11 +250,7 @@ fn node_exporter_scrape_round_trips() {
     drop(exporter);
     let single = Single::start(BIN);
     let ts_ms = now_ms() - 60_000;
-    let path = format!(
-        "/api/v1/import/prometheus?timestamp={}.{:03}",
-        ts_ms / 1000,
-        ts_ms % 1000
-    );
+    let path = format!("/api/v1/import/prometheus?timestamp={ts_ms}");
     let response = single.post(
         &path,
         body.clone(),

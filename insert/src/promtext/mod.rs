@@ -1,8 +1,9 @@
 //! Prometheus text exposition and OpenMetrics text ingestion:
 //! `POST /api/v1/import/prometheus` (and under `/prometheus`).
 //!
-//! The `timestamp` query parameter (Unix seconds, fractions allowed) is the
-//! timestamp of samples written without one; without it, the receive time.
+//! The `timestamp` query parameter (integer Unix milliseconds, as
+//! VictoriaMetrics reads it) is the timestamp of samples written without
+//! one; without it, the receive time.
 //! The format is OpenMetrics when `Content-Type` is
 //! `application/openmetrics-text` or the body ends with `# EOF`, the text
 //! format 0.0.4 otherwise (see [`Format::detect`]). Status codes are the
@@ -45,13 +46,14 @@ async fn import(
 ) -> Response {
     let default_timestamp_ms = match params.get("timestamp").map(String::as_str) {
         None | Some("") => now_ms(),
-        Some(text) => match seconds_to_millis(text) {
-            Some(ms) => ms,
-            None => {
+        Some(text) => match text.parse::<i64>() {
+            Ok(ms) => ms,
+            Err(_) => {
                 let result = Err(IngestError::Parse(HttpParseFailure {
                     reason: "invalid_timestamp",
                     message: format!(
-                        "invalid timestamp parameter {text:?}: want Unix seconds, e.g. 1700000000.5"
+                        "invalid timestamp parameter {text:?}: want integer Unix milliseconds, \
+                         e.g. 1700000000000"
                     ),
                     rows: 0,
                 }));
