@@ -250,20 +250,20 @@ fn node_exporter_scrape_round_trips() {
     drop(exporter);
     let single = Single::start(BIN);
     let ts_ms = now_ms() - 60_000;
+    let got = import_and_compare(&single, &body, "text/plain; version=0.0.4", ts_ms);
+    assert!(got > 100, "a real scrape has many samples: {got}");
+}
+
+/// Imports `body` with the default timestamp `ts_ms` and checks that every
+/// sample comes back through the export exactly as the parser reads it, and
+/// nothing else. Returns the number of series.
+fn import_and_compare(single: &Single, body: &[u8], content_type: &str, ts_ms: i64) -> usize {
     let path = format!("/api/v1/import/prometheus?timestamp={ts_ms}");
-    let response = single.post(
-        &path,
-        body.clone(),
-        &[("Content-Type", "text/plain; version=0.0.4")],
-    );
+    let response = single.post(&path, body.to_vec(), &[("Content-Type", content_type)]);
     assert_eq!(response.status, 204, "import: {}", response.body);
 
-    let parsed = promtext::parse(&body, ts_ms, Format::detect(None, &body)).expect("scrape parses");
-    assert!(
-        parsed.rows > 100,
-        "a real scrape has many samples: {}",
-        parsed.rows
-    );
+    let format = Format::detect(Some(content_type), body);
+    let parsed = promtext::parse(body, ts_ms, format).expect("body parses");
     let mut want: BTreeMap<BTreeMap<String, String>, Vec<(i64, u64)>> = BTreeMap::new();
     for series in &parsed.series {
         let labels: BTreeMap<String, String> = series
@@ -277,8 +277,7 @@ fn node_exporter_scrape_round_trips() {
             samples.push((s.timestamp, s.value.to_bits()));
         }
     }
-    let got = by_labels(&export_all(&single, r#"{__name__=~".+"}"#));
-    // The export also holds nothing else: only the scrape was written.
+    let got = by_labels(&export_all(single, r#"{__name__=~".+"}"#));
     let missing: Vec<_> = want.keys().filter(|k| !got.contains_key(*k)).collect();
     assert!(missing.is_empty(), "not exported: {missing:?}");
     for (labels, samples) in &want {
@@ -292,7 +291,86 @@ fn node_exporter_scrape_round_trips() {
             });
         assert!(same, "{labels:?}: got {got_samples:?}, want {samples:?}");
     }
+    // Only this body was written: the export holds nothing else.
     assert_eq!(got.len(), want.len(), "extra series exported");
+    got.len()
+}
+
+/// OpenMetrics as the Python `prometheus_client` writes it: `_created`
+/// series, an exemplar, a unit, info and stateset, escapes, `# EOF`.
+#[test]
+fn python_prometheus_client_openmetrics_round_trips() {
+    if skip_peers("python_prometheus_client_openmetrics_round_trips") {
+        return;
+    }
+    let script = r#"
+import sys
+from prometheus_client import CollectorRegistry, Counter, Enum, Gauge, Histogram, Info, Summary
+from prometheus_client.openmetrics.exposition import generate_latest
+r = CollectorRegistry()
+Counter("om_requests", "Requests.", ["path"], registry=r).labels('/a "b"\\c\nd').inc(3)
+h = Histogram("om_latency_seconds", "Latency.", buckets=[0.1, 1], registry=r)
+h.observe(0.05, exemplar={"trace_id": "abc"})
+h.observe(2)
+Summary("om_size_bytes", "Size.", registry=r).observe(10)
+Gauge("om_temp_celsius", "Temp.", unit="celsius", registry=r).set(-3.5)
+Info("om_build", "Build.", registry=r).info({"version": "1.2"})
+Enum("om_state", "State.", states=["on", "off"], registry=r).state("off")
+sys.stdout.write(generate_latest(r).decode())
+"#;
+    let output = Command::new(python())
+        .arg("-c")
+        .arg(script)
+        .output()
+        .expect("run python");
+    assert!(
+        output.status.success(),
+        "python failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let body = output.stdout;
+    assert!(body.ends_with(b"# EOF\n"), "not OpenMetrics: {body:?}");
+    let single = Single::start(BIN);
+    let ts_ms = now_ms() - 60_000;
+    let content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+    let series = import_and_compare(&single, &body, content_type, ts_ms);
+    assert_eq!(series, 15, "{}", String::from_utf8_lossy(&body));
+
+    let got = by_labels(&export_all(
+        &single,
+        r#"{__name__=~"om_(requests_total|latency_seconds_bucket|state)"}"#,
+    ));
+    let sample = |v: f64| vec![(ts_ms, v.to_bits())];
+    let want = BTreeMap::from([
+        (
+            labels(&[
+                ("__name__", "om_requests_total"),
+                ("path", "/a \"b\"\\c\nd"),
+            ]),
+            sample(3.0),
+        ),
+        (
+            labels(&[("__name__", "om_latency_seconds_bucket"), ("le", "0.1")]),
+            sample(1.0),
+        ),
+        (
+            labels(&[("__name__", "om_latency_seconds_bucket"), ("le", "1.0")]),
+            sample(1.0),
+        ),
+        (
+            labels(&[("__name__", "om_latency_seconds_bucket"), ("le", "+Inf")]),
+            sample(2.0),
+        ),
+        (
+            labels(&[("__name__", "om_state"), ("om_state", "on")]),
+            sample(0.0),
+        ),
+        (
+            labels(&[("__name__", "om_state"), ("om_state", "off")]),
+            sample(1.0),
+        ),
+    ]);
+    assert_eq!(got, want);
 }
 
 #[test]
