@@ -169,6 +169,8 @@ pub fn router(sink: Arc<dyn RowSink>, tenant: Tenant, config: &Config, metrics: 
         .merge(crate::remotewrite::routes())
         .route("/opentelemetry/v1/metrics", post(otlp::http::export))
         .route("/api/v1/otlp/v1/metrics", post(otlp::http::export))
+        .merge(crate::influx::routes())
+        .merge(crate::promtext::routes())
         .with_state(state)
         // Outermost: the body is read only after a slot is taken.
         .layer(DefaultBodyLimit::max(raw_limit))

@@ -10,9 +10,11 @@
 pub mod config;
 pub mod decode;
 pub mod http;
+pub mod influx;
 pub mod ingest;
 pub mod metrics;
 pub mod otlp;
+pub mod promtext;
 pub mod remotewrite;
 pub mod vmimport;
 
