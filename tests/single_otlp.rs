@@ -2,7 +2,7 @@
 //! OpenTelemetry Python SDK and exporter (`.peers/venv`, installed by
 //! `scripts/fetch-peers python`), read back through `/api/v1/export`.
 //!
-//! Without the venv the test fails, unless `STRATA_SKIP_PYTHON_PEERS=1`
+//! Without the venv the test fails, unless `STRATA_SKIP_PEER_TESTS=1`
 //! says to skip it.
 
 use std::collections::BTreeMap;
@@ -28,15 +28,15 @@ fn python() -> Option<PathBuf> {
     if python.exists() {
         return Some(python);
     }
-    if std::env::var_os("STRATA_SKIP_PYTHON_PEERS").is_some() {
+    if std::env::var_os("STRATA_SKIP_PEER_TESTS").is_some() {
         eprintln!(
-            "skipped: {} is absent and STRATA_SKIP_PYTHON_PEERS is set",
+            "skipped: {} is absent and STRATA_SKIP_PEER_TESTS is set",
             python.display()
         );
         return None;
     }
     panic!(
-        "{} is absent: run scripts/fetch-peers python (or set STRATA_SKIP_PYTHON_PEERS=1 to skip)",
+        "{} is absent: run scripts/fetch-peers python (or set STRATA_SKIP_PEER_TESTS=1 to skip)",
         python.display()
     );
 }

@@ -3,7 +3,7 @@
 //!
 //! The promtool tests need `promtool` on the PATH (`scripts/fetch-peers
 //! prometheus` installs it); without it they fail, unless
-//! `STRATA_TEST_SKIP_PEERS=1` is set, which skips them with a message.
+//! `STRATA_SKIP_PEER_TESTS=1` is set, which skips them with a message.
 
 use std::process::Command;
 
@@ -604,13 +604,13 @@ fn queries_evaluate_selectors_literals_and_rate() {
 fn promtool(args: &[&str]) -> Option<String> {
     let output = match Command::new("promtool").args(args).output() {
         Ok(output) => output,
-        Err(e) if std::env::var_os("STRATA_TEST_SKIP_PEERS").is_some() => {
-            eprintln!("skipped: promtool is not available ({e}) and STRATA_TEST_SKIP_PEERS is set");
+        Err(e) if std::env::var_os("STRATA_SKIP_PEER_TESTS").is_some() => {
+            eprintln!("skipped: promtool is not available ({e}) and STRATA_SKIP_PEER_TESTS is set");
             return None;
         }
         Err(e) => panic!(
             "cannot run promtool ({e}): install it with `scripts/fetch-peers prometheus`, \
-             or set STRATA_TEST_SKIP_PEERS=1 to skip peer tests"
+             or set STRATA_SKIP_PEER_TESTS=1 to skip peer tests"
         ),
     };
     let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
@@ -727,16 +727,16 @@ impl Prometheus {
             .spawn();
         let child = match spawned {
             Ok(child) => child,
-            Err(e) if std::env::var_os("STRATA_TEST_SKIP_PEERS").is_some() => {
+            Err(e) if std::env::var_os("STRATA_SKIP_PEER_TESTS").is_some() => {
                 eprintln!(
-                    "skipped: prometheus is not available ({e}) and STRATA_TEST_SKIP_PEERS is set"
+                    "skipped: prometheus is not available ({e}) and STRATA_SKIP_PEER_TESTS is set"
                 );
                 let _ = std::fs::remove_dir_all(&dir);
                 return None;
             }
             Err(e) => panic!(
                 "cannot run prometheus ({e}): install it with `scripts/fetch-peers prometheus`, \
-                 or set STRATA_TEST_SKIP_PEERS=1 to skip peer tests"
+                 or set STRATA_SKIP_PEER_TESTS=1 to skip peer tests"
             ),
         };
         let prometheus = Prometheus {
