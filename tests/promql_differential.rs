@@ -108,6 +108,12 @@ fn query(base_url: &str, path: &str, params: &[(&str, &str)]) -> (Answer, String
 
 #[test]
 fn promql_answers_equal_prometheus() {
+    if !peers::present_or_skip(
+        "promql_answers_equal_prometheus",
+        &["prometheus", "prometheus-node-exporter"],
+    ) {
+        return;
+    }
     let seconds_to_scrape = RANGE_SECONDS as u64 + MAX_WINDOW_SECONDS + 3 * SCRAPE_INTERVAL_SECONDS;
     let strata = Single::start(env!("CARGO_BIN_EXE_strata"));
     let node_exporter = peers::node_exporter();

@@ -157,16 +157,36 @@ impl Drop for Peer {
     }
 }
 
+/// Whether every binary of `bins` is on `PATH`. When one is missing: false
+/// with a printed reason under `STRATA_SKIP_PEER_TESTS=1` (the test should
+/// return), else a panic naming the install command.
+pub fn present_or_skip(test: &str, bins: &[&str]) -> bool {
+    let skip = std::env::var("STRATA_SKIP_PEER_TESTS").is_ok_and(|v| v == "1");
+    for bin in bins {
+        if skip && which(bin).is_none() {
+            eprintln!("{test}: SKIPPED: {bin} is not on PATH and STRATA_SKIP_PEER_TESTS=1");
+            return false;
+        }
+        find_binary(bin);
+    }
+    true
+}
+
+fn which(bin: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(bin))
+        .find(|candidate| candidate.is_file())
+}
+
 /// The path of `bin` on `PATH`; panics with the install command if missing.
 pub fn find_binary(bin: &str) -> PathBuf {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    for dir in std::env::split_paths(&path) {
-        let candidate = dir.join(bin);
-        if candidate.is_file() {
-            return candidate;
-        }
-    }
-    panic!("{bin} is not on PATH: run `scripts/fetch-peers prometheus` (the test command does)")
+    which(bin).unwrap_or_else(|| {
+        panic!(
+            "{bin} is not on PATH: run `scripts/fetch-peers prometheus` (the test command \
+             does), or set STRATA_SKIP_PEER_TESTS=1 to skip peer tests"
+        )
+    })
 }
 
 /// A node-exporter on a free port.
