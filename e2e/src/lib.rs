@@ -23,6 +23,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use reqwest::blocking::Client;
 
 pub mod compare;
+pub mod loadgen;
 
 /// How long a start may take before the test fails (storage replays its log).
 pub const READY_TIMEOUT: Duration = Duration::from_secs(60);

@@ -1,0 +1,304 @@
+//! `loadgen compare`: the same remote write load against `strata single`
+//! and VictoriaMetrics single-node, one after the other on one machine.
+//!
+//! Each server starts alone with a fresh data directory and the same
+//! retention (31d), is left idle for `IDLE` and then receives the whole
+//! load; its CPU time (`/proc/<pid>/stat` utime + stime) is read before,
+//! right after, and `SETTLE` after the load (both keep recent rows in memory
+//! for a few seconds and write them in the background). The generator runs
+//! in this process, so its own CPU is reported too, and so is what other
+//! processes took meanwhile (the machine is shared).
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::thread::sleep;
+use std::time::Duration;
+
+use crate::compare::{CompareError, Kind, MachineCpu, Peer, SETTLE};
+
+use super::stats::Report;
+use super::{Config, LoadgenError, run};
+
+/// Idle time after a server is ready, before the load starts.
+const IDLE: Duration = Duration::from_secs(2);
+/// How long a server may take to stop.
+const STOP_TIMEOUT: Duration = Duration::from_secs(30);
+
+#[derive(Debug, thiserror::Error)]
+pub enum IngestCompareError {
+    #[error(transparent)]
+    Server(#[from] CompareError),
+    #[error(transparent)]
+    Load(#[from] LoadgenError),
+}
+
+/// The servers and how to start them.
+#[derive(Clone, Debug)]
+pub struct Servers {
+    pub strata_bin: PathBuf,
+    pub vm_bin: PathBuf,
+    /// Extra flags for `strata single`.
+    pub strata_args: Vec<String>,
+    /// Extra flags for `victoria-metrics`.
+    pub vm_args: Vec<String>,
+    /// Parent of both data directories.
+    pub work_dir: PathBuf,
+    /// Which servers, in order.
+    pub order: Vec<Kind>,
+}
+
+/// What one server did under the load.
+#[derive(Clone, Debug)]
+pub struct Side {
+    pub kind: Kind,
+    pub report: Report,
+    /// Server CPU during the load.
+    pub cpu_seconds: f64,
+    /// Server CPU from the start of the load to `SETTLE` after its end.
+    pub settled_cpu_seconds: f64,
+    /// The generator's CPU during the load, in cores.
+    pub generator_cores: f64,
+    /// Other processes' CPU during the load, in cores.
+    pub other_cores: f64,
+    pub rss_after_mib: f64,
+    /// The server's own count of stored samples, from its `/metrics`.
+    pub rows_stored: Option<f64>,
+    /// Series the server reports (`/api/v1/series/count`), if it answers.
+    pub series: Option<u64>,
+}
+
+impl Side {
+    pub fn cpu_per_million(&self) -> f64 {
+        self.cpu_seconds * 1e6 / self.report.samples_accepted.max(1) as f64
+    }
+
+    pub fn settled_cpu_per_million(&self) -> f64 {
+        self.settled_cpu_seconds * 1e6 / self.report.samples_accepted.max(1) as f64
+    }
+}
+
+/// Runs `load` against each server of `servers.order` in turn.
+pub fn run_compare(
+    runtime: &tokio::runtime::Runtime,
+    load: &Config,
+    servers: &Servers,
+    progress: &mut dyn FnMut(&str),
+) -> Result<Vec<Side>, IngestCompareError> {
+    let mut sides = Vec::new();
+    for &kind in &servers.order {
+        let (bin, mut args) = match kind {
+            Kind::Strata => (
+                &servers.strata_bin,
+                vec!["--retention".to_string(), "31d".to_string()],
+            ),
+            Kind::Victoria => (&servers.vm_bin, vec!["-retentionPeriod=31d".to_string()]),
+        };
+        args.extend(match kind {
+            Kind::Strata => servers.strata_args.iter().cloned(),
+            Kind::Victoria => servers.vm_args.iter().cloned(),
+        });
+        progress(&format!("starting {}", kind.name()));
+        let mut peer = Peer::start(kind, bin, &args, &servers.work_dir)?;
+        sleep(IDLE);
+        let mut config = load.clone();
+        config.url = peer.url("/api/v1/write");
+        let before = peer.stats()?;
+        let machine_before = MachineCpu::now();
+        let report = runtime.block_on(run(&config, progress))?;
+        let after = peer.stats()?;
+        let machine_after = MachineCpu::now();
+        sleep(SETTLE);
+        let settled = peer.stats()?;
+        let cpu_seconds = after.cpu_seconds - before.cpu_seconds;
+        let (generator_cores, other_cores) = match (machine_before, machine_after) {
+            (Some(b), Some(a)) => {
+                let own = a.own_seconds - b.own_seconds;
+                let busy = a.busy_seconds - b.busy_seconds;
+                let wall = report.seconds.max(1e-9);
+                (own / wall, ((busy - own - cpu_seconds) / wall).max(0.0))
+            }
+            _ => (f64::NAN, f64::NAN),
+        };
+        let rows_stored = peer.rows_stored().ok();
+        let series = series_count(&peer);
+        peer.stop(STOP_TIMEOUT);
+        let side = Side {
+            kind,
+            report,
+            cpu_seconds,
+            settled_cpu_seconds: settled.cpu_seconds - before.cpu_seconds,
+            generator_cores,
+            other_cores,
+            rss_after_mib: settled.rss_bytes as f64 / 1_048_576.0,
+            rows_stored,
+            series,
+        };
+        progress(&format!("{}:\n{}", kind.name(), side.report));
+        sides.push(side);
+    }
+    Ok(sides)
+}
+
+/// Makes recent rows searchable where the server needs to be asked, then
+/// reads `/api/v1/series/count` (`{"data":[N]}`); None if it does not answer.
+fn series_count(peer: &Peer) -> Option<u64> {
+    if peer.kind == Kind::Victoria {
+        peer.call("GET", "/internal/force_flush").ok()?;
+    }
+    let body = peer.call("GET", "/api/v1/series/count").ok()?;
+    let json: serde_json::Value = serde_json::from_str(&body).ok()?;
+    json["data"][0].as_u64()
+}
+
+/// A Markdown table of the sides, with the ratio of the first two.
+pub fn markdown(sides: &[Side]) -> String {
+    let mut out = String::new();
+    let names: Vec<&str> = sides.iter().map(|s| s.kind.name()).collect();
+    let _ = write!(out, "| Figure | {} |", names.join(" | "));
+    let ratio = sides.len() == 2;
+    if ratio {
+        let _ = write!(out, " {} / {} |", names[0], names[1]);
+    }
+    out.push('\n');
+    out.push_str("| --- |");
+    for _ in sides {
+        out.push_str(" ---: |");
+    }
+    if ratio {
+        out.push_str(" ---: |");
+    }
+    out.push('\n');
+    let mut row = |name: &str, values: Vec<f64>, format: fn(f64) -> String| {
+        let _ = write!(out, "| {name} |");
+        for v in &values {
+            let _ = write!(out, " {} |", format(*v));
+        }
+        if ratio {
+            let r = values[0] / values[1];
+            let _ = write!(
+                out,
+                " {} |",
+                if r.is_finite() {
+                    format!("{r:.3}")
+                } else {
+                    "-".into()
+                }
+            );
+        }
+        out.push('\n');
+    };
+    let get = |f: fn(&Side) -> f64| sides.iter().map(f).collect::<Vec<f64>>();
+    row(
+        "accepted samples/s",
+        get(|s| s.report.samples_per_second),
+        count,
+    );
+    row(
+        "server CPU s per 1M samples, during the load",
+        get(Side::cpu_per_million),
+        three,
+    );
+    row(
+        "server CPU s per 1M samples, load + 6 s after",
+        get(Side::settled_cpu_per_million),
+        three,
+    );
+    row("wall seconds", get(|s| s.report.seconds), one);
+    row(
+        "samples accepted",
+        get(|s| s.report.samples_accepted as f64),
+        count,
+    );
+    row("samples sent", get(|s| s.report.samples_sent as f64), count);
+    row("requests", get(|s| s.report.requests as f64), count);
+    row(
+        "requests rejected or failed",
+        get(|s| (s.report.requests - s.report.requests_ok) as f64),
+        count,
+    );
+    row("latency p50 (ms)", get(|s| s.report.latency.p50_ms), two);
+    row("latency p90 (ms)", get(|s| s.report.latency.p90_ms), two);
+    row("latency p99 (ms)", get(|s| s.report.latency.p99_ms), two);
+    row("latency max (ms)", get(|s| s.report.latency.max_ms), two);
+    row("bytes sent", get(|s| s.report.bytes_sent as f64), count);
+    row(
+        "RSS 6 s after the load (MiB)",
+        get(|s| s.rss_after_mib),
+        one,
+    );
+    row(
+        "series reported by the server",
+        get(|s| s.series.map_or(f64::NAN, |n| n as f64)),
+        count,
+    );
+    row(
+        "server's own count of stored samples",
+        get(|s| s.rows_stored.unwrap_or(f64::NAN)),
+        count,
+    );
+    row(
+        "load generator CPU (cores)",
+        get(|s| s.generator_cores),
+        three,
+    );
+    row(
+        "other processes' CPU (cores)",
+        get(|s| s.other_cores),
+        three,
+    );
+    out
+}
+
+fn count(v: f64) -> String {
+    if !v.is_finite() {
+        return "-".into();
+    }
+    let digits = format!("{:.0}", v.round());
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 && c != '-' {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+fn one(v: f64) -> String {
+    if v.is_finite() {
+        format!("{v:.1}")
+    } else {
+        "-".into()
+    }
+}
+
+fn two(v: f64) -> String {
+    if v.is_finite() {
+        format!("{v:.2}")
+    } else {
+        "-".into()
+    }
+}
+
+fn three(v: f64) -> String {
+    if v.is_finite() {
+        format!("{v:.3}")
+    } else {
+        "-".into()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_get_thousands_separators() {
+        let check = |v: f64, want: &str| assert_eq!(count(v), want);
+        check(0.0, "0");
+        check(999.0, "999");
+        check(1000.0, "1,000");
+        check(1_234_567.4, "1,234,567");
+        check(f64::NAN, "-");
+    }
+}
