@@ -165,6 +165,7 @@ pub fn router(sink: Arc<dyn RowSink>, tenant: Tenant, config: &Config, metrics: 
     let raw_limit = usize::try_from(config.max_body_bytes).unwrap_or(usize::MAX);
     Router::new()
         .route("/api/v1/import", post(import))
+        .merge(crate::remotewrite::routes())
         .with_state(state)
         // Outermost: the body is read only after a slot is taken.
         .layer(DefaultBodyLimit::max(raw_limit))

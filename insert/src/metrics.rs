@@ -17,6 +17,12 @@ struct RejectedLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct IgnoredLabels {
+    protocol: &'static str,
+    kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
     protocol: &'static str,
     result: &'static str,
@@ -28,6 +34,7 @@ pub struct Metrics {
     rows: Family<ProtocolLabels, Counter>,
     rows_rejected: Family<RejectedLabels, Counter>,
     requests: Family<RequestLabels, Counter>,
+    ignored: Family<IgnoredLabels, Counter>,
 }
 
 impl Metrics {
@@ -49,7 +56,20 @@ impl Metrics {
             "Ingestion requests, by protocol and result (ok, or the error kind)",
             m.requests.clone(),
         );
+        registry.register(
+            "strata_insert_ignored",
+            "Items accepted but not stored, by protocol and kind (exemplar, metadata)",
+            m.ignored.clone(),
+        );
         m
+    }
+
+    pub fn ignored(&self, protocol: &'static str, kind: &'static str, n: u64) {
+        if n > 0 {
+            self.ignored
+                .get_or_create(&IgnoredLabels { protocol, kind })
+                .inc_by(n);
+        }
     }
 
     pub fn rows_stored(&self, protocol: &'static str, n: u64) {
