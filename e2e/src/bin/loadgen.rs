@@ -55,6 +55,10 @@ enum Command {
         /// Servers to load, in order. Default: strata,vm.
         #[arg(long, value_enum, value_delimiter = ',', default_value = "strata,vm")]
         servers: Vec<Server>,
+        /// Scrapes sent before the measured load, to create the series
+        /// (measured on their own); 0 measures both together. Default: 1.
+        #[arg(long, default_value_t = 1)]
+        warmup_points: u64,
         /// Parent of the data directories; kept afterwards. Default: a
         /// temporary directory, removed afterwards.
         #[arg(long)]
@@ -94,6 +98,7 @@ fn main() -> anyhow::Result<()> {
             strata_arg,
             vm_arg,
             servers,
+            warmup_points,
             work_dir,
         } => {
             let order: Vec<Kind> = servers
@@ -135,6 +140,7 @@ fn main() -> anyhow::Result<()> {
                 vm_args: vm_arg,
                 work_dir,
                 order,
+                warmup_points,
             };
             let sides = run_compare(&runtime, &load, &servers, &mut |line| eprintln!("{line}"))?;
             println!("{}", markdown(&sides));

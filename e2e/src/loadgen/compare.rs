@@ -2,8 +2,10 @@
 //! and VictoriaMetrics single-node, one after the other on one machine.
 //!
 //! Each server starts alone with a fresh data directory and the same
-//! retention (31d), is left idle for `IDLE` and then receives the whole
-//! load; its CPU time (`/proc/<pid>/stat` utime + stime) is read before,
+//! retention (31d) and is left idle for `IDLE`. Then it receives the
+//! warm-up scrapes, which create every series (measured on their own: new
+//! series cost far more than samples of known ones), and then the load
+//! proper, the same fleet `warmup_points` scrapes later. Its CPU time (`/proc/<pid>/stat` utime + stime) is read before,
 //! right after, and `SETTLE` after the load (both keep recent rows in memory
 //! for a few seconds and write them in the background). The generator runs
 //! in this process, so its own CPU is reported too, and so is what other
@@ -30,6 +32,8 @@ pub enum IngestCompareError {
     Server(#[from] CompareError),
     #[error(transparent)]
     Load(#[from] LoadgenError),
+    #[error("compare needs --points (the warm-up and the load are placed in time by it)")]
+    Points,
 }
 
 /// The servers and how to start them.
@@ -45,12 +49,24 @@ pub struct Servers {
     pub work_dir: PathBuf,
     /// Which servers, in order.
     pub order: Vec<Kind>,
+    /// Scrapes sent before the measured load, to create the series; 0
+    /// measures series creation and samples together.
+    pub warmup_points: u64,
+}
+
+/// A warm-up: its report and the server CPU it took.
+#[derive(Clone, Debug)]
+pub struct Warmup {
+    pub report: Report,
+    pub cpu_seconds: f64,
 }
 
 /// What one server did under the load.
 #[derive(Clone, Debug)]
 pub struct Side {
     pub kind: Kind,
+    pub warmup: Option<Warmup>,
+    /// The measured load, after the warm-up.
     pub report: Report,
     /// Server CPU during the load.
     pub cpu_seconds: f64,
@@ -84,6 +100,21 @@ pub fn run_compare(
     servers: &Servers,
     progress: &mut dyn FnMut(&str),
 ) -> Result<Vec<Side>, IngestCompareError> {
+    if load.points == 0 {
+        return Err(IngestCompareError::Points);
+    }
+    let interval = load.interval;
+    let mut measured = load.clone();
+    let scrapes = |n: u64| Duration::from_millis((interval.as_millis() as u64).saturating_mul(n));
+    measured.start_ago = scrapes(load.points);
+    let warmup = (servers.warmup_points > 0).then(|| {
+        let mut warmup = load.clone();
+        warmup.points = servers.warmup_points;
+        // The same fleet, the scrapes just before the measured ones.
+        warmup.start_ago = scrapes(load.points + servers.warmup_points);
+        warmup.duration = Duration::ZERO;
+        warmup
+    });
     let mut sides = Vec::new();
     for &kind in &servers.order {
         let (bin, mut args) = match kind {
@@ -100,8 +131,27 @@ pub fn run_compare(
         progress(&format!("starting {}", kind.name()));
         let mut peer = Peer::start(kind, bin, &args, &servers.work_dir)?;
         sleep(IDLE);
-        let mut config = load.clone();
-        config.url = peer.url("/api/v1/write");
+        let url = peer.url("/api/v1/write");
+        let warmup = match &warmup {
+            Some(config) => {
+                let mut config = config.clone();
+                config.url = url.clone();
+                progress("warm-up: creating the series");
+                let before = peer.stats()?;
+                let report = runtime.block_on(run(&config, progress))?;
+                let cpu_seconds = peer.stats()?.cpu_seconds - before.cpu_seconds;
+                progress(&format!("warm-up:\n{report}"));
+                sleep(SETTLE);
+                Some(Warmup {
+                    report,
+                    cpu_seconds,
+                })
+            }
+            None => None,
+        };
+        let mut config = measured.clone();
+        config.url = url;
+        progress("measured load");
         let before = peer.stats()?;
         let machine_before = MachineCpu::now();
         let report = runtime.block_on(run(&config, progress))?;
@@ -124,6 +174,7 @@ pub fn run_compare(
         peer.stop(STOP_TIMEOUT);
         let side = Side {
             kind,
+            warmup,
             report,
             cpu_seconds,
             settled_cpu_seconds: settled.cpu_seconds - before.cpu_seconds,
@@ -188,6 +239,27 @@ pub fn markdown(sides: &[Side]) -> String {
         out.push('\n');
     };
     let get = |f: fn(&Side) -> f64| sides.iter().map(f).collect::<Vec<f64>>();
+    if sides.iter().all(|s| s.warmup.is_some()) {
+        row(
+            "warm-up (new series): accepted samples/s",
+            get(|s| warm(s, |w| w.report.samples_per_second)),
+            count,
+        );
+        row(
+            "warm-up (new series): server CPU s per 1M samples",
+            get(|s| {
+                warm(s, |w| {
+                    w.cpu_seconds * 1e6 / w.report.samples_accepted.max(1) as f64
+                })
+            }),
+            three,
+        );
+        row(
+            "warm-up (new series): samples accepted",
+            get(|s| warm(s, |w| w.report.samples_accepted as f64)),
+            count,
+        );
+    }
     row(
         "accepted samples/s",
         get(|s| s.report.samples_per_second),
@@ -199,7 +271,7 @@ pub fn markdown(sides: &[Side]) -> String {
         three,
     );
     row(
-        "server CPU s per 1M samples, load + 6 s after",
+        "load: server CPU s per 1M samples, until 6 s after",
         get(Side::settled_cpu_per_million),
         three,
     );
@@ -247,6 +319,11 @@ pub fn markdown(sides: &[Side]) -> String {
         three,
     );
     out
+}
+
+/// A figure of the warm-up, NaN without one.
+fn warm(side: &Side, figure: fn(&Warmup) -> f64) -> f64 {
+    side.warmup.as_ref().map_or(f64::NAN, figure)
 }
 
 fn count(v: f64) -> String {
