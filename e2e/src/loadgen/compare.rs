@@ -261,12 +261,12 @@ pub fn markdown(sides: &[Side]) -> String {
         );
     }
     row(
-        "accepted samples/s",
+        "load: accepted samples/s",
         get(|s| s.report.samples_per_second),
         count,
     );
     row(
-        "server CPU s per 1M samples, during the load",
+        "load: server CPU s per 1M samples",
         get(Side::cpu_per_million),
         three,
     );
@@ -275,24 +275,48 @@ pub fn markdown(sides: &[Side]) -> String {
         get(Side::settled_cpu_per_million),
         three,
     );
-    row("wall seconds", get(|s| s.report.seconds), one);
+    row("load: wall seconds", get(|s| s.report.seconds), one);
     row(
-        "samples accepted",
+        "load: samples accepted",
         get(|s| s.report.samples_accepted as f64),
         count,
     );
-    row("samples sent", get(|s| s.report.samples_sent as f64), count);
-    row("requests", get(|s| s.report.requests as f64), count);
     row(
-        "requests rejected or failed",
+        "load: samples sent",
+        get(|s| s.report.samples_sent as f64),
+        count,
+    );
+    row("load: requests", get(|s| s.report.requests as f64), count);
+    row(
+        "load: requests rejected or failed",
         get(|s| (s.report.requests - s.report.requests_ok) as f64),
         count,
     );
-    row("latency p50 (ms)", get(|s| s.report.latency.p50_ms), two);
-    row("latency p90 (ms)", get(|s| s.report.latency.p90_ms), two);
-    row("latency p99 (ms)", get(|s| s.report.latency.p99_ms), two);
-    row("latency max (ms)", get(|s| s.report.latency.max_ms), two);
-    row("bytes sent", get(|s| s.report.bytes_sent as f64), count);
+    row(
+        "load: latency p50 (ms)",
+        get(|s| s.report.latency.p50_ms),
+        two,
+    );
+    row(
+        "load: latency p90 (ms)",
+        get(|s| s.report.latency.p90_ms),
+        two,
+    );
+    row(
+        "load: latency p99 (ms)",
+        get(|s| s.report.latency.p99_ms),
+        two,
+    );
+    row(
+        "load: latency max (ms)",
+        get(|s| s.report.latency.max_ms),
+        two,
+    );
+    row(
+        "load: bytes sent",
+        get(|s| s.report.bytes_sent as f64),
+        count,
+    );
     row(
         "RSS 6 s after the load (MiB)",
         get(|s| s.rss_after_mib),
@@ -304,17 +328,17 @@ pub fn markdown(sides: &[Side]) -> String {
         count,
     );
     row(
-        "server's own count of stored samples",
+        "server's own count of stored samples (warm-up + load)",
         get(|s| s.rows_stored.unwrap_or(f64::NAN)),
         count,
     );
     row(
-        "load generator CPU (cores)",
+        "load: load generator CPU (cores)",
         get(|s| s.generator_cores),
         three,
     );
     row(
-        "other processes' CPU (cores)",
+        "load: other processes' CPU (cores)",
         get(|s| s.other_cores),
         three,
     );
