@@ -176,7 +176,7 @@ pub struct FleetFigures {
 /// Everything a run measured.
 #[derive(Clone, Debug, Serialize)]
 pub struct Report {
-    /// Wall time from the first request to the last response.
+    /// Wall time from the start of the senders to the last response.
     pub seconds: f64,
     /// Accepted samples over `seconds`.
     pub samples_per_second: f64,
