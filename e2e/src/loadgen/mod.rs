@@ -62,71 +62,71 @@ pub struct Config {
     pub url: String,
 
     /// Simulated node_exporter hosts, about 459 series each. Default: 1000.
-    #[arg(long, default_value_t = 1000)]
+    #[arg(long, env = "STRATA_LOADGEN_HOSTS", default_value_t = 1000)]
     pub hosts: u32,
 
     /// Simulated scrape interval: timestamps of a series advance by this.
     /// Default: 15s.
-    #[arg(long, default_value = "15s", value_parser = parse_duration)]
+    #[arg(long, env = "STRATA_LOADGEN_INTERVAL", default_value = "15s", value_parser = parse_duration)]
     #[serde(with = "humantime_serde_compat")]
     pub interval: Duration,
 
     /// Scrapes of every host to send, then stop; 0 means no limit (stop at
     /// --duration). Default: 0.
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, env = "STRATA_LOADGEN_POINTS", default_value_t = 0)]
     pub points: u64,
 
     /// Stop after this much wall time; 0 means no limit (stop after
     /// --points). Default: 0.
-    #[arg(long, default_value = "0s", value_parser = parse_duration)]
+    #[arg(long, env = "STRATA_LOADGEN_DURATION", default_value = "0s", value_parser = parse_duration)]
     #[serde(with = "humantime_serde_compat")]
     pub duration: Duration,
 
     /// The first scrape is this long before now. 0 means --points x
     /// --interval (the last scrape lands at about now), or 1h when --points
     /// is 0. Default: 0.
-    #[arg(long, default_value = "0s", value_parser = parse_duration)]
+    #[arg(long, env = "STRATA_LOADGEN_START_AGO", default_value = "0s", value_parser = parse_duration)]
     #[serde(with = "humantime_serde_compat")]
     pub start_ago: Duration,
 
     /// Samples per second over all senders; 0 sends as fast as the server
     /// answers. Default: 0.
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, env = "STRATA_LOADGEN_RATE", default_value_t = 0)]
     pub rate: u64,
 
     /// Concurrent requests (each sender owns a share of the hosts).
     /// Default: 4.
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, env = "STRATA_LOADGEN_SENDERS", default_value_t = 4)]
     pub senders: u32,
 
     /// Samples per request; whole hosts are scraped into a body, so a body
     /// holds up to one host's series more. Default: 10000.
-    #[arg(long, default_value_t = 10_000)]
+    #[arg(long, env = "STRATA_LOADGEN_BATCH", default_value_t = 10_000)]
     pub batch: u64,
 
     /// Fraction of the hosts replaced at each churn event (new `instance`,
     /// so new series), 0 to 1. Default: 0.
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, env = "STRATA_LOADGEN_CHURN", default_value_t = 0.0)]
     pub churn: f64,
 
     /// Simulated time between churn events, rounded to whole scrapes; 0
     /// means no churn. Default: 0.
-    #[arg(long, default_value = "0s", value_parser = parse_duration)]
+    #[arg(long, env = "STRATA_LOADGEN_CHURN_EVERY", default_value = "0s", value_parser = parse_duration)]
     #[serde(with = "humantime_serde_compat")]
     pub churn_every: Duration,
 
     /// Seed of the generated values. Default: 1.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, env = "STRATA_LOADGEN_SEED", default_value_t = 1)]
     pub seed: u64,
 
     /// Wall time between progress lines; 0 prints only the final report.
     /// Default: 5s.
-    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    #[arg(long, env = "STRATA_LOADGEN_REPORT_EVERY", default_value = "5s", value_parser = parse_duration)]
     #[serde(with = "humantime_serde_compat")]
     pub report_every: Duration,
 
     /// Longest wait for one request. Default: 30s.
-    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    #[arg(long, env = "STRATA_LOADGEN_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     #[serde(with = "humantime_serde_compat")]
     pub timeout: Duration,
 }
@@ -432,4 +432,62 @@ async fn send(shared: &Shared, body: Body) {
         body.raw_bytes,
         started.elapsed(),
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        config: Config,
+    }
+
+    #[test]
+    fn flag_defaults_match_the_default_config() {
+        let parsed = Cli::try_parse_from(["loadgen"]).expect("parse").config;
+        let json = |c: &Config| serde_json::to_value(c).expect("serialize");
+        assert_eq!(json(&parsed), json(&Config::default()));
+    }
+
+    #[test]
+    fn fleet_start_and_churn_follow_the_flags() {
+        let now = 1_700_000_000_000;
+        let check = |args: &[&str], want: Result<(i64, u64), &str>| {
+            let mut argv = vec!["loadgen"];
+            argv.extend_from_slice(args);
+            let config = Cli::try_parse_from(argv).expect("parse").config;
+            let got = config
+                .fleet(now)
+                .map(|f| (now - f.start_ms, f.churn_every_points))
+                .map_err(|e| e.to_string());
+            assert_eq!(got, want.map_err(str::to_string), "{args:?}");
+        };
+        check(&["--points", "40"], Ok((600_000, 0)));
+        check(&["--duration", "1m"], Ok((3_600_000, 0)));
+        check(&["--points", "4", "--start-ago", "2h"], Ok((7_200_000, 0)));
+        check(
+            &["--points", "4", "--churn", "0.1", "--churn-every", "10m"],
+            Ok((60_000, 40)),
+        );
+        check(
+            &["--points", "4", "--interval", "1m", "--churn-every", "10s"],
+            Ok((240_000, 1)),
+        );
+        check(
+            &[],
+            Err("nothing bounds the run: give --points or --duration"),
+        );
+        check(
+            &["--points", "1", "--churn", "1.5"],
+            Err("--churn 1.5 is not a fraction between 0 and 1"),
+        );
+        check(
+            &["--points", "1", "--interval", "0s"],
+            Err("--interval must be at least 1ms"),
+        );
+    }
 }
