@@ -34,8 +34,8 @@ use crate::http::{self, HttpMetrics, Phase, Readiness, Registries};
 #[derive(Clone, Debug, clap::Args)]
 #[group(id = "single")]
 pub struct Config {
-    /// Address to serve HTTP on (import and export, health
-    /// and metrics). Default: 127.0.0.1:8428.
+    /// Address to serve HTTP on (import, export, the Prometheus query
+    /// API, health and metrics). Default: 127.0.0.1:8428.
     #[arg(
         long = "listen",
         env = "STRATA_LISTEN",
@@ -59,6 +59,9 @@ pub struct Config {
 
     #[command(flatten)]
     pub insert: strata_insert::Config,
+
+    #[command(flatten)]
+    pub select: strata_select::Config,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -173,6 +176,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         .merge(strata_select::router(
             storage.clone(),
             Tenant::DEFAULT,
+            &config.select,
             select_metrics,
         ))
         .merge(http::admin_router(storage.clone()))

@@ -24,6 +24,8 @@ use reqwest::blocking::Client;
 
 pub mod compare;
 pub mod loadgen;
+pub mod peers;
+pub mod promapi;
 
 /// How long a start may take before the test fails (storage replays its log).
 pub const READY_TIMEOUT: Duration = Duration::from_secs(60);

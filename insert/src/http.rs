@@ -16,7 +16,8 @@
 //!   Prometheus drops a batch on 429 unless told otherwise;
 //! - 500: anything else.
 //!
-//! `POST /api/v1/import` (JSON lines, see `vmimport`) is served here.
+//! `POST /api/v1/import` (JSON lines, see `vmimport`) is served here; OTLP
+//! (`otlp::http`) answers in its own protocol's shapes.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -36,7 +37,7 @@ use crate::config::Config;
 use crate::decode::{DecodeError, decode_body};
 use crate::ingest::{Limits, Parsed, Pipeline, Report, RowSink};
 use crate::metrics::Metrics;
-use crate::vmimport;
+use crate::{otlp, vmimport};
 
 /// The `protocol` label of the JSON-lines import.
 pub const PROTOCOL_VMIMPORT: &str = "vmimport";
@@ -166,6 +167,8 @@ pub fn router(sink: Arc<dyn RowSink>, tenant: Tenant, config: &Config, metrics: 
     Router::new()
         .route("/api/v1/import", post(import))
         .merge(crate::remotewrite::routes())
+        .route("/opentelemetry/v1/metrics", post(otlp::http::export))
+        .route("/api/v1/otlp/v1/metrics", post(otlp::http::export))
         .with_state(state)
         // Outermost: the body is read only after a slot is taken.
         .layer(DefaultBodyLimit::max(raw_limit))

@@ -12,6 +12,7 @@ pub mod decode;
 pub mod http;
 pub mod ingest;
 pub mod metrics;
+pub mod otlp;
 pub mod remotewrite;
 pub mod vmimport;
 

@@ -3,6 +3,7 @@
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -15,14 +16,50 @@ struct ReasonLabels {
     reason: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EndpointLabels {
+    endpoint: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EndpointResultLabels {
+    endpoint: &'static str,
+    result: &'static str,
+}
+
+type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+
+/// Buckets from 1ms to about 2m (a query timeout).
+fn duration_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.001, 2.0, 18))
+}
+
 /// Query-side counters; cheap to clone (the counters are shared).
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct Metrics {
     export_requests: Family<ResultLabels, Counter>,
     export_series: Counter,
     export_samples: Counter,
     export_stale_markers_skipped: Counter,
     export_stream_errors: Family<ReasonLabels, Counter>,
+    api_duration: HistogramFamily<EndpointLabels>,
+    api_requests: Family<EndpointResultLabels, Counter>,
+    queries_rejected: Family<ReasonLabels, Counter>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics {
+            export_requests: Family::default(),
+            export_series: Counter::default(),
+            export_samples: Counter::default(),
+            export_stale_markers_skipped: Counter::default(),
+            export_stream_errors: Family::default(),
+            api_duration: Family::new_with_constructor(duration_histogram),
+            api_requests: Family::default(),
+            queries_rejected: Family::default(),
+        }
+    }
 }
 
 /// What one export wrote, added to the counters at the end of the export.
@@ -70,7 +107,40 @@ impl Metrics {
              (io, corrupted, closed, other)",
             m.export_stream_errors.clone(),
         );
+        registry.register(
+            "strata_select_api_request_duration_seconds",
+            "Time to answer a Prometheus API request (query, query_range, series, \
+             labels, ...), queue wait included, by endpoint",
+            m.api_duration.clone(),
+        );
+        registry.register(
+            "strata_select_api_requests",
+            "Prometheus API requests, by endpoint and result (ok, or the errorType)",
+            m.api_requests.clone(),
+        );
+        registry.register(
+            "strata_select_queries_rejected",
+            "Queries refused or stopped by a limit, by reason (queue_full, \
+             queue_timeout, timeout, max_points_per_series, max_series, engine_limit)",
+            m.queries_rejected.clone(),
+        );
         m
+    }
+
+    /// One answered API request: how long it took and how it ended.
+    pub fn api_request(&self, endpoint: &'static str, result: &'static str, seconds: f64) {
+        self.api_duration
+            .get_or_create(&EndpointLabels { endpoint })
+            .observe(seconds);
+        self.api_requests
+            .get_or_create(&EndpointResultLabels { endpoint, result })
+            .inc();
+    }
+
+    pub fn query_rejected(&self, reason: &'static str) {
+        self.queries_rejected
+            .get_or_create(&ReasonLabels { reason })
+            .inc();
     }
 
     pub fn export_request(&self, result: &'static str) {

@@ -5,11 +5,14 @@
 //! a matrix (Prometheus semantics: one series per output label set, points at
 //! the steps where it had a value).
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use promql_parser::parser::{self, value::ValueType};
 
 use crate::source::Source;
 
-use super::value::Value;
+use super::eval::{Evaluator, Steps, Val};
+use super::value::{Point, Sample, Series, Value};
 
 /// Engine-wide settings; the per-query knobs are in [`QueryOptions`].
 #[derive(Clone, Debug)]
@@ -25,6 +28,9 @@ pub struct EngineOptions {
     pub max_points_per_series: usize,
     /// Longest a query may run.
     pub timeout: Duration,
+    /// Step of subqueries written without one (`x[1h:]`), like Prometheus'
+    /// global evaluation interval. Default 1m.
+    pub subquery_step: Duration,
 }
 
 impl Default for EngineOptions {
@@ -35,6 +41,7 @@ impl Default for EngineOptions {
             max_samples: 50_000_000,
             max_points_per_series: 11_000,
             timeout: Duration::from_secs(120),
+            subquery_step: Duration::from_secs(60),
         }
     }
 }
@@ -88,6 +95,25 @@ pub enum QueryError {
     Storage(#[from] strata_storage::StorageError),
 }
 
+/// Parses `query`, knowing the functions Prometheus 2.53 has that the
+/// parser does not (`holt_winters`, the older name of
+/// `double_exponential_smoothing`).
+fn parse(query: &str) -> Result<parser::Expr, QueryError> {
+    static EXTRA: std::sync::Once = std::sync::Once::new();
+    EXTRA.call_once(|| {
+        let holt_winters = parser::Function::new(
+            "holt_winters",
+            vec![ValueType::Matrix, ValueType::Scalar, ValueType::Scalar],
+            0,
+            ValueType::Vector,
+            false,
+        );
+        // Only fails when the parser already knows the name, which is fine.
+        let _ = parser::register_extra_functions(vec![holt_winters]);
+    });
+    parser::parse(query).map_err(QueryError::BadData)
+}
+
 /// Evaluates PromQL over a [`Source`].
 #[derive(Clone, Debug, Default)]
 pub struct Engine {
@@ -107,10 +133,48 @@ impl Engine {
         time: i64,
         options: &QueryOptions,
     ) -> Result<QueryResult, QueryError> {
-        let _ = (source, time, options);
-        Err(QueryError::Execution(format!(
-            "PromQL evaluation is not available yet: {query}"
-        )))
+        let expr = parse(query)?;
+        let steps = Steps {
+            start: time,
+            end: time,
+            step: 1,
+        };
+        let mut ev = self.evaluator(source, time, time, options);
+        let val = ev.eval(&expr, steps)?;
+        let value = match val {
+            Val::Scalar(v) => Value::Scalar {
+                t: time,
+                v: v.first().copied().unwrap_or(f64::NAN),
+            },
+            Val::String(s) => Value::String { t: time, s },
+            Val::Vector(series) => Value::Vector(
+                series
+                    .into_iter()
+                    .filter_map(|s| {
+                        let p = s.points.first()?;
+                        Some(Sample {
+                            labels: (*s.labels).clone(),
+                            t: time,
+                            v: p.v,
+                        })
+                    })
+                    .collect(),
+            ),
+            Val::Matrix(series) => Value::Matrix(
+                series
+                    .into_iter()
+                    .map(|s| Series {
+                        labels: (*s.labels).clone(),
+                        points: s.points,
+                    })
+                    .collect(),
+            ),
+        };
+        Ok(QueryResult {
+            value,
+            warnings: ev.warnings,
+            stats: ev.stats,
+        })
     }
 
     /// Evaluates `query` at `start`, `start + step`, ... up to `end` (ms).
@@ -124,9 +188,98 @@ impl Engine {
         step: i64,
         options: &QueryOptions,
     ) -> Result<QueryResult, QueryError> {
-        let _ = (source, start, end, step, options);
-        Err(QueryError::Execution(format!(
-            "PromQL evaluation is not available yet: {query}"
-        )))
+        if step <= 0 {
+            return Err(QueryError::BadData(
+                "zero or negative query resolution step widths are not accepted. \
+                 Try a positive integer"
+                    .into(),
+            ));
+        }
+        if end < start {
+            return Err(QueryError::BadData(
+                "end timestamp must not be before start time".into(),
+            ));
+        }
+        let expr = parse(query)?;
+        let kind = match expr.value_type() {
+            ValueType::Matrix => Some("range vector"),
+            ValueType::String => Some("string"),
+            _ => None,
+        };
+        if let Some(kind) = kind {
+            return Err(QueryError::BadData(format!(
+                "invalid expression type \"{kind}\" for range query, must be Scalar or instant Vector"
+            )));
+        }
+        let steps = Steps { start, end, step };
+        let max_points = self.options.max_points_per_series;
+        if max_points > 0 && steps.count() > max_points {
+            return Err(QueryError::Limit(format!(
+                "exceeded maximum resolution of {max_points} points per timeseries: the query \
+                 has {} steps; try decreasing the query resolution (?step=XX) \
+                 (limit --query.max-points-per-series)",
+                steps.count()
+            )));
+        }
+        let mut ev = self.evaluator(source, start, end, options);
+        let val = ev.eval(&expr, steps)?;
+        let mut series: Vec<Series> = match val {
+            Val::Scalar(v) => vec![Series {
+                labels: Vec::new(),
+                points: v
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, v)| Point { t: steps.ts(i), v })
+                    .collect(),
+            }],
+            Val::Vector(series) | Val::Matrix(series) => series
+                .into_iter()
+                .filter(|s| !s.points.is_empty())
+                .map(|s| Series {
+                    labels: (*s.labels).clone(),
+                    points: s.points,
+                })
+                .collect(),
+            Val::String(_) => {
+                return Err(QueryError::BadData(
+                    "invalid expression type \"string\" for range query, must be Scalar or \
+                     instant Vector"
+                        .into(),
+                ));
+            }
+        };
+        series.sort_by(|a, b| a.labels.cmp(&b.labels));
+        Ok(QueryResult {
+            value: Value::Matrix(series),
+            warnings: ev.warnings,
+            stats: ev.stats,
+        })
+    }
+
+    fn evaluator<'s>(
+        &self,
+        source: &'s dyn Source,
+        start: i64,
+        end: i64,
+        options: &QueryOptions,
+    ) -> Evaluator<'s> {
+        let lookback = options
+            .lookback_delta
+            .filter(|d| !d.is_zero())
+            .unwrap_or(self.options.lookback_delta);
+        let timeout = options.timeout.unwrap_or(self.options.timeout);
+        Evaluator {
+            source,
+            lookback: lookback.as_millis() as i64,
+            max_series: self.options.max_series,
+            max_samples: self.options.max_samples,
+            deadline: Instant::now() + timeout,
+            query_start: start,
+            query_end: end,
+            subquery_step: self.options.subquery_step.as_millis() as i64,
+            current_samples: 0,
+            stats: QueryStats::default(),
+            warnings: Vec::new(),
+        }
     }
 }

@@ -3,12 +3,22 @@
 //! - `value`: the four value types and the query result.
 //! - `engine`: the entry points (instant and range queries), options, limits
 //!   and errors.
+//! - `eval`: the evaluator over a grid of steps (selectors, subqueries,
+//!   limits); `binary`, `aggregate` and `call` evaluate operators,
+//!   aggregations and function calls on it.
 //! - `functions`: the math of every float function, free of evaluation
 //!   plumbing so it can be table-tested alone.
 
+mod aggregate;
+mod binary;
+mod call;
 pub mod engine;
+mod eval;
 pub mod functions;
 pub mod value;
 
 pub use engine::{Engine, EngineOptions, QueryError, QueryOptions, QueryResult, QueryStats};
 pub use value::{Point, Sample, Series, Value};
+
+#[cfg(test)]
+mod tests;

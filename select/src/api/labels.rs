@@ -1,0 +1,158 @@
+//! `labels` and `label/<name>/values`: sorted names or values of the series
+//! matching any `match[]` (all series without one) in `[start, end]`:
+//!
+//! ```text
+//! ["__name__","instance","job"]
+//! ```
+
+use std::collections::BTreeSet;
+use std::time::Instant;
+
+use axum::body::Bytes;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::HeaderMap;
+use axum::response::Response;
+use strata_storage::{Matcher, TimeRange};
+
+use super::json;
+use super::params::Params;
+use super::query::TRUNCATED_WARNING;
+use super::{Answer, ApiError, ApiState};
+
+pub async fn names(
+    State(state): State<ApiState>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let started = Instant::now();
+    let result = async {
+        let params = Params::from_request(query.as_deref(), &headers, &body)?;
+        let lookup = Lookup::from_params(&params)?;
+        let source = state.source.clone();
+        state
+            .blocking(move || {
+                lookup
+                    .union(|matchers, limit| source.label_names(matchers, lookup.range, limit))
+                    .map(|items| lookup.answer(items))
+            })
+            .await
+    }
+    .await;
+    state.finish("labels", started, &headers, result).await
+}
+
+pub async fn values(
+    State(state): State<ApiState>,
+    Path(name): Path<String>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let started = Instant::now();
+    let result = async {
+        if !is_valid_label_name(&name) {
+            return Err(ApiError::bad_data(format!("invalid label name: {name:?}")));
+        }
+        let params = Params::from_request(query.as_deref(), &headers, &body)?;
+        let lookup = Lookup::from_params(&params)?;
+        let source = state.source.clone();
+        state
+            .blocking(move || {
+                lookup
+                    .union(|matchers, limit| {
+                        source.label_values(&name, matchers, lookup.range, limit)
+                    })
+                    .map(|items| lookup.answer(items))
+            })
+            .await
+    }
+    .await;
+    state
+        .finish("label_values", started, &headers, result)
+        .await
+}
+
+/// The common parameters of both lookups.
+struct Lookup {
+    matcher_sets: Vec<Vec<Matcher>>,
+    range: TimeRange,
+    limit: Option<usize>,
+}
+
+impl Lookup {
+    fn from_params(params: &Params) -> Result<Lookup, ApiError> {
+        // Prometheus' order of checks: limit, start, end, match[].
+        let limit = params.limit()?;
+        let range = params.range()?;
+        let matcher_sets = params.matchers()?;
+        Ok(Lookup {
+            matcher_sets,
+            range,
+            limit,
+        })
+    }
+
+    /// Runs `lookup` once per matcher set (once with none when there is no
+    /// `match[]`) and merges. One more item than the limit is asked for, to
+    /// know whether the answer was cut.
+    fn union(
+        &self,
+        lookup: impl Fn(&[Matcher], usize) -> Result<Vec<String>, strata_storage::StorageError>,
+    ) -> Result<BTreeSet<String>, ApiError> {
+        let storage_limit = self.limit.map_or(0, |l| l.saturating_add(1));
+        let mut items = BTreeSet::new();
+        if self.matcher_sets.is_empty() {
+            items.extend(lookup(&[], storage_limit).map_err(|e| ApiError::storage(&e))?);
+        }
+        for matchers in &self.matcher_sets {
+            items.extend(lookup(matchers, storage_limit).map_err(|e| ApiError::storage(&e))?);
+        }
+        Ok(items)
+    }
+
+    fn answer(&self, items: BTreeSet<String>) -> Answer {
+        let mut items: Vec<String> = items.into_iter().collect();
+        let mut warnings = Vec::new();
+        if let Some(limit) = self.limit
+            && items.len() > limit
+        {
+            items.truncate(limit);
+            warnings.push(TRUNCATED_WARNING.to_string());
+        }
+        let mut data = String::new();
+        json::push_str_array(&mut data, &items);
+        Answer { data, warnings }
+    }
+}
+
+/// Prometheus' classic label names: `[a-zA-Z_][a-zA-Z0-9_]*`.
+pub fn is_valid_label_name(name: &str) -> bool {
+    let mut bytes = name.bytes();
+    bytes
+        .next()
+        .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
+        && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn label_names() {
+        for (name, want) in [
+            ("job", true),
+            ("__name__", true),
+            ("_a1", true),
+            ("A_b", true),
+            ("", false),
+            ("1a", false),
+            ("a-b", false),
+            ("a.b", false),
+            ("é", false),
+        ] {
+            assert_eq!(is_valid_label_name(name), want, "{name}");
+        }
+    }
+}

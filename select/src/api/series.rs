@@ -1,0 +1,88 @@
+//! `series`: label sets of the series matching any `match[]` in
+//! `[start, end]` (all time by default), sorted, each once:
+//!
+//! ```text
+//! [{"__name__":"up","job":"a"},{"__name__":"up","job":"b"}]
+//! ```
+
+use std::collections::BTreeSet;
+use std::time::Instant;
+
+use axum::body::Bytes;
+use axum::extract::{RawQuery, State};
+use axum::http::HeaderMap;
+use axum::response::Response;
+use strata_storage::Label;
+
+use super::json;
+use super::params::{ParamError, Params};
+use super::query::TRUNCATED_WARNING;
+use super::{Answer, ApiError, ApiState, ErrorType};
+use crate::config::flag;
+
+pub async fn series(
+    State(state): State<ApiState>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let started = Instant::now();
+    let result = async {
+        let params = Params::from_request(query.as_deref(), &headers, &body)?;
+        if params.all("match[]").is_empty() {
+            return Err(ParamError::MissingMatch.into());
+        }
+        let limit = params.limit()?;
+        let range = params.range()?;
+        let matcher_sets = params.matchers()?;
+        let source = state.source.clone();
+        let max_series = state.config.max_series;
+        let found = state
+            .blocking(move || {
+                let mut found: BTreeSet<Vec<Label>> = BTreeSet::new();
+                let mut warnings = Vec::new();
+                for matchers in &matcher_sets {
+                    let selected = source
+                        .select(matchers, range)
+                        .map_err(|e| ApiError::storage(&e))?;
+                    warnings.extend(selected.warnings);
+                    for series in selected.series {
+                        let series = series.map_err(|e| ApiError::storage(&e))?;
+                        found.insert(series.labels);
+                        if max_series > 0 && found.len() > max_series {
+                            return Err(ApiError::new(
+                                ErrorType::Execution,
+                                format!(
+                                    "the selectors match more than {max_series} series; \
+                                     narrow them, shorten the time range, or raise {}",
+                                    flag::MAX_SERIES
+                                ),
+                            ));
+                        }
+                    }
+                }
+                Ok((found, warnings))
+            })
+            .await;
+        let (found, mut warnings) = found.inspect_err(|e| {
+            if e.kind == ErrorType::Execution {
+                state.metrics.query_rejected("max_series");
+            }
+        })?;
+        let mut data = String::from("[");
+        for (i, labels) in found.iter().enumerate() {
+            if limit.is_some_and(|limit| i >= limit) {
+                warnings.push(TRUNCATED_WARNING.to_string());
+                break;
+            }
+            if i > 0 {
+                data.push(',');
+            }
+            json::push_labels(&mut data, labels);
+        }
+        data.push(']');
+        Ok(Answer { data, warnings })
+    }
+    .await;
+    state.finish("series", started, &headers, result).await
+}

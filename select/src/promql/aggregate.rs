@@ -1,0 +1,333 @@
+//! Aggregation operators (`sum`, `avg`, `topk`, `count_values`, ...) with
+//! `by`/`without` grouping, step by step, with Prometheus 2.53's float
+//! arithmetic (incremental mean for `avg`, NaN rules of `min`/`max`).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use promql_parser::parser::{AggregateExpr, Expr, LabelModifier};
+use strata_storage::{Label, METRIC_NAME_LABEL};
+
+use super::engine::QueryError;
+use super::eval::{Arg, Elem, Evaluator, Shared, Steps, Val};
+use super::functions::stats;
+
+pub(crate) fn eval(
+    ev: &mut Evaluator<'_>,
+    a: &AggregateExpr,
+    steps: Steps,
+) -> Result<Val, QueryError> {
+    let op = a.op.to_string();
+    let param = match &a.param {
+        Some(p) => Some(eval_param(ev, &op, p, steps)?),
+        None => None,
+    };
+    if let Some(Val::String(label)) = &param
+        && !valid_label_name(label)
+    {
+        return Err(QueryError::BadData(format!("invalid label name {label:?}")));
+    }
+    let input = ev.eval(&a.expr, steps)?;
+    if !matches!(input, Val::Vector(_)) {
+        return Err(QueryError::BadData(format!(
+            "expected type instant vector in aggregation expression, got {}",
+            input.type_name()
+        )));
+    }
+    let held = input.samples() + param.as_ref().map_or(0, Val::samples);
+    let (without, mut names) = match &a.modifier {
+        Some(LabelModifier::Include(l)) => (false, l.labels.clone()),
+        Some(LabelModifier::Exclude(l)) => (true, l.labels.clone()),
+        None => (false, Vec::new()),
+    };
+    if op == "count_values"
+        && !without
+        && let Some(Val::String(label)) = &param
+    {
+        names.push(label.clone());
+    }
+    let grouping = Grouping { without, names };
+    let mut args: Vec<&Val> = vec![&input];
+    if let Some(p) = &param {
+        args.push(p);
+    }
+    // Group keys per input label set, kept across steps.
+    let mut cache: HashMap<usize, (String, Shared)> = HashMap::new();
+    let out = ev.range_eval(steps, &args, |_, _, step_args| {
+        let vector = step_args[0].take_vector();
+        let param = step_args.get(1);
+        aggregate_step(&op, &grouping, vector, param, &mut cache)
+    })?;
+    ev.release(held);
+    Ok(Val::Vector(out))
+}
+
+fn eval_param(ev: &mut Evaluator<'_>, op: &str, p: &Expr, steps: Steps) -> Result<Val, QueryError> {
+    let val = ev.eval(p, steps)?;
+    let ok = if op == "count_values" {
+        matches!(val, Val::String(_))
+    } else {
+        matches!(val, Val::Scalar(_))
+    };
+    if ok {
+        return Ok(val);
+    }
+    Err(QueryError::BadData(format!(
+        "expected type {} in aggregation parameter, got {}",
+        if op == "count_values" {
+            "string"
+        } else {
+            "scalar"
+        },
+        val.type_name()
+    )))
+}
+
+struct Grouping {
+    without: bool,
+    names: Vec<String>,
+}
+
+impl Grouping {
+    fn keeps(&self, name: &str) -> bool {
+        let listed = self.names.iter().any(|n| n == name);
+        if self.without {
+            !listed && name != METRIC_NAME_LABEL
+        } else {
+            listed
+        }
+    }
+
+    /// The group's key and output labels for an input label set.
+    fn group(&self, labels: &[Label]) -> (String, Shared) {
+        let kept: Vec<Label> = labels
+            .iter()
+            .filter(|l| self.keeps(&l.name))
+            .cloned()
+            .collect();
+        let mut key = String::new();
+        for l in &kept {
+            key.push_str(&l.name);
+            key.push('\u{ff}');
+            key.push_str(&l.value);
+            key.push('\u{ff}');
+        }
+        (key, Arc::new(kept))
+    }
+}
+
+/// A group's running state.
+struct Group {
+    labels: Shared,
+    count: u64,
+    value: f64,
+    mean: stats::Mean,
+    variance: stats::Variance,
+    values: Vec<f64>,
+    members: Vec<Elem>,
+}
+
+fn aggregate_step(
+    op: &str,
+    grouping: &Grouping,
+    vector: Vec<Elem>,
+    param: Option<&Arg>,
+    cache: &mut HashMap<usize, (String, Shared)>,
+) -> Result<Vec<Elem>, QueryError> {
+    let mut index: HashMap<String, usize> = HashMap::new();
+    let mut groups: Vec<Group> = Vec::new();
+    let k = match op {
+        "topk" | "bottomk" | "limitk" => {
+            let p = param.map_or(f64::NAN, Arg::scalar);
+            if !(p >= i64::MIN as f64 && p <= i64::MAX as f64) {
+                return Err(QueryError::Execution(format!(
+                    "Scalar value {} overflows int64",
+                    go_float(p)
+                )));
+            }
+            let k = p as i64;
+            if k < 1 {
+                return Ok(Vec::new());
+            }
+            k as usize
+        }
+        _ => 0,
+    };
+    let ratio = if op == "limit_ratio" {
+        let r = param.map_or(f64::NAN, Arg::scalar);
+        if r.is_nan() {
+            return Err(QueryError::Execution(format!(
+                "Ratio value {} is NaN",
+                go_float(r)
+            )));
+        }
+        r.clamp(-1.0, 1.0)
+    } else {
+        0.0
+    };
+    let value_label = match param {
+        Some(Arg::String(s)) if op == "count_values" => Some(s.clone()),
+        _ => None,
+    };
+    for e in vector {
+        let (key, labels) = if let Some(label) = &value_label {
+            let mut with_value: Vec<Label> = e
+                .labels
+                .iter()
+                .filter(|l| &l.name != label)
+                .cloned()
+                .collect();
+            with_value.push(Label::new(label.clone(), go_float(e.v)));
+            with_value.sort();
+            grouping.group(&with_value)
+        } else {
+            cache
+                .entry(Arc::as_ptr(&e.labels) as usize)
+                .or_insert_with(|| grouping.group(&e.labels))
+                .clone()
+        };
+        let gi = match index.get(&key) {
+            Some(&gi) => gi,
+            None => {
+                index.insert(key, groups.len());
+                groups.push(Group {
+                    labels,
+                    count: 0,
+                    value: e.v,
+                    mean: stats::Mean::default(),
+                    variance: stats::Variance::default(),
+                    values: Vec::new(),
+                    members: Vec::new(),
+                });
+                groups.len() - 1
+            }
+        };
+        let g = &mut groups[gi];
+        g.count += 1;
+        let first = g.count == 1;
+        match op {
+            "sum" => {
+                if !first {
+                    g.value += e.v;
+                }
+            }
+            "avg" => g.mean.add(e.v),
+            "max" => {
+                if g.value < e.v || g.value.is_nan() {
+                    g.value = e.v;
+                }
+            }
+            "min" => {
+                if g.value > e.v || g.value.is_nan() {
+                    g.value = e.v;
+                }
+            }
+            "stddev" | "stdvar" => g.variance.add(e.v),
+            "quantile" => g.values.push(e.v),
+            "topk" | "bottomk" => g.members.push(e),
+            "limitk" => {
+                if g.members.len() < k {
+                    g.members.push(e);
+                }
+            }
+            "limit_ratio" => {
+                if ratio_keeps(ratio, &e.labels) {
+                    g.members.push(e);
+                }
+            }
+            "count" | "group" | "count_values" => {}
+            other => {
+                return Err(QueryError::BadData(format!(
+                    "unknown aggregation operator {other:?}"
+                )));
+            }
+        }
+    }
+    let mut out = Vec::with_capacity(groups.len());
+    for mut g in groups {
+        let v = match op {
+            "sum" | "max" | "min" => g.value,
+            "avg" => g.mean.value(),
+            "count" | "count_values" => g.count as f64,
+            "group" => 1.0,
+            "stddev" => g.variance.stddev(),
+            "stdvar" => g.variance.stdvar(),
+            "quantile" => stats::quantile(param.map_or(f64::NAN, Arg::scalar), &mut g.values),
+            "topk" | "bottomk" => {
+                let top = op == "topk";
+                // NaN ranks last either way.
+                g.members
+                    .sort_by(|a, b| match (a.v.is_nan(), b.v.is_nan()) {
+                        (true, true) => std::cmp::Ordering::Equal,
+                        (true, false) => std::cmp::Ordering::Greater,
+                        (false, true) => std::cmp::Ordering::Less,
+                        (false, false) => {
+                            let o = a.v.total_cmp(&b.v);
+                            if top { o.reverse() } else { o }
+                        }
+                    });
+                g.members.truncate(k);
+                out.append(&mut g.members);
+                continue;
+            }
+            _ => {
+                out.append(&mut g.members);
+                continue;
+            }
+        };
+        out.push(Elem {
+            labels: g.labels,
+            v,
+        });
+    }
+    Ok(out)
+}
+
+/// Whether `limit_ratio(ratio, ...)` keeps a series: a stable hash of its
+/// labels placed in [0, 1) against the ratio (from the top when negative), so
+/// a series is kept at every step or none and `r` and `-(1 - r)` split the
+/// series into complements.
+fn ratio_keeps(ratio: f64, labels: &[Label]) -> bool {
+    // FNV-1a: stable across processes and versions.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for l in labels {
+        for b in l
+            .name
+            .bytes()
+            .chain([0xff])
+            .chain(l.value.bytes())
+            .chain([0xff])
+        {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    let offset = (h % (1 << 16)) as f64 / (1u64 << 16) as f64;
+    if ratio >= 0.0 {
+        offset < ratio
+    } else {
+        offset >= 1.0 + ratio
+    }
+}
+
+/// A float as Go's `strconv.FormatFloat(v, 'f', -1, 64)` prints it.
+pub(crate) fn go_float(v: f64) -> String {
+    if v.is_nan() {
+        "NaN".into()
+    } else if v == f64::INFINITY {
+        "+Inf".into()
+    } else if v == f64::NEG_INFINITY {
+        "-Inf".into()
+    } else {
+        format!("{v}")
+    }
+}
+
+pub(crate) fn valid_label_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    match chars.next() {
+        Some(c) if c.is_ascii_alphabetic() || c == '_' => {}
+        _ => return false,
+    }
+    chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}

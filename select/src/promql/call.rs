@@ -1,0 +1,526 @@
+//! Function calls: argument evaluation and types, range windows, which
+//! functions drop `__name__`, and the functions that work on whole vectors
+//! rather than on numbers (`absent`, `scalar`, `sort`, `label_replace`,
+//! `histogram_quantile`, ...). The math lives in `functions`.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use promql_parser::label::MatchOp as PromMatchOp;
+use promql_parser::parser::value::ValueType;
+use promql_parser::parser::{Call, Expr};
+use strata_storage::{Label, METRIC_NAME_LABEL};
+
+use super::engine::QueryError;
+use super::eval::{
+    Elem, Evaluator, Shared, StepSeries, Steps, Val, check_unique_labelsets, drop_name,
+    duplicate_labelset, label_value, merge_same_labels,
+};
+use super::functions::{elementwise, histogram, labels as label_fns, range};
+use super::value::Point;
+
+pub(crate) fn eval(ev: &mut Evaluator<'_>, c: &Call, steps: Steps) -> Result<Val, QueryError> {
+    let name = c.func.name;
+    let args: Vec<&Expr> = c.args.args.iter().map(|a| a.as_ref()).collect();
+    match name {
+        "time" => {
+            let v: Vec<f64> = (0..steps.count())
+                .map(|i| steps.ts(i) as f64 / 1000.0)
+                .collect();
+            ev.hold(v.len())?;
+            Ok(Val::Scalar(v))
+        }
+        "pi" => {
+            let v = vec![std::f64::consts::PI; steps.count()];
+            ev.hold(v.len())?;
+            Ok(Val::Scalar(v))
+        }
+        "vector" => {
+            let s = ev.eval_scalar(arg(&args, 0, name)?, steps)?;
+            let points = s
+                .iter()
+                .enumerate()
+                .map(|(i, v)| Point {
+                    t: steps.ts(i),
+                    v: *v,
+                })
+                .collect();
+            Ok(Val::Vector(vec![StepSeries {
+                labels: Arc::new(Vec::new()),
+                points,
+            }]))
+        }
+        "scalar" => {
+            let input = ev.eval_vector(arg(&args, 0, name)?, steps)?;
+            let mut out = vec![f64::NAN; steps.count()];
+            let mut seen = vec![0u32; steps.count()];
+            for s in &input {
+                for p in &s.points {
+                    let i = ((p.t - steps.start) / steps.step) as usize;
+                    if let Some(slot) = out.get_mut(i) {
+                        *slot = p.v;
+                        seen[i] += 1;
+                    }
+                }
+            }
+            for (v, n) in out.iter_mut().zip(&seen) {
+                if *n != 1 {
+                    *v = f64::NAN;
+                }
+            }
+            ev.release(samples(&input));
+            ev.hold(out.len())?;
+            Ok(Val::Scalar(out))
+        }
+        "timestamp" => {
+            let a = unparen(arg(&args, 0, name)?);
+            let mut series = match a {
+                Expr::VectorSelector(vs) => ev.vector_selector(vs, steps, true)?,
+                other => {
+                    let mut series = ev.eval_vector(other, steps)?;
+                    for s in &mut series {
+                        s.points.iter_mut().for_each(|p| p.v = p.t as f64 / 1000.0);
+                    }
+                    series
+                }
+            };
+            for s in &mut series {
+                s.labels = drop_name(&s.labels);
+            }
+            Ok(Val::Vector(merge_same_labels(series)?))
+        }
+        "sort" | "sort_desc" | "sort_by_label" | "sort_by_label_desc" => {
+            let mut series = ev.eval_vector(arg(&args, 0, name)?, steps)?;
+            if steps.count() == 1 {
+                sort_by_value(&mut series, name.ends_with("desc"));
+                if name.starts_with("sort_by_label") {
+                    let names = string_args(ev, &args[1..], steps)?;
+                    let desc = name == "sort_by_label_desc";
+                    series.sort_by(|a, b| {
+                        for n in &names {
+                            let o =
+                                natural_cmp(label_value(&a.labels, n), label_value(&b.labels, n));
+                            if o != std::cmp::Ordering::Equal {
+                                return if desc { o.reverse() } else { o };
+                            }
+                        }
+                        std::cmp::Ordering::Equal
+                    });
+                }
+            }
+            Ok(Val::Vector(series))
+        }
+        "label_replace" => {
+            let series = ev.eval_vector(arg(&args, 0, name)?, steps)?;
+            let s = string_args(ev, &args[1..], steps)?;
+            let [dst, replacement, src, regex] = s.as_slice() else {
+                return Err(arg_count_error(name, 5, args.len()));
+            };
+            let replacer = label_fns::Replace::new(dst, replacement, src, regex)
+                .map_err(|e| QueryError::Execution(e.to_string()))?;
+            relabel(series, |labels| replacer.apply(labels))
+        }
+        "label_join" => {
+            let series = ev.eval_vector(arg(&args, 0, name)?, steps)?;
+            let s = string_args(ev, &args[1..], steps)?;
+            let (Some(dst), Some(separator)) = (s.first(), s.get(1)) else {
+                return Err(arg_count_error(name, 3, args.len()));
+            };
+            let sources: Vec<&str> = s[2..].iter().map(String::as_str).collect();
+            label_fns::validate_label_join(dst, &sources)
+                .map_err(|e| QueryError::Execution(e.to_string()))?;
+            relabel(series, |labels| {
+                label_fns::join(labels, dst, separator, &sources)
+            })
+        }
+        "histogram_quantile" => histogram_quantile(ev, &args, steps),
+        "absent" => absent(ev, &args, steps),
+        "absent_over_time" => absent_over_time(ev, &args, steps),
+        "day_of_month" | "day_of_week" | "day_of_year" | "days_in_month" | "hour" | "minute"
+        | "month" | "year"
+            if args.is_empty() =>
+        {
+            let now: Vec<f64> = (0..steps.count())
+                .map(|i| steps.ts(i) as f64 / 1000.0)
+                .collect();
+            let f = elementwise::lookup(name).ok_or_else(|| unknown(name))?;
+            let points = now
+                .iter()
+                .enumerate()
+                .map(|(i, v)| Point {
+                    t: steps.ts(i),
+                    v: f(*v, &[]),
+                })
+                .collect();
+            ev.hold(now.len())?;
+            Ok(Val::Vector(vec![StepSeries {
+                labels: Arc::new(Vec::new()),
+                points,
+            }]))
+        }
+        _ => {
+            if let Some(i) = c
+                .func
+                .arg_types
+                .iter()
+                .position(|t| *t == ValueType::Matrix)
+            {
+                range_call(ev, name, &args, i, steps)
+            } else {
+                elementwise_call(ev, name, &args, steps)
+            }
+        }
+    }
+}
+
+fn unparen(e: &Expr) -> &Expr {
+    match e {
+        Expr::Paren(p) => unparen(&p.expr),
+        other => other,
+    }
+}
+
+fn arg<'e>(args: &[&'e Expr], i: usize, name: &str) -> Result<&'e Expr, QueryError> {
+    args.get(i)
+        .copied()
+        .ok_or_else(|| QueryError::BadData(format!("missing argument {} of {name}()", i + 1)))
+}
+
+fn arg_count_error(name: &str, want: usize, got: usize) -> QueryError {
+    QueryError::BadData(format!("expected {want} arguments for {name}(), got {got}"))
+}
+
+fn unknown(name: &str) -> QueryError {
+    QueryError::BadData(format!("function {name}() is not supported"))
+}
+
+fn samples(series: &[StepSeries]) -> usize {
+    series.iter().map(|s| s.points.len()).sum()
+}
+
+fn string_args(
+    ev: &mut Evaluator<'_>,
+    args: &[&Expr],
+    steps: Steps,
+) -> Result<Vec<String>, QueryError> {
+    args.iter()
+        .map(|a| match ev.eval(a, steps)? {
+            Val::String(s) => Ok(s),
+            other => Err(QueryError::BadData(format!(
+                "expected type string, got {}",
+                other.type_name()
+            ))),
+        })
+        .collect()
+}
+
+/// Gives every series new labels; series that end up sharing a label set
+/// are merged, and an error if both have a point at one step.
+fn relabel(
+    series: Vec<StepSeries>,
+    mut f: impl FnMut(&[Label]) -> Vec<Label>,
+) -> Result<Val, QueryError> {
+    let mut out = Vec::with_capacity(series.len());
+    for mut s in series {
+        let mut labels = f(&s.labels);
+        labels.retain(|l| !l.value.is_empty());
+        labels.sort();
+        s.labels = Arc::new(labels);
+        out.push(s);
+    }
+    Ok(Val::Vector(merge_same_labels(out)?))
+}
+
+/// Orders an instant vector by value, NaN last (`sort`, `sort_desc`).
+fn sort_by_value(series: &mut [StepSeries], desc: bool) {
+    let value = |s: &StepSeries| s.points.first().map_or(f64::NAN, |p| p.v);
+    series.sort_by(|a, b| {
+        let (x, y) = (value(a), value(b));
+        match (x.is_nan(), y.is_nan()) {
+            (true, true) => std::cmp::Ordering::Equal,
+            (true, false) => std::cmp::Ordering::Greater,
+            (false, true) => std::cmp::Ordering::Less,
+            (false, false) => {
+                let o = x.total_cmp(&y);
+                if desc { o.reverse() } else { o }
+            }
+        }
+    });
+}
+
+/// Compares strings with runs of digits compared as numbers ("a2" < "a10").
+fn natural_cmp(a: &str, b: &str) -> std::cmp::Ordering {
+    use std::cmp::Ordering;
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    let (mut i, mut j) = (0, 0);
+    while i < a.len() && j < b.len() {
+        if a[i].is_ascii_digit() && b[j].is_ascii_digit() {
+            let si = i;
+            while i < a.len() && a[i].is_ascii_digit() {
+                i += 1;
+            }
+            let sj = j;
+            while j < b.len() && b[j].is_ascii_digit() {
+                j += 1;
+            }
+            let na = std::str::from_utf8(&a[si..i])
+                .unwrap_or("")
+                .trim_start_matches('0');
+            let nb = std::str::from_utf8(&b[sj..j])
+                .unwrap_or("")
+                .trim_start_matches('0');
+            let o = na.len().cmp(&nb.len()).then_with(|| na.cmp(nb));
+            if o != Ordering::Equal {
+                return o;
+            }
+        } else {
+            if a[i] != b[j] {
+                return a[i].cmp(&b[j]);
+            }
+            i += 1;
+            j += 1;
+        }
+    }
+    (a.len() - i).cmp(&(b.len() - j))
+}
+
+/// A function of a range vector: one output series per input series, with
+/// `__name__` dropped except by `last_over_time`.
+fn range_call(
+    ev: &mut Evaluator<'_>,
+    name: &str,
+    args: &[&Expr],
+    matrix_index: usize,
+    steps: Steps,
+) -> Result<Val, QueryError> {
+    let f = range::lookup(name).ok_or_else(|| unknown(name))?;
+    let mut scalars = Vec::new();
+    for (i, a) in args.iter().enumerate() {
+        if i != matrix_index {
+            scalars.push(ev.eval_scalar(a, steps)?);
+        }
+    }
+    let data = ev.matrix_arg(arg(args, matrix_index, name)?, steps)?;
+    let keep_name = name == "last_over_time";
+    let mut out: Vec<StepSeries> = data
+        .series
+        .iter()
+        .map(|s| StepSeries {
+            labels: if keep_name {
+                s.labels.clone()
+            } else {
+                drop_name(&s.labels)
+            },
+            points: Vec::new(),
+        })
+        .collect();
+    let mut step_args = vec![0.0; scalars.len()];
+    let mut validated = vec![false; steps.count()];
+    data.for_each_window(steps, ev.deadline, |si, i, window| {
+        for (slot, s) in step_args.iter_mut().zip(&scalars) {
+            *slot = s.get(i).copied().unwrap_or(f64::NAN);
+        }
+        if !validated[i] {
+            range::validate_args(name, &step_args)
+                .map_err(|e| QueryError::Execution(e.to_string()))?;
+            validated[i] = true;
+        }
+        if let Some(v) = f(window, &step_args) {
+            out[si].points.push(Point { t: steps.ts(i), v });
+        }
+        Ok(())
+    })?;
+    ev.release(samples(&data.series));
+    out.retain(|s| !s.points.is_empty());
+    ev.hold(samples(&out))?;
+    check_unique_labelsets(&out)?;
+    Ok(Val::Vector(out))
+}
+
+/// A function of each element's value (and scalar arguments): `__name__`
+/// dropped.
+fn elementwise_call(
+    ev: &mut Evaluator<'_>,
+    name: &str,
+    args: &[&Expr],
+    steps: Steps,
+) -> Result<Val, QueryError> {
+    let f = elementwise::lookup(name).ok_or_else(|| unknown(name))?;
+    let input = ev.eval_vector(arg(args, 0, name)?, steps)?;
+    let mut scalars = Vec::new();
+    for a in &args[1..] {
+        scalars.push(ev.eval_scalar(a, steps)?);
+    }
+    let mut out = Vec::with_capacity(input.len());
+    let mut step_args = vec![0.0; scalars.len()];
+    for s in input {
+        let mut points = Vec::with_capacity(s.points.len());
+        for p in &s.points {
+            let i = ((p.t - steps.start) / steps.step) as usize;
+            for (slot, sc) in step_args.iter_mut().zip(&scalars) {
+                *slot = sc.get(i).copied().unwrap_or(f64::NAN);
+            }
+            if !elementwise::produces_output(name, &step_args) {
+                continue;
+            }
+            points.push(Point {
+                t: p.t,
+                v: f(p.v, &step_args),
+            });
+        }
+        if !points.is_empty() {
+            out.push(StepSeries {
+                labels: drop_name(&s.labels),
+                points,
+            });
+        }
+    }
+    Ok(Val::Vector(merge_same_labels(out)?))
+}
+
+/// `histogram_quantile(q, buckets)`: per step, the buckets of each series
+/// (all labels but `le` and `__name__`) give one quantile.
+fn histogram_quantile(
+    ev: &mut Evaluator<'_>,
+    args: &[&Expr],
+    steps: Steps,
+) -> Result<Val, QueryError> {
+    let q = Val::Scalar(ev.eval_scalar(arg(args, 0, "histogram_quantile")?, steps)?);
+    let input = Val::Vector(ev.eval_vector(arg(args, 1, "histogram_quantile")?, steps)?);
+    let held = q.samples() + input.samples();
+    let mut keys: HashMap<usize, Option<(Shared, f64)>> = HashMap::new();
+    let out = ev.range_eval(steps, &[&q, &input], |_, _, a| {
+        let q = a[0].scalar();
+        let vector = a[1].take_vector();
+        let mut index: HashMap<Shared, usize> = HashMap::new();
+        let mut groups: Vec<(Shared, Vec<histogram::Bucket>)> = Vec::new();
+        // `le` values seen per group: one twice means two input series
+        // differ only in `__name__`.
+        let mut seen_le: Vec<Vec<Shared>> = Vec::new();
+        for e in vector {
+            let entry = keys
+                .entry(Arc::as_ptr(&e.labels) as usize)
+                .or_insert_with(|| {
+                    let upper = histogram::parse_le(label_value(&e.labels, "le"))?;
+                    let labels: Vec<Label> = e
+                        .labels
+                        .iter()
+                        .filter(|l| l.name != "le" && l.name != METRIC_NAME_LABEL)
+                        .cloned()
+                        .collect();
+                    Some((Arc::new(labels), upper))
+                });
+            // Series without a parsable `le` are not buckets.
+            let Some((labels, upper)) = entry.clone() else {
+                continue;
+            };
+            let gi = *index.entry(labels.clone()).or_insert_with(|| {
+                groups.push((labels, Vec::new()));
+                seen_le.push(Vec::new());
+                groups.len() - 1
+            });
+            let without_name = drop_name(&e.labels);
+            if seen_le[gi].contains(&without_name) {
+                return Err(duplicate_labelset());
+            }
+            seen_le[gi].push(without_name);
+            groups[gi].1.push(histogram::Bucket {
+                upper_bound: upper,
+                count: e.v,
+            });
+        }
+        Ok(groups
+            .into_iter()
+            .map(|(labels, mut buckets)| Elem {
+                labels,
+                v: histogram::bucket_quantile(q, &mut buckets),
+            })
+            .collect())
+    })?;
+    ev.release(held);
+    Ok(Val::Vector(out))
+}
+
+/// Labels `absent` gives its answer: the equality matchers of a selector
+/// argument (a label matched twice is left out).
+fn absent_labels(e: &Expr) -> Shared {
+    let vs = match unparen(e) {
+        Expr::VectorSelector(vs) => vs,
+        Expr::MatrixSelector(ms) => &ms.vs,
+        _ => return Arc::new(Vec::new()),
+    };
+    let mut labels: Vec<Label> = Vec::new();
+    let mut repeated: Vec<String> = Vec::new();
+    for m in &vs.matchers.matchers {
+        if m.name == METRIC_NAME_LABEL {
+            continue;
+        }
+        // A label matched more than once, or not by equality, has no one value.
+        if !matches!(m.op, PromMatchOp::Equal) || labels.iter().any(|l| l.name == m.name) {
+            repeated.push(m.name.clone());
+            continue;
+        }
+        labels.push(Label::new(m.name.clone(), m.value.clone()));
+    }
+    labels.retain(|l| !repeated.contains(&l.name));
+    labels.sort();
+    Arc::new(labels)
+}
+
+fn absent(ev: &mut Evaluator<'_>, args: &[&Expr], steps: Steps) -> Result<Val, QueryError> {
+    let a = arg(args, 0, "absent")?;
+    let input = ev.eval_vector(a, steps)?;
+    let mut present = vec![false; steps.count()];
+    for s in &input {
+        for p in &s.points {
+            if let Some(slot) = present.get_mut(((p.t - steps.start) / steps.step) as usize) {
+                *slot = true;
+            }
+        }
+    }
+    ev.release(samples(&input));
+    absent_result(ev, a, &present, steps)
+}
+
+fn absent_over_time(
+    ev: &mut Evaluator<'_>,
+    args: &[&Expr],
+    steps: Steps,
+) -> Result<Val, QueryError> {
+    let a = arg(args, 0, "absent_over_time")?;
+    let data = ev.matrix_arg(a, steps)?;
+    let mut present = vec![false; steps.count()];
+    data.for_each_window(steps, ev.deadline, |_, i, w| {
+        if !w.points.is_empty() {
+            present[i] = true;
+        }
+        Ok(())
+    })?;
+    ev.release(samples(&data.series));
+    absent_result(ev, a, &present, steps)
+}
+
+fn absent_result(
+    ev: &mut Evaluator<'_>,
+    a: &Expr,
+    present: &[bool],
+    steps: Steps,
+) -> Result<Val, QueryError> {
+    let points: Vec<Point> = present
+        .iter()
+        .enumerate()
+        .filter(|(_, p)| !**p)
+        .map(|(i, _)| Point {
+            t: steps.ts(i),
+            v: 1.0,
+        })
+        .collect();
+    if points.is_empty() {
+        return Ok(Val::Vector(Vec::new()));
+    }
+    ev.hold(points.len())?;
+    Ok(Val::Vector(vec![StepSeries {
+        labels: absent_labels(a),
+        points,
+    }]))
+}

@@ -1,0 +1,741 @@
+//! The evaluator: walks a parsed expression over a grid of steps, the way
+//! Prometheus does. An instant query is a grid of one step. Every instant
+//! vector is held as series with points at the steps where they have a value,
+//! so operators and functions run step by step over the whole grid, and each
+//! selector reads storage once for the whole query range.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use promql_parser::label::MatchOp as PromMatchOp;
+use promql_parser::parser::{AtModifier, Expr, Offset, SubqueryExpr, VectorSelector};
+use strata_storage::{METRIC_NAME_LABEL, MatchOp, Matcher, TimeRange, is_stale_nan};
+
+use super::engine::{QueryError, QueryStats};
+use super::functions::RangeWindow;
+use super::value::{Labels, Point};
+
+/// A label set shared by the points of a series and by the per-step
+/// elements built from it, so steps do not copy labels.
+pub(crate) type Shared = Arc<Labels>;
+
+/// The evaluation grid: `start`, `start + step`, ... up to `end` (ms).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Steps {
+    pub start: i64,
+    pub end: i64,
+    pub step: i64,
+}
+
+impl Steps {
+    pub fn count(&self) -> usize {
+        if self.end < self.start || self.step <= 0 {
+            0
+        } else {
+            ((self.end - self.start) / self.step) as usize + 1
+        }
+    }
+
+    pub fn ts(&self, i: usize) -> i64 {
+        self.start + i as i64 * self.step
+    }
+}
+
+/// A series and its points: at step timestamps for instant vectors, at
+/// sample timestamps for raw and range data.
+#[derive(Clone, Debug)]
+pub(crate) struct StepSeries {
+    pub labels: Shared,
+    pub points: Vec<Point>,
+}
+
+/// The value of an expression over the whole grid.
+#[derive(Debug)]
+pub(crate) enum Val {
+    /// One value per step.
+    Scalar(Vec<f64>),
+    String(String),
+    /// An instant vector at every step.
+    Vector(Vec<StepSeries>),
+    /// A range vector; only at a one-step grid (instant queries).
+    Matrix(Vec<StepSeries>),
+}
+
+impl Val {
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Val::Scalar(_) => "scalar",
+            Val::String(_) => "string",
+            Val::Vector(_) => "instant vector",
+            Val::Matrix(_) => "range vector",
+        }
+    }
+
+    /// Points held, for the samples limit.
+    pub fn samples(&self) -> usize {
+        match self {
+            Val::Scalar(v) => v.len(),
+            Val::String(_) => 0,
+            Val::Vector(s) | Val::Matrix(s) => s.iter().map(|s| s.points.len()).sum(),
+        }
+    }
+}
+
+/// One element of an instant vector at one step.
+#[derive(Clone, Debug)]
+pub(crate) struct Elem {
+    pub labels: Shared,
+    pub v: f64,
+}
+
+/// An argument of a per-step operation at one step.
+#[derive(Debug)]
+pub(crate) enum Arg {
+    Scalar(f64),
+    Vector(Vec<Elem>),
+    String(String),
+}
+
+impl Arg {
+    pub fn scalar(&self) -> f64 {
+        match self {
+            Arg::Scalar(v) => *v,
+            _ => f64::NAN,
+        }
+    }
+
+    pub fn take_vector(&mut self) -> Vec<Elem> {
+        match self {
+            Arg::Vector(v) => std::mem::take(v),
+            _ => Vec::new(),
+        }
+    }
+}
+
+/// Range-vector input of a function: raw samples (stale markers included)
+/// or a subquery's points, with the window's width and placement.
+pub(crate) struct MatrixData {
+    pub series: Vec<StepSeries>,
+    pub range: i64,
+    pub offset: i64,
+    pub at: Option<i64>,
+}
+
+impl MatrixData {
+    /// Last millisecond of the window at step `ts`.
+    pub fn window_end(&self, ts: i64) -> i64 {
+        self.at.unwrap_or(ts) - self.offset
+    }
+
+    /// Calls `f(series index, step index, window)` for every series and step,
+    /// sliding each window forward instead of searching per step.
+    pub fn for_each_window(
+        &self,
+        steps: Steps,
+        deadline: Instant,
+        mut f: impl FnMut(usize, usize, &RangeWindow<'_>) -> Result<(), QueryError>,
+    ) -> Result<(), QueryError> {
+        let mut points: Vec<Point> = Vec::new();
+        for (si, series) in self.series.iter().enumerate() {
+            if Instant::now() > deadline {
+                return Err(QueryError::Timeout("expression evaluation"));
+            }
+            points.clear();
+            points.extend(series.points.iter().filter(|p| !is_stale_nan(p.v)));
+            let (mut lo, mut hi) = (0, 0);
+            for i in 0..steps.count() {
+                let ts = steps.ts(i);
+                let end = self.window_end(ts);
+                let start = end - self.range;
+                while hi < points.len() && points[hi].t <= end {
+                    hi += 1;
+                }
+                while lo < hi && points[lo].t < start {
+                    lo += 1;
+                }
+                let window = RangeWindow {
+                    points: &points[lo..hi],
+                    start,
+                    end,
+                    eval_time: ts,
+                };
+                f(si, i, &window)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Per-query evaluation state: limits, counters and warnings.
+pub(crate) struct Evaluator<'a> {
+    pub source: &'a dyn crate::source::Source,
+    pub lookback: i64,
+    pub max_series: usize,
+    pub max_samples: usize,
+    pub deadline: Instant,
+    /// Start and end of the query, for `@ start()` and `@ end()`.
+    pub query_start: i64,
+    pub query_end: i64,
+    /// Step of subqueries written without one (`x[5m:]`).
+    pub subquery_step: i64,
+    pub current_samples: usize,
+    pub stats: QueryStats,
+    pub warnings: Vec<String>,
+}
+
+impl Evaluator<'_> {
+    /// Counts `n` more samples in memory against the limit.
+    pub fn hold(&mut self, n: usize) -> Result<(), QueryError> {
+        self.current_samples += n;
+        self.stats.peak_samples = self.stats.peak_samples.max(self.current_samples as u64);
+        if self.max_samples > 0 && self.current_samples > self.max_samples {
+            return Err(QueryError::Limit(format!(
+                "query processing would load too many samples into memory in query execution: \
+                 more than {} samples (limit --query.max-samples)",
+                self.max_samples
+            )));
+        }
+        Ok(())
+    }
+
+    pub fn release(&mut self, n: usize) {
+        self.current_samples = self.current_samples.saturating_sub(n);
+    }
+
+    pub fn check_deadline(&self) -> Result<(), QueryError> {
+        if Instant::now() > self.deadline {
+            return Err(QueryError::Timeout("expression evaluation"));
+        }
+        Ok(())
+    }
+
+    /// Evaluates `expr` at every step of `steps`.
+    pub fn eval(&mut self, expr: &Expr, steps: Steps) -> Result<Val, QueryError> {
+        match expr {
+            Expr::NumberLiteral(n) => {
+                let v = vec![n.val; steps.count()];
+                self.hold(v.len())?;
+                Ok(Val::Scalar(v))
+            }
+            Expr::StringLiteral(s) => Ok(Val::String(s.val.clone())),
+            Expr::Paren(p) => self.eval(&p.expr, steps),
+            Expr::Unary(u) => {
+                let val = self.eval(&u.expr, steps)?;
+                match val {
+                    Val::Scalar(mut v) => {
+                        v.iter_mut().for_each(|x| *x = -*x);
+                        Ok(Val::Scalar(v))
+                    }
+                    Val::Vector(mut series) => {
+                        for s in &mut series {
+                            s.labels = drop_name(&s.labels);
+                            s.points.iter_mut().for_each(|p| p.v = -p.v);
+                        }
+                        check_unique_labelsets(&series)?;
+                        Ok(Val::Vector(series))
+                    }
+                    other => Err(QueryError::BadData(format!(
+                        "unary minus is not defined on a {}",
+                        other.type_name()
+                    ))),
+                }
+            }
+            Expr::VectorSelector(vs) => Ok(Val::Vector(self.vector_selector(vs, steps, false)?)),
+            Expr::MatrixSelector(_) | Expr::Subquery(_) => {
+                let data = self.matrix_arg(expr, steps)?;
+                let mut out = Vec::new();
+                let mut held = 0;
+                data.for_each_window(steps, self.deadline, |si, _, w| {
+                    if !w.points.is_empty() {
+                        held += w.points.len();
+                        out.push(StepSeries {
+                            labels: data.series[si].labels.clone(),
+                            points: w.points.to_vec(),
+                        });
+                    }
+                    Ok(())
+                })?;
+                self.release(data.series.iter().map(|s| s.points.len()).sum());
+                self.hold(held)?;
+                Ok(Val::Matrix(out))
+            }
+            Expr::Binary(b) => super::binary::eval(self, b, steps),
+            Expr::Aggregate(a) => super::aggregate::eval(self, a, steps),
+            Expr::Call(c) => super::call::eval(self, c, steps),
+            Expr::Extension(_) => Err(QueryError::BadData(
+                "extension expressions are not supported".into(),
+            )),
+        }
+    }
+
+    /// Evaluates `expr` and requires an instant vector.
+    pub fn eval_vector(
+        &mut self,
+        expr: &Expr,
+        steps: Steps,
+    ) -> Result<Vec<StepSeries>, QueryError> {
+        match self.eval(expr, steps)? {
+            Val::Vector(v) => Ok(v),
+            other => Err(QueryError::BadData(format!(
+                "expected type instant vector, got {}",
+                other.type_name()
+            ))),
+        }
+    }
+
+    /// Evaluates `expr` and requires a scalar.
+    pub fn eval_scalar(&mut self, expr: &Expr, steps: Steps) -> Result<Vec<f64>, QueryError> {
+        match self.eval(expr, steps)? {
+            Val::Scalar(v) => Ok(v),
+            other => Err(QueryError::BadData(format!(
+                "expected type scalar, got {}",
+                other.type_name()
+            ))),
+        }
+    }
+
+    /// The value of an instant vector selector at every step; with
+    /// `sample_time` the value is the chosen sample's timestamp in seconds
+    /// (what `timestamp()` of a selector answers).
+    pub fn vector_selector(
+        &mut self,
+        vs: &VectorSelector,
+        steps: Steps,
+        sample_time: bool,
+    ) -> Result<Vec<StepSeries>, QueryError> {
+        let offset = offset_ms(&vs.offset);
+        let at = self.at_ms(&vs.at);
+        let (lo, hi) = match at {
+            Some(at) => (at - offset - self.lookback, at - offset),
+            None => (steps.start - offset - self.lookback, steps.end - offset),
+        };
+        let raw = self.load(vs, lo, hi)?;
+        let raw_samples: usize = raw.iter().map(|s| s.points.len()).sum();
+        let mut out = Vec::with_capacity(raw.len());
+        let mut held = 0;
+        for series in raw {
+            let pts = &series.points;
+            let mut points = Vec::new();
+            let mut j = 0;
+            for i in 0..steps.count() {
+                let ts = steps.ts(i);
+                let reference = at.unwrap_or(ts) - offset;
+                while j < pts.len() && pts[j].t <= reference {
+                    j += 1;
+                }
+                if j == 0 {
+                    continue;
+                }
+                let p = pts[j - 1];
+                if p.t < reference - self.lookback || is_stale_nan(p.v) {
+                    continue;
+                }
+                let v = if sample_time {
+                    p.t as f64 / 1000.0
+                } else {
+                    p.v
+                };
+                points.push(Point { t: ts, v });
+            }
+            if !points.is_empty() {
+                held += points.len();
+                out.push(StepSeries {
+                    labels: series.labels,
+                    points,
+                });
+            }
+        }
+        self.release(raw_samples);
+        self.hold(held)?;
+        Ok(out)
+    }
+
+    /// The range-vector argument `expr` (a matrix selector or a subquery,
+    /// maybe in parentheses) with its data for every step of `steps`.
+    pub fn matrix_arg(&mut self, expr: &Expr, steps: Steps) -> Result<MatrixData, QueryError> {
+        match expr {
+            Expr::Paren(p) => self.matrix_arg(&p.expr, steps),
+            Expr::MatrixSelector(ms) => {
+                let offset = offset_ms(&ms.vs.offset);
+                let at = self.at_ms(&ms.vs.at);
+                let range = ms.range.as_millis() as i64;
+                let (lo, hi) = match at {
+                    Some(at) => (at - offset - range, at - offset),
+                    None => (steps.start - offset - range, steps.end - offset),
+                };
+                let series = self.load(&ms.vs, lo, hi)?;
+                Ok(MatrixData {
+                    series,
+                    range,
+                    offset,
+                    at,
+                })
+            }
+            Expr::Subquery(sq) => self.subquery(sq, steps),
+            other => Err(QueryError::BadData(format!(
+                "expected type range vector, got {}",
+                value_type_name(other)
+            ))),
+        }
+    }
+
+    /// Evaluates a subquery's inner expression on its own grid: steps at
+    /// absolute multiples of the subquery step, covering every window the
+    /// outer steps need.
+    fn subquery(&mut self, sq: &SubqueryExpr, steps: Steps) -> Result<MatrixData, QueryError> {
+        let offset = offset_ms(&sq.offset);
+        let at = self.at_ms(&sq.at);
+        let range = sq.range.as_millis() as i64;
+        let step = match sq.step {
+            Some(s) if !s.is_zero() => s.as_millis() as i64,
+            _ => self.subquery_step,
+        };
+        if step <= 0 {
+            return Err(QueryError::BadData("subquery step must be positive".into()));
+        }
+        let (first_end, last_end) = match at {
+            Some(at) => (at - offset, at - offset),
+            None => (steps.start - offset, steps.end - offset),
+        };
+        let lowest = first_end - range;
+        let mut start = step * lowest.div_euclid(step);
+        if start < lowest {
+            start += step;
+        }
+        let inner = Steps {
+            start,
+            end: last_end,
+            step,
+        };
+        let series = match self.eval(&sq.expr, inner)? {
+            Val::Vector(v) => v,
+            Val::Scalar(vals) => {
+                let points = vals
+                    .iter()
+                    .enumerate()
+                    .map(|(i, v)| Point {
+                        t: inner.ts(i),
+                        v: *v,
+                    })
+                    .collect();
+                vec![StepSeries {
+                    labels: Arc::new(Vec::new()),
+                    points,
+                }]
+            }
+            other => {
+                return Err(QueryError::BadData(format!(
+                    "subquery is only allowed on instant vector, got {}",
+                    other.type_name()
+                )));
+            }
+        };
+        Ok(MatrixData {
+            series,
+            range,
+            offset,
+            at,
+        })
+    }
+
+    /// Reads the series of `vs` with samples in `[lo, hi]`, counting them
+    /// against the limits as they stream in.
+    pub fn load(
+        &mut self,
+        vs: &VectorSelector,
+        lo: i64,
+        hi: i64,
+    ) -> Result<Vec<StepSeries>, QueryError> {
+        let alternatives = matchers_of(vs)?;
+        let mut out: Vec<StepSeries> = Vec::new();
+        let mut seen: HashMap<Shared, ()> = HashMap::new();
+        for matchers in alternatives {
+            let selected = self.source.select(&matchers, TimeRange::new(lo, hi))?;
+            self.warnings.extend(selected.warnings);
+            for item in selected.series {
+                self.check_deadline()?;
+                let data = item?;
+                let mut labels = data.labels;
+                labels.sort();
+                let labels = Arc::new(labels);
+                if seen.contains_key(&labels) {
+                    continue;
+                }
+                let points: Vec<Point> = data
+                    .timestamps
+                    .iter()
+                    .zip(&data.values)
+                    .filter(|(t, _)| lo <= **t && **t <= hi)
+                    .map(|(t, v)| Point { t: *t, v: *v })
+                    .collect();
+                if points.is_empty() {
+                    continue;
+                }
+                self.stats.series_loaded += 1;
+                self.stats.samples_loaded += points.len() as u64;
+                self.hold(points.len())?;
+                seen.insert(labels.clone(), ());
+                out.push(StepSeries { labels, points });
+                if self.max_series > 0 && out.len() > self.max_series {
+                    return Err(QueryError::Limit(format!(
+                        "the selector {vs} matches more than {} series (limit --query.max-series)",
+                        self.max_series
+                    )));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// The time an `@` modifier pins evaluation to, in ms.
+    pub fn at_ms(&self, at: &Option<AtModifier>) -> Option<i64> {
+        match at.as_ref()? {
+            AtModifier::Start => Some(self.query_start),
+            AtModifier::End => Some(self.query_end),
+            AtModifier::At(t) => Some(system_time_ms(*t)),
+        }
+    }
+
+    /// Runs `f` at every step with the arguments' values at that step and
+    /// gathers its outputs into series. Two outputs with one label set at
+    /// one step are an error, as in Prometheus.
+    pub fn range_eval(
+        &mut self,
+        steps: Steps,
+        args: &[&Val],
+        mut f: impl FnMut(&mut Self, i64, &mut [Arg]) -> Result<Vec<Elem>, QueryError>,
+    ) -> Result<Vec<StepSeries>, QueryError> {
+        let mut cursors: Vec<Vec<usize>> = args
+            .iter()
+            .map(|a| match a {
+                Val::Vector(s) => vec![0; s.len()],
+                _ => Vec::new(),
+            })
+            .collect();
+        let mut out: Vec<StepSeries> = Vec::new();
+        let mut index: HashMap<Shared, usize> = HashMap::new();
+        // Most outputs reuse one label set allocation at every step; finding
+        // it by address skips hashing the labels.
+        let mut by_address: HashMap<usize, usize> = HashMap::new();
+        let mut step_args = Vec::with_capacity(args.len());
+        for i in 0..steps.count() {
+            self.check_deadline()?;
+            let ts = steps.ts(i);
+            step_args.clear();
+            for (a, cursor) in args.iter().zip(&mut cursors) {
+                step_args.push(match a {
+                    Val::Scalar(v) => Arg::Scalar(v.get(i).copied().unwrap_or(f64::NAN)),
+                    Val::String(s) => Arg::String(s.clone()),
+                    Val::Vector(series) => Arg::Vector(vector_at(series, cursor, ts)),
+                    Val::Matrix(_) => Arg::Vector(Vec::new()),
+                });
+            }
+            let result = f(self, ts, &mut step_args)?;
+            self.hold(result.len())?;
+            for e in result {
+                let address = Arc::as_ptr(&e.labels) as usize;
+                let known = match by_address.get(&address) {
+                    Some(&k) => Some(k),
+                    None => index.get(&e.labels).copied(),
+                };
+                match known {
+                    Some(k) => {
+                        let series = &mut out[k];
+                        if Arc::ptr_eq(&series.labels, &e.labels) {
+                            by_address.insert(address, k);
+                        }
+                        if series.points.last().is_some_and(|p| p.t == ts) {
+                            return Err(duplicate_labelset());
+                        }
+                        series.points.push(Point { t: ts, v: e.v });
+                    }
+                    None => {
+                        index.insert(e.labels.clone(), out.len());
+                        by_address.insert(address, out.len());
+                        out.push(StepSeries {
+                            labels: e.labels,
+                            points: vec![Point { t: ts, v: e.v }],
+                        });
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// The elements of `series` that have a point at `ts`; `cursor` holds each
+/// series' position and only moves forward.
+pub(crate) fn vector_at(series: &[StepSeries], cursor: &mut [usize], ts: i64) -> Vec<Elem> {
+    let mut out = Vec::new();
+    for (s, c) in series.iter().zip(cursor.iter_mut()) {
+        while *c < s.points.len() && s.points[*c].t < ts {
+            *c += 1;
+        }
+        if let Some(p) = s.points.get(*c)
+            && p.t == ts
+        {
+            out.push(Elem {
+                labels: s.labels.clone(),
+                v: p.v,
+            });
+        }
+    }
+    out
+}
+
+pub(crate) fn duplicate_labelset() -> QueryError {
+    QueryError::Execution("vector cannot contain metrics with the same labelset".into())
+}
+
+/// Errors when two series of a result share a label set.
+pub(crate) fn check_unique_labelsets(series: &[StepSeries]) -> Result<(), QueryError> {
+    let mut seen = HashMap::with_capacity(series.len());
+    for s in series {
+        if seen.insert(&s.labels, ()).is_some() {
+            return Err(duplicate_labelset());
+        }
+    }
+    Ok(())
+}
+
+/// Merges series that share a label set (after a label change); two points
+/// at one step are an error.
+pub(crate) fn merge_same_labels(series: Vec<StepSeries>) -> Result<Vec<StepSeries>, QueryError> {
+    let mut index: HashMap<Shared, usize> = HashMap::with_capacity(series.len());
+    let mut out: Vec<StepSeries> = Vec::with_capacity(series.len());
+    for s in series {
+        match index.get(&s.labels) {
+            Some(&k) => {
+                let target = &mut out[k];
+                let mut merged = Vec::with_capacity(target.points.len() + s.points.len());
+                let (mut a, mut b) = (target.points.iter().peekable(), s.points.iter().peekable());
+                loop {
+                    match (a.peek(), b.peek()) {
+                        (Some(x), Some(y)) if x.t == y.t => return Err(duplicate_labelset()),
+                        (Some(x), Some(y)) => {
+                            if x.t < y.t {
+                                merged.push(**x);
+                                a.next();
+                            } else {
+                                merged.push(**y);
+                                b.next();
+                            }
+                        }
+                        (Some(x), None) => {
+                            merged.push(**x);
+                            a.next();
+                        }
+                        (None, Some(y)) => {
+                            merged.push(**y);
+                            b.next();
+                        }
+                        (None, None) => break,
+                    }
+                }
+                target.points = merged;
+            }
+            None => {
+                index.insert(s.labels.clone(), out.len());
+                out.push(s);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// `labels` without `__name__`.
+pub(crate) fn drop_name(labels: &Shared) -> Shared {
+    if labels.iter().any(|l| l.name == METRIC_NAME_LABEL) {
+        Arc::new(
+            labels
+                .iter()
+                .filter(|l| l.name != METRIC_NAME_LABEL)
+                .cloned()
+                .collect(),
+        )
+    } else {
+        labels.clone()
+    }
+}
+
+/// The value of label `name`, empty when absent.
+pub(crate) fn label_value<'l>(labels: &'l Labels, name: &str) -> &'l str {
+    labels
+        .iter()
+        .find(|l| l.name == name)
+        .map_or("", |l| l.value.as_str())
+}
+
+/// Renders a label set as Prometheus prints it: `{a="1", b="2"}`.
+pub(crate) fn format_labels(labels: &Labels) -> String {
+    let parts: Vec<String> = labels
+        .iter()
+        .map(|l| format!("{}={:?}", l.name, l.value))
+        .collect();
+    format!("{{{}}}", parts.join(", "))
+}
+
+pub(crate) fn offset_ms(offset: &Option<Offset>) -> i64 {
+    match offset {
+        None => 0,
+        Some(Offset::Pos(d)) => d.as_millis() as i64,
+        Some(Offset::Neg(d)) => -(d.as_millis() as i64),
+    }
+}
+
+pub(crate) fn system_time_ms(t: SystemTime) -> i64 {
+    match t.duration_since(UNIX_EPOCH) {
+        Ok(d) => d.as_millis() as i64,
+        Err(e) => -(e.duration().as_millis() as i64),
+    }
+}
+
+/// Storage matchers of a selector: one list per `or` alternative.
+fn matchers_of(vs: &VectorSelector) -> Result<Vec<Vec<Matcher>>, QueryError> {
+    let convert = |m: &promql_parser::label::Matcher| {
+        let op = match m.op {
+            PromMatchOp::Equal => MatchOp::Equal,
+            PromMatchOp::NotEqual => MatchOp::NotEqual,
+            PromMatchOp::Re(_) => MatchOp::RegexMatch,
+            PromMatchOp::NotRe(_) => MatchOp::RegexNoMatch,
+        };
+        Matcher::new(op, m.name.clone(), m.value.clone())
+            .map_err(|e| QueryError::BadData(format!("invalid matcher in {vs}: {e}")))
+    };
+    let groups: Vec<Vec<&promql_parser::label::Matcher>> = if vs.matchers.or_matchers.is_empty() {
+        vec![vs.matchers.matchers.iter().collect()]
+    } else {
+        vs.matchers
+            .or_matchers
+            .iter()
+            .map(|g| g.iter().chain(&vs.matchers.matchers).collect())
+            .collect()
+    };
+    let mut out = Vec::with_capacity(groups.len());
+    for group in groups {
+        let mut matchers = group
+            .into_iter()
+            .map(convert)
+            .collect::<Result<Vec<_>, _>>()?;
+        if let Some(name) = &vs.name
+            && !matchers
+                .iter()
+                .any(|m| m.name == METRIC_NAME_LABEL && m.op == MatchOp::Equal && &m.value == name)
+        {
+            matchers.insert(0, Matcher::eq(METRIC_NAME_LABEL, name.clone()));
+        }
+        out.push(matchers);
+    }
+    Ok(out)
+}
+
+fn value_type_name(e: &Expr) -> &'static str {
+    match e.value_type() {
+        promql_parser::parser::value::ValueType::Scalar => "scalar",
+        promql_parser::parser::value::ValueType::String => "string",
+        promql_parser::parser::value::ValueType::Vector => "instant vector",
+        promql_parser::parser::value::ValueType::Matrix => "range vector",
+    }
+}
