@@ -190,15 +190,21 @@ pub fn run_compare(
     Ok(sides)
 }
 
-/// Makes recent rows searchable where the server needs to be asked, then
-/// reads `/api/v1/series/count` (`{"data":[N]}`); None if it does not answer.
+/// Series the server reports: `/api/v1/series/count` (`{"data":[N]}`,
+/// VictoriaMetrics, after making recent rows searchable), else
+/// `/api/v1/status/tsdb` (`headStats.numSeries`); None if neither answers.
 fn series_count(peer: &Peer) -> Option<u64> {
     if peer.kind == Kind::Victoria {
         peer.call("GET", "/internal/force_flush").ok()?;
     }
-    let body = peer.call("GET", "/api/v1/series/count").ok()?;
-    let json: serde_json::Value = serde_json::from_str(&body).ok()?;
-    json["data"][0].as_u64()
+    let json = |path: &str| -> Option<serde_json::Value> {
+        serde_json::from_str(&peer.call("GET", path).ok()?).ok()
+    };
+    json("/api/v1/series/count")
+        .and_then(|v| v["data"][0].as_u64())
+        .or_else(|| {
+            json("/api/v1/status/tsdb").and_then(|v| v["data"]["headStats"]["numSeries"].as_u64())
+        })
 }
 
 /// A Markdown table of the sides, with the ratio of the first two.
