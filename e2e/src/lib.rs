@@ -23,6 +23,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use reqwest::blocking::Client;
 
 pub mod compare;
+pub mod loadgen;
 pub mod peers;
 pub mod promapi;
 

@@ -26,8 +26,7 @@ use std::time::Duration;
 
 pub use self::dataset::{Batching, Check, Dataset};
 pub use self::load::{Busy, Ingest, Scan};
-use self::peer::Peer;
-pub use self::peer::{DiskUsage, Kind, ProcStats};
+pub use self::peer::{DiskUsage, Kind, MachineCpu, Peer, ProcStats, sum_metric};
 
 /// Wait after an import before measuring: longer than either server keeps
 /// rows only in memory (Strata `--storage.flush-interval`, VictoriaMetrics

@@ -601,14 +601,43 @@ impl Default for NodeExporter {
 impl NodeExporter {
     /// All series of one host, in a fixed order.
     pub fn host(&self, host: u32) -> Vec<Series> {
+        let mut scrapes = self.scrapes(host);
+        let labels = std::mem::take(&mut scrapes.labels);
+        let mut out: Vec<Series> = labels
+            .into_iter()
+            .map(|labels| Series {
+                labels,
+                timestamps: Vec::with_capacity(self.points),
+                values: Vec::with_capacity(self.points),
+            })
+            .collect();
+        let mut values = Vec::with_capacity(out.len());
+        for _ in 0..self.points {
+            let t = scrapes.next_timestamp();
+            scrapes.scrape(&mut values);
+            for (series, &v) in out.iter_mut().zip(&values) {
+                series.timestamps.push(t);
+                series.values.push(v);
+            }
+        }
+        out
+    }
+
+    /// One host scraped one point at a time, without bound on the number
+    /// of points: the first `points` scrapes equal `host(host)`.
+    pub fn scrapes(&self, host: u32) -> HostScrapes {
         let instance = format!("host-{host:04}:9100");
         // Hosts are scraped at different phases of the interval, each on an
         // exact grid.
         let phase = (u64::from(host).wrapping_mul(7919) % self.interval_ms.max(1) as u64) as i64;
-        let timestamps: Vec<i64> = (0..self.points as i64)
-            .map(|i| self.start_ms + phase + i * self.interval_ms)
-            .collect();
-        let mut out = Vec::new();
+        // Rates are per interval; a single point has none, so 15 s stands in.
+        let interval_s = if self.points >= 2 {
+            self.interval_ms as f64 / 1000.0
+        } else {
+            15.0
+        };
+        let mut labels_out = Vec::new();
+        let mut generators = Vec::new();
         for family in families() {
             let first: &[&str] = family.label.map_or(&[""], |(_, v)| v);
             let second: &[&str] = family.label2.map_or(&[""], |(_, v)| v);
@@ -627,21 +656,23 @@ impl NodeExporter {
                     }
                     let seed = self.seed
                         ^ u64::from(host).rotate_left(40)
-                        ^ (out.len() as u64).wrapping_mul(0x9e37_79b9);
+                        ^ (labels_out.len() as u64).wrapping_mul(0x9e37_79b9);
                     let mut rng = SplitMix64::new(seed);
                     // Spread rates over series of a family (cpu modes differ
                     // by orders of magnitude).
                     let spread = 0.05 + 1.9 * rng.next_f64() * ((i + j) % 4 + 1) as f64 / 4.0;
-                    let values = generate(family.shape, spread, &timestamps, &mut rng);
-                    out.push(Series {
-                        labels,
-                        timestamps: timestamps.clone(),
-                        values,
-                    });
+                    generators.push(SeriesGenerator::new(family.shape, spread, interval_s, rng));
+                    labels_out.push(labels);
                 }
             }
         }
-        out
+        HostScrapes {
+            labels: labels_out,
+            generators,
+            first_ms: self.start_ms + phase,
+            interval_ms: self.interval_ms,
+            next_point: 0,
+        }
     }
 
     /// Every series of every host, host by host (series ids handed out at
@@ -651,84 +682,132 @@ impl NodeExporter {
     }
 }
 
-fn generate(shape: Shape, spread: f64, timestamps: &[i64], rng: &mut SplitMix64) -> Vec<f64> {
-    let interval_s = match timestamps {
-        [a, b, ..] => (b - a) as f64 / 1000.0,
-        _ => 15.0,
-    };
-    let from_quanta = |q: f64, unit: f64, decimals: u32| {
-        if decimals > 0 {
-            // What parsing the exporter's text gives: the double nearest
-            // to the decimal.
-            q / 10f64.powi(decimals as i32)
-        } else {
-            q * unit
+/// The series of one host and the state that moves their values, for
+/// generators that send scrape after scrape (about 90 bytes per series
+/// besides the labels, which a caller may take and drop).
+#[derive(Clone, Debug)]
+pub struct HostScrapes {
+    /// Labels of each series, in the order of the values of a scrape.
+    pub labels: Vec<Vec<(String, String)>>,
+    generators: Vec<SeriesGenerator>,
+    first_ms: i64,
+    interval_ms: i64,
+    next_point: i64,
+}
+
+impl HostScrapes {
+    /// Timestamp of the next scrape.
+    pub fn next_timestamp(&self) -> i64 {
+        self.first_ms + self.next_point * self.interval_ms
+    }
+
+    /// Scrapes taken so far.
+    pub fn points(&self) -> i64 {
+        self.next_point
+    }
+
+    pub fn series_count(&self) -> usize {
+        self.generators.len()
+    }
+
+    /// Replaces `values` with the next scrape's, one per series.
+    pub fn scrape(&mut self, values: &mut Vec<f64>) {
+        let t = self.next_timestamp();
+        values.clear();
+        values.extend(self.generators.iter_mut().map(|g| g.next(t)));
+        self.next_point += 1;
+    }
+}
+
+/// One series' value from scrape to scrape. Each series draws from its own
+/// generator, so values do not depend on how series are interleaved.
+#[derive(Clone, Debug)]
+struct SeriesGenerator {
+    shape: Shape,
+    spread: f64,
+    interval_s: f64,
+    rng: SplitMix64,
+    /// Counter quanta, gauge quanta, or the moving average.
+    x: f64,
+    /// The moving average's target.
+    target: f64,
+}
+
+impl SeriesGenerator {
+    fn new(shape: Shape, spread: f64, interval_s: f64, mut rng: SplitMix64) -> SeriesGenerator {
+        let (x, target) = match shape {
+            Shape::Counter { per_sec, .. } => {
+                let rate = per_sec * spread * interval_s;
+                ((rng.next_f64() * rate * 10_000.0).round(), 0.0)
+            }
+            Shape::Gauge { base, .. } | Shape::Computed { base, .. } => (base, base),
+            Shape::Const(_) | Shape::Clock => (0.0, 0.0),
+        };
+        SeriesGenerator {
+            shape,
+            spread,
+            interval_s,
+            rng,
+            x,
+            target,
         }
-    };
-    match shape {
-        Shape::Const(v) => vec![v; timestamps.len()],
-        Shape::Counter {
-            per_sec,
-            unit,
-            decimals,
-            noise,
-            idle,
-        } => {
-            let rate = per_sec * spread * interval_s;
-            let mut q = (rng.next_f64() * rate * 10_000.0).round();
-            timestamps
-                .iter()
-                .map(|_| {
-                    if rng.next_f64() >= idle {
-                        let f = (1.0 + noise * rng.next_normal()).max(0.0);
-                        q += (rate * f).round();
+    }
+
+    fn next(&mut self, t: i64) -> f64 {
+        let from_quanta = |q: f64, unit: f64, decimals: u32| {
+            if decimals > 0 {
+                // What parsing the exporter's text gives: the double nearest
+                // to the decimal.
+                q / 10f64.powi(decimals as i32)
+            } else {
+                q * unit
+            }
+        };
+        let rng = &mut self.rng;
+        match self.shape {
+            Shape::Const(v) => v,
+            Shape::Counter {
+                per_sec,
+                unit,
+                decimals,
+                noise,
+                idle,
+            } => {
+                let rate = per_sec * self.spread * self.interval_s;
+                if rng.next_f64() >= idle {
+                    let f = (1.0 + noise * rng.next_normal()).max(0.0);
+                    self.x += (rate * f).round();
+                }
+                from_quanta(self.x, unit, decimals)
+            }
+            Shape::Gauge {
+                base,
+                step,
+                unit,
+                decimals,
+                change,
+            } => {
+                if rng.next_f64() < change {
+                    // Wander, pulled back towards the base.
+                    self.x += step * rng.next_normal() - 0.05 * (self.x - base);
+                    if base >= 0.0 {
+                        self.x = self.x.max(0.0);
                     }
-                    from_quanta(q, unit, decimals)
-                })
-                .collect()
-        }
-        Shape::Gauge {
-            base,
-            step,
-            unit,
-            decimals,
-            change,
-        } => {
-            let mut x = base;
-            timestamps
-                .iter()
-                .map(|_| {
-                    if rng.next_f64() < change {
-                        // Wander, pulled back towards the base.
-                        x += step * rng.next_normal() - 0.05 * (x - base);
-                        if base >= 0.0 {
-                            x = x.max(0.0);
-                        }
-                    }
-                    from_quanta(x.round(), unit, decimals)
-                })
-                .collect()
-        }
-        Shape::Computed { base, spread: s } => {
-            let alpha = (-interval_s / 60.0).exp();
-            let mut avg = base;
-            let mut target = base;
-            timestamps
-                .iter()
-                .map(|_| {
-                    target = (target + s * 0.3 * rng.next_normal()).clamp(0.0, base + 4.0 * s);
-                    avg = avg * alpha + target * (1.0 - alpha);
-                    avg
-                })
-                .collect()
-        }
-        Shape::Clock => timestamps
-            .iter()
-            .map(|&t| {
+                }
+                from_quanta(self.x.round(), unit, decimals)
+            }
+            Shape::Computed { base, spread: s } => {
+                let alpha = (-self.interval_s / 60.0).exp();
+                self.target =
+                    (self.target + s * 0.3 * rng.next_normal()).clamp(0.0, base + 4.0 * s);
+                self.x = self.x * alpha + self.target * (1.0 - alpha);
+                self.x
+            }
+            Shape::Clock => {
                 let ns = t as f64 * 1e6 + (rng.next_f64() * 2e6).round();
                 ns / 1e9
-            })
-            .collect(),
+            }
+        }
     }
 }
 

@@ -729,3 +729,40 @@ fn breakdown(series: &[synthetic::Series]) {
         );
     }
 }
+
+#[test]
+fn scrapes_continue_the_series_of_host() {
+    let node = NodeExporter {
+        hosts: 2,
+        points: 10,
+        ..NodeExporter::default()
+    };
+    let series = node.host(1);
+    let mut scrapes = node.scrapes(1);
+    assert_eq!(scrapes.series_count(), series.len());
+    assert_eq!(
+        scrapes.labels,
+        series.iter().map(|s| s.labels.clone()).collect::<Vec<_>>()
+    );
+    let mut values = Vec::new();
+    let mut last: Vec<f64> = Vec::new();
+    for point in 0..25 {
+        let t = scrapes.next_timestamp();
+        scrapes.scrape(&mut values);
+        assert_eq!(values.len(), series.len());
+        if point < node.points {
+            for (s, v) in series.iter().zip(&values) {
+                assert_eq!(s.timestamps[point], t);
+                assert_eq!(s.values[point].to_bits(), v.to_bits(), "{:?}", s.labels);
+            }
+        }
+        // Counters keep growing past the points of `host`.
+        for ((labels, v), prev) in scrapes.labels.iter().zip(&values).zip(&last) {
+            if labels[0].1.ends_with("_total") {
+                assert!(v >= prev, "{labels:?} went from {prev} to {v}");
+            }
+        }
+        last = values.clone();
+    }
+    assert_eq!(scrapes.points(), 25);
+}

@@ -1,0 +1,151 @@
+//! `loadgen`: pushes a node_exporter fleet through Prometheus remote write
+//! to any URL, or compares `strata single` with VictoriaMetrics under the
+//! same load; see `strata_e2e::loadgen` and `docs/benchmarks.md`.
+//!
+//! ```text
+//! cargo run --release -p strata-e2e --bin loadgen -- push --url http://127.0.0.1:8428/api/v1/write --hosts 1000 --points 20
+//! cargo run --release -p strata-e2e --bin loadgen -- compare --hosts 1000 --points 40
+//! ```
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+use strata_e2e::compare::{self, Kind};
+use strata_e2e::loadgen::compare::{Servers, markdown, run_compare};
+use strata_e2e::loadgen::{self, Config};
+
+#[derive(Parser, Debug)]
+#[command(
+    about = "Remote write load generator: node_exporter-shaped series, churn, fixed or full rate"
+)]
+struct Args {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Push the load to one remote write URL and report.
+    Push {
+        #[command(flatten)]
+        load: Config,
+        /// Print the final report as JSON on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Start `strata single` and VictoriaMetrics in turn, push the same load
+    /// to each, and print a Markdown table (samples/s, CPU per sample).
+    Compare {
+        #[command(flatten)]
+        load: Config,
+        /// The strata binary. Default: target/release/strata (under $CARGO_TARGET_DIR if set).
+        #[arg(long, env = "STRATA_BIN")]
+        strata_bin: Option<PathBuf>,
+        /// The victoria-metrics binary. Default: .peers/vm/usr/bin/victoria-metrics
+        /// (`scripts/fetch-peers vm`).
+        #[arg(long, env = "STRATA_VM_BIN")]
+        vm_bin: Option<PathBuf>,
+        /// Extra flag for `strata single`, repeatable: `--strata-arg=--sync=none`.
+        #[arg(long, allow_hyphen_values = true)]
+        strata_arg: Vec<String>,
+        /// Extra flag for victoria-metrics, repeatable.
+        #[arg(long, allow_hyphen_values = true)]
+        vm_arg: Vec<String>,
+        /// Servers to load, in order. Default: strata,vm.
+        #[arg(long, value_enum, value_delimiter = ',', default_value = "strata,vm")]
+        servers: Vec<Server>,
+        /// Scrapes sent before the measured load, to create the series
+        /// (measured on their own); 0 measures both together. Default: 1.
+        #[arg(long, default_value_t = 1)]
+        warmup_points: u64,
+        /// Parent of the data directories; kept afterwards. Default: a
+        /// temporary directory, removed afterwards.
+        #[arg(long)]
+        work_dir: Option<PathBuf>,
+    },
+    /// Query load (not built yet): will replay dashboard-like PromQL
+    /// against the Prometheus API and report latency percentiles.
+    Query,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum Server {
+    Strata,
+    Vm,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    match args.command {
+        Command::Push { load, json } => {
+            let report = runtime.block_on(loadgen::run(&load, &mut |line| eprintln!("{line}")))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                println!("{report}");
+            }
+            Ok(())
+        }
+        Command::Compare {
+            load,
+            strata_bin,
+            vm_bin,
+            strata_arg,
+            vm_arg,
+            servers,
+            warmup_points,
+            work_dir,
+        } => {
+            let order: Vec<Kind> = servers
+                .iter()
+                .map(|s| match s {
+                    Server::Strata => Kind::Strata,
+                    Server::Vm => Kind::Victoria,
+                })
+                .collect();
+            let strata_bin = strata_bin.unwrap_or_else(compare::default_strata_bin);
+            let vm_bin = vm_bin.unwrap_or_else(compare::default_vm_bin);
+            for kind in &order {
+                let (what, bin) = match kind {
+                    Kind::Strata => ("strata", &strata_bin),
+                    Kind::Victoria => ("victoria-metrics", &vm_bin),
+                };
+                anyhow::ensure!(
+                    bin.exists(),
+                    "no {what} binary at {} (build it with `cargo build --release -p strata`, \
+                     fetch VictoriaMetrics with `scripts/fetch-peers vm`, or pass its path)",
+                    bin.display()
+                );
+            }
+            let temp;
+            let work_dir = match work_dir {
+                Some(dir) => dir,
+                None => {
+                    temp = tempfile::Builder::new()
+                        .prefix("ingest-compare-")
+                        .tempdir()
+                        .context("cannot create a temporary directory")?;
+                    temp.path().to_path_buf()
+                }
+            };
+            let servers = Servers {
+                strata_bin,
+                vm_bin,
+                strata_args: strata_arg,
+                vm_args: vm_arg,
+                work_dir,
+                order,
+                warmup_points,
+            };
+            let sides = run_compare(&runtime, &load, &servers, &mut |line| eprintln!("{line}"))?;
+            println!("{}", markdown(&sides));
+            Ok(())
+        }
+        Command::Query => anyhow::bail!("the query load is not built yet"),
+    }
+}
