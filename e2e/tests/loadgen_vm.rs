@@ -3,7 +3,7 @@
 //! fleet and its churn define.
 //!
 //! Needs `.peers/vm/usr/bin/victoria-metrics` (`scripts/fetch-peers vm`) or
-//! `STRATA_VM_BIN`; without it the test fails, unless `STRATA_E2E_SKIP_VM=1`
+//! `STRATA_VM_BIN`; without it the test fails, unless `STRATA_SKIP_PEER_TESTS=1`
 //! says to skip it.
 
 use std::time::Duration;
@@ -16,16 +16,16 @@ use strata_e2e::loadgen::{self, Config};
 fn loadgen_pushes_remote_write_into_victoria_metrics() {
     let bin = std::env::var_os("STRATA_VM_BIN").map_or_else(compare::default_vm_bin, Into::into);
     if !bin.exists() {
-        if std::env::var_os("STRATA_E2E_SKIP_VM").is_some() {
+        if std::env::var_os("STRATA_SKIP_PEER_TESTS").is_some() {
             eprintln!(
-                "skipped: no victoria-metrics at {} and STRATA_E2E_SKIP_VM is set",
+                "skipped: no victoria-metrics at {} and STRATA_SKIP_PEER_TESTS is set",
                 bin.display()
             );
             return;
         }
         panic!(
             "no victoria-metrics at {}: run `scripts/fetch-peers vm`, set STRATA_VM_BIN, \
-             or set STRATA_E2E_SKIP_VM=1 to skip",
+             or set STRATA_SKIP_PEER_TESTS=1 to skip",
             bin.display()
         );
     }
