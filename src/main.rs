@@ -10,6 +10,7 @@ use tracing_subscriber::EnvFilter;
 
 mod http;
 mod single;
+mod tenant_routes;
 
 #[derive(Parser)]
 #[command(

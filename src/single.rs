@@ -29,6 +29,7 @@ use tokio::task::JoinHandle;
 use tower::ServiceExt;
 
 use crate::http::{self, HttpMetrics, Phase, Readiness, Registries};
+use crate::tenant_routes::{MakeRouter, tenant_routes};
 
 /// Flags of `strata single`. Every field states its default.
 #[derive(Clone, Debug, clap::Args)]
@@ -93,6 +94,53 @@ struct AppState {
     registries: Arc<Registries>,
     /// The API routes, set once storage is open.
     api: Arc<OnceLock<Router>>,
+}
+
+/// Ingestion for tenant 0 on the plain paths and for every tenant on
+/// `/insert/<tenant>/...`, behind one admission gate.
+fn insert_routes(
+    storage: &Arc<Storage>,
+    config: &strata_insert::Config,
+    metrics: strata_insert::Metrics,
+) -> Router {
+    let sink = storage.clone() as Arc<dyn strata_insert::RowSink>;
+    let plain = strata_insert::http::routes(sink.clone(), Tenant::DEFAULT, config, metrics.clone());
+    let tenant_config = config.clone();
+    let make: MakeRouter = Arc::new(move |tenant| {
+        strata_insert::http::routes(sink.clone(), tenant, &tenant_config, metrics.clone())
+    });
+    strata_insert::http::with_admission(
+        plain.merge(tenant_routes("/insert", "/prometheus", make)),
+        config,
+    )
+}
+
+/// Queries of tenant 0 on the plain paths and of every tenant on
+/// `/select/<tenant>/prometheus/...`, sharing the query slots.
+fn select_routes(
+    storage: &Arc<Storage>,
+    config: &strata_select::Config,
+    metrics: strata_select::Metrics,
+) -> Router {
+    let gate = strata_select::api::limits::Gate::new(config);
+    let plain = strata_select::router_with_gate(
+        storage.clone(),
+        Tenant::DEFAULT,
+        config,
+        metrics.clone(),
+        gate.clone(),
+    );
+    let (storage, config) = (storage.clone(), config.clone());
+    let make: MakeRouter = Arc::new(move |tenant| {
+        strata_select::router_with_gate(
+            storage.clone(),
+            tenant,
+            &config,
+            metrics.clone(),
+            gate.clone(),
+        )
+    });
+    plain.merge(tenant_routes("/select", "/prometheus", make))
 }
 
 /// Runs until `shutdown` completes, then stops gracefully.
@@ -167,18 +215,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     );
 
     let api = Router::new()
-        .merge(strata_insert::router(
-            storage.clone() as Arc<dyn strata_insert::RowSink>,
-            Tenant::DEFAULT,
-            &config.insert,
-            insert_metrics,
-        ))
-        .merge(strata_select::router(
-            storage.clone(),
-            Tenant::DEFAULT,
-            &config.select,
-            select_metrics,
-        ))
+        .merge(insert_routes(&storage, &config.insert, insert_metrics))
+        .merge(select_routes(&storage, &config.select, select_metrics))
         .merge(http::admin_router(storage.clone()))
         .route_layer(middleware::from_fn(http::tag_route));
     let _ = state.api.set(api);

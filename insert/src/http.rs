@@ -145,8 +145,15 @@ struct Gate {
     max_wait: Duration,
 }
 
-/// Routes of the ingestion endpoints writing to `tenant` through `sink`.
+/// Routes of the ingestion endpoints writing to `tenant` through `sink`,
+/// behind their own admission gate.
 pub fn router(sink: Arc<dyn RowSink>, tenant: Tenant, config: &Config, metrics: Metrics) -> Router {
+    with_admission(routes(sink, tenant, config, metrics), config)
+}
+
+/// The ingestion endpoints of one tenant without an admission gate: for
+/// callers that put several tenants behind one gate ([`with_admission`]).
+pub fn routes(sink: Arc<dyn RowSink>, tenant: Tenant, config: &Config, metrics: Metrics) -> Router {
     let state = IngestState {
         pipeline: Pipeline {
             sink,
@@ -157,13 +164,6 @@ pub fn router(sink: Arc<dyn RowSink>, tenant: Tenant, config: &Config, metrics: 
         max_body_bytes: config.max_body_bytes,
         metrics,
     };
-    let limit = config.concurrency();
-    let gate = Gate {
-        slots: Arc::new(Semaphore::new(limit)),
-        limit,
-        max_wait: config.max_queue_duration,
-    };
-    let raw_limit = usize::try_from(config.max_body_bytes).unwrap_or(usize::MAX);
     Router::new()
         .route("/api/v1/import", post(import))
         .merge(crate::remotewrite::routes())
@@ -172,6 +172,19 @@ pub fn router(sink: Arc<dyn RowSink>, tenant: Tenant, config: &Config, metrics: 
         .merge(crate::influx::routes())
         .merge(crate::promtext::routes())
         .with_state(state)
+}
+
+/// Puts `routes` behind one admission gate sized by `config`, and the raw
+/// body limit.
+pub fn with_admission(routes: Router, config: &Config) -> Router {
+    let limit = config.concurrency();
+    let gate = Gate {
+        slots: Arc::new(Semaphore::new(limit)),
+        limit,
+        max_wait: config.max_queue_duration,
+    };
+    let raw_limit = usize::try_from(config.max_body_bytes).unwrap_or(usize::MAX);
+    routes
         // Outermost: the body is read only after a slot is taken.
         .layer(DefaultBodyLimit::max(raw_limit))
         .layer(middleware::from_fn_with_state(gate, admit))

@@ -32,6 +32,25 @@ pub fn router(
     config: &Config,
     metrics: Metrics,
 ) -> axum::Router {
+    router_with_gate(
+        storage,
+        tenant,
+        config,
+        metrics,
+        api::limits::Gate::new(config),
+    )
+}
+
+/// Like [`router`], with query slots shared with other routers (one gate
+/// for every tenant of a process).
+pub fn router_with_gate(
+    storage: Arc<Storage>,
+    tenant: Tenant,
+    config: &Config,
+    metrics: Metrics,
+    gate: api::limits::Gate,
+) -> axum::Router {
     let source = Arc::new(source::StorageSource::new(storage.clone(), tenant));
-    export::router(storage, tenant, metrics.clone()).merge(api::router(source, config, metrics))
+    export::router(storage, tenant, metrics.clone())
+        .merge(api::router_with_gate(source, config, metrics, gate))
 }

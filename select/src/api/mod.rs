@@ -289,11 +289,22 @@ impl ApiState {
 
 /// Routes of the Prometheus API over `source`.
 pub fn router(source: Arc<dyn Source>, config: &Config, metrics: Metrics) -> Router {
+    router_with_gate(source, config, metrics, limits::Gate::new(config))
+}
+
+/// Like [`router`], with query slots shared with other routers (one gate
+/// for every tenant of a process).
+pub fn router_with_gate(
+    source: Arc<dyn Source>,
+    config: &Config,
+    metrics: Metrics,
+    gate: limits::Gate,
+) -> Router {
     let state = ApiState {
         source,
         engine: Engine::new(config.engine_options()),
         config: Arc::new(config.clone()),
-        gate: limits::Gate::new(config),
+        gate,
         metrics,
     };
     Router::new()
