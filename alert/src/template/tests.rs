@@ -45,6 +45,22 @@ fn expand() {
 }
 
 #[test]
+fn humanize() {
+    check("{{ humanize 1234567.0 }}", 0.0, "1.235M");
+    check("{{ humanize 0.00123 }}", 0.0, "1.23m");
+    check("{{ humanize1024 1048576.0 }}", 0.0, "1Mi");
+    check("{{ humanizeDuration 90061.0 }}", 0.0, "1d 1h 1m 1s");
+    check("{{ humanizeDuration 0.0015 }}", 0.0, "1.5ms");
+    check("{{ humanizePercentage 0.1234 }}", 0.0, "12.34%");
+    check(
+        "{{ humanizeTimestamp 1.5 }}",
+        0.0,
+        "1970-01-01 00:00:01.5 +0000 UTC",
+    );
+    check("{{ title \"foo bar-baz\" }}", 0.0, "Foo Bar-Baz");
+}
+
+#[test]
 fn parse_errors() {
     for bad in [
         "{{ $labels.job",
