@@ -179,7 +179,10 @@ mod tests {
     use super::*;
     use crate::remotewrite::{parse_v1, proto};
 
-    fn owned(series: &Series<'_>) -> Vec<(Vec<Label>, Vec<(i64, u64)>)> {
+    /// Series as labels and (timestamp, value bits): NaN compares equal.
+    type Flat = Vec<(Vec<Label>, Vec<(i64, u64)>)>;
+
+    fn owned(series: &Series<'_>) -> Flat {
         series
             .spans
             .iter()
@@ -199,7 +202,7 @@ mod tests {
     }
 
     /// What the complete decoder makes of `body`, in the same shape.
-    fn reference(body: &[u8]) -> Option<Vec<(Vec<Label>, Vec<(i64, u64)>)>> {
+    fn reference(body: &[u8]) -> Option<Flat> {
         let decoded = parse_v1(body).ok()?;
         Some(
             decoded
@@ -283,10 +286,10 @@ mod tests {
         let body = request().encode_to_vec();
         check(&body[..body.len() - 1], "truncated");
         check(
-            &[0x0a, 0x04, 0x0a, 0x02, 0x0a, 0x00],
+            &[0x0a, 0x04, 0x0a, 0x02, 0x0a, 0x05],
             "label name missing bytes",
         );
-        check(&[0x0a, 0x04, 0x0a, 0x02, 0x0a, 0x01, 0xff], "invalid utf-8");
+        check(&[0x0a, 0x05, 0x0a, 0x03, 0x0a, 0x01, 0xff], "invalid utf-8");
         check(&[0x08, 0x01], "timeseries as varint");
         check(&[0x0b], "group");
     }
