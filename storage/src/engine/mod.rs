@@ -320,7 +320,7 @@ fn normalize_labels<'a>(labels: &'a [LabelRef<'a>]) -> Cow<'a, [LabelRef<'a>]> {
         .filter(|l| !l.value.is_empty())
         .copied()
         .collect();
-    out.sort_by(|a, b| a.name.cmp(&b.name));
+    out.sort_by(|a, b| a.name.cmp(b.name));
     out.dedup_by(|b, a| a.name == b.name);
     Cow::Owned(out)
 }
