@@ -9,7 +9,7 @@ use std::hint::black_box;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use prost::Message;
 use strata_insert::decode::decode_snappy;
-use strata_insert::remotewrite::{parse_v1, parse_v2, proto};
+use strata_insert::remotewrite::{inplace, parse_v1, parse_v2, proto};
 use strata_storage::encoding::synthetic::NodeExporter;
 
 /// Samples per request: what a Prometheus queue shard sends at
@@ -63,6 +63,11 @@ fn remote_write_v1(c: &mut Criterion) {
             let body = decode_snappy(black_box(&compressed), 64 << 20).expect("snappy");
             parse_v1(&body).expect("parse")
         })
+    });
+    // The path the endpoint takes for requests without metadata, exemplars
+    // or histograms: labels borrowed from the body.
+    group.bench_function("parse_in_place", |b| {
+        b.iter(|| inplace::parse(black_box(&body)).expect("parse"))
     });
     group.finish();
 }

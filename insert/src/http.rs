@@ -262,6 +262,47 @@ where
     .map_err(|e| IngestError::Internal(e.to_string()))?
 }
 
+/// [`ingest_body`] for a protocol that parses and writes in one step (the
+/// written series may borrow from the decompressed body): `ingest` gets the
+/// body and the pipeline.
+pub async fn ingest_body_with<F>(
+    state: &IngestState,
+    protocol: &'static str,
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+    ingest: F,
+) -> Result<Report, IngestError>
+where
+    F: FnOnce(&[u8], &Pipeline) -> Result<Result<Report, StorageError>, ParseFailure>
+        + Send
+        + 'static,
+{
+    let raw = body.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            IngestError::Decode(DecodeError::too_large(state.max_body_bytes))
+        } else {
+            IngestError::Body(rejection.body_text())
+        }
+    })?;
+    let encoding = content_encoding(headers)?;
+    let state = state.clone();
+    tokio::task::spawn_blocking(move || {
+        let body = decode_body(encoding.as_deref(), &raw, state.max_body_bytes)?;
+        drop(raw);
+        match ingest(&body, &state.pipeline) {
+            Ok(written) => written.map_err(IngestError::Storage),
+            Err(failure) => {
+                state
+                    .metrics
+                    .rows_rejected(protocol, failure.reason, failure.rows);
+                Err(IngestError::Parse(failure))
+            }
+        }
+    })
+    .await
+    .map_err(|e| IngestError::Internal(e.to_string()))?
+}
+
 /// Counts the request and logs failures worth a look.
 pub fn finish(metrics: &Metrics, protocol: &'static str, result: &Result<Report, IngestError>) {
     match result {

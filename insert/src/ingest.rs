@@ -27,8 +27,8 @@ use std::fmt::Write as _;
 use std::sync::Arc;
 
 use strata_storage::{
-    AddOutcome, Label, METRIC_NAME_LABEL, RejectReason, SeriesSamples, Storage, StorageError,
-    Tenant,
+    AddOutcome, Label, LabelRef, METRIC_NAME_LABEL, RejectReason, SeriesRef, SeriesSamples,
+    Storage, StorageError, Tenant,
 };
 
 use crate::config::Config;
@@ -46,11 +46,64 @@ pub struct Parsed {
 pub trait RowSink: Send + Sync {
     /// Writes `batch`; returns once it is durable per the sink's guarantee.
     fn write(&self, tenant: Tenant, batch: &[SeriesSamples]) -> Result<AddOutcome, StorageError>;
+
+    /// [`RowSink::write`] of borrowed series; copies them by default.
+    fn write_refs(
+        &self,
+        tenant: Tenant,
+        batch: &[SeriesRef<'_>],
+    ) -> Result<AddOutcome, StorageError> {
+        let owned: Vec<SeriesSamples> = batch
+            .iter()
+            .map(|s| SeriesSamples {
+                labels: s.labels.iter().map(|l| l.to_label()).collect(),
+                samples: s.samples.to_vec(),
+            })
+            .collect();
+        self.write(tenant, &owned)
+    }
 }
 
 impl RowSink for Storage {
     fn write(&self, tenant: Tenant, batch: &[SeriesSamples]) -> Result<AddOutcome, StorageError> {
         self.add(tenant, batch)
+    }
+
+    fn write_refs(
+        &self,
+        tenant: Tenant,
+        batch: &[SeriesRef<'_>],
+    ) -> Result<AddOutcome, StorageError> {
+        self.add_refs(tenant, batch)
+    }
+}
+
+/// Series whose labels are borrowed from a request body (see
+/// [`crate::remotewrite::inplace`]): every series' labels and samples one
+/// after the other, with each series' ranges in both.
+pub type BorrowedSeries<'a> = crate::remotewrite::inplace::Series<'a>;
+
+/// A label, owned or borrowed: validation works on both.
+pub trait LabelPair {
+    fn name(&self) -> &str;
+    fn value(&self) -> &str;
+}
+
+impl LabelPair for Label {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn value(&self) -> &str {
+        &self.value
+    }
+}
+
+impl LabelPair for LabelRef<'_> {
+    fn name(&self) -> &str {
+        self.name
+    }
+    fn value(&self) -> &str {
+        self.value
     }
 }
 
@@ -159,18 +212,74 @@ impl Pipeline {
                 }),
             }
         }
-        if !valid.is_empty() {
-            let outcome = match self.sink.write(self.tenant, &valid) {
+        let rows = valid.iter().map(|s| s.samples.len() as u64).sum();
+        let series = valid.len() as u64;
+        self.write(protocol, report, series, rows, || {
+            self.sink.write(self.tenant, &valid)
+        })
+    }
+
+    /// [`Pipeline::ingest`] of series borrowed from the request body: the
+    /// same rules, the same report, without copying labels.
+    pub fn ingest_borrowed(
+        &self,
+        protocol: &'static str,
+        parsed: &BorrowedSeries<'_>,
+    ) -> Result<Report, StorageError> {
+        let mut report = Report::default();
+        let mut labels: Vec<LabelRef<'_>> = Vec::with_capacity(parsed.labels.len());
+        let mut spans = Vec::with_capacity(parsed.spans.len());
+        let mut scratch: Vec<LabelRef<'_>> = Vec::new();
+        let mut rows = 0;
+        for (label_range, sample_range) in &parsed.spans {
+            scratch.clear();
+            scratch.extend_from_slice(&parsed.labels[label_range.clone()]);
+            let n = sample_range.len() as u64;
+            match normalize(&mut scratch, &self.limits) {
+                Ok(()) => {
+                    let start = labels.len();
+                    labels.extend_from_slice(&scratch);
+                    spans.push((start..labels.len(), sample_range.clone()));
+                    rows += n;
+                }
+                Err(invalid) => report.reject(invalid.reason, n, || {
+                    format!("series {}: {}", format_series_of(&scratch), invalid.detail)
+                }),
+            }
+        }
+        let valid: Vec<SeriesRef<'_>> = spans
+            .iter()
+            .map(|(l, s)| SeriesRef {
+                labels: &labels[l.clone()],
+                samples: &parsed.samples[s.clone()],
+            })
+            .collect();
+        self.write(protocol, report, valid.len() as u64, rows, || {
+            self.sink.write_refs(self.tenant, &valid)
+        })
+    }
+
+    /// Writes `series` valid series of `rows` samples with `write` (nothing
+    /// when there are none) and completes and counts `report`.
+    fn write(
+        &self,
+        protocol: &'static str,
+        mut report: Report,
+        series: u64,
+        rows: u64,
+        write: impl FnOnce() -> Result<AddOutcome, StorageError>,
+    ) -> Result<Report, StorageError> {
+        if series > 0 {
+            let outcome = match write() {
                 Ok(outcome) => outcome,
                 Err(e) => {
-                    let rows = valid.iter().map(|s| s.samples.len() as u64).sum();
                     self.metrics.rows_rejected(protocol, "storage", rows);
                     self.count(protocol, &report);
                     return Err(e);
                 }
             };
             report.accepted = outcome.accepted;
-            report.series_accepted = valid.len() as u64;
+            report.series_accepted = series;
             for (reason, rows) in &outcome.rejected_by_reason {
                 let first = outcome.first_rejection.as_ref();
                 report.reject(reason.as_str(), *rows, || match first {
@@ -207,16 +316,22 @@ pub fn describe_storage_rejection(reason: RejectReason) -> &'static str {
 
 /// Sorts, drops empty and replica labels, and checks every rule of the
 /// module doc.
-pub fn normalize(labels: &mut Vec<Label>, limits: &Limits) -> Result<(), Invalid> {
-    labels.retain(|l| !l.value.is_empty() && limits.replica_labels.binary_search(&l.name).is_err());
+pub fn normalize<L: LabelPair>(labels: &mut Vec<L>, limits: &Limits) -> Result<(), Invalid> {
+    labels.retain(|l| {
+        !l.value().is_empty()
+            && limits
+                .replica_labels
+                .binary_search_by(|r| r.as_str().cmp(l.name()))
+                .is_err()
+    });
     if labels.is_empty() {
         return Err(Invalid {
             reason: "no_labels",
             detail: "no label with a non-empty value".to_string(),
         });
     }
-    if !labels.is_sorted_by(|a, b| a.name <= b.name) {
-        labels.sort_unstable_by(|a, b| a.name.cmp(&b.name));
+    if !labels.is_sorted_by(|a, b| a.name() <= b.name()) {
+        labels.sort_unstable_by(|a, b| a.name().cmp(b.name()));
     }
     if labels.len() > limits.max_labels_per_series {
         return Err(Invalid {
@@ -229,50 +344,50 @@ pub fn normalize(labels: &mut Vec<Label>, limits: &Limits) -> Result<(), Invalid
         });
     }
     for (i, label) in labels.iter().enumerate() {
-        if i > 0 && labels[i - 1].name == label.name {
+        if i > 0 && labels[i - 1].name() == label.name() {
             return Err(Invalid {
                 reason: "duplicate_label",
-                detail: format!("duplicate label name {:?}", label.name),
+                detail: format!("duplicate label name {:?}", label.name()),
             });
         }
-        if label.name.len() > limits.max_label_name_bytes {
+        if label.name().len() > limits.max_label_name_bytes {
             return Err(Invalid {
                 reason: "label_name_too_long",
                 detail: format!(
                     "label name {:?}... is {} bytes, over --insert.max-label-name-bytes={}",
-                    truncate(&label.name, 64),
-                    label.name.len(),
+                    truncate(label.name(), 64),
+                    label.name().len(),
                     limits.max_label_name_bytes
                 ),
             });
         }
-        if label.value.len() > limits.max_label_value_bytes {
+        if label.value().len() > limits.max_label_value_bytes {
             return Err(Invalid {
                 reason: "label_value_too_long",
                 detail: format!(
                     "value of label {:?} is {} bytes, over --insert.max-label-value-bytes={}",
-                    label.name,
-                    label.value.len(),
+                    label.name(),
+                    label.value().len(),
                     limits.max_label_value_bytes
                 ),
             });
         }
-        if label.name == METRIC_NAME_LABEL {
-            if !is_valid_metric_name(&label.value) {
+        if label.name() == METRIC_NAME_LABEL {
+            if !is_valid_metric_name(label.value()) {
                 return Err(Invalid {
                     reason: "invalid_metric_name",
                     detail: format!(
                         "invalid metric name {:?}: want [a-zA-Z_:][a-zA-Z0-9_:]*",
-                        label.value
+                        label.value()
                     ),
                 });
             }
-        } else if !is_valid_label_name(&label.name) {
+        } else if !is_valid_label_name(label.name()) {
             return Err(Invalid {
                 reason: "invalid_label_name",
                 detail: format!(
                     "invalid label name {:?}: want [a-zA-Z_][a-zA-Z0-9_]*",
-                    label.name
+                    label.name()
                 ),
             });
         }
@@ -296,13 +411,18 @@ pub fn is_valid_label_name(name: &str) -> bool {
 
 /// `name{a="1",b="2"}` for messages; long values are shortened.
 pub fn format_series(labels: &[Label]) -> String {
+    format_series_of(labels)
+}
+
+/// [`format_series`] of owned or borrowed labels.
+pub fn format_series_of<L: LabelPair>(labels: &[L]) -> String {
     let mut out = String::new();
-    if let Some(name) = labels.iter().find(|l| l.name == METRIC_NAME_LABEL) {
-        out.push_str(truncate(&name.value, 200));
+    if let Some(name) = labels.iter().find(|l| l.name() == METRIC_NAME_LABEL) {
+        out.push_str(truncate(name.value(), 200));
     }
     out.push('{');
     let mut first = true;
-    for l in labels.iter().filter(|l| l.name != METRIC_NAME_LABEL) {
+    for l in labels.iter().filter(|l| l.name() != METRIC_NAME_LABEL) {
         if !first {
             out.push(',');
         }
@@ -310,8 +430,8 @@ pub fn format_series(labels: &[Label]) -> String {
         let _ = write!(
             out,
             "{}={:?}",
-            truncate(&l.name, 100),
-            truncate(&l.value, 100)
+            truncate(l.name(), 100),
+            truncate(l.value(), 100)
         );
     }
     out.push('}');

@@ -27,10 +27,10 @@ pub mod wal;
 
 pub use config::Config;
 pub use engine::{
-    AddOutcome, Cardinality, RejectReason, Rejection, SeriesData, SeriesIter, SeriesSamples,
-    Storage, StorageError,
+    AddOutcome, Cardinality, RejectReason, Rejection, SeriesData, SeriesIter, SeriesRef,
+    SeriesSamples, Storage, StorageError,
 };
 pub use types::{
-    Label, METRIC_NAME_LABEL, MatchOp, Matcher, MatcherError, STALE_NAN_BITS, Sample, SeriesId,
-    Tenant, TimeRange, is_stale_nan,
+    Label, LabelRef, METRIC_NAME_LABEL, MatchOp, Matcher, MatcherError, STALE_NAN_BITS, Sample,
+    SeriesId, Tenant, TimeRange, is_stale_nan,
 };

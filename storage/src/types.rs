@@ -84,6 +84,30 @@ impl Label {
     }
 }
 
+/// A label pair borrowed from a request buffer: the write path looks a
+/// known series up without allocating its labels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct LabelRef<'a> {
+    pub name: &'a str,
+    pub value: &'a str,
+}
+
+impl<'a> LabelRef<'a> {
+    pub fn new(name: &'a str, value: &'a str) -> Self {
+        LabelRef { name, value }
+    }
+
+    pub fn to_label(self) -> Label {
+        Label::new(self.name, self.value)
+    }
+}
+
+impl<'a> From<&'a Label> for LabelRef<'a> {
+    fn from(l: &'a Label) -> Self {
+        LabelRef::new(&l.name, &l.value)
+    }
+}
+
 /// Name of the label that carries the metric name.
 pub const METRIC_NAME_LABEL: &str = "__name__";
 

@@ -17,6 +17,7 @@
 //! `-Histograms-Written` and `-Exemplars-Written` on every status: what this
 //! request stored (histograms and exemplars: always 0).
 
+pub mod inplace;
 pub mod parse;
 pub mod proto;
 
@@ -31,7 +32,7 @@ use axum::response::Response;
 use axum::routing::post;
 
 pub use self::parse::{Decoded, Skipped, parse_v1, parse_v2};
-use crate::http::{IngestError, IngestState, finish, ingest_body, respond};
+use crate::http::{IngestError, IngestState, finish, ingest_body_with, respond};
 use crate::ingest::Report;
 
 /// The `protocol` label of remote write 1.0.
@@ -125,13 +126,18 @@ async fn write(
     }
     let skipped = Arc::new(OnceLock::new());
     let out = skipped.clone();
-    let result = ingest_body(&state, protocol, &headers, body, move |body| {
+    let result = ingest_body_with(&state, protocol, &headers, body, move |body, pipeline| {
+        if version == Version::V1
+            && let Some(series) = inplace::parse(body)
+        {
+            return Ok(pipeline.ingest_borrowed(protocol, &series));
+        }
         let decoded = match version {
             Version::V1 => parse_v1(body)?,
             Version::V2 => parse_v2(body)?,
         };
         let _ = out.set(decoded.skipped);
-        Ok(decoded.parsed)
+        Ok(pipeline.ingest(protocol, decoded.parsed))
     })
     .await;
     let skipped = skipped.get().cloned().unwrap_or_default();

@@ -45,7 +45,9 @@ use crate::config::Config;
 use crate::dedup::sort_and_dedup;
 use crate::metrics::StorageMetrics;
 use crate::part::{Part, ReadCache};
-use crate::types::{Label, METRIC_NAME_LABEL, Matcher, Sample, SeriesId, Tenant, TimeRange};
+use crate::types::{
+    Label, LabelRef, METRIC_NAME_LABEL, Matcher, Sample, SeriesId, Tenant, TimeRange,
+};
 use crate::wal::{SyncMode, Wal};
 
 #[derive(Debug, thiserror::Error)]
@@ -94,6 +96,14 @@ impl StorageError {
 pub struct SeriesSamples {
     pub labels: Vec<Label>,
     pub samples: Vec<Sample>,
+}
+
+/// [`SeriesSamples`] with borrowed labels and samples, for writers that
+/// parse into a buffer of their own: a known series costs no allocation.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct SeriesRef<'a> {
+    pub labels: &'a [LabelRef<'a>],
+    pub samples: &'a [Sample],
 }
 
 /// Why a sample was not stored.
@@ -268,15 +278,30 @@ thread_local! {
 /// Hash of (tenant, labels): one pass over a reused buffer, which is faster
 /// than feeding a streaming hasher field by field.
 fn series_hash(tenant: Tenant, labels: &[Label]) -> SeriesKey {
+    series_hash_of(
+        tenant,
+        labels.iter().map(|l| (l.name.as_str(), l.value.as_str())),
+    )
+}
+
+/// [`series_hash`] of borrowed labels; the same value for the same labels.
+fn series_hash_refs(tenant: Tenant, labels: &[LabelRef<'_>]) -> SeriesKey {
+    series_hash_of(tenant, labels.iter().map(|l| (l.name, l.value)))
+}
+
+fn series_hash_of<'a>(
+    tenant: Tenant,
+    labels: impl Iterator<Item = (&'a str, &'a str)>,
+) -> SeriesKey {
     HASH_BUF.with_borrow_mut(|buf| {
         buf.clear();
         buf.extend_from_slice(&tenant.account_id.to_le_bytes());
         buf.extend_from_slice(&tenant.project_id.to_le_bytes());
-        for l in labels {
-            buf.extend_from_slice(&(l.name.len() as u32).to_le_bytes());
-            buf.extend_from_slice(l.name.as_bytes());
-            buf.extend_from_slice(&(l.value.len() as u32).to_le_bytes());
-            buf.extend_from_slice(l.value.as_bytes());
+        for (name, value) in labels {
+            buf.extend_from_slice(&(name.len() as u32).to_le_bytes());
+            buf.extend_from_slice(name.as_bytes());
+            buf.extend_from_slice(&(value.len() as u32).to_le_bytes());
+            buf.extend_from_slice(value.as_bytes());
         }
         let h = xxhash_rust::xxh3::xxh3_128(buf);
         SeriesKey(h as u64, (h >> 64) as u64)
@@ -284,18 +309,18 @@ fn series_hash(tenant: Tenant, labels: &[Label]) -> SeriesKey {
 }
 
 /// Sorted by name, unique names, no empty values; borrowed when already so.
-fn normalize_labels(labels: &[Label]) -> Cow<'_, [Label]> {
+fn normalize_labels<'a>(labels: &'a [LabelRef<'a>]) -> Cow<'a, [LabelRef<'a>]> {
     let clean = labels.windows(2).all(|w| w[0].name < w[1].name)
         && labels.iter().all(|l| !l.value.is_empty());
     if clean {
         return Cow::Borrowed(labels);
     }
-    let mut out: Vec<Label> = labels
+    let mut out: Vec<LabelRef<'a>> = labels
         .iter()
         .filter(|l| !l.value.is_empty())
-        .cloned()
+        .copied()
         .collect();
-    out.sort_by(|a, b| a.name.cmp(&b.name));
+    out.sort_by(|a, b| a.name.cmp(b.name));
     out.dedup_by(|b, a| a.name == b.name);
     Cow::Owned(out)
 }
@@ -359,12 +384,12 @@ pub struct Storage {
 }
 
 /// A series of a batch: id, normalized labels, samples.
-type Resolved<'a> = (SeriesId, Cow<'a, [Label]>, &'a [Sample]);
+type Resolved<'a> = (SeriesId, Cow<'a, [LabelRef<'a>]>, &'a [Sample]);
 
 /// A series id with its labels, pending registration on a day.
 struct Registration<'a> {
     id: SeriesId,
-    labels: &'a [Label],
+    labels: Cow<'a, [Label]>,
     day: i64,
 }
 
@@ -585,7 +610,16 @@ impl Storage {
                         let result = if p.is_registered_on(id, day) {
                             Ok(())
                         } else {
-                            self.register(&p, *tenant, &[Registration { id, labels, day }], false)
+                            self.register(
+                                &p,
+                                *tenant,
+                                &[Registration {
+                                    id,
+                                    labels: Cow::Borrowed(labels.as_slice()),
+                                    day,
+                                }],
+                                false,
+                            )
                         };
                         replay.partition = Some(p);
                         result
@@ -703,7 +737,7 @@ impl Storage {
             partition.registration_items(
                 r.id,
                 tenant,
-                r.labels,
+                &r.labels,
                 r.day,
                 &mut new_in_partition,
                 &mut items,
@@ -712,7 +746,7 @@ impl Storage {
                 done.push((r.id, r.day));
                 // A series new to the partition on two days of one batch is logged once.
                 if new_in_partition && logged.insert(r.id) {
-                    defs.push((r.id, tenant, r.labels));
+                    defs.push((r.id, tenant, &r.labels));
                 }
             }
         }
@@ -735,6 +769,29 @@ impl Storage {
 
     /// Adds samples; returns when every accepted sample is durable per the sync mode.
     pub fn add(&self, tenant: Tenant, batch: &[SeriesSamples]) -> Result<AddOutcome, StorageError> {
+        let labels: Vec<LabelRef<'_>> = batch
+            .iter()
+            .flat_map(|s| s.labels.iter().map(LabelRef::from))
+            .collect();
+        let mut refs = Vec::with_capacity(batch.len());
+        let mut at = 0;
+        for s in batch {
+            refs.push(SeriesRef {
+                labels: &labels[at..at + s.labels.len()],
+                samples: &s.samples,
+            });
+            at += s.labels.len();
+        }
+        self.add_refs(tenant, &refs)
+    }
+
+    /// [`Storage::add`] of borrowed series: labels are copied only for a
+    /// series registered now (new, or new on a day) or rejected.
+    pub fn add_refs(
+        &self,
+        tenant: Tenant,
+        batch: &[SeriesRef<'_>],
+    ) -> Result<AddOutcome, StorageError> {
         self.check_open()?;
         self.wait_for_head_room();
         let now = self.now();
@@ -742,13 +799,14 @@ impl Storage {
         let max_ts = now.saturating_add(self.config.max_future.as_millis() as i64);
         let mut outcome = AddOutcome::default();
         let mut rejected: HashMap<RejectReason, u64> = HashMap::new();
-        let mut reject = |outcome: &mut AddOutcome, reason, labels: &[Label], ts, n: u64| {
+        let mut reject = |outcome: &mut AddOutcome, reason, labels: &[LabelRef<'_>], ts, n: u64| {
             *rejected.entry(reason).or_default() += n;
             outcome.rejected += n;
             if outcome.first_rejection.is_none() {
+                let labels: Vec<Label> = labels.iter().map(|l| l.to_label()).collect();
                 outcome.first_rejection = Some(Rejection {
                     reason,
-                    series: format_series(labels),
+                    series: format_series(&labels),
                     timestamp: ts,
                 });
             }
@@ -764,29 +822,29 @@ impl Storage {
             let in_window = |x: &Sample| (min_ts..=max_ts).contains(&x.timestamp);
             if !s.samples.iter().any(in_window) {
                 // No id is created for a series with nothing to store.
-                for x in &s.samples {
+                for x in s.samples {
                     let reason = if x.timestamp < min_ts {
                         RejectReason::TooOld
                     } else {
                         RejectReason::TooNew
                     };
-                    reject(&mut outcome, reason, &s.labels, x.timestamp, 1);
+                    reject(&mut outcome, reason, s.labels, x.timestamp, 1);
                 }
                 continue;
             }
-            let labels = normalize_labels(&s.labels);
+            let labels = normalize_labels(s.labels);
             if labels.is_empty() {
                 let n = s.samples.len() as u64;
                 reject(
                     &mut outcome,
                     RejectReason::EmptyLabels,
-                    &s.labels,
+                    s.labels,
                     s.samples[0].timestamp,
                     n,
                 );
                 continue;
             }
-            let hash = series_hash(tenant, &labels);
+            let hash = series_hash_refs(tenant, &labels);
             let id = match self.series.get(hash) {
                 Some(id) => id,
                 None => {
@@ -795,7 +853,7 @@ impl Storage {
                     id
                 }
             };
-            resolved.push((id, labels, &s.samples));
+            resolved.push((id, labels, s.samples));
         }
 
         let delay = self
@@ -840,7 +898,7 @@ impl Storage {
                         if !p.is_registered_on(*id, day) && pending.insert((*id, day)) {
                             regs.entry(p.month).or_default().push(Registration {
                                 id: *id,
-                                labels,
+                                labels: labels.iter().map(|l| l.to_label()).collect(),
                                 day,
                             });
                         }
