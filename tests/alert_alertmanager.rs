@@ -176,20 +176,7 @@ fn alert_fires_reaches_alertmanager_survives_restart_and_resolves() {
     ) {
         return;
     }
-    let alertmanager = Peer::start_with_files(
-        "prometheus-alertmanager",
-        &[
-            "--config.file={dir}/alertmanager.yml",
-            "--storage.path={dir}/data",
-            "--web.listen-address={addr}",
-            "--cluster.listen-address=",
-        ],
-        "/-/ready",
-        &[(
-            "alertmanager.yml",
-            "route:\n  receiver: none\nreceivers:\n  - name: none\n",
-        )],
-    );
+    let alertmanager = start_alertmanager();
     let single = Single::start(BIN);
     let dir = tempfile::tempdir().expect("temp dir");
     std::fs::write(dir.path().join("rules.yml"), RULES).expect("write rules");
@@ -275,6 +262,87 @@ fn alert_fires_reaches_alertmanager_survives_restart_and_resolves() {
             Instant::now() < deadline,
             "Alertmanager still has the alert: {:?}",
             alertmanager_alerts(&alertmanager)
+        );
+        sleep(Duration::from_millis(200));
+    }
+}
+
+fn start_alertmanager() -> Peer {
+    Peer::start_with_files(
+        "prometheus-alertmanager",
+        &[
+            "--config.file={dir}/alertmanager.yml",
+            "--storage.path={dir}/data",
+            "--web.listen-address={addr}",
+            "--cluster.listen-address=",
+        ],
+        "/-/ready",
+        &[(
+            "alertmanager.yml",
+            "route:\n  receiver: none\nreceivers:\n  - name: none\n",
+        )],
+    )
+}
+
+/// `strata single --rule`: evaluation in-process, results in its own storage,
+/// the rules API on its port, alerts sent to Alertmanager.
+#[test]
+fn single_evaluates_rules_in_process() {
+    if !present_or_skip(
+        "single_evaluates_rules_in_process",
+        &["prometheus-alertmanager"],
+    ) {
+        return;
+    }
+    let alertmanager = start_alertmanager();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let rules = dir.path().join("rules.yml");
+    std::fs::write(&rules, RULES.replace("for: 5s", "for: 0s")).expect("write rules");
+    let rules = rules.display().to_string();
+    let am = alertmanager.base_url();
+    let single = Single::start_with_args(
+        BIN,
+        &[
+            "--rule",
+            &rules,
+            "--notifier.url",
+            &am,
+            "--evaluation-interval",
+            "1s",
+        ],
+    );
+    import_temp(&single, 90.0);
+
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while alertmanager_alerts(&alertmanager).is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "Alertmanager did not receive the alert"
+        );
+        sleep(Duration::from_millis(200));
+    }
+    let response = single.get("/api/v1/alerts");
+    assert_eq!(response.status, 200, "{}", response.body);
+    let json: Value = serde_json::from_str(&response.body).expect("json");
+    assert_eq!(json["data"]["alerts"][0]["state"], "firing", "{json}");
+
+    let response = single.get("/api/v1/rules");
+    let json: Value = serde_json::from_str(&response.body).expect("json");
+    let rules = &json["data"]["groups"][0]["rules"];
+    assert_eq!(rules[0]["type"], "alerting", "{json}");
+    assert_eq!(rules[0]["health"], "ok", "{json}");
+    assert_eq!(rules[1]["type"], "recording", "{json}");
+
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let response = single.get("/api/v1/query?query=room%3Atemp_celsius%3Amax");
+        let json: Value = serde_json::from_str(&response.body).expect("json");
+        if json["data"]["result"][0]["value"][1] == "90" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "recording result missing: {json}"
         );
         sleep(Duration::from_millis(200));
     }
