@@ -32,7 +32,7 @@ struct Cli {
 enum Command {
     /// Storage, ingestion and query in one process: the way to run Strata on
     /// one machine.
-    Single(single::Config),
+    Single(Box<single::Config>),
     /// Rule evaluation against a Prometheus-compatible query URL, with
     /// Alertmanager notification; `strata alert test` runs rule unit tests.
     Alert(alert::Args),
@@ -57,7 +57,7 @@ fn run() -> anyhow::Result<()> {
         .context("cannot start the async runtime")?;
     let result = match cli.command {
         Command::Single(config) => runtime
-            .block_on(single::run(config, shutdown_signal()))
+            .block_on(single::run(*config, shutdown_signal()))
             .context("strata single failed"),
         Command::Alert(args) => match args.command {
             Some(alert::AlertCommand::Test { files }) => {
