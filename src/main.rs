@@ -35,7 +35,7 @@ enum Command {
     Single(Box<single::Config>),
     /// Rule evaluation against a Prometheus-compatible query URL, with
     /// Alertmanager notification; `strata alert test` runs rule unit tests.
-    Alert(alert::Args),
+    Alert(Box<alert::Args>),
 }
 
 fn main() -> ExitCode {
