@@ -1,0 +1,1 @@
+//! Configuration of `strata alert` and of rule evaluation inside `strata single`.

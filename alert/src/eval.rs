@@ -1,0 +1,1 @@
+//! Rule group evaluation: scheduling, queries and recording results.

@@ -1,0 +1,1 @@
+//! Alert state machine: inactive, pending, firing, resolved.

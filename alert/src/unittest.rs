@@ -1,0 +1,1 @@
+//! Rule unit tests in the `promtool test rules` format.
