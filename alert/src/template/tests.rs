@@ -1,0 +1,74 @@
+//! Expected outputs here were confirmed with real `promtool test rules`
+//! (2.42 and 2.53) expanding the same templates as alert annotations.
+
+use std::collections::BTreeMap;
+
+use super::{Data, Template};
+
+fn check(text: &str, value: f64, want: &str) {
+    let data = Data {
+        labels: BTreeMap::from([("job".to_string(), "x".to_string())]),
+        value,
+        ..Data::default()
+    };
+    let got = Template::parse("t", text)
+        .and_then(|t| t.expand(&data, None))
+        .unwrap_or_else(|e| format!("error: {e}"));
+    assert_eq!(got, want, "{text:?} with value {value}");
+}
+
+#[test]
+fn expand() {
+    check(
+        "{{ $value }}|{{ 1e6 }}|{{ printf \"%v\" 1234567.0 }}|{{ .Value }}",
+        1234567.0,
+        "1.234567e+06|1e+06|1.234567e+06|1.234567e+06",
+    );
+    check("{{ $labels.job }} {{ .Labels.job }}", 0.0, "x x");
+    check("a {{- \" b \" -}} c", 0.0, "a b c");
+    check(
+        "{{ if gt $value 10.0 }}big{{ else if gt $value 1.0 }}mid{{ else }}small{{ end }}",
+        5.0,
+        "mid",
+    );
+    check(
+        "{{ range $k, $v := $labels }}{{ $k }}={{ $v }}{{ end }}",
+        0.0,
+        "job=x",
+    );
+    check("{{ $x := \"a\" }}{{ $x | toUpper }}", 0.0, "A");
+    check(
+        "{{ printf \"%.2f %d %s %q\" 1.5 3 \"s\" \"q\" }}",
+        0.0,
+        "1.50 3 s \"q\"",
+    );
+}
+
+#[test]
+fn humanize() {
+    check("{{ humanize 1234567.0 }}", 0.0, "1.235M");
+    check("{{ humanize 0.00123 }}", 0.0, "1.23m");
+    check("{{ humanize1024 1048576.0 }}", 0.0, "1Mi");
+    check("{{ humanizeDuration 90061.0 }}", 0.0, "1d 1h 1m 1s");
+    check("{{ humanizeDuration 0.0015 }}", 0.0, "1.5ms");
+    check("{{ humanizePercentage 0.1234 }}", 0.0, "12.34%");
+    check(
+        "{{ humanizeTimestamp 1.5 }}",
+        0.0,
+        "1970-01-01 00:00:01.5 +0000 UTC",
+    );
+    check("{{ title \"foo bar-baz\" }}", 0.0, "Foo Bar-Baz");
+}
+
+#[test]
+fn parse_errors() {
+    for bad in [
+        "{{ $labels.job",
+        "{{ nosuch }}",
+        "{{ $undefined }}",
+        "{{ if 1 }}",
+        "{{ end }}",
+    ] {
+        assert!(Template::parse("t", bad).is_err(), "{bad:?} parsed");
+    }
+}
