@@ -51,8 +51,6 @@ use serde::Deserialize;
 
 use crate::rules::{self, format_duration, parse_duration};
 
-pub use sim::{Alert, AlertState};
-
 /// Runs every test file, printing per-file results to `out`; true when all
 /// passed.
 pub fn run(files: &[PathBuf], out: &mut dyn Write) -> bool {

@@ -1,13 +1,6 @@
 //! Simulated rule evaluation of one test group: input series in a real
 //! storage, rule groups evaluated in order at every evaluation step, alert
-//! state kept like a rule evaluator keeps it.
-//!
-//! The alert state machine here is a minimal one for unit tests (no
-//! notification, no restore); it follows the same transitions as the
-//! evaluator's: a new result is pending (or firing at once without `for`),
-//! fires once it has been active for `for`, keeps firing `keep_firing_for`
-//! after its result disappeared, and a resolved alert is remembered for 15
-//! minutes.
+//! state kept by the evaluator's own state machine ([`crate::state`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -21,35 +14,10 @@ use strata_storage::{
 
 use super::{AlertView, Failure, TestFile, TestGroup};
 use crate::rules::{Rule, RuleFile, RuleKind};
+use crate::state::{AlertState, AlertingRule, Firing};
 use crate::template::{self, Data, QueryFn, Template};
 
 type LabelMap = BTreeMap<String, String>;
-
-/// How long a resolved alert is remembered (and reported as resolved).
-const RESOLVED_RETENTION_MS: i64 = 15 * 60_000;
-
-/// Where an alert is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AlertState {
-    Inactive,
-    Pending,
-    Firing,
-}
-
-/// One alert of an alerting rule, keyed by its labels.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Alert {
-    pub labels: LabelMap,
-    pub annotations: LabelMap,
-    pub state: AlertState,
-    pub value: f64,
-    /// Milliseconds since the epoch.
-    pub active_at: i64,
-    pub fired_at: Option<i64>,
-    pub resolved_at: Option<i64>,
-    /// When the result disappeared while the alert was firing.
-    pub keep_firing_since: Option<i64>,
-}
 
 struct RuleState<'a> {
     rule: &'a Rule,
@@ -58,7 +26,8 @@ struct RuleState<'a> {
     /// The same parsed as templates (alerting rules only).
     labels: Vec<(String, Template)>,
     annotations: Vec<(String, Template)>,
-    alerts: BTreeMap<LabelMap, Alert>,
+    /// Alert state (alerting rules only).
+    alerts: AlertingRule,
     /// Series written by the previous evaluation, to end the missing ones
     /// with stale markers.
     written: BTreeSet<LabelMap>,
@@ -209,11 +178,11 @@ pub(super) fn run_group(
                     .iter()
                     .flat_map(|g| &g.rules)
                     .filter(|r| r.rule.kind == RuleKind::Alert(test.alertname.clone()))
-                    .flat_map(|r| r.alerts.values())
+                    .flat_map(|r| r.alerts.active.values())
                     .filter(|a| a.state == AlertState::Firing)
                     .map(|a| AlertView {
-                        labels: a.labels.clone(),
-                        annotations: a.annotations.clone(),
+                        labels: to_map(&a.labels),
+                        annotations: to_map(&a.annotations),
                     })
                     .collect();
                 let mut expected: Vec<AlertView> = test
@@ -386,7 +355,13 @@ fn build_groups<'a>(
                     label_values: labels,
                     labels: templates,
                     annotations,
-                    alerts: BTreeMap::new(),
+                    alerts: {
+                        let mut machine =
+                            AlertingRule::new(rule.name(), rule.for_, rule.keep_firing_for);
+                        // No restore in unit tests: ALERTS series from the start.
+                        machine.restored = true;
+                        machine
+                    },
                     written: BTreeSet::new(),
                 });
             }
@@ -530,84 +505,26 @@ fn eval_alert(
         }
         current.insert(labels, (annotations, v));
     }
-    for (labels, (annotations, value)) in &current {
-        match state.alerts.get_mut(labels) {
-            Some(a) if a.state != AlertState::Inactive => {
-                a.value = *value;
-                a.annotations = annotations.clone();
-            }
-            _ => {
-                state.alerts.insert(
-                    labels.clone(),
-                    Alert {
-                        labels: labels.clone(),
-                        annotations: annotations.clone(),
-                        state: AlertState::Pending,
-                        value: *value,
-                        active_at: ts,
-                        fired_at: None,
-                        resolved_at: None,
-                        keep_firing_since: None,
-                    },
-                );
-            }
-        }
-    }
-    let hold = state.rule.for_.as_millis() as i64;
-    let keep_firing_for = state.rule.keep_firing_for.as_millis() as i64;
-    let mut out = Vec::new();
-    let mut forget = Vec::new();
-    let mut active = 0u64;
-    for (key, a) in state.alerts.iter_mut() {
-        if current.contains_key(key) {
-            a.keep_firing_since = None;
-        } else {
-            let mut keep_firing = false;
-            if a.state == AlertState::Firing && keep_firing_for > 0 {
-                let since = *a.keep_firing_since.get_or_insert(ts);
-                keep_firing = ts - since < keep_firing_for;
-            }
-            if a.state == AlertState::Pending
-                || a.resolved_at
-                    .is_some_and(|r| ts - r > RESOLVED_RETENTION_MS)
-            {
-                forget.push(key.clone());
-            }
-            if a.state != AlertState::Inactive && !keep_firing {
-                a.state = AlertState::Inactive;
-                a.resolved_at = Some(ts);
-            }
-            if !keep_firing {
-                continue;
-            }
-        }
-        active += 1;
-        if a.state == AlertState::Pending && ts - a.active_at >= hold {
-            a.state = AlertState::Firing;
-            a.fired_at = Some(ts);
-        }
-        let mut alerts_labels = a.labels.clone();
-        alerts_labels.insert(METRIC_NAME_LABEL.to_string(), "ALERTS".to_string());
-        let state_name = if a.state == AlertState::Firing {
-            "firing"
-        } else {
-            "pending"
-        };
-        alerts_labels.insert("alertstate".to_string(), state_name.to_string());
-        out.push((alerts_labels, 1.0));
-        let mut for_state_labels = a.labels.clone();
-        for_state_labels.insert(
-            METRIC_NAME_LABEL.to_string(),
-            "ALERTS_FOR_STATE".to_string(),
-        );
-        out.push((for_state_labels, (a.active_at / 1000) as f64));
-    }
-    for key in forget {
-        state.alerts.remove(&key);
-    }
-    if limit > 0 && active > limit {
-        state.alerts.clear();
-        return Err(format!("exceeded limit of {limit} with {active} alerts"));
-    }
-    Ok(out)
+    let firing = current
+        .into_iter()
+        .map(|(labels, (annotations, value))| Firing {
+            labels: to_labels(&labels),
+            annotations: to_labels(&annotations),
+            value,
+        })
+        .collect();
+    let series = state
+        .alerts
+        .eval(ts, firing, usize::try_from(limit).unwrap_or(usize::MAX))
+        .map_err(|e| e.to_string())?;
+    // eval_group writes these at the query time, like recording results.
+    Ok(series
+        .into_iter()
+        .flat_map(|s| {
+            let labels = to_map(&s.labels);
+            s.samples
+                .into_iter()
+                .map(move |sample| (labels.clone(), sample.value))
+        })
+        .collect())
 }
