@@ -43,11 +43,49 @@ struct GroupState<'a> {
 struct Db {
     test: TestStorage,
     engine: Engine,
+    /// Input series, written into `test` step by step.
+    input: Vec<SeriesSamples>,
+    /// Per input series, how many of its samples are written.
+    loaded: Vec<usize>,
     // Dropped last: the storage lives in it.
     _dir: tempfile::TempDir,
 }
 
 impl Db {
+    /// Writes the input samples up to `t` (inclusive) not written yet. An
+    /// evaluation at `t` must not see later samples (a negative offset or
+    /// `@` could reach them), and the ones after the last evaluation step
+    /// are never loaded, as in the reference runner.
+    fn load_until(&mut self, t: i64) -> Result<(), String> {
+        let mut batch = Vec::new();
+        for (series, loaded) in self.input.iter().zip(self.loaded.iter_mut()) {
+            let rest = &series.samples[*loaded..];
+            let n = rest.iter().take_while(|s| s.timestamp <= t).count();
+            if n > 0 {
+                batch.push(SeriesSamples {
+                    labels: series.labels.clone(),
+                    samples: rest[..n].to_vec(),
+                });
+                *loaded += n;
+            }
+        }
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let outcome = self
+            .test
+            .storage
+            .add(Tenant::DEFAULT, &batch)
+            .map_err(|e| format!("cannot load input series: {e}"))?;
+        if outcome.rejected > 0 {
+            return Err(format!(
+                "storage rejected {} input samples",
+                outcome.rejected
+            ));
+        }
+        Ok(())
+    }
+
     fn query(&self, expr: &str, t: i64) -> Result<Vec<(LabelMap, f64)>, String> {
         let result = self
             .engine
@@ -127,7 +165,7 @@ pub(super) fn run_group(
     rule_files: &[(PathBuf, RuleFile)],
     tg: &TestGroup,
 ) -> Vec<Failure> {
-    let db = match open_db(tg) {
+    let mut db = match open_db(tg) {
         Ok(db) => db,
         Err(message) => return invalid(message),
     };
@@ -159,6 +197,10 @@ pub(super) fn run_group(
     let mut next_alert_time = 0;
     let mut ts = 0;
     while ts <= max_time {
+        if let Err(message) = db.load_until(ts) {
+            failures.push(Failure::Invalid(message));
+            return failures;
+        }
         let mut eval_failures = Vec::new();
         for group in &mut groups {
             eval_failures.extend(eval_group(&db, tg, group, ts));
@@ -273,11 +315,6 @@ fn open_db(tg: &TestGroup) -> Result<Db, String> {
         .map_err(|e| format!("cannot create a temporary directory: {e}"))?;
     let test = TestStorage::open(dir.path().join("storage"))
         .map_err(|e| format!("cannot open the test storage: {e}"))?;
-    let db = Db {
-        test,
-        engine: Engine::default(),
-        _dir: dir,
-    };
     // A series given twice keeps its last values.
     let mut series: BTreeMap<Vec<Label>, Vec<SeqValue>> = BTreeMap::new();
     for input in &tg.input_series {
@@ -293,7 +330,7 @@ fn open_db(tg: &TestGroup) -> Result<Db, String> {
             .map_err(|e| format!("invalid values {:?}: {e}", input.values))?;
         series.insert(labels, values);
     }
-    let batch: Vec<SeriesSamples> = series
+    let input: Vec<SeriesSamples> = series
         .into_iter()
         .map(|(labels, values)| SeriesSamples {
             labels,
@@ -307,18 +344,13 @@ fn open_db(tg: &TestGroup) -> Result<Db, String> {
                 .collect(),
         })
         .collect();
-    let outcome = db
-        .test
-        .storage
-        .add(Tenant::DEFAULT, &batch)
-        .map_err(|e| format!("cannot load input series: {e}"))?;
-    if outcome.rejected > 0 {
-        return Err(format!(
-            "storage rejected {} input samples",
-            outcome.rejected
-        ));
-    }
-    Ok(db)
+    Ok(Db {
+        test,
+        engine: Engine::default(),
+        loaded: vec![0; input.len()],
+        input,
+        _dir: dir,
+    })
 }
 
 fn build_groups<'a>(
