@@ -69,6 +69,8 @@ pub enum EvalError {
     State(#[from] crate::state::StateError),
     #[error("{0}")]
     Write(#[from] crate::writer::WriteError),
+    #[error("template expansion failed: {0}")]
+    Expand(String),
 }
 
 impl EvalError {
@@ -296,6 +298,18 @@ pub async fn evaluate_group(group: &SharedGroup, ctx: &Context, ts: i64) {
             break;
         };
         let result = ctx.querier.query(tenant, &expr, query_ts).await;
+        let expansion = group.lock().rules.get(index).and_then(Expansion::of);
+        let result = match (result, expansion) {
+            (Ok(value), Some(expansion)) => match samples_of(&expr, value) {
+                Ok(samples) => expansion
+                    .run(ctx, tenant, query_ts, samples)
+                    .await
+                    .map(Evaluated::Alerts),
+                Err(e) => Err(e),
+            },
+            (Ok(value), None) => samples_of(&expr, value).map(Evaluated::Samples),
+            (Err(e), _) => Err(e.into()),
+        };
         let outcome = {
             let mut g = group.lock();
             let Some(rule) = g.rules.get_mut(index) else {
@@ -368,29 +382,158 @@ pub async fn evaluate_group(group: &SharedGroup, ctx: &Context, ts: i64) {
         .inc_by(written);
 }
 
-/// Turns one rule's query result into series to write (and, for alerts,
+/// A query result as (labels, value) pairs; a scalar is one element
+/// without labels, like Prometheus.
+fn samples_of(expr: &str, value: Value) -> Result<Vec<(Labels, f64)>, EvalError> {
+    match value {
+        Value::Vector(v) => Ok(v.into_iter().map(|s| (s.labels, s.v)).collect()),
+        Value::Scalar { v, .. } => Ok(vec![(Vec::new(), v)]),
+        other => Err(EvalError::ResultType(expr.to_string(), other.type_name())),
+    }
+}
+
+/// What an evaluation produced before it meets the rule's state.
+enum Evaluated {
+    /// A recording rule's result.
+    Samples(Vec<(Labels, f64)>),
+    /// An alerting rule's result, labels and annotations expanded.
+    Alerts(Vec<Firing>),
+}
+
+/// The templates of an alerting rule, copied out of the group so that the
+/// expansion (whose `query` function runs queries) holds no lock.
+struct Expansion {
+    name: String,
+    labels: Vec<(String, Template)>,
+    annotations: Vec<(String, Template)>,
+}
+
+impl Expansion {
+    fn of(rule: &RuleRuntime) -> Option<Expansion> {
+        let RuleKind::Alert(name) = &rule.rule.kind else {
+            return None;
+        };
+        Some(Expansion {
+            name: name.clone(),
+            labels: rule.labels.clone(),
+            annotations: rule.annotations.clone(),
+        })
+    }
+
+    /// Expands every element on the blocking pool, where the templates'
+    /// `query` function can wait for the querier.
+    async fn run(
+        self,
+        ctx: &Context,
+        tenant: Tenant,
+        time: i64,
+        samples: Vec<(Labels, f64)>,
+    ) -> Result<Vec<Firing>, EvalError> {
+        if samples.is_empty() {
+            return Ok(Vec::new());
+        }
+        let querier = TemplateQuerier {
+            querier: ctx.querier.clone(),
+            runtime: tokio::runtime::Handle::current(),
+            tenant,
+            time,
+        };
+        let external_labels = ctx.external_labels.clone();
+        let external_url = ctx.external_url.clone();
+        tokio::task::spawn_blocking(move || {
+            samples
+                .into_iter()
+                .map(|(labels, value)| {
+                    self.expand(&querier, &external_labels, &external_url, labels, value)
+                })
+                .collect()
+        })
+        .await
+        .map_err(|e| EvalError::Expand(e.to_string()))
+    }
+
+    /// An alert's labels (the sample's without `__name__`, then the rule's
+    /// expanded, then `alertname`) and expanded annotations.
+    fn expand(
+        &self,
+        querier: &TemplateQuerier,
+        external_labels: &BTreeMap<String, String>,
+        external_url: &str,
+        mut labels: Labels,
+        value: f64,
+    ) -> Firing {
+        labels.retain(|l| l.name != METRIC_NAME_LABEL);
+        let data = Data {
+            labels: labels
+                .iter()
+                .map(|l| (l.name.clone(), l.value.clone()))
+                .collect(),
+            value,
+            external_labels: external_labels.clone(),
+            external_url: external_url.to_string(),
+        };
+        let expand = |template: &Template| match template.expand(&data, Some(querier)) {
+            Ok(text) => text,
+            Err(e) => format!("<error expanding template: {e}>"),
+        };
+        for (name, template) in &self.labels {
+            set_or_remove(&mut labels, name, expand(template));
+        }
+        insert_sorted(
+            &mut labels,
+            Label::new(ALERT_NAME_LABEL, self.name.as_str()),
+        );
+        let annotations = self
+            .annotations
+            .iter()
+            .map(|(name, template)| Label::new(name.as_str(), expand(template)))
+            .collect();
+        Firing {
+            labels,
+            annotations,
+            value,
+        }
+    }
+}
+
+/// The templates' `query` function: an instant query at the evaluation time.
+struct TemplateQuerier {
+    querier: Arc<dyn Querier>,
+    runtime: tokio::runtime::Handle,
+    tenant: Tenant,
+    time: i64,
+}
+
+impl crate::template::QueryFn for TemplateQuerier {
+    fn query(&self, query: &str) -> Result<Vec<crate::template::Sample>, String> {
+        let value = self
+            .runtime
+            .block_on(self.querier.query(self.tenant, query, self.time))
+            .map_err(|e| e.to_string())?;
+        let samples = samples_of(query, value).map_err(|e| e.to_string())?;
+        Ok(samples
+            .into_iter()
+            .map(|(labels, value)| crate::template::Sample {
+                labels: labels.into_iter().map(|l| (l.name, l.value)).collect(),
+                value,
+            })
+            .collect())
+    }
+}
+
+/// Turns one rule's evaluated result into series to write (and, for alerts,
 /// state changes and notifications).
 fn apply(
     rule: &mut RuleRuntime,
     ctx: &Context,
-    result: Result<Value, crate::querier::QueryError>,
+    result: Result<Evaluated, EvalError>,
     ts: i64,
     query_ts: i64,
     limit: usize,
     interval: Duration,
 ) -> Result<Vec<SeriesSamples>, EvalError> {
-    let samples: Vec<(Labels, f64)> = match result? {
-        Value::Vector(v) => v.into_iter().map(|s| (s.labels, s.v)).collect(),
-        Value::Scalar { v, .. } => vec![(Vec::new(), v)],
-        other => {
-            return Err(EvalError::ResultType(
-                rule.rule.expr.clone(),
-                other.type_name(),
-            ));
-        }
-    };
-    let mut series = match &rule.rule.kind {
-        RuleKind::Record(record) => {
+    let mut series = match (&rule.rule.kind, result?) {
+        (RuleKind::Record(record), Evaluated::Samples(samples)) => {
             let mut out = Vec::with_capacity(samples.len());
             let mut seen = HashSet::with_capacity(samples.len());
             for (mut labels, value) in samples {
@@ -420,11 +563,7 @@ fn apply(
             }
             out
         }
-        RuleKind::Alert(alert_name) => {
-            let firing: Vec<Firing> = samples
-                .into_iter()
-                .map(|(labels, value)| expand_alert(rule, ctx, alert_name, labels, value))
-                .collect();
+        (RuleKind::Alert(_), Evaluated::Alerts(firing)) => {
             let Some(state) = rule.alert.as_mut() else {
                 return Ok(Vec::new());
             };
@@ -446,11 +585,15 @@ fn apply(
             }
             out
         }
+        // Evaluation picks the variant from the same rule kind.
+        _ => return Ok(Vec::new()),
     };
     // Series written last time and not now get a staleness marker, so that
     // queries stop seeing them at once rather than after the lookback.
     let current: HashSet<Labels> = series.iter().map(|s| s.labels.clone()).collect();
-    for gone in rule.previous.difference(&current) {
+    let mut gone: Vec<&Labels> = rule.previous.difference(&current).collect();
+    gone.sort();
+    for gone in gone {
         series.push(SeriesSamples {
             labels: gone.clone(),
             samples: vec![Sample {
@@ -461,44 +604,6 @@ fn apply(
     }
     rule.previous = current;
     Ok(series)
-}
-
-/// An alert's labels (the sample's without `__name__`, then the rule's
-/// expanded, then `alertname`) and expanded annotations.
-fn expand_alert(
-    rule: &RuleRuntime,
-    ctx: &Context,
-    alert_name: &str,
-    mut labels: Labels,
-    value: f64,
-) -> Firing {
-    labels.retain(|l| l.name != METRIC_NAME_LABEL);
-    let data = Data {
-        labels: labels
-            .iter()
-            .map(|l| (l.name.clone(), l.value.clone()))
-            .collect(),
-        value,
-        external_labels: ctx.external_labels.clone(),
-        external_url: ctx.external_url.clone(),
-    };
-    let expand = |template: &Template| match template.expand(&data, None) {
-        Ok(text) => text,
-        Err(e) => format!("<error expanding template: {e}>"),
-    };
-    for (name, template) in &rule.labels {
-        set_or_remove(&mut labels, name, expand(template));
-    }
-    insert_sorted(&mut labels, Label::new(ALERT_NAME_LABEL, alert_name));
-    let mut annotations = Vec::with_capacity(rule.annotations.len());
-    for (name, template) in &rule.annotations {
-        annotations.push(Label::new(name.as_str(), expand(template)));
-    }
-    Firing {
-        labels,
-        annotations,
-        value,
-    }
 }
 
 fn set_or_remove(labels: &mut Labels, name: &str, value: String) {
@@ -778,6 +883,165 @@ fn wildcard_match(pattern: &str, text: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::querier::{BoxFuture, QueryError};
+    use crate::writer::WriteError;
+    use strata_select::promql::Sample as QuerySample;
+
+    /// Answers each expression from a table the test changes between
+    /// evaluations.
+    #[derive(Default)]
+    struct Scripted(Mutex<HashMap<String, Vec<(Labels, f64)>>>);
+
+    impl Querier for Scripted {
+        fn query<'a>(
+            &'a self,
+            _tenant: Tenant,
+            query: &'a str,
+            time: i64,
+        ) -> BoxFuture<'a, Result<Value, QueryError>> {
+            let rows = self.0.lock().get(query).cloned().unwrap_or_default();
+            Box::pin(async move {
+                if query.starts_with(ALERTS_FOR_STATE_METRIC) {
+                    return Ok(Value::Matrix(Vec::new()));
+                }
+                Ok(Value::Vector(
+                    rows.into_iter()
+                        .map(|(labels, v)| QuerySample { labels, t: time, v })
+                        .collect(),
+                ))
+            })
+        }
+    }
+
+    #[derive(Default)]
+    struct Captured(Mutex<Vec<SeriesSamples>>);
+
+    impl Writer for Captured {
+        fn write(
+            &self,
+            _tenant: Tenant,
+            series: Vec<SeriesSamples>,
+        ) -> BoxFuture<'_, Result<(), WriteError>> {
+            self.0.lock().extend(series);
+            Box::pin(async { Ok(()) })
+        }
+    }
+
+    const RULES: &str = r#"
+groups:
+  - name: g
+    labels:
+      team: db
+    rules:
+      - record: job:up:sum
+        expr: sum by (job) (up)
+      - alert: Down
+        expr: up == 0
+        for: 10s
+        labels:
+          severity: page
+        annotations:
+          summary: "{{ $labels.instance }} down ({{ $value }})"
+"#;
+
+    fn series_names(written: &[SeriesSamples]) -> Vec<String> {
+        written
+            .iter()
+            .map(|s| {
+                let stale = s
+                    .samples
+                    .iter()
+                    .any(|p| strata_storage::is_stale_nan(p.value));
+                format!(
+                    "{}{}",
+                    crate::state::format_labels(&s.labels),
+                    if stale { " stale" } else { "" }
+                )
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn group_writes_records_alerts_and_staleness() {
+        let querier = Arc::new(Scripted::default());
+        let writer = Arc::new(Captured::default());
+        let metrics = Metrics::default();
+        let ctx = Context {
+            querier: querier.clone(),
+            writer: Some(writer.clone()),
+            notifier: Notifier::new(Vec::new(), 10, Duration::from_secs(1), metrics.clone()),
+            clock: Arc::new(ManualClock::default()),
+            metrics,
+            external_labels: BTreeMap::new(),
+            external_url: "http://x".into(),
+            default_interval: Duration::from_secs(5),
+            default_query_offset: Duration::ZERO,
+            default_tenant: Tenant::DEFAULT,
+            resend_delay: Duration::from_secs(60),
+            for_grace_period: Duration::from_secs(600),
+            outage_tolerance: Duration::from_secs(3600),
+        };
+        let file = crate::rules::parse_rule_file(Path::new("r.yml"), RULES).expect("rules");
+        let group = file.groups.into_iter().next().expect("group");
+        let group: SharedGroup = Arc::new(Mutex::new(
+            GroupRuntime::new(Path::new("r.yml"), group, &ctx).expect("group"),
+        ));
+        let up = |instance: &str| {
+            vec![
+                Label::new("__name__", "up"),
+                Label::new("instance", instance),
+                Label::new("job", "node"),
+            ]
+        };
+        querier.0.lock().insert(
+            "sum by (job) (up)".into(),
+            vec![(vec![Label::new("job", "node")], 1.0)],
+        );
+        querier
+            .0
+            .lock()
+            .insert("up == 0".into(), vec![(up("a"), 0.0)]);
+
+        // t=0: pending; nothing of ALERTS before the restore ran.
+        evaluate_group(&group, &ctx, 0).await;
+        assert_eq!(
+            series_names(&std::mem::take(&mut *writer.0.lock())),
+            [r#"{__name__="job:up:sum", job="node", team="db"}"#]
+        );
+        // t=5s: still pending, now written; t=10s: firing.
+        evaluate_group(&group, &ctx, 5_000).await;
+        writer.0.lock().clear();
+        evaluate_group(&group, &ctx, 10_000).await;
+        assert_eq!(
+            series_names(&std::mem::take(&mut *writer.0.lock())),
+            [
+                r#"{__name__="job:up:sum", job="node", team="db"}"#,
+                r#"{__name__="ALERTS", alertname="Down", alertstate="firing", instance="a", job="node", severity="page", team="db"}"#,
+                r#"{__name__="ALERTS_FOR_STATE", alertname="Down", instance="a", job="node", severity="page", team="db"}"#,
+                r#"{__name__="ALERTS", alertname="Down", alertstate="pending", instance="a", job="node", severity="page", team="db"} stale"#,
+            ]
+        );
+        {
+            let g = group.lock();
+            let alert = g.rules[1].alert.as_ref().expect("alerting");
+            let a = alert.active.values().next().expect("alert");
+            assert_eq!(a.annotations, [Label::new("summary", "a down (0)")]);
+            assert_eq!(a.active_at, 0);
+        }
+        // t=15s: resolved; its series go stale.
+        querier.0.lock().insert("up == 0".into(), Vec::new());
+        evaluate_group(&group, &ctx, 15_000).await;
+        assert_eq!(
+            series_names(&std::mem::take(&mut *writer.0.lock()))[1..],
+            [
+                r#"{__name__="ALERTS", alertname="Down", alertstate="firing", instance="a", job="node", severity="page", team="db"} stale"#,
+                r#"{__name__="ALERTS_FOR_STATE", alertname="Down", instance="a", job="node", severity="page", team="db"} stale"#,
+            ]
+        );
+        let g = group.lock();
+        assert_eq!(g.rules[1].health, Health::Ok);
+        assert_eq!(g.last_evaluation, 15_000);
+    }
 
     #[test]
     fn aligned_eval_times() {
