@@ -59,7 +59,10 @@ pub fn run(files: &[PathBuf], out: &mut dyn Write) -> bool {
         // A broken `out` cannot be reported anywhere else; the result still
         // says whether the tests passed.
         let _ = writeln!(out, "Unit Testing:  {}", file.display());
-        let failures = run_file(file);
+        let FileReport { warnings, failures } = run_file(file);
+        for warning in &warnings {
+            let _ = writeln!(out, "  WARNING: {warning}");
+        }
         if failures.is_empty() {
             let _ = writeln!(out, "  SUCCESS");
         } else {
@@ -75,17 +78,29 @@ pub fn run(files: &[PathBuf], out: &mut dyn Write) -> bool {
 }
 
 /// Runs one test file; no failures means it passed.
-pub fn run_file(path: &Path) -> Vec<Failure> {
-    match load(path) {
+pub fn run_file(path: &Path) -> FileReport {
+    let mut report = FileReport::default();
+    match load(path, &mut report.warnings) {
         Ok((file, groups)) => {
-            let mut failures = Vec::new();
             for group in &file.tests {
-                failures.extend(sim::run_group(&file, &groups, group));
+                report
+                    .failures
+                    .extend(sim::run_group(&file, &groups, group));
             }
-            failures
         }
-        Err(failure) => vec![failure],
+        Err(failure) => report.failures.push(failure),
     }
+    report
+}
+
+/// What running one test file found.
+#[derive(Debug, Default)]
+pub struct FileReport {
+    /// Things that do not fail the file (a `rule_files` pattern matching
+    /// no file, which the reference runner only warns about).
+    pub warnings: Vec<String>,
+    /// Empty when the file passed.
+    pub failures: Vec<Failure>,
 }
 
 /// Why a test file failed.
@@ -371,7 +386,10 @@ fn duration_ms(field: &str, text: Option<&str>, default: i64) -> Result<i64, Fai
 }
 
 /// Reads the test file and the rule files it names.
-fn load(path: &Path) -> Result<(TestFile, Vec<(PathBuf, rules::RuleFile)>), Failure> {
+fn load(
+    path: &Path,
+    warnings: &mut Vec<String>,
+) -> Result<(TestFile, Vec<(PathBuf, rules::RuleFile)>), Failure> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| Failure::Invalid(format!("cannot read {}: {e}", path.display())))?;
     let yaml: TestFileYaml = serde_saphyr::from_str(&text)
@@ -381,11 +399,12 @@ fn load(path: &Path) -> Result<(TestFile, Vec<(PathBuf, rules::RuleFile)>), Fail
         yaml.evaluation_interval.as_deref(),
         60_000,
     )?;
-    if evaluation_interval <= 0 {
-        return Err(Failure::Invalid(
-            "evaluation_interval must be above zero".to_string(),
-        ));
-    }
+    // Zero means the default, as for the reference runner.
+    let evaluation_interval = if evaluation_interval <= 0 {
+        60_000
+    } else {
+        evaluation_interval
+    };
     let mut group_order = BTreeMap::new();
     for (i, name) in yaml.group_eval_order.iter().enumerate() {
         if group_order.insert(name.clone(), i).is_some() {
@@ -396,10 +415,10 @@ fn load(path: &Path) -> Result<(TestFile, Vec<(PathBuf, rules::RuleFile)>), Fail
     }
     let mut tests = Vec::new();
     for g in yaml.tests {
-        let interval = duration_ms("interval", g.interval.as_deref(), evaluation_interval)?;
-        if interval <= 0 {
-            return Err(Failure::Invalid("interval must be above zero".to_string()));
-        }
+        let interval = match duration_ms("interval", g.interval.as_deref(), 0)? {
+            0 => evaluation_interval,
+            i => i,
+        };
         let mut alert_tests = Vec::new();
         for a in g.alert_rule_test {
             alert_tests.push(AlertTest {
@@ -427,18 +446,21 @@ fn load(path: &Path) -> Result<(TestFile, Vec<(PathBuf, rules::RuleFile)>), Fail
         });
     }
     let dir = path.parent().unwrap_or(Path::new(""));
-    let rule_paths: Vec<PathBuf> = yaml
-        .rule_files
-        .iter()
-        .map(|f| {
-            let p = Path::new(f);
-            if p.is_absolute() {
-                p.to_path_buf()
-            } else {
-                dir.join(p)
-            }
-        })
-        .collect();
+    let mut rule_paths = Vec::new();
+    for pattern in &yaml.rule_files {
+        let p = Path::new(pattern);
+        let pattern = if p.is_absolute() || pattern.is_empty() {
+            p.to_path_buf()
+        } else {
+            dir.join(p)
+        };
+        let matches = glob(&pattern)
+            .map_err(|e| Failure::Invalid(format!("rule_files {}: {e}", pattern.display())))?;
+        if matches.is_empty() {
+            warnings.push(format!("no file match pattern {}", pattern.display()));
+        }
+        rule_paths.extend(matches);
+    }
     let rule_files = rules::load_files(&rule_paths).map_err(|errors| {
         let text: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
         Failure::Invalid(text.join("\n    "))
@@ -451,4 +473,86 @@ fn load(path: &Path) -> Result<(TestFile, Vec<(PathBuf, rules::RuleFile)>), Fail
         },
         rule_files,
     ))
+}
+
+/// Expands `*`, `?` and `[...]` in any component of `pattern` (within one
+/// component, like a shell); a pattern without them names itself if the
+/// file exists. Matches come sorted per directory.
+fn glob(pattern: &Path) -> Result<Vec<PathBuf>, String> {
+    let is_meta = |s: &str| s.contains(['*', '?', '[']);
+    let mut current = vec![PathBuf::new()];
+    for component in pattern.components() {
+        let text = component.as_os_str().to_string_lossy();
+        let mut next = Vec::new();
+        if !is_meta(&text) {
+            for base in current {
+                next.push(base.join(component.as_os_str()));
+            }
+        } else {
+            let re = glob_regex(&text)?;
+            for base in current {
+                let dir = if base.as_os_str().is_empty() {
+                    Path::new(".")
+                } else {
+                    base.as_path()
+                };
+                let Ok(entries) = std::fs::read_dir(dir) else {
+                    continue;
+                };
+                let mut names: Vec<String> = entries
+                    .filter_map(|e| e.ok())
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|n| re.is_match(n))
+                    .collect();
+                names.sort();
+                next.extend(names.into_iter().map(|n| base.join(n)));
+            }
+        }
+        current = next;
+    }
+    Ok(current.into_iter().filter(|p| p.exists()).collect())
+}
+
+/// The regular expression of one glob component.
+fn glob_regex(component: &str) -> Result<regex::Regex, String> {
+    let mut re = String::from("^");
+    let mut chars = component.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '*' => re.push_str(".*"),
+            '?' => re.push('.'),
+            '[' => {
+                re.push('[');
+                let mut closed = false;
+                let mut first = true;
+                for c in chars.by_ref() {
+                    match c {
+                        ']' => {
+                            closed = true;
+                            break;
+                        }
+                        // Only `^` negates (`!` is a plain character).
+                        '^' if first => re.push('^'),
+                        '\\' | '[' => {
+                            re.push('\\');
+                            re.push(c);
+                        }
+                        _ => re.push(c),
+                    }
+                    first = false;
+                }
+                if !closed {
+                    return Err(format!("syntax error in pattern {component:?}"));
+                }
+                re.push(']');
+            }
+            '\\' => match chars.next() {
+                Some(e) => re.push_str(&regex::escape(&e.to_string())),
+                None => return Err(format!("syntax error in pattern {component:?}")),
+            },
+            _ => re.push_str(&regex::escape(&c.to_string())),
+        }
+    }
+    re.push('$');
+    regex::Regex::new(&re).map_err(|e| format!("syntax error in pattern {component:?}: {e}"))
 }
