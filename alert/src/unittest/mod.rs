@@ -28,6 +28,7 @@
 //!         exp_samples:
 //!           - labels: 'name{label="value"}'
 //!             value: <number>
+//!             histogram: <string>    native histograms: not supported
 //! ```
 //!
 //! Each test group gets its own storage in a temporary directory holding the
@@ -340,6 +341,10 @@ struct ExpSampleYaml {
     labels: String,
     #[serde(default)]
     value: f64,
+    /// A native histogram in the test notation; not supported (empty is
+    /// accepted and ignored).
+    #[serde(default)]
+    histogram: String,
 }
 
 /// A test file with its durations parsed (milliseconds).

@@ -275,6 +275,12 @@ fn check_expr(db: &Db, test: &super::ExprTest) -> Option<Failure> {
     };
     let mut expected = Vec::new();
     for s in &test.exp_samples {
+        if !s.histogram.is_empty() {
+            return Some(error(format!(
+                "labels {:?}: native histogram samples are not supported",
+                s.labels
+            )));
+        }
         match parse_labels(&s.labels) {
             Ok((labels, rest)) if rest.trim().is_empty() => {
                 expected.push((to_map(&labels), s.value));
