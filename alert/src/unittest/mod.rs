@@ -5,12 +5,15 @@
 //! A test file (YAML, unknown fields rejected):
 //!
 //! ```text
-//! rule_files: [<path>, ...]          relative to the test file
-//! evaluation_interval: <duration>    default 1m
-//! group_eval_order: [<group>, ...]   groups evaluated in this order
+//! rule_files: [<pattern>, ...]       relative to the test file; Go glob syntax
+//!                                    (`*`, `?`, `[a-z]`, `[^a]`); no match only warns
+//! evaluation_interval: <duration>    default (and 0 means) 1m
+//! group_eval_order: [<group>, ...]   listed groups in this order; unlisted ones
+//!                                    sort with the first
 //! tests:
 //!   - name: <string>
-//!     interval: <duration>           spacing of input values; default evaluation_interval
+//!     interval: <duration>           spacing of input values; default (and 0
+//!                                    means) evaluation_interval
 //!     input_series:
 //!       - series: 'name{label="value"}'
 //!         values: '1+1x10 _ stale'   the value notation of PromQL test files
@@ -31,12 +34,22 @@
 //!             histogram: <string>    native histograms: not supported
 //! ```
 //!
-//! Each test group gets its own storage in a temporary directory holding the
-//! input series; the rule groups are evaluated at every multiple of
-//! `evaluation_interval` from 0 to the largest eval time, recording results
-//! and `ALERTS`/`ALERTS_FOR_STATE` written back (with stale markers when a
-//! series ends). An alert test at `eval_time` sees the state of the last
-//! evaluation at or before it; expression tests run after all evaluations.
+//! Each test group gets its own storage in a temporary directory. The rule
+//! groups (`query_offset` and `limit` honoured, group `interval` ignored)
+//! are evaluated at every multiple of `evaluation_interval` from 0 to the
+//! largest eval time; before each step the input samples up to that step are
+//! written (so nothing later is ever visible, also not to expression tests).
+//! Recording results and `ALERTS`/`ALERTS_FOR_STATE` are written back at the
+//! query time, with stale markers when a series ends; rules later in a group
+//! and later steps see them. Alert state is [`crate::state::AlertingRule`].
+//! An alert test at `eval_time` sees the state of the last evaluation at or
+//! before it; expression tests run after all evaluations. A rule that fails
+//! to evaluate ends its test group. Samples compare exactly (NaN never
+//! equal), after sorting by labels; alerts compare as sorted (labels,
+//! annotations) lists of the firing alerts of every rule with that name.
+//!
+//! Where the reference runner is nondeterministic (it orders groups not in
+//! `group_eval_order` at random), groups run in rule-file order.
 
 mod sim;
 #[cfg(test)]
