@@ -529,9 +529,9 @@ async fn restore_group(group: &SharedGroup, ctx: &Context, ts: i64) {
         let mut last: HashMap<Labels, (i64, f64)> = HashMap::new();
         if ctx.writer.is_some() {
             let query = format!(
-                "{ALERTS_FOR_STATE_METRIC}{{{ALERT_NAME_LABEL}={}}}[{}ms]",
+                "{ALERTS_FOR_STATE_METRIC}{{{ALERT_NAME_LABEL}={}}}[{}s]",
                 quote(&name),
-                millis(ctx.outage_tolerance)
+                ctx.outage_tolerance.as_secs().max(1)
             );
             match ctx.querier.query(tenant, &query, ts).await {
                 Ok(Value::Matrix(series)) => {

@@ -243,9 +243,7 @@ impl AlertingRule {
             if strata_storage::is_stale_nan(active_at_secs) || !active_at_secs.is_finite() {
                 continue;
             }
-            // Prometheus keeps seconds in this series.
-            let down_at = down_at.div_euclid(1000) * 1000;
-            let mut active_at = (active_at_secs as i64).saturating_mul(1000);
+            let mut active_at = (active_at_secs * 1000.0).round() as i64;
             let remaining = hold - (down_at - active_at);
             if remaining <= 0 {
                 // Was firing: the next evaluation fires it again at once.
@@ -308,7 +306,10 @@ fn for_state_series(alert: &Alert, ts: i64) -> SeriesSamples {
         labels: with_name(&alert.labels, ALERTS_FOR_STATE_METRIC),
         samples: vec![strata_storage::Sample {
             timestamp: ts,
-            value: alert.active_at.div_euclid(1000) as f64,
+            // Seconds like Prometheus, with the milliseconds kept as the
+            // fraction so that a restore gives back the exact `activeAt`
+            // (readers that truncate to whole seconds still work).
+            value: alert.active_at as f64 / 1000.0,
         }],
     }
 }
@@ -607,7 +608,7 @@ mod tests {
             rule.eval(restart * S, vec![firing("a", 1.0)], 0)
                 .expect("eval");
             rule.restore(restart * S, Duration::from_secs(grace), |_| {
-                Some((down_at * S + 123, active_at as f64))
+                Some((down_at * S, active_at as f64))
             });
             let got = rule.active.values().next().expect("alert").active_at;
             assert_eq!(got, want * S, "case for={hold} down_at={down_at}");
