@@ -73,7 +73,12 @@ pub fn run(files: &[PathBuf], out: &mut dyn Write) -> bool {
         // A broken `out` cannot be reported anywhere else; the result still
         // says whether the tests passed.
         let _ = writeln!(out, "Unit Testing:  {}", file.display());
-        let FileReport { warnings, failures } = run_file(file);
+        // The temporary storage logs its opening and closing; to someone
+        // running tests that is noise, so it is not logged at all.
+        let FileReport { warnings, failures } =
+            tracing::subscriber::with_default(tracing::subscriber::NoSubscriber::default(), || {
+                run_file(file)
+            });
         for warning in &warnings {
             let _ = writeln!(out, "  WARNING: {warning}");
         }
