@@ -170,7 +170,8 @@ fn duration_text(ms: i64) -> String {
 impl fmt::Display for Failure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Failure::Invalid(message) => write!(f, "    {message}"),
+            // Unindented, as the reference runner prints file-level errors.
+            Failure::Invalid(message) => write!(f, "{message}"),
             Failure::Eval { rule, time, error } => write!(
                 f,
                 "    rule: {rule}, time: {}, err: {error}",
@@ -486,7 +487,7 @@ fn load(
     }
     let rule_files = rules::load_files(&rule_paths).map_err(|errors| {
         let text: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
-        Failure::Invalid(text.join("\n    "))
+        Failure::Invalid(text.join("\n"))
     })?;
     Ok((
         TestFile {

@@ -175,7 +175,10 @@ pub(super) fn run_group(
     };
     for a in &tg.alert_tests {
         if a.alertname.is_empty() {
-            return invalid("alertname is empty".to_string());
+            return invalid(format!(
+                "an item under alert_rule_test misses required attribute alertname at eval_time {}",
+                super::duration_text(a.eval_time)
+            ));
         }
     }
     let alert_times: Vec<i64> = tg

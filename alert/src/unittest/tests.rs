@@ -224,7 +224,7 @@ fn invalid_files() {
     check(
         "rule_files: [rules.yaml]\ntests:\n- alert_rule_test:\n  - eval_time: 1m\n",
         false,
-        &["alertname is empty"],
+        &["an item under alert_rule_test misses required attribute alertname at eval_time 1m"],
     );
     // Zero intervals mean the defaults.
     check(
