@@ -211,7 +211,10 @@ fn alert_fires_reaches_alertmanager_survives_restart_and_resolves() {
     assert_eq!(received["labels"]["severity"], "page", "{received}");
     assert_eq!(received["labels"]["site"], "lab", "{received}");
     assert_eq!(received["labels"]["room"], "lab", "{received}");
-    assert_eq!(received["annotations"]["summary"], "lab is at 80", "{received}");
+    assert_eq!(
+        received["annotations"]["summary"], "lab is at 80",
+        "{received}"
+    );
     assert!(
         received["generatorURL"]
             .as_str()

@@ -52,8 +52,8 @@ fn cpu_time(pid: u32) -> Duration {
     // Fields after the command name, which is in parentheses.
     let rest = &stat[stat.rfind(')').expect("comm") + 2..];
     let fields: Vec<&str> = rest.split(' ').collect();
-    let ticks: u64 = fields[11].parse::<u64>().expect("utime")
-        + fields[12].parse::<u64>().expect("stime");
+    let ticks: u64 =
+        fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime");
     let hz: u64 = Command::new("getconf")
         .arg("CLK_TCK")
         .output()
@@ -121,13 +121,19 @@ fn rules_cpu_share() {
         - metric_sum(&before, "strata_alert_group_evaluations_total");
     let failures = metric_sum(&after, "strata_alert_rule_evaluation_failures_total");
     let duration_sum = metric_sum(&after, "strata_alert_group_evaluation_duration_seconds_sum")
-        - metric_sum(&before, "strata_alert_group_evaluation_duration_seconds_sum");
+        - metric_sum(
+            &before,
+            "strata_alert_group_evaluation_duration_seconds_sum",
+        );
     eprintln!(
         "window {wall:?}: {evaluations} group evaluations ({} rule evaluations), \
          process CPU {cpu:?} = {:.1}% of one core; evaluation wall time {duration_sum:.2}s",
         evaluations as usize * (METRICS / GROUPS),
         cpu.as_secs_f64() / wall.as_secs_f64() * 100.0
     );
-    assert!(evaluations >= GROUPS as f64, "too few evaluations: {evaluations}");
+    assert!(
+        evaluations >= GROUPS as f64,
+        "too few evaluations: {evaluations}"
+    );
     assert_eq!(failures, 0.0, "evaluation failures:\n{after}");
 }
