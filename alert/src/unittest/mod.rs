@@ -5,12 +5,15 @@
 //! A test file (YAML, unknown fields rejected):
 //!
 //! ```text
-//! rule_files: [<path>, ...]          relative to the test file
-//! evaluation_interval: <duration>    default 1m
-//! group_eval_order: [<group>, ...]   groups evaluated in this order
+//! rule_files: [<pattern>, ...]       relative to the test file; Go glob syntax
+//!                                    (`*`, `?`, `[a-z]`, `[^a]`); no match only warns
+//! evaluation_interval: <duration>    default (and 0 means) 1m
+//! group_eval_order: [<group>, ...]   listed groups in this order; unlisted ones
+//!                                    sort with the first
 //! tests:
 //!   - name: <string>
-//!     interval: <duration>           spacing of input values; default evaluation_interval
+//!     interval: <duration>           spacing of input values; default (and 0
+//!                                    means) evaluation_interval
 //!     input_series:
 //!       - series: 'name{label="value"}'
 //!         values: '1+1x10 _ stale'   the value notation of PromQL test files
@@ -28,14 +31,25 @@
 //!         exp_samples:
 //!           - labels: 'name{label="value"}'
 //!             value: <number>
+//!             histogram: <string>    native histograms: not supported
 //! ```
 //!
-//! Each test group gets its own storage in a temporary directory holding the
-//! input series; the rule groups are evaluated at every multiple of
-//! `evaluation_interval` from 0 to the largest eval time, recording results
-//! and `ALERTS`/`ALERTS_FOR_STATE` written back (with stale markers when a
-//! series ends). An alert test at `eval_time` sees the state of the last
-//! evaluation at or before it; expression tests run after all evaluations.
+//! Each test group gets its own storage in a temporary directory. The rule
+//! groups (`query_offset` and `limit` honoured, group `interval` ignored)
+//! are evaluated at every multiple of `evaluation_interval` from 0 to the
+//! largest eval time; before each step the input samples up to that step are
+//! written (so nothing later is ever visible, also not to expression tests).
+//! Recording results and `ALERTS`/`ALERTS_FOR_STATE` are written back at the
+//! query time, with stale markers when a series ends; rules later in a group
+//! and later steps see them. Alert state is [`crate::state::AlertingRule`].
+//! An alert test at `eval_time` sees the state of the last evaluation at or
+//! before it; expression tests run after all evaluations. A rule that fails
+//! to evaluate ends its test group. Samples compare exactly (NaN never
+//! equal), after sorting by labels; alerts compare as sorted (labels,
+//! annotations) lists of the firing alerts of every rule with that name.
+//!
+//! Where the reference runner is nondeterministic (it orders groups not in
+//! `group_eval_order` at random), groups run in rule-file order.
 
 mod sim;
 #[cfg(test)]
@@ -59,7 +73,15 @@ pub fn run(files: &[PathBuf], out: &mut dyn Write) -> bool {
         // A broken `out` cannot be reported anywhere else; the result still
         // says whether the tests passed.
         let _ = writeln!(out, "Unit Testing:  {}", file.display());
-        let failures = run_file(file);
+        // The temporary storage logs its opening and closing; to someone
+        // running tests that is noise, so it is not logged at all.
+        let FileReport { warnings, failures } =
+            tracing::subscriber::with_default(tracing::subscriber::NoSubscriber::default(), || {
+                run_file(file)
+            });
+        for warning in &warnings {
+            let _ = writeln!(out, "  WARNING: {warning}");
+        }
         if failures.is_empty() {
             let _ = writeln!(out, "  SUCCESS");
         } else {
@@ -75,17 +97,29 @@ pub fn run(files: &[PathBuf], out: &mut dyn Write) -> bool {
 }
 
 /// Runs one test file; no failures means it passed.
-pub fn run_file(path: &Path) -> Vec<Failure> {
-    match load(path) {
+pub fn run_file(path: &Path) -> FileReport {
+    let mut report = FileReport::default();
+    match load(path, &mut report.warnings) {
         Ok((file, groups)) => {
-            let mut failures = Vec::new();
             for group in &file.tests {
-                failures.extend(sim::run_group(&file, &groups, group));
+                report
+                    .failures
+                    .extend(sim::run_group(&file, &groups, group));
             }
-            failures
         }
-        Err(failure) => vec![failure],
+        Err(failure) => report.failures.push(failure),
     }
+    report
+}
+
+/// What running one test file found.
+#[derive(Debug, Default)]
+pub struct FileReport {
+    /// Things that do not fail the file (a `rule_files` pattern matching
+    /// no file, which the reference runner only warns about).
+    pub warnings: Vec<String>,
+    /// Empty when the file passed.
+    pub failures: Vec<Failure>,
 }
 
 /// Why a test file failed.
@@ -136,7 +170,8 @@ fn duration_text(ms: i64) -> String {
 impl fmt::Display for Failure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Failure::Invalid(message) => write!(f, "    {message}"),
+            // Unindented, as the reference runner prints file-level errors.
+            Failure::Invalid(message) => write!(f, "{message}"),
             Failure::Eval { rule, time, error } => write!(
                 f,
                 "    rule: {rule}, time: {}, err: {error}",
@@ -325,6 +360,10 @@ struct ExpSampleYaml {
     labels: String,
     #[serde(default)]
     value: f64,
+    /// A native histogram in the test notation; not supported (empty is
+    /// accepted and ignored).
+    #[serde(default)]
+    histogram: String,
 }
 
 /// A test file with its durations parsed (milliseconds).
@@ -371,7 +410,10 @@ fn duration_ms(field: &str, text: Option<&str>, default: i64) -> Result<i64, Fai
 }
 
 /// Reads the test file and the rule files it names.
-fn load(path: &Path) -> Result<(TestFile, Vec<(PathBuf, rules::RuleFile)>), Failure> {
+fn load(
+    path: &Path,
+    warnings: &mut Vec<String>,
+) -> Result<(TestFile, Vec<(PathBuf, rules::RuleFile)>), Failure> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| Failure::Invalid(format!("cannot read {}: {e}", path.display())))?;
     let yaml: TestFileYaml = serde_saphyr::from_str(&text)
@@ -381,11 +423,12 @@ fn load(path: &Path) -> Result<(TestFile, Vec<(PathBuf, rules::RuleFile)>), Fail
         yaml.evaluation_interval.as_deref(),
         60_000,
     )?;
-    if evaluation_interval <= 0 {
-        return Err(Failure::Invalid(
-            "evaluation_interval must be above zero".to_string(),
-        ));
-    }
+    // Zero means the default, as for the reference runner.
+    let evaluation_interval = if evaluation_interval <= 0 {
+        60_000
+    } else {
+        evaluation_interval
+    };
     let mut group_order = BTreeMap::new();
     for (i, name) in yaml.group_eval_order.iter().enumerate() {
         if group_order.insert(name.clone(), i).is_some() {
@@ -396,10 +439,10 @@ fn load(path: &Path) -> Result<(TestFile, Vec<(PathBuf, rules::RuleFile)>), Fail
     }
     let mut tests = Vec::new();
     for g in yaml.tests {
-        let interval = duration_ms("interval", g.interval.as_deref(), evaluation_interval)?;
-        if interval <= 0 {
-            return Err(Failure::Invalid("interval must be above zero".to_string()));
-        }
+        let interval = match duration_ms("interval", g.interval.as_deref(), 0)? {
+            0 => evaluation_interval,
+            i => i,
+        };
         let mut alert_tests = Vec::new();
         for a in g.alert_rule_test {
             alert_tests.push(AlertTest {
@@ -427,21 +470,24 @@ fn load(path: &Path) -> Result<(TestFile, Vec<(PathBuf, rules::RuleFile)>), Fail
         });
     }
     let dir = path.parent().unwrap_or(Path::new(""));
-    let rule_paths: Vec<PathBuf> = yaml
-        .rule_files
-        .iter()
-        .map(|f| {
-            let p = Path::new(f);
-            if p.is_absolute() {
-                p.to_path_buf()
-            } else {
-                dir.join(p)
-            }
-        })
-        .collect();
+    let mut rule_paths = Vec::new();
+    for pattern in &yaml.rule_files {
+        let p = Path::new(pattern);
+        let pattern = if p.is_absolute() || pattern.is_empty() {
+            p.to_path_buf()
+        } else {
+            dir.join(p)
+        };
+        let matches = glob(&pattern)
+            .map_err(|e| Failure::Invalid(format!("rule_files {}: {e}", pattern.display())))?;
+        if matches.is_empty() {
+            warnings.push(format!("no file match pattern {}", pattern.display()));
+        }
+        rule_paths.extend(matches);
+    }
     let rule_files = rules::load_files(&rule_paths).map_err(|errors| {
         let text: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
-        Failure::Invalid(text.join("\n    "))
+        Failure::Invalid(text.join("\n"))
     })?;
     Ok((
         TestFile {
@@ -451,4 +497,86 @@ fn load(path: &Path) -> Result<(TestFile, Vec<(PathBuf, rules::RuleFile)>), Fail
         },
         rule_files,
     ))
+}
+
+/// Expands `*`, `?` and `[...]` in any component of `pattern` (within one
+/// component, like a shell); a pattern without them names itself if the
+/// file exists. Matches come sorted per directory.
+fn glob(pattern: &Path) -> Result<Vec<PathBuf>, String> {
+    let is_meta = |s: &str| s.contains(['*', '?', '[']);
+    let mut current = vec![PathBuf::new()];
+    for component in pattern.components() {
+        let text = component.as_os_str().to_string_lossy();
+        let mut next = Vec::new();
+        if !is_meta(&text) {
+            for base in current {
+                next.push(base.join(component.as_os_str()));
+            }
+        } else {
+            let re = glob_regex(&text)?;
+            for base in current {
+                let dir = if base.as_os_str().is_empty() {
+                    Path::new(".")
+                } else {
+                    base.as_path()
+                };
+                let Ok(entries) = std::fs::read_dir(dir) else {
+                    continue;
+                };
+                let mut names: Vec<String> = entries
+                    .filter_map(|e| e.ok())
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|n| re.is_match(n))
+                    .collect();
+                names.sort();
+                next.extend(names.into_iter().map(|n| base.join(n)));
+            }
+        }
+        current = next;
+    }
+    Ok(current.into_iter().filter(|p| p.exists()).collect())
+}
+
+/// The regular expression of one glob component.
+fn glob_regex(component: &str) -> Result<regex::Regex, String> {
+    let mut re = String::from("^");
+    let mut chars = component.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '*' => re.push_str(".*"),
+            '?' => re.push('.'),
+            '[' => {
+                re.push('[');
+                let mut closed = false;
+                let mut first = true;
+                for c in chars.by_ref() {
+                    match c {
+                        ']' => {
+                            closed = true;
+                            break;
+                        }
+                        // Only `^` negates (`!` is a plain character).
+                        '^' if first => re.push('^'),
+                        '\\' | '[' => {
+                            re.push('\\');
+                            re.push(c);
+                        }
+                        _ => re.push(c),
+                    }
+                    first = false;
+                }
+                if !closed {
+                    return Err(format!("syntax error in pattern {component:?}"));
+                }
+                re.push(']');
+            }
+            '\\' => match chars.next() {
+                Some(e) => re.push_str(&regex::escape(&e.to_string())),
+                None => return Err(format!("syntax error in pattern {component:?}")),
+            },
+            _ => re.push_str(&regex::escape(&c.to_string())),
+        }
+    }
+    re.push('$');
+    regex::Regex::new(&re).map_err(|e| format!("syntax error in pattern {component:?}: {e}"))
 }

@@ -175,7 +175,10 @@ pub(super) fn run_group(
     };
     for a in &tg.alert_tests {
         if a.alertname.is_empty() {
-            return invalid("alertname is empty".to_string());
+            return invalid(format!(
+                "an item under alert_rule_test misses required attribute alertname at eval_time {}",
+                super::duration_text(a.eval_time)
+            ));
         }
     }
     let alert_times: Vec<i64> = tg
@@ -275,6 +278,12 @@ fn check_expr(db: &Db, test: &super::ExprTest) -> Option<Failure> {
     };
     let mut expected = Vec::new();
     for s in &test.exp_samples {
+        if !s.histogram.is_empty() {
+            return Some(error(format!(
+                "labels {:?}: native histogram samples are not supported",
+                s.labels
+            )));
+        }
         match parse_labels(&s.labels) {
             Ok((labels, rest)) if rest.trim().is_empty() => {
                 expected.push((to_map(&labels), s.value));

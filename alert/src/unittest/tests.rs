@@ -217,11 +217,6 @@ fn duplicate_alert_labels_fail_evaluation() {
 fn invalid_files() {
     check("tests: []\nunknown: 1\n", false, &["unknown"]);
     check(
-        "rule_files: [nosuch.yaml]\ntests: []\n",
-        false,
-        &["nosuch.yaml"],
-    );
-    check(
         "rule_files: [rules.yaml]\ngroup_eval_order: [g, g]\n",
         false,
         &["group name repeated in evaluation order: g"],
@@ -229,7 +224,13 @@ fn invalid_files() {
     check(
         "rule_files: [rules.yaml]\ntests:\n- alert_rule_test:\n  - eval_time: 1m\n",
         false,
-        &["alertname is empty"],
+        &["an item under alert_rule_test misses required attribute alertname at eval_time 1m"],
+    );
+    // Zero intervals mean the defaults.
+    check(
+        "rule_files: [rules.yaml]\nevaluation_interval: 0s\ntests: [{interval: 0s}]\n",
+        true,
+        &[],
     );
     check(
         "rule_files: [rules.yaml]\nevaluation_interval: 1x\n",
@@ -263,4 +264,41 @@ fn float_text_like_go() {
 fn missing_file_fails() {
     let mut out = Vec::new();
     assert!(!run(&[PathBuf::from("/nonexistent/t.yaml")], &mut out));
+}
+
+#[test]
+fn rule_file_patterns() {
+    let sum_test = |pattern: &str| {
+        format!(
+            r#"rule_files: ["{pattern}"]
+tests:
+  - input_series: [{{series: 'up{{job="a"}}', values: "1 1"}}]
+    promql_expr_test:
+      - expr: job:up:sum
+        eval_time: 1m
+        exp_samples: [{{labels: 'job:up:sum{{job="a", kind="recorded"}}', value: 1}}]
+"#
+        )
+    };
+    check(&sum_test("rules.yaml"), true, &[]);
+    check(&sum_test("rul*.yaml"), true, &[]);
+    check(&sum_test("r?les.y[a-z]ml"), true, &[]);
+    check(&sum_test("[!r]ules.yaml"), true, &[]);
+    check(
+        &sum_test("[^r]ules.yaml"),
+        false,
+        &["no file match pattern"],
+    );
+    // A pattern matching nothing only warns, so a file without expectations
+    // on rules passes.
+    check(
+        "rule_files: [nosuch.yaml]\ntests: []\n",
+        true,
+        &[
+            "  WARNING: no file match pattern ",
+            "nosuch.yaml",
+            "SUCCESS",
+        ],
+    );
+    check("rule_files: [\"[\"]\n", false, &["syntax error in pattern"]);
 }
