@@ -8,6 +8,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
+mod alert;
 mod http;
 mod single;
 mod tenant_routes;
@@ -32,7 +33,10 @@ struct Cli {
 enum Command {
     /// Storage, ingestion and query in one process: the way to run Strata on
     /// one machine.
-    Single(single::Config),
+    Single(Box<single::Config>),
+    /// Rule evaluation against a Prometheus-compatible query URL, with
+    /// Alertmanager notification; `strata alert test` runs rule unit tests.
+    Alert(Box<alert::Args>),
 }
 
 fn main() -> ExitCode {
@@ -54,8 +58,16 @@ fn run() -> anyhow::Result<()> {
         .context("cannot start the async runtime")?;
     let result = match cli.command {
         Command::Single(config) => runtime
-            .block_on(single::run(config, shutdown_signal()))
+            .block_on(single::run(*config, shutdown_signal()))
             .context("strata single failed"),
+        Command::Alert(args) => match args.command {
+            Some(alert::AlertCommand::Test { files }) => {
+                alert::test(&files).context("strata alert test failed")
+            }
+            None => runtime
+                .block_on(alert::run(args.config, shutdown_signal()))
+                .context("strata alert failed"),
+        },
     };
     // Blocking tasks whose requests were cut at shutdown must not hold the exit.
     runtime.shutdown_timeout(Duration::from_secs(1));
@@ -147,7 +159,9 @@ mod tests {
     #[test]
     fn single_defaults() {
         let cli = Cli::try_parse_from(["strata", "single"]).expect("parses");
-        let Command::Single(config) = cli.command;
+        let Command::Single(config) = cli.command else {
+            panic!("not single");
+        };
         assert_eq!(config.listen, "127.0.0.1:8428");
         assert_eq!(config.http_shutdown_timeout, Duration::from_secs(3));
         assert_eq!(
@@ -177,12 +191,57 @@ mod tests {
         ])
         .expect("parses");
         assert_eq!(cli.log_level.as_deref(), Some("debug"));
-        let Command::Single(config) = cli.command;
+        let Command::Single(config) = cli.command else {
+            panic!("not single");
+        };
         assert_eq!(config.listen, "0.0.0.0:9000");
         assert_eq!(config.storage.data_dir, std::path::PathBuf::from("/tmp/x"));
         assert_eq!(config.storage.retention, Duration::from_secs(7 * 86_400));
         assert_eq!(config.insert.max_body_bytes, 1000);
         assert_eq!(config.http_shutdown_timeout, Duration::from_secs(1));
         assert!(Cli::try_parse_from(["strata", "single", "--insert.max-body-bytes", "0"]).is_err());
+    }
+
+    #[test]
+    fn alert_flags_and_test_subcommand() {
+        let cli = Cli::try_parse_from([
+            "strata",
+            "alert",
+            "--rule",
+            "a.yml,b/*.yml",
+            "--datasource.url",
+            "http://q:8428",
+            "--notifier.url",
+            "http://am1:9093",
+            "--notifier.url",
+            "http://am2:9093",
+            "--external-label",
+            "dc=eu",
+            "--evaluation-interval",
+            "15s",
+        ])
+        .expect("parses");
+        let Command::Alert(args) = cli.command else {
+            panic!("not alert");
+        };
+        assert!(args.command.is_none());
+        let config = args.config;
+        assert_eq!(config.listen, "127.0.0.1:8880");
+        assert_eq!(config.eval.rule, ["a.yml", "b/*.yml"]);
+        assert_eq!(config.eval.notifier_url.len(), 2);
+        assert_eq!(config.eval.external_label, [("dc".into(), "eu".into())]);
+        assert_eq!(config.eval.evaluation_interval, Duration::from_secs(15));
+        assert_eq!(config.eval.resend_delay, Duration::from_secs(60));
+        assert_eq!(config.eval.outage_tolerance, Duration::from_secs(3600));
+
+        let cli =
+            Cli::try_parse_from(["strata", "alert", "test", "t1.yml", "t2.yml"]).expect("parses");
+        let Command::Alert(args) = cli.command else {
+            panic!("not alert");
+        };
+        let Some(alert::AlertCommand::Test { files }) = args.command else {
+            panic!("not test");
+        };
+        assert_eq!(files.len(), 2);
     }
 }

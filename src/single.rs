@@ -63,6 +63,11 @@ pub struct Config {
 
     #[command(flatten)]
     pub select: strata_select::Config,
+
+    /// Rule evaluation (`--rule`, `--notifier.url`, ...): with rule files,
+    /// rules are evaluated in-process and results written to storage.
+    #[command(flatten)]
+    pub rules: strata_alert::config::EvalConfig,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -85,6 +90,8 @@ pub enum SingleError {
     StorageTask(#[source] tokio::task::JoinError),
     #[error("HTTP server stopped unexpectedly: {0}")]
     Serve(String),
+    #[error("cannot start rule evaluation: {0}")]
+    Rules(#[source] crate::alert::AlertError),
 }
 
 /// What the HTTP handlers of the process share.
@@ -150,6 +157,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     let http_metrics = HttpMetrics::register(&mut process_registry);
     let insert_metrics = strata_insert::Metrics::register(&mut process_registry);
     let select_metrics = strata_select::Metrics::register(&mut process_registry);
+    let alert_metrics = (!config.rules.rule.is_empty())
+        .then(|| strata_alert::metrics::Metrics::register(&mut process_registry));
     let state = AppState {
         readiness: Readiness::default(),
         registries: Arc::new(Registries {
@@ -214,11 +223,27 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         "Storage opened."
     );
 
-    let api = Router::new()
+    // Rules evaluate on their own tasks, queries and writes on the blocking
+    // pool, so that evaluation never holds up ingestion or queries.
+    let evaluation = match alert_metrics {
+        Some(metrics) => match start_rules(&config, &storage, metrics, &addr) {
+            Ok(evaluation) => Some(evaluation),
+            Err(e) => {
+                server.stop(&config).await;
+                close_storage(storage).await?;
+                return Err(e);
+            }
+        },
+        None => None,
+    };
+    let mut api = Router::new()
         .merge(insert_routes(&storage, &config.insert, insert_metrics))
         .merge(select_routes(&storage, &config.select, select_metrics))
-        .merge(http::admin_router(storage.clone()))
-        .route_layer(middleware::from_fn(http::tag_route));
+        .merge(http::admin_router(storage.clone()));
+    if let Some(evaluation) = &evaluation {
+        api = api.merge(strata_alert::api::router(evaluation.manager.clone()));
+    }
+    let api = api.route_layer(middleware::from_fn(http::tag_route));
     let _ = state.api.set(api);
     state.readiness.set(Phase::Ready);
     tracing::info!(
@@ -240,6 +265,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     if failure.is_none() {
         server.stop(&config).await;
     }
+    if let Some(evaluation) = evaluation {
+        evaluation.stop().await;
+    }
     close_storage(storage).await?;
     tracing::info!(
         elapsed_ms = stopping.elapsed().as_millis() as u64,
@@ -249,6 +277,35 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         None => Ok(()),
         Some(why) => Err(SingleError::Serve(why)),
     }
+}
+
+/// Starts evaluating `--rule` files over the local engine and storage.
+fn start_rules(
+    config: &Config,
+    storage: &Arc<Storage>,
+    metrics: strata_alert::metrics::Metrics,
+    addr: &str,
+) -> Result<crate::alert::Evaluation, SingleError> {
+    use strata_alert::querier::{EngineQuerier, SourceFor};
+    use strata_select::source::{Source, StorageSource};
+
+    let source_storage = storage.clone();
+    let source_for: SourceFor = Arc::new(move |tenant: Tenant| {
+        Arc::new(StorageSource::new(source_storage.clone(), tenant)) as Arc<dyn Source>
+    });
+    let engine = strata_select::promql::Engine::new(config.select.engine_options());
+    let querier = Arc::new(EngineQuerier::new(engine, source_for));
+    let writer = Arc::new(strata_alert::writer::SinkWriter::new(
+        storage.clone() as Arc<dyn strata_insert::RowSink>
+    ));
+    crate::alert::Evaluation::start(
+        &config.rules,
+        querier,
+        Some(writer),
+        metrics,
+        format!("http://{addr}"),
+    )
+    .map_err(SingleError::Rules)
 }
 
 /// The process router: health, readiness and metrics always; the API once

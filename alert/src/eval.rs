@@ -1,1 +1,1075 @@
-//! Rule group evaluation: scheduling, queries and recording results.
+//! Rule group evaluation: scheduling, queries, recording results, alert
+//! state, notification, and reloading rule files without losing state.
+//!
+//! Every group runs in its own task; its rules run in order, each seeing the
+//! results its predecessors wrote. Evaluation times are aligned like
+//! Prometheus: a group with interval `i` evaluates at `k * i + offset`, the
+//! offset derived from a hash of the group's file and name, so that groups
+//! spread over the interval and a restart keeps the same times. An iteration
+//! that starts more than one interval late skips the missed slots (counted).
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use parking_lot::Mutex;
+use strata_select::promql::Value;
+use strata_storage::{Label, METRIC_NAME_LABEL, Sample, SeriesSamples, Tenant};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::metrics::{FailureLabels, GroupLabels, Metrics};
+use crate::notifier::{Notifier, generator_url, to_am_alert};
+use crate::querier::Querier;
+use crate::rules::{Rule, RuleGroup, RuleKind, load_files};
+use crate::state::{
+    ALERT_NAME_LABEL, ALERTS_FOR_STATE_METRIC, AlertingRule, Firing, Labels, insert_sorted, millis,
+};
+use crate::template::{Data, Template};
+use crate::writer::Writer;
+
+/// Wall time in milliseconds; a trait so that tests choose the time.
+pub trait Clock: Send + Sync {
+    fn now_ms(&self) -> i64;
+}
+
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now_ms(&self) -> i64 {
+        SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, millis)
+    }
+}
+
+/// A clock tests set by hand.
+#[derive(Default)]
+pub struct ManualClock(pub std::sync::atomic::AtomicI64);
+
+impl Clock for ManualClock {
+    fn now_ms(&self) -> i64 {
+        self.0.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EvalError {
+    #[error("{0}")]
+    Query(#[from] crate::querier::QueryError),
+    #[error("rule result of {0:?} is a {1}, not a vector or scalar")]
+    ResultType(String, &'static str),
+    #[error("vector contains metrics with the same labelset after applying rule labels: {0}")]
+    DuplicateSeries(String),
+    #[error("exceeded limit of {limit} with {count} series")]
+    Limit { limit: usize, count: usize },
+    #[error("{0}")]
+    State(#[from] crate::state::StateError),
+    #[error("{0}")]
+    Write(#[from] crate::writer::WriteError),
+    #[error("template expansion failed: {0}")]
+    Expand(String),
+}
+
+impl EvalError {
+    fn reason(&self) -> &'static str {
+        match self {
+            EvalError::Query(_) => "query",
+            EvalError::Write(_) => "write",
+            _ => "rule",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Health {
+    Unknown,
+    Ok,
+    Err,
+}
+
+/// What the evaluator shares with every group.
+pub struct Context {
+    pub querier: Arc<dyn Querier>,
+    /// None: results are not written and alert state is not restored.
+    pub writer: Option<Arc<dyn Writer>>,
+    pub notifier: Arc<Notifier>,
+    pub clock: Arc<dyn Clock>,
+    pub metrics: Metrics,
+    pub external_labels: BTreeMap<String, String>,
+    pub external_url: String,
+    pub default_interval: Duration,
+    pub default_query_offset: Duration,
+    pub default_tenant: Tenant,
+    pub resend_delay: Duration,
+    pub for_grace_period: Duration,
+    pub outage_tolerance: Duration,
+}
+
+/// One rule and what its evaluations left behind.
+pub struct RuleRuntime {
+    pub rule: Rule,
+    /// The group's labels overridden by the rule's.
+    merged_labels: BTreeMap<String, String>,
+    labels: Vec<(String, Template)>,
+    annotations: Vec<(String, Template)>,
+    /// The alert state, for alerting rules.
+    pub alert: Option<AlertingRule>,
+    pub health: Health,
+    pub last_error: String,
+    /// Time of the last evaluation (ms); 0 before the first.
+    pub last_evaluation: i64,
+    pub evaluation_seconds: f64,
+    /// Series written by the last evaluation, to mark the vanished stale.
+    previous: HashSet<Labels>,
+}
+
+impl RuleRuntime {
+    fn new(rule: Rule, group_labels: &BTreeMap<String, String>) -> RuleRuntime {
+        let mut all = group_labels.clone();
+        all.extend(rule.labels.clone());
+        let compile = |kind: &str, (name, text): (&String, &String)| {
+            let template = Template::parse(&format!("{kind}.{name}"), text).unwrap_or_else(|e| {
+                // Loading validated the templates already; a failure here
+                // shows in the expanded value rather than stopping the rule.
+                Template::parse(name, &format!("<error parsing template: {e}>"))
+                    .unwrap_or_else(|_| unreachable_template())
+            });
+            (name.clone(), template)
+        };
+        let labels = all.iter().map(|kv| compile("label", kv)).collect();
+        let annotations = rule
+            .annotations
+            .iter()
+            .map(|kv| compile("annotation", kv))
+            .collect();
+        let alert = match &rule.kind {
+            RuleKind::Alert(name) => Some(AlertingRule::new(name, rule.for_, rule.keep_firing_for)),
+            RuleKind::Record(_) => None,
+        };
+        RuleRuntime {
+            rule,
+            merged_labels: all,
+            labels,
+            annotations,
+            alert,
+            health: Health::Unknown,
+            last_error: String::new(),
+            last_evaluation: 0,
+            evaluation_seconds: 0.0,
+            previous: HashSet::new(),
+        }
+    }
+
+    /// What identifies a rule across reloads: kind, name and labels.
+    fn identity(&self) -> (bool, String, Vec<(String, String)>) {
+        let labels = self
+            .rule
+            .labels
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        (self.rule.is_alert(), self.rule.name().to_string(), labels)
+    }
+}
+
+fn unreachable_template() -> Template {
+    // A literal text always parses.
+    Template::parse("error", "<error>").unwrap_or_else(|_| unreachable_template())
+}
+
+/// One group: its settings, its rules, and when it last ran.
+pub struct GroupRuntime {
+    pub file: PathBuf,
+    pub name: String,
+    pub interval: Duration,
+    pub limit: usize,
+    pub query_offset: Duration,
+    pub tenant: Tenant,
+    pub rules: Vec<RuleRuntime>,
+    pub last_evaluation: i64,
+    pub evaluation_seconds: f64,
+    /// Whether the start-up restore from `ALERTS_FOR_STATE` is still due.
+    restore_due: bool,
+}
+
+pub type SharedGroup = Arc<Mutex<GroupRuntime>>;
+
+impl GroupRuntime {
+    pub fn new(file: &Path, group: RuleGroup, ctx: &Context) -> Result<GroupRuntime, String> {
+        let tenant = match &group.tenant {
+            Some(t) => Tenant::from_str(t)
+                .map_err(|_| format!("group {:?}: invalid tenant {t:?}", group.name))?,
+            None => ctx.default_tenant,
+        };
+        let rules = group
+            .rules
+            .into_iter()
+            .map(|r| RuleRuntime::new(r, &group.labels))
+            .collect();
+        Ok(GroupRuntime {
+            file: file.to_path_buf(),
+            name: group.name,
+            interval: group
+                .interval
+                .filter(|i| !i.is_zero())
+                .unwrap_or(ctx.default_interval),
+            limit: usize::try_from(group.limit).unwrap_or(usize::MAX),
+            query_offset: group.query_offset.unwrap_or(ctx.default_query_offset),
+            tenant,
+            rules,
+            last_evaluation: 0,
+            evaluation_seconds: 0.0,
+            restore_due: true,
+        })
+    }
+
+    /// Where this group's evaluations fall within its interval (ms).
+    pub fn offset(&self) -> i64 {
+        let key = format!("{}\u{0}{}", self.file.display(), self.name);
+        let interval = millis(self.interval).max(1) as u64;
+        (xxhash_rust::xxh64::xxh64(key.as_bytes(), 0) % interval) as i64
+    }
+
+    /// Takes over the state of `old` for rules with the same identity.
+    fn adopt(&mut self, old: &mut GroupRuntime) {
+        let mut by_identity: HashMap<_, Vec<&mut RuleRuntime>> = HashMap::new();
+        for rule in &mut old.rules {
+            by_identity.entry(rule.identity()).or_default().push(rule);
+        }
+        for rule in &mut self.rules {
+            let Some(olds) = by_identity.get_mut(&rule.identity()) else {
+                continue;
+            };
+            if olds.is_empty() {
+                continue;
+            }
+            let old = olds.remove(0);
+            if let (Some(new), Some(previous)) = (rule.alert.as_mut(), old.alert.take()) {
+                new.active = previous.active;
+                new.restored = previous.restored;
+            }
+            rule.previous = std::mem::take(&mut old.previous);
+            rule.health = old.health;
+            rule.last_error = std::mem::take(&mut old.last_error);
+            rule.last_evaluation = old.last_evaluation;
+            rule.evaluation_seconds = old.evaluation_seconds;
+        }
+        self.restore_due = old.restore_due;
+        self.last_evaluation = old.last_evaluation;
+        self.evaluation_seconds = old.evaluation_seconds;
+    }
+}
+
+/// The first evaluation time of a group after `now`: the next `k * interval
+/// + offset`.
+pub fn next_eval_time(now: i64, interval: i64, offset: i64) -> i64 {
+    let interval = interval.max(1);
+    let adjusted = now - offset;
+    let base = adjusted - adjusted.rem_euclid(interval);
+    base + offset + interval
+}
+
+/// Evaluates every rule of `group` at `ts` (ms), in order.
+pub async fn evaluate_group(group: &SharedGroup, ctx: &Context, ts: i64) {
+    let started = Instant::now();
+    let (count, tenant, query_offset, limit, interval, name) = {
+        let g = group.lock();
+        (
+            g.rules.len(),
+            g.tenant,
+            millis(g.query_offset),
+            g.limit,
+            g.interval,
+            g.name.clone(),
+        )
+    };
+    let group_labels = GroupLabels {
+        group: name.clone(),
+    };
+    let query_ts = ts - query_offset;
+    let mut written = 0u64;
+    for index in 0..count {
+        let rule_started = Instant::now();
+        let Some(expr) = group.lock().rules.get(index).map(|r| r.rule.expr.clone()) else {
+            break;
+        };
+        let result = ctx.querier.query(tenant, &expr, query_ts).await;
+        let expansion = group.lock().rules.get(index).and_then(Expansion::of);
+        let result = match (result, expansion) {
+            (Ok(value), Some(expansion)) => match samples_of(&expr, value) {
+                Ok(samples) => expansion
+                    .run(ctx, tenant, query_ts, samples)
+                    .await
+                    .map(Evaluated::Alerts),
+                Err(e) => Err(e),
+            },
+            (Ok(value), None) => samples_of(&expr, value).map(Evaluated::Samples),
+            (Err(e), _) => Err(e.into()),
+        };
+        let outcome = {
+            let mut g = group.lock();
+            let Some(rule) = g.rules.get_mut(index) else {
+                break;
+            };
+            apply(rule, ctx, result, ts, query_ts, limit, interval)
+        };
+        let outcome = match (outcome, &ctx.writer) {
+            (Ok(series), Some(writer)) => {
+                let n: usize = series.iter().map(|s| s.samples.len()).sum();
+                match writer.write(tenant, series).await {
+                    Ok(()) => {
+                        written += n as u64;
+                        Ok(())
+                    }
+                    Err(e) => Err(EvalError::from(e)),
+                }
+            }
+            (Ok(_), None) => Ok(()),
+            (Err(e), _) => Err(e),
+        };
+        let mut g = group.lock();
+        let Some(rule) = g.rules.get_mut(index) else {
+            break;
+        };
+        rule.last_evaluation = ts;
+        rule.evaluation_seconds = rule_started.elapsed().as_secs_f64();
+        match outcome {
+            Ok(()) => {
+                rule.health = Health::Ok;
+                rule.last_error.clear();
+            }
+            Err(e) => {
+                ctx.metrics
+                    .evaluation_failures
+                    .get_or_create(&FailureLabels {
+                        group: name.clone(),
+                        reason: e.reason(),
+                    })
+                    .inc();
+                tracing::warn!(group = %name, rule = %rule.rule.name(), error = %e, "Rule evaluation failed.");
+                rule.health = Health::Err;
+                rule.last_error = e.to_string();
+            }
+        }
+    }
+
+    let restore = {
+        let mut g = group.lock();
+        std::mem::replace(&mut g.restore_due, false)
+    };
+    if restore {
+        restore_group(group, ctx, ts).await;
+    }
+
+    let elapsed = started.elapsed().as_secs_f64();
+    {
+        let mut g = group.lock();
+        g.last_evaluation = ts;
+        g.evaluation_seconds = elapsed;
+    }
+    ctx.metrics.evaluations.get_or_create(&group_labels).inc();
+    ctx.metrics
+        .evaluation_duration
+        .get_or_create(&group_labels)
+        .observe(elapsed);
+    ctx.metrics
+        .samples_written
+        .get_or_create(&group_labels)
+        .inc_by(written);
+}
+
+/// A query result as (labels, value) pairs; a scalar is one element
+/// without labels, like Prometheus.
+fn samples_of(expr: &str, value: Value) -> Result<Vec<(Labels, f64)>, EvalError> {
+    match value {
+        Value::Vector(v) => Ok(v.into_iter().map(|s| (s.labels, s.v)).collect()),
+        Value::Scalar { v, .. } => Ok(vec![(Vec::new(), v)]),
+        other => Err(EvalError::ResultType(expr.to_string(), other.type_name())),
+    }
+}
+
+/// What an evaluation produced before it meets the rule's state.
+enum Evaluated {
+    /// A recording rule's result.
+    Samples(Vec<(Labels, f64)>),
+    /// An alerting rule's result, labels and annotations expanded.
+    Alerts(Vec<Firing>),
+}
+
+/// The templates of an alerting rule, copied out of the group so that the
+/// expansion (whose `query` function runs queries) holds no lock.
+struct Expansion {
+    name: String,
+    labels: Vec<(String, Template)>,
+    annotations: Vec<(String, Template)>,
+}
+
+impl Expansion {
+    fn of(rule: &RuleRuntime) -> Option<Expansion> {
+        let RuleKind::Alert(name) = &rule.rule.kind else {
+            return None;
+        };
+        Some(Expansion {
+            name: name.clone(),
+            labels: rule.labels.clone(),
+            annotations: rule.annotations.clone(),
+        })
+    }
+
+    /// Expands every element on the blocking pool, where the templates'
+    /// `query` function can wait for the querier.
+    async fn run(
+        self,
+        ctx: &Context,
+        tenant: Tenant,
+        time: i64,
+        samples: Vec<(Labels, f64)>,
+    ) -> Result<Vec<Firing>, EvalError> {
+        if samples.is_empty() {
+            return Ok(Vec::new());
+        }
+        let querier = TemplateQuerier {
+            querier: ctx.querier.clone(),
+            runtime: tokio::runtime::Handle::current(),
+            tenant,
+            time,
+        };
+        let external_labels = ctx.external_labels.clone();
+        let external_url = ctx.external_url.clone();
+        tokio::task::spawn_blocking(move || {
+            samples
+                .into_iter()
+                .map(|(labels, value)| {
+                    self.expand(&querier, &external_labels, &external_url, labels, value)
+                })
+                .collect()
+        })
+        .await
+        .map_err(|e| EvalError::Expand(e.to_string()))
+    }
+
+    /// An alert's labels (the sample's without `__name__`, then the rule's
+    /// expanded, then `alertname`) and expanded annotations.
+    fn expand(
+        &self,
+        querier: &TemplateQuerier,
+        external_labels: &BTreeMap<String, String>,
+        external_url: &str,
+        mut labels: Labels,
+        value: f64,
+    ) -> Firing {
+        labels.retain(|l| l.name != METRIC_NAME_LABEL);
+        let data = Data {
+            labels: labels
+                .iter()
+                .map(|l| (l.name.clone(), l.value.clone()))
+                .collect(),
+            value,
+            external_labels: external_labels.clone(),
+            external_url: external_url.to_string(),
+        };
+        let expand = |template: &Template| match template.expand(&data, Some(querier)) {
+            Ok(text) => text,
+            Err(e) => format!("<error expanding template: {e}>"),
+        };
+        for (name, template) in &self.labels {
+            set_or_remove(&mut labels, name, expand(template));
+        }
+        insert_sorted(
+            &mut labels,
+            Label::new(ALERT_NAME_LABEL, self.name.as_str()),
+        );
+        let annotations = self
+            .annotations
+            .iter()
+            .map(|(name, template)| Label::new(name.as_str(), expand(template)))
+            .collect();
+        Firing {
+            labels,
+            annotations,
+            value,
+        }
+    }
+}
+
+/// The templates' `query` function: an instant query at the evaluation time.
+struct TemplateQuerier {
+    querier: Arc<dyn Querier>,
+    runtime: tokio::runtime::Handle,
+    tenant: Tenant,
+    time: i64,
+}
+
+impl crate::template::QueryFn for TemplateQuerier {
+    fn query(&self, query: &str) -> Result<Vec<crate::template::Sample>, String> {
+        let value = self
+            .runtime
+            .block_on(self.querier.query(self.tenant, query, self.time))
+            .map_err(|e| e.to_string())?;
+        let samples = samples_of(query, value).map_err(|e| e.to_string())?;
+        Ok(samples
+            .into_iter()
+            .map(|(labels, value)| crate::template::Sample {
+                labels: labels.into_iter().map(|l| (l.name, l.value)).collect(),
+                value,
+            })
+            .collect())
+    }
+}
+
+/// Turns one rule's evaluated result into series to write (and, for alerts,
+/// state changes and notifications).
+fn apply(
+    rule: &mut RuleRuntime,
+    ctx: &Context,
+    result: Result<Evaluated, EvalError>,
+    ts: i64,
+    query_ts: i64,
+    limit: usize,
+    interval: Duration,
+) -> Result<Vec<SeriesSamples>, EvalError> {
+    let mut series = match (&rule.rule.kind, result?) {
+        (RuleKind::Record(record), Evaluated::Samples(samples)) => {
+            let mut out = Vec::with_capacity(samples.len());
+            let mut seen = HashSet::with_capacity(samples.len());
+            for (mut labels, value) in samples {
+                insert_sorted(&mut labels, Label::new(METRIC_NAME_LABEL, record.as_str()));
+                // Recording rule labels are not templates: the text is the value.
+                for (name, value) in &rule.merged_labels {
+                    set_or_remove(&mut labels, name, value.clone());
+                }
+                if !seen.insert(labels.clone()) {
+                    return Err(EvalError::DuplicateSeries(crate::state::format_labels(
+                        &labels,
+                    )));
+                }
+                out.push(SeriesSamples {
+                    labels,
+                    samples: vec![Sample {
+                        timestamp: query_ts,
+                        value,
+                    }],
+                });
+            }
+            if limit > 0 && out.len() > limit {
+                return Err(EvalError::Limit {
+                    limit,
+                    count: out.len(),
+                });
+            }
+            out
+        }
+        (RuleKind::Alert(_), Evaluated::Alerts(firing)) => {
+            let Some(state) = rule.alert.as_mut() else {
+                return Ok(Vec::new());
+            };
+            let mut out = state.eval(ts, firing, limit)?;
+            for s in &mut out {
+                for sample in &mut s.samples {
+                    sample.timestamp = query_ts;
+                }
+            }
+            let to_send = state.to_send(ts, ctx.resend_delay, interval);
+            if !to_send.is_empty() {
+                let url = generator_url(&ctx.external_url, &rule.rule.expr);
+                ctx.notifier.send(
+                    to_send
+                        .iter()
+                        .map(|a| to_am_alert(a, &ctx.external_labels, &url))
+                        .collect(),
+                );
+            }
+            out
+        }
+        // Evaluation picks the variant from the same rule kind.
+        _ => return Ok(Vec::new()),
+    };
+    // Series written last time and not now get a staleness marker, so that
+    // queries stop seeing them at once rather than after the lookback.
+    let current: HashSet<Labels> = series.iter().map(|s| s.labels.clone()).collect();
+    let mut gone: Vec<&Labels> = rule.previous.difference(&current).collect();
+    gone.sort();
+    for gone in gone {
+        series.push(SeriesSamples {
+            labels: gone.clone(),
+            samples: vec![Sample {
+                timestamp: query_ts,
+                value: f64::from_bits(strata_storage::STALE_NAN_BITS),
+            }],
+        });
+    }
+    rule.previous = current;
+    Ok(series)
+}
+
+fn set_or_remove(labels: &mut Labels, name: &str, value: String) {
+    if value.is_empty() {
+        labels.retain(|l| l.name != name);
+    } else {
+        insert_sorted(labels, Label::new(name, value));
+    }
+}
+
+/// Restores `active_at` of every alerting rule of `group` from the last
+/// `ALERTS_FOR_STATE` samples within `--outage-tolerance` before `ts`.
+async fn restore_group(group: &SharedGroup, ctx: &Context, ts: i64) {
+    let (tenant, rules) = {
+        let g = group.lock();
+        let rules: Vec<(usize, String)> = g
+            .rules
+            .iter()
+            .enumerate()
+            .filter_map(|(i, r)| {
+                let alert = r.alert.as_ref()?;
+                Some((i, alert.name.clone()))
+            })
+            .collect();
+        (g.tenant, rules)
+    };
+    for (index, name) in rules {
+        let mut last: HashMap<Labels, (i64, f64)> = HashMap::new();
+        if ctx.writer.is_some() {
+            let query = format!(
+                "{ALERTS_FOR_STATE_METRIC}{{{ALERT_NAME_LABEL}={}}}[{}s]",
+                quote(&name),
+                ctx.outage_tolerance.as_secs().max(1)
+            );
+            match ctx.querier.query(tenant, &query, ts).await {
+                Ok(Value::Matrix(series)) => {
+                    for s in series {
+                        if let Some(p) = s.points.last() {
+                            let mut labels = s.labels;
+                            labels.retain(|l| l.name != METRIC_NAME_LABEL);
+                            last.insert(labels, (p.t, p.v));
+                        }
+                    }
+                }
+                Ok(other) => {
+                    tracing::warn!(alert = %name, result = other.type_name(), "Unexpected answer restoring alert state.")
+                }
+                Err(e) => {
+                    tracing::warn!(alert = %name, error = %e, "Cannot restore alert state; alerts start over.")
+                }
+            }
+        }
+        let mut g = group.lock();
+        if let Some(alert) = g.rules.get_mut(index).and_then(|r| r.alert.as_mut()) {
+            let restored = last.len();
+            alert.restore(ts, ctx.for_grace_period, |labels| last.get(labels).copied());
+            tracing::info!(alert = %name, series = restored, "Alert state restored.");
+        }
+    }
+}
+
+/// A PromQL double-quoted string.
+fn quote(s: &str) -> String {
+    format!("{s:?}")
+}
+
+/// Runs `group` until `stop` turns true.
+pub async fn run_group(group: SharedGroup, ctx: Arc<Context>, mut stop: watch::Receiver<bool>) {
+    let (interval, offset, name) = {
+        let g = group.lock();
+        (millis(g.interval).max(1), g.offset(), g.name.clone())
+    };
+    let mut next = next_eval_time(ctx.clock.now_ms(), interval, offset);
+    loop {
+        let wait = (next - ctx.clock.now_ms()).max(0) as u64;
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_millis(wait)) => {}
+            _ = stop.changed() => return,
+        }
+        if *stop.borrow() {
+            return;
+        }
+        let now = ctx.clock.now_ms();
+        let missed = (now - next) / interval;
+        if missed > 0 {
+            ctx.metrics
+                .missed_iterations
+                .get_or_create(&GroupLabels {
+                    group: name.clone(),
+                })
+                .inc_by(missed as u64);
+            tracing::warn!(group = %name, missed, "Group evaluation ran late; iterations skipped.");
+            next += missed * interval;
+        }
+        evaluate_group(&group, &ctx, next).await;
+        next += interval;
+    }
+}
+
+struct Running {
+    group: SharedGroup,
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+/// The groups of the rule files, their tasks, and reloading.
+pub struct Manager {
+    ctx: Arc<Context>,
+    patterns: Vec<String>,
+    running: Mutex<Vec<Running>>,
+    /// Modification time and length of every loaded file, to notice changes.
+    seen: Mutex<BTreeMap<PathBuf, Option<(SystemTime, u64)>>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("cannot read rule file pattern {pattern:?}: {message}")]
+    Pattern { pattern: String, message: String },
+    #[error("{}", .0.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; "))]
+    Rules(Vec<crate::rules::RuleError>),
+    #[error("{0}")]
+    Group(String),
+}
+
+impl Manager {
+    pub fn new(ctx: Arc<Context>, patterns: Vec<String>) -> Arc<Manager> {
+        Arc::new(Manager {
+            ctx,
+            patterns,
+            running: Mutex::new(Vec::new()),
+            seen: Mutex::new(BTreeMap::new()),
+        })
+    }
+
+    pub fn context(&self) -> &Arc<Context> {
+        &self.ctx
+    }
+
+    /// The groups, in file and then file order.
+    pub fn groups(&self) -> Vec<SharedGroup> {
+        self.running
+            .lock()
+            .iter()
+            .map(|r| r.group.clone())
+            .collect()
+    }
+
+    /// Loads the rule files and (re)starts the groups, carrying alert state
+    /// over to rules of the same group (file and name) with the same
+    /// identity. On error the running groups are kept.
+    pub fn load(&self) -> Result<usize, LoadError> {
+        let paths = expand_patterns(&self.patterns)?;
+        let files = load_files(&paths).map_err(LoadError::Rules)?;
+        let mut groups = Vec::new();
+        for (path, file) in files {
+            for group in file.groups {
+                groups.push(GroupRuntime::new(&path, group, &self.ctx).map_err(LoadError::Group)?);
+            }
+        }
+        let count = groups.len();
+        let mut running = self.running.lock();
+        let mut old: HashMap<(PathBuf, String), Running> = running
+            .drain(..)
+            .map(|r| {
+                let key = {
+                    let g = r.group.lock();
+                    (g.file.clone(), g.name.clone())
+                };
+                (key, r)
+            })
+            .collect();
+        for mut group in groups {
+            if let Some(previous) = old.remove(&(group.file.clone(), group.name.clone())) {
+                let _ = previous.stop.send(true);
+                previous.task.abort();
+                group.adopt(&mut previous.group.lock());
+            }
+            let shared = Arc::new(Mutex::new(group));
+            let (stop, stopped) = watch::channel(false);
+            let task = tokio::spawn(run_group(shared.clone(), self.ctx.clone(), stopped));
+            running.push(Running {
+                group: shared,
+                stop,
+                task,
+            });
+        }
+        for (_, gone) in old {
+            let _ = gone.stop.send(true);
+            gone.task.abort();
+        }
+        *self.seen.lock() = paths.iter().map(|p| (p.clone(), file_stamp(p))).collect();
+        Ok(count)
+    }
+
+    /// Whether the files matching the patterns changed since the last load.
+    pub fn changed(&self) -> bool {
+        let Ok(paths) = expand_patterns(&self.patterns) else {
+            return true;
+        };
+        let now: BTreeMap<PathBuf, Option<(SystemTime, u64)>> =
+            paths.iter().map(|p| (p.clone(), file_stamp(p))).collect();
+        *self.seen.lock() != now
+    }
+
+    /// Stops every group task.
+    pub async fn stop(&self) {
+        let running: Vec<Running> = self.running.lock().drain(..).collect();
+        for r in &running {
+            let _ = r.stop.send(true);
+        }
+        for r in running {
+            let _ = tokio::time::timeout(Duration::from_secs(5), r.task).await;
+        }
+    }
+}
+
+fn file_stamp(path: &Path) -> Option<(SystemTime, u64)> {
+    let meta = std::fs::metadata(path).ok()?;
+    Some((meta.modified().ok()?, meta.len()))
+}
+
+/// Expands `*` and `?` in the file name part of each pattern, sorted.
+pub fn expand_patterns(patterns: &[String]) -> Result<Vec<PathBuf>, LoadError> {
+    let mut out = Vec::new();
+    for pattern in patterns {
+        let path = Path::new(pattern);
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        if !name.contains(['*', '?']) {
+            out.push(path.to_path_buf());
+            continue;
+        }
+        let dir = match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        let entries = std::fs::read_dir(&dir).map_err(|e| LoadError::Pattern {
+            pattern: pattern.clone(),
+            message: e.to_string(),
+        })?;
+        let mut matched: Vec<PathBuf> = entries
+            .filter_map(|e| e.ok())
+            .filter(|e| wildcard_match(&name, &e.file_name().to_string_lossy()))
+            .map(|e| e.path())
+            .collect();
+        matched.sort();
+        out.extend(matched);
+    }
+    Ok(out)
+}
+
+fn wildcard_match(pattern: &str, text: &str) -> bool {
+    let p: Vec<char> = pattern.chars().collect();
+    let t: Vec<char> = text.chars().collect();
+    let (mut pi, mut ti, mut star, mut mark) = (0, 0, None, 0);
+    while ti < t.len() {
+        if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) {
+            pi += 1;
+            ti += 1;
+        } else if pi < p.len() && p[pi] == '*' {
+            star = Some(pi);
+            mark = ti;
+            pi += 1;
+        } else if let Some(s) = star {
+            pi = s + 1;
+            mark += 1;
+            ti = mark;
+        } else {
+            return false;
+        }
+    }
+    p[pi..].iter().all(|&c| c == '*')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::querier::{BoxFuture, QueryError};
+    use crate::writer::WriteError;
+    use strata_select::promql::Sample as QuerySample;
+
+    /// Answers each expression from a table the test changes between
+    /// evaluations.
+    #[derive(Default)]
+    struct Scripted(Mutex<HashMap<String, Vec<(Labels, f64)>>>);
+
+    impl Querier for Scripted {
+        fn query<'a>(
+            &'a self,
+            _tenant: Tenant,
+            query: &'a str,
+            time: i64,
+        ) -> BoxFuture<'a, Result<Value, QueryError>> {
+            let rows = self.0.lock().get(query).cloned().unwrap_or_default();
+            Box::pin(async move {
+                if query.starts_with(ALERTS_FOR_STATE_METRIC) {
+                    return Ok(Value::Matrix(Vec::new()));
+                }
+                Ok(Value::Vector(
+                    rows.into_iter()
+                        .map(|(labels, v)| QuerySample { labels, t: time, v })
+                        .collect(),
+                ))
+            })
+        }
+    }
+
+    #[derive(Default)]
+    struct Captured(Mutex<Vec<SeriesSamples>>);
+
+    impl Writer for Captured {
+        fn write(
+            &self,
+            _tenant: Tenant,
+            series: Vec<SeriesSamples>,
+        ) -> BoxFuture<'_, Result<(), WriteError>> {
+            self.0.lock().extend(series);
+            Box::pin(async { Ok(()) })
+        }
+    }
+
+    const RULES: &str = r#"
+groups:
+  - name: g
+    labels:
+      team: db
+    rules:
+      - record: job:up:sum
+        expr: sum by (job) (up)
+      - alert: Down
+        expr: up == 0
+        for: 10s
+        labels:
+          severity: page
+        annotations:
+          summary: "{{ $labels.instance }} down ({{ $value }})"
+"#;
+
+    fn series_names(written: &[SeriesSamples]) -> Vec<String> {
+        written
+            .iter()
+            .map(|s| {
+                let stale = s
+                    .samples
+                    .iter()
+                    .any(|p| strata_storage::is_stale_nan(p.value));
+                format!(
+                    "{}{}",
+                    crate::state::format_labels(&s.labels),
+                    if stale { " stale" } else { "" }
+                )
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn group_writes_records_alerts_and_staleness() {
+        let querier = Arc::new(Scripted::default());
+        let writer = Arc::new(Captured::default());
+        let metrics = Metrics::default();
+        let ctx = Context {
+            querier: querier.clone(),
+            writer: Some(writer.clone()),
+            notifier: Notifier::new(Vec::new(), 10, Duration::from_secs(1), metrics.clone()),
+            clock: Arc::new(ManualClock::default()),
+            metrics,
+            external_labels: BTreeMap::new(),
+            external_url: "http://x".into(),
+            default_interval: Duration::from_secs(5),
+            default_query_offset: Duration::ZERO,
+            default_tenant: Tenant::DEFAULT,
+            resend_delay: Duration::from_secs(60),
+            for_grace_period: Duration::from_secs(600),
+            outage_tolerance: Duration::from_secs(3600),
+        };
+        let file = crate::rules::parse_rule_file(Path::new("r.yml"), RULES).expect("rules");
+        let group = file.groups.into_iter().next().expect("group");
+        let group: SharedGroup = Arc::new(Mutex::new(
+            GroupRuntime::new(Path::new("r.yml"), group, &ctx).expect("group"),
+        ));
+        let up = |instance: &str| {
+            vec![
+                Label::new("__name__", "up"),
+                Label::new("instance", instance),
+                Label::new("job", "node"),
+            ]
+        };
+        querier.0.lock().insert(
+            "sum by (job) (up)".into(),
+            vec![(vec![Label::new("job", "node")], 1.0)],
+        );
+        querier
+            .0
+            .lock()
+            .insert("up == 0".into(), vec![(up("a"), 0.0)]);
+
+        // t=0: pending; nothing of ALERTS before the restore ran.
+        evaluate_group(&group, &ctx, 0).await;
+        assert_eq!(
+            series_names(&std::mem::take(&mut *writer.0.lock())),
+            [r#"{__name__="job:up:sum", job="node", team="db"}"#]
+        );
+        // t=5s: still pending, now written; t=10s: firing.
+        evaluate_group(&group, &ctx, 5_000).await;
+        writer.0.lock().clear();
+        evaluate_group(&group, &ctx, 10_000).await;
+        assert_eq!(
+            series_names(&std::mem::take(&mut *writer.0.lock())),
+            [
+                r#"{__name__="job:up:sum", job="node", team="db"}"#,
+                r#"{__name__="ALERTS", alertname="Down", alertstate="firing", instance="a", job="node", severity="page", team="db"}"#,
+                r#"{__name__="ALERTS_FOR_STATE", alertname="Down", instance="a", job="node", severity="page", team="db"}"#,
+                r#"{__name__="ALERTS", alertname="Down", alertstate="pending", instance="a", job="node", severity="page", team="db"} stale"#,
+            ]
+        );
+        {
+            let g = group.lock();
+            let alert = g.rules[1].alert.as_ref().expect("alerting");
+            let a = alert.active.values().next().expect("alert");
+            assert_eq!(a.annotations, [Label::new("summary", "a down (0)")]);
+            assert_eq!(a.active_at, 0);
+        }
+        // t=15s: resolved; its series go stale.
+        querier.0.lock().insert("up == 0".into(), Vec::new());
+        evaluate_group(&group, &ctx, 15_000).await;
+        assert_eq!(
+            series_names(&std::mem::take(&mut *writer.0.lock()))[1..],
+            [
+                r#"{__name__="ALERTS", alertname="Down", alertstate="firing", instance="a", job="node", severity="page", team="db"} stale"#,
+                r#"{__name__="ALERTS_FOR_STATE", alertname="Down", instance="a", job="node", severity="page", team="db"} stale"#,
+            ]
+        );
+        let g = group.lock();
+        assert_eq!(g.rules[1].health, Health::Ok);
+        assert_eq!(g.last_evaluation, 15_000);
+    }
+
+    #[test]
+    fn aligned_eval_times() {
+        // (now, interval, offset, want)
+        for (now, interval, offset, want) in [
+            (0, 1000, 0, 1000),
+            (999, 1000, 0, 1000),
+            (1000, 1000, 0, 2000),
+            (1000, 1000, 300, 1300),
+            (1300, 1000, 300, 2300),
+            (1299, 1000, 300, 1300),
+            (61_000, 60_000, 59_000, 119_000),
+        ] {
+            assert_eq!(next_eval_time(now, interval, offset), want, "now={now}");
+        }
+    }
+
+    #[test]
+    fn wildcards() {
+        for (pattern, text, want) in [
+            ("*.yml", "a.yml", true),
+            ("*.yml", "a.yaml", false),
+            ("rules-?.yml", "rules-1.yml", true),
+            ("*", "", true),
+            ("a*b*c", "aXbYc", true),
+            ("a*b*c", "aXbY", false),
+        ] {
+            assert_eq!(wildcard_match(pattern, text), want, "{pattern} {text}");
+        }
+    }
+}

@@ -4,8 +4,11 @@
 pub mod api;
 pub mod config;
 pub mod eval;
+pub mod metrics;
 pub mod notifier;
+pub mod querier;
 pub mod rules;
 pub mod state;
 pub mod template;
 pub mod unittest;
+pub mod writer;

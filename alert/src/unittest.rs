@@ -1,1 +1,0 @@
-//! Rule unit tests in the `promtool test rules` format.
