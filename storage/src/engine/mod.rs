@@ -1093,6 +1093,26 @@ impl Storage {
         Ok(truncate(values, limit))
     }
 
+    /// Label sets of the series matching `matchers` indexed on the days of
+    /// `range`, sorted, each once, at most `limit` (0: no limit). Reads only
+    /// the index: a series counts when the index has it on one of those days,
+    /// whether or not a sample falls inside `range` itself.
+    pub fn series(
+        &self,
+        tenant: Tenant,
+        matchers: &[Matcher],
+        range: TimeRange,
+        limit: usize,
+    ) -> Result<Vec<Vec<Label>>, StorageError> {
+        self.check_open()?;
+        let mut errs = IndexErrors::default();
+        let (found, _) = self.find_series(tenant, matchers, range, &mut errs);
+        self.count_index_errors(&errs);
+        let set: BTreeSet<Vec<Label>> = found.into_values().collect();
+        let take = if limit == 0 { usize::MAX } else { limit };
+        Ok(set.into_iter().take(take).collect())
+    }
+
     /// Cardinality statistics of the day that contains `range.end` (like a
     /// daily report: churned series of other days do not inflate it), top
     /// `limit` entries of each list (0: all).
