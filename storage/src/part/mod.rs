@@ -103,6 +103,11 @@ pub const FORMAT_VERSION: u32 = 1;
 /// Target number of blocks per header page (see the module doc).
 pub const HEADER_PAGE_BLOCKS: usize = 512;
 
+/// Largest decoded header page taken by the one-shot decoder (a page of
+/// `HEADER_PAGE_BLOCKS` blocks is far smaller; larger ones are still read,
+/// by the streaming decoder).
+const MAX_HEADER_PAGE_BYTES: usize = 16 << 20;
+
 /// Decoded header pages kept per part for `read_series`.
 pub const HEADER_CACHE_PAGES: usize = 8;
 
@@ -480,7 +485,13 @@ impl Part {
                 ),
             ));
         }
-        let raw = zstd::decode_all(bytes).map_err(|err| {
+        // Header pages written by `PartWriter` declare their size; other
+        // frames take the streaming decoder.
+        let raw = match crate::encoding::decompress_frame(bytes, MAX_HEADER_PAGE_BYTES) {
+            Some(raw) => Ok(raw),
+            None => zstd::decode_all(bytes),
+        };
+        let raw = raw.map_err(|err| {
             corrupted(
                 &self.headers_path,
                 e.offset,
