@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use strata_storage::{
-    Cardinality, Matcher, SeriesData, SeriesIter, Storage, StorageError, Tenant, TimeRange,
+    Cardinality, Label, Matcher, SeriesData, SeriesIter, Storage, StorageError, Tenant, TimeRange,
 };
 
 /// A stream of series with samples in the requested range: labels sorted,
@@ -17,6 +17,27 @@ pub type SeriesStream = Box<dyn Iterator<Item = Result<SeriesData, StorageError>
 pub trait Source: Send + Sync {
     /// Series matching every matcher that have samples in `range`.
     fn select(&self, matchers: &[Matcher], range: TimeRange) -> Result<Selected, StorageError>;
+
+    /// Label sets of series matching every matcher in `range`, sorted, each
+    /// once, at most `limit` (0: no limit), without reading samples where
+    /// the source can (the default reads them through [`Source::select`]).
+    fn series(
+        &self,
+        matchers: &[Matcher],
+        range: TimeRange,
+        limit: usize,
+    ) -> Result<LabelSets, StorageError> {
+        let selected = self.select(matchers, range)?;
+        let mut found = std::collections::BTreeSet::new();
+        for series in selected.series {
+            found.insert(series?.labels);
+        }
+        let take = if limit == 0 { usize::MAX } else { limit };
+        Ok(LabelSets {
+            labels: found.into_iter().take(take).collect(),
+            warnings: selected.warnings,
+        })
+    }
 
     /// Label names of series matching `matchers` (all series when empty) in `range`.
     fn label_names(
@@ -46,6 +67,12 @@ pub struct Selected {
     pub warnings: Vec<String>,
 }
 
+/// The result of [`Source::series`].
+pub struct LabelSets {
+    pub labels: Vec<Vec<Label>>,
+    pub warnings: Vec<String>,
+}
+
 /// A [`Source`] over the local storage engine.
 #[derive(Clone)]
 pub struct StorageSource {
@@ -66,6 +93,18 @@ impl Source for StorageSource {
         Ok(Selected {
             series: Box::new(iter),
             warnings,
+        })
+    }
+
+    fn series(
+        &self,
+        matchers: &[Matcher],
+        range: TimeRange,
+        limit: usize,
+    ) -> Result<LabelSets, StorageError> {
+        Ok(LabelSets {
+            labels: self.storage.series(self.tenant, matchers, range, limit)?,
+            warnings: Vec::new(),
         })
     }
 

@@ -9,7 +9,7 @@ use std::time::Duration;
 use common::*;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::registry::Registry;
-use strata_storage::{MatchOp, Matcher, RejectReason, Storage, Tenant, TimeRange};
+use strata_storage::{Label, MatchOp, Matcher, RejectReason, Storage, Tenant, TimeRange};
 
 const T0: Tenant = Tenant::DEFAULT;
 
@@ -262,6 +262,16 @@ fn churn_is_isolated_per_day() {
             .count(),
         6000
     );
+    let labels = s
+        .series(T0, &[Matcher::eq("__name__", "up")], last_day, 0)
+        .expect("series");
+    assert_eq!(labels.len(), 2000);
+    assert!(labels.windows(2).all(|w| w[0] < w[1]), "sorted, each once");
+    assert!(labels.iter().all(|l| l[1].value.starts_with("pod-2-")));
+    let limited = s
+        .series(T0, &[Matcher::eq("__name__", "up")], TimeRange::ALL, 10)
+        .expect("series");
+    assert_eq!(limited, labels_of_first(&s, 10));
     let card = s.cardinality(T0, last_day, 3).expect("cardinality");
     assert_eq!(card.total_series, 2000);
     assert_eq!(card.series_by_metric_name, vec![("up".to_string(), 2000)]);
@@ -490,4 +500,16 @@ fn inactive_series_are_forgotten_and_come_back_as_one_series() {
         1
     );
     assert_eq!(dump(&s, T0, &[]).len(), 1);
+}
+
+/// The first `n` label sets of every `up` series, sorted, read with samples.
+fn labels_of_first(s: &Storage, n: usize) -> Vec<Vec<Label>> {
+    let mut all: Vec<Vec<Label>> = s
+        .search(T0, &[Matcher::eq("__name__", "up")], TimeRange::ALL)
+        .expect("search")
+        .map(|r| r.expect("series").labels)
+        .collect();
+    all.sort();
+    all.truncate(n);
+    all
 }

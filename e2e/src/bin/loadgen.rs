@@ -5,6 +5,7 @@
 //! ```text
 //! cargo run --release -p strata-e2e --bin loadgen -- push --url http://127.0.0.1:8428/api/v1/write --hosts 1000 --points 20
 //! cargo run --release -p strata-e2e --bin loadgen -- compare --hosts 1000 --points 40
+//! cargo run --release -p strata-e2e --bin loadgen -- query --hosts 500 --points 480
 //! ```
 
 use std::path::PathBuf;
@@ -13,6 +14,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use strata_e2e::compare::{self, Kind};
 use strata_e2e::loadgen::compare::{Servers, markdown, run_compare};
+use strata_e2e::loadgen::query::{self, QueryServers, run_queries};
 use strata_e2e::loadgen::{self, Config};
 
 #[derive(Parser, Debug)]
@@ -64,9 +66,35 @@ enum Command {
         #[arg(long)]
         work_dir: Option<PathBuf>,
     },
-    /// Query load (not built yet): will replay dashboard-like PromQL
-    /// against the Prometheus API and report latency percentiles.
-    Query,
+    /// Start `strata single` and VictoriaMetrics side by side, push the
+    /// same load to both at full speed, flush both, run the same dashboard
+    /// queries against both and print a Markdown table of latencies.
+    Query {
+        #[command(flatten)]
+        load: Config,
+        /// The strata binary. Default: target/release/strata (under $CARGO_TARGET_DIR if set).
+        #[arg(long, env = "STRATA_BIN")]
+        strata_bin: Option<PathBuf>,
+        /// The victoria-metrics binary. Default: .peers/vm/usr/bin/victoria-metrics.
+        #[arg(long, env = "STRATA_VM_BIN")]
+        vm_bin: Option<PathBuf>,
+        /// Extra flag for `strata single`, repeatable.
+        #[arg(long, allow_hyphen_values = true)]
+        strata_arg: Vec<String>,
+        /// Extra flag for victoria-metrics, repeatable.
+        #[arg(long, allow_hyphen_values = true)]
+        vm_arg: Vec<String>,
+        /// Measured requests per query and server. Default: 20.
+        #[arg(long, default_value_t = 20)]
+        repetitions: usize,
+        /// Only queries whose name contains this. Default: all.
+        #[arg(long, default_value = "")]
+        only: String,
+        /// Parent of the data directories; kept afterwards. Default: a
+        /// temporary directory, removed afterwards.
+        #[arg(long)]
+        work_dir: Option<PathBuf>,
+    },
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -146,6 +174,49 @@ fn main() -> anyhow::Result<()> {
             println!("{}", markdown(&sides));
             Ok(())
         }
-        Command::Query => anyhow::bail!("the query load is not built yet"),
+        Command::Query {
+            load,
+            strata_bin,
+            vm_bin,
+            strata_arg,
+            vm_arg,
+            repetitions,
+            only,
+            work_dir,
+        } => {
+            let strata_bin = strata_bin.unwrap_or_else(compare::default_strata_bin);
+            let vm_bin = vm_bin.unwrap_or_else(compare::default_vm_bin);
+            for (what, bin) in [("strata", &strata_bin), ("victoria-metrics", &vm_bin)] {
+                anyhow::ensure!(
+                    bin.exists(),
+                    "no {what} binary at {} (build it with `cargo build --release -p strata`, \
+                     fetch VictoriaMetrics with `scripts/fetch-peers vm`, or pass its path)",
+                    bin.display()
+                );
+            }
+            let temp;
+            let work_dir = match work_dir {
+                Some(dir) => dir,
+                None => {
+                    temp = tempfile::Builder::new()
+                        .prefix("query-compare-")
+                        .tempdir()
+                        .context("cannot create a temporary directory")?;
+                    temp.path().to_path_buf()
+                }
+            };
+            let servers = QueryServers {
+                strata_bin,
+                vm_bin,
+                strata_args: strata_arg,
+                vm_args: vm_arg,
+                work_dir,
+                repetitions,
+                filter: only,
+            };
+            let measured = run_queries(&runtime, &load, &servers, &mut |line| eprintln!("{line}"))?;
+            println!("{}", query::markdown(&measured));
+            Ok(())
+        }
     }
 }

@@ -18,6 +18,7 @@
 pub mod compare;
 pub mod encode;
 pub mod fleet;
+pub mod query;
 pub mod stats;
 
 use std::sync::Arc;
@@ -207,7 +208,17 @@ struct Shared {
 /// Runs the load to its end (points, duration or Ctrl-C) and returns what
 /// was measured; `progress` receives the periodic lines.
 pub async fn run(config: &Config, progress: &mut dyn FnMut(&str)) -> Result<Report, LoadgenError> {
-    let shape = config.fleet(crate::now_ms())?;
+    run_at(config, crate::now_ms(), progress).await
+}
+
+/// [`run`] with the fleet placed in time from `now_ms` rather than the
+/// clock, so that several servers can receive identical samples.
+pub async fn run_at(
+    config: &Config,
+    now_ms: i64,
+    progress: &mut dyn FnMut(&str),
+) -> Result<Report, LoadgenError> {
+    let shape = config.fleet(now_ms)?;
     let senders = config.senders.max(1).min(shape.hosts.max(1));
     // Encoding every label set takes a while for large fleets: in parallel,
     // before the clock starts.

@@ -41,24 +41,29 @@ pub async fn series(
             .blocking(move || {
                 let mut found: BTreeSet<Vec<Label>> = BTreeSet::new();
                 let mut warnings = Vec::new();
+                // One more than the limits allow, to tell "exactly at the
+                // limit" from "over it".
+                let want = match (limit, max_series) {
+                    (Some(limit), 0) => limit.saturating_add(1),
+                    (None, 0) => 0,
+                    (Some(limit), max) => limit.min(max).saturating_add(1),
+                    (None, max) => max.saturating_add(1),
+                };
                 for matchers in &matcher_sets {
-                    let selected = source
-                        .select(matchers, range)
+                    let sets = source
+                        .series(matchers, range, want)
                         .map_err(|e| ApiError::storage(&e))?;
-                    warnings.extend(selected.warnings);
-                    for series in selected.series {
-                        let series = series.map_err(|e| ApiError::storage(&e))?;
-                        found.insert(series.labels);
-                        if max_series > 0 && found.len() > max_series {
-                            return Err(ApiError::new(
-                                ErrorType::Execution,
-                                format!(
-                                    "the selectors match more than {max_series} series; \
-                                     narrow them, shorten the time range, or raise {}",
-                                    flag::MAX_SERIES
-                                ),
-                            ));
-                        }
+                    warnings.extend(sets.warnings);
+                    found.extend(sets.labels);
+                    if max_series > 0 && found.len() > max_series {
+                        return Err(ApiError::new(
+                            ErrorType::Execution,
+                            format!(
+                                "the selectors match more than {max_series} series; \
+                                 narrow them, shorten the time range, or raise {}",
+                                flag::MAX_SERIES
+                            ),
+                        ));
                     }
                 }
                 Ok((found, warnings))

@@ -51,8 +51,8 @@ pub(crate) fn eval(
     if let Some(p) = &param {
         args.push(p);
     }
-    // Group keys per input label set, kept across steps.
-    let mut cache: HashMap<usize, (String, Shared)> = HashMap::new();
+    // Groups and the group of each input label set, kept across steps.
+    let mut cache = GroupCache::default();
     let out = ev.range_eval(steps, &args, |_, _, step_args| {
         let vector = step_args[0].take_vector();
         let param = step_args.get(1);
@@ -116,6 +116,39 @@ impl Grouping {
     }
 }
 
+/// Groups seen so far across steps: the group of an input label set is
+/// found by the address of its shared labels (the input holds them for the
+/// whole evaluation), so steps after the first neither build nor hash keys.
+#[derive(Default)]
+struct GroupCache {
+    by_address: HashMap<usize, usize>,
+    by_key: HashMap<String, usize>,
+    labels: Vec<Shared>,
+}
+
+impl GroupCache {
+    /// The id of the group of `labels`.
+    fn id(&mut self, grouping: &Grouping, labels: &Shared) -> usize {
+        let address = Arc::as_ptr(labels) as usize;
+        if let Some(&id) = self.by_address.get(&address) {
+            return id;
+        }
+        let id = self.id_of(grouping.group(labels));
+        self.by_address.insert(address, id);
+        id
+    }
+
+    /// The id of the group with this key and output labels.
+    fn id_of(&mut self, (key, labels): (String, Shared)) -> usize {
+        let next = self.labels.len();
+        let id = *self.by_key.entry(key).or_insert(next);
+        if id == next {
+            self.labels.push(labels);
+        }
+        id
+    }
+}
+
 /// A group's running state.
 struct Group {
     labels: Shared,
@@ -132,9 +165,11 @@ fn aggregate_step(
     grouping: &Grouping,
     vector: Vec<Elem>,
     param: Option<&Arg>,
-    cache: &mut HashMap<usize, (String, Shared)>,
+    cache: &mut GroupCache,
 ) -> Result<Vec<Elem>, QueryError> {
-    let mut index: HashMap<String, usize> = HashMap::new();
+    // Position in `groups` of each group id met at this step, in order of
+    // first appearance (the output order).
+    let mut slot: Vec<usize> = vec![usize::MAX; cache.labels.len()];
     let mut groups: Vec<Group> = Vec::new();
     let k = match op {
         "topk" | "bottomk" | "limitk" => {
@@ -170,7 +205,7 @@ fn aggregate_step(
         _ => None,
     };
     for e in vector {
-        let (key, labels) = if let Some(label) = &value_label {
+        let id = if let Some(label) = &value_label {
             let mut with_value: Vec<Label> = e
                 .labels
                 .iter()
@@ -179,28 +214,27 @@ fn aggregate_step(
                 .collect();
             with_value.push(Label::new(label.clone(), go_float(e.v)));
             with_value.sort();
-            grouping.group(&with_value)
+            cache.id_of(grouping.group(&with_value))
         } else {
-            cache
-                .entry(Arc::as_ptr(&e.labels) as usize)
-                .or_insert_with(|| grouping.group(&e.labels))
-                .clone()
+            cache.id(grouping, &e.labels)
         };
-        let gi = match index.get(&key) {
-            Some(&gi) => gi,
-            None => {
-                index.insert(key, groups.len());
-                groups.push(Group {
-                    labels,
-                    count: 0,
-                    value: e.v,
-                    mean: stats::Mean::default(),
-                    variance: stats::Variance::default(),
-                    values: Vec::new(),
-                    members: Vec::new(),
-                });
-                groups.len() - 1
-            }
+        if slot.len() <= id {
+            slot.resize(id + 1, usize::MAX);
+        }
+        let gi = if slot[id] != usize::MAX {
+            slot[id]
+        } else {
+            slot[id] = groups.len();
+            groups.push(Group {
+                labels: cache.labels[id].clone(),
+                count: 0,
+                value: e.v,
+                mean: stats::Mean::default(),
+                variance: stats::Variance::default(),
+                values: Vec::new(),
+                members: Vec::new(),
+            });
+            groups.len() - 1
         };
         let g = &mut groups[gi];
         g.count += 1;

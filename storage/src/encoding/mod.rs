@@ -232,6 +232,24 @@ pub fn decompress_page(data: &[u8], out: &mut Vec<u8>) -> Result<(), DecodeError
     }
 }
 
+/// Decompresses one zstd frame that declares its size (at most `max`
+/// bytes) with this thread's decompression context, rather than a new one
+/// per call; None when the frame is corrupt, larger than `max`, or does not
+/// declare its size.
+pub fn decompress_frame(frame: &[u8], max: usize) -> Option<Vec<u8>> {
+    let len = zstd::zstd_safe::get_frame_content_size(frame).ok()??;
+    let len = usize::try_from(len).ok().filter(|&len| len <= max)?;
+    let mut out = Vec::with_capacity(len);
+    let written = DECOMPRESSOR.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        if slot.is_none() {
+            *slot = zstd::bulk::Decompressor::new().ok();
+        }
+        slot.as_mut()?.decompress_to_buffer(frame, &mut out).ok()
+    })?;
+    (written == len).then_some(out)
+}
+
 /// Largest number of samples in one block.
 pub const MAX_BLOCK_SAMPLES: usize = 8192;
 

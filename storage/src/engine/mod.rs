@@ -1151,6 +1151,75 @@ impl Storage {
         Ok(truncate(values, limit))
     }
 
+    /// Label sets of the series matching `matchers` with a sample in
+    /// `range`, sorted, each once, at most `limit` (0: no limit). Reads the
+    /// index and block headers; only blocks straddling an end of `range` are
+    /// decompressed.
+    pub fn series(
+        &self,
+        tenant: Tenant,
+        matchers: &[Matcher],
+        range: TimeRange,
+        limit: usize,
+    ) -> Result<Vec<Vec<Label>>, StorageError> {
+        self.check_open()?;
+        let mut errs = IndexErrors::default();
+        let range = self.clip(range);
+        let (found, partitions) = self.find_series(tenant, matchers, range, &mut errs);
+        self.count_index_errors(&errs);
+        // The index knows days, not samples: keep the series with a sample
+        // in `range`, settled by block headers where possible.
+        let mut in_head = Gathered::new();
+        let wanted = |id: SeriesId| found.contains_key(&id);
+        let parts: Vec<Arc<Part>> = {
+            let _shared = self.barrier.read();
+            self.head.gather(&wanted, range, &mut in_head);
+            if let Some(rows) = self.flushing.read().clone() {
+                head::gather_rows(&rows, &wanted, range, &mut in_head);
+            }
+            partitions
+                .iter()
+                .flat_map(|p| p.parts().iter().cloned().collect::<Vec<_>>())
+                .filter(|p| {
+                    let m = p.meta();
+                    range.overlaps(m.min_timestamp, m.max_timestamp)
+                })
+                .collect()
+        };
+        let mut caches: Vec<ReadCache> = parts.iter().map(|_| ReadCache::default()).collect();
+        let mut set: BTreeSet<Vec<Label>> = BTreeSet::new();
+        for (id, labels) in found {
+            if set.contains(&labels) {
+                continue;
+            }
+            let mut present = in_head.contains_key(&id);
+            for (part, cache) in parts.iter().zip(&mut caches) {
+                if present {
+                    break;
+                }
+                let m = part.meta();
+                if id < m.min_series_id || id > m.max_series_id {
+                    continue;
+                }
+                match part.has_samples(cache, id, range) {
+                    Ok(has) => present = has,
+                    Err(e) => {
+                        error!(error = %e, series = %format_series(&labels), "Skipping a corrupted block.");
+                        self.metrics
+                            .corrupted_blocks
+                            .get_or_create(&vec![("kind", "data".to_string())])
+                            .inc();
+                    }
+                }
+            }
+            if present {
+                set.insert(labels);
+            }
+        }
+        let take = if limit == 0 { usize::MAX } else { limit };
+        Ok(set.into_iter().take(take).collect())
+    }
+
     /// Cardinality statistics of the day that contains `range.end` (like a
     /// daily report: churned series of other days do not inflate it), top
     /// `limit` entries of each list (0: all).

@@ -103,6 +103,11 @@ pub const FORMAT_VERSION: u32 = 1;
 /// Target number of blocks per header page (see the module doc).
 pub const HEADER_PAGE_BLOCKS: usize = 512;
 
+/// Largest decoded header page taken by the one-shot decoder (a page of
+/// `HEADER_PAGE_BLOCKS` blocks is far smaller; larger ones are still read,
+/// by the streaming decoder).
+const MAX_HEADER_PAGE_BYTES: usize = 16 << 20;
+
 /// Decoded header pages kept per part for `read_series`.
 pub const HEADER_CACHE_PAGES: usize = 8;
 
@@ -401,6 +406,47 @@ impl Part {
         first_err.map_or(Ok(()), Err)
     }
 
+    /// Whether `series_id` has a sample within `range`, from the block
+    /// headers alone where they settle it (a block wholly inside `range`);
+    /// only blocks that straddle an end of `range` are decompressed.
+    pub fn has_samples(
+        &self,
+        cache: &mut ReadCache,
+        series_id: SeriesId,
+        range: TimeRange,
+    ) -> Result<bool, PartError> {
+        if range.start > range.end {
+            return Ok(false);
+        }
+        let first = self.index.partition_point(|e| e.last_series < series_id);
+        let mut straddling = false;
+        for (i, e) in self.index.iter().enumerate().skip(first) {
+            if e.first_series > series_id {
+                break;
+            }
+            if !range.overlaps(e.min_ts, e.max_ts) {
+                continue;
+            }
+            let hp = self.cached_header_page(i)?;
+            let start = hp.blocks.partition_point(|b| b.series < series_id);
+            for b in hp.blocks[start..]
+                .iter()
+                .take_while(|b| b.series == series_id)
+            {
+                if range.start <= b.min_ts && b.max_ts <= range.end {
+                    return Ok(true);
+                }
+                straddling |= range.overlaps(b.min_ts, b.max_ts);
+            }
+        }
+        if !straddling {
+            return Ok(false);
+        }
+        let (mut ts, mut vs) = (Vec::new(), Vec::new());
+        self.read_series_cached(cache, series_id, range, &mut ts, &mut vs)?;
+        Ok(!ts.is_empty())
+    }
+
     /// Every block of the part in (series id, time) order, for merges and scans.
     /// Each page is decompressed once. After an error the iterator goes on with
     /// the next readable page, so a scan can skip damage; a merge stops at it.
@@ -439,7 +485,13 @@ impl Part {
                 ),
             ));
         }
-        let raw = zstd::decode_all(bytes).map_err(|err| {
+        // Header pages written by `PartWriter` declare their size; other
+        // frames take the streaming decoder.
+        let raw = match crate::encoding::decompress_frame(bytes, MAX_HEADER_PAGE_BYTES) {
+            Some(raw) => Ok(raw),
+            None => zstd::decode_all(bytes),
+        };
+        let raw = raw.map_err(|err| {
             corrupted(
                 &self.headers_path,
                 e.offset,
