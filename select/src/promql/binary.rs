@@ -286,6 +286,11 @@ fn vector_vector(
             "many-to-many matching is only allowed for set operators".into(),
         ));
     }
+    // Nothing can match: answer nothing without checking the other side
+    // for duplicate match groups, as Prometheus does.
+    if left.is_empty() || right.is_empty() {
+        return Ok(Vec::new());
+    }
     let one_to_many = matches!(m.card, VectorMatchCardinality::OneToMany(_));
     // The "one" side is indexed; the "many" side is walked.
     let (many, one) = if one_to_many {
