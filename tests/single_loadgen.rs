@@ -26,13 +26,7 @@ fn loadgen_remote_write_round_trips_through_export() {
         report_every: Duration::ZERO,
         ..Config::default()
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let report = runtime
-        .block_on(loadgen::run(&config, &mut |line| eprintln!("{line}")))
-        .expect("load");
+    let report = loadgen::run_blocking(&config).expect("load");
     eprintln!("{report}");
     let per_host = FleetShape::series_per_host();
     assert_eq!(report.samples_accepted, 4 * 5 * per_host, "{report}");

@@ -219,6 +219,21 @@ pub fn content_encoding(headers: &HeaderMap) -> Result<Option<String>, IngestErr
     }
 }
 
+/// The request body, or why it could not be read (too large: the limit
+/// named as a decode error; otherwise the rejection's text).
+fn read_body(
+    state: &IngestState,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Bytes, IngestError> {
+    body.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            IngestError::Decode(DecodeError::too_large(state.max_body_bytes))
+        } else {
+            IngestError::Body(rejection.body_text())
+        }
+    })
+}
+
 /// Reads, decompresses, parses with `parse` and writes a request body, all
 /// in a blocking task. The result is counted in the requests counter by
 /// [`finish`].
@@ -232,13 +247,7 @@ pub async fn ingest_body<F>(
 where
     F: FnOnce(&[u8]) -> Result<Parsed, ParseFailure> + Send + 'static,
 {
-    let raw = body.map_err(|rejection| {
-        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            IngestError::Decode(DecodeError::too_large(state.max_body_bytes))
-        } else {
-            IngestError::Body(rejection.body_text())
-        }
-    })?;
+    let raw = read_body(state, body)?;
     let encoding = content_encoding(headers)?;
     let state = state.clone();
     // Decompression, parsing and the durable write all block: keep them off
@@ -277,13 +286,7 @@ where
         + Send
         + 'static,
 {
-    let raw = body.map_err(|rejection| {
-        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            IngestError::Decode(DecodeError::too_large(state.max_body_bytes))
-        } else {
-            IngestError::Body(rejection.body_text())
-        }
-    })?;
+    let raw = read_body(state, body)?;
     let encoding = content_encoding(headers)?;
     let state = state.clone();
     tokio::task::spawn_blocking(move || {

@@ -16,6 +16,7 @@ pub mod metrics;
 pub mod otlp;
 pub mod promtext;
 pub mod remotewrite;
+mod textparse;
 pub mod vmimport;
 
 pub use config::Config;

@@ -21,6 +21,8 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+mod common;
+
 use strata_select::promqltest::{CaseResult, Outcome, Runner};
 
 const PEER_DIR: &str = ".peers/promql/testdata";
@@ -250,26 +252,12 @@ fn promql_test_files() {
     );
 }
 
-fn find_promtool() -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|dir| dir.join("promtool"))
-        .find(|p| p.is_file())
-}
-
 /// Our own files must agree with Prometheus: every eval promtool can
 /// express is run by `promtool test rules` (Prometheus' unit test runner).
 #[test]
 fn own_files_agree_with_promtool() {
-    let Some(promtool) = find_promtool() else {
-        if std::env::var("STRATA_SKIP_PEER_TESTS").as_deref() == Ok("1") {
-            println!("SKIPPED: promtool not found and STRATA_SKIP_PEER_TESTS=1");
-            return;
-        }
-        panic!(
-            "promtool not found in PATH: run `scripts/fetch-peers prometheus` \
-             (or set STRATA_SKIP_PEER_TESTS=1 to skip peer tests)"
-        );
+    let Some(promtool) = common::promtool_or_skip() else {
+        return;
     };
     let root = workspace_root();
     let scratch = tempfile::tempdir().expect("temp dir");

@@ -12,7 +12,8 @@
 //! the seed.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::PathBuf;
+
+mod common;
 
 use strata_select::promql::{Engine, QueryOptions, Value};
 use strata_select::promqltest::compare::{EPSILON, almost_equal};
@@ -319,13 +320,6 @@ fn range_consistency(
     Ok(())
 }
 
-fn find_promtool() -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|dir| dir.join("promtool"))
-        .find(|p| p.is_file())
-}
-
 /// `{a="b", ...} 1.5E+00` entries of a promtool exp/got line; `nil` is empty.
 fn parse_samples(s: &str) -> Option<BTreeMap<String, f64>> {
     let s = s.trim();
@@ -359,15 +353,8 @@ fn same(a: &BTreeMap<String, f64>, b: &BTreeMap<String, f64>) -> bool {
 
 #[test]
 fn generated_queries_agree_with_promtool() {
-    let Some(promtool) = find_promtool() else {
-        if std::env::var("STRATA_SKIP_PEER_TESTS").as_deref() == Ok("1") {
-            println!("SKIPPED: promtool not found and STRATA_SKIP_PEER_TESTS=1");
-            return;
-        }
-        panic!(
-            "promtool not found in PATH: run `scripts/fetch-peers prometheus` \
-             (or set STRATA_SKIP_PEER_TESTS=1 to skip peer tests)"
-        );
+    let Some(promtool) = common::promtool_or_skip() else {
+        return;
     };
     let cases: usize = std::env::var("STRATA_PROMQL_DIFF_CASES")
         .ok()

@@ -48,6 +48,8 @@ pub enum LoadgenError {
     Encode(#[from] encode::EncodeError),
     #[error("a sender task ended abnormally: {0}")]
     Task(#[from] tokio::task::JoinError),
+    #[error("cannot start the async runtime: {0}")]
+    Runtime(#[source] std::io::Error),
 }
 
 /// How to load a server. Every field has a flag (`--name`) and states its default.
@@ -209,6 +211,16 @@ struct Shared {
 /// was measured; `progress` receives the periodic lines.
 pub async fn run(config: &Config, progress: &mut dyn FnMut(&str)) -> Result<Report, LoadgenError> {
     run_at(config, crate::now_ms(), progress).await
+}
+
+/// [`run`] on a runtime of its own, progress lines to stderr: for tests
+/// and tools that are not async themselves.
+pub fn run_blocking(config: &Config) -> Result<Report, LoadgenError> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(LoadgenError::Runtime)?;
+    runtime.block_on(run(config, &mut |line| eprintln!("{line}")))
 }
 
 /// [`run`] with the fleet placed in time from `now_ms` rather than the

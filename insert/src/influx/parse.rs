@@ -32,6 +32,7 @@ use std::borrow::Cow;
 use strata_storage::{Label, METRIC_NAME_LABEL, Sample, SeriesSamples};
 
 use crate::ingest::Parsed;
+use crate::textparse::LineCursor;
 
 /// Unit of the timestamps in a request (`precision` parameter).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -250,35 +251,21 @@ enum Stop {
     EndOfLine,
 }
 
+impl LineCursor for Parser<'_> {
+    fn bytes(&self) -> &[u8] {
+        self.bytes
+    }
+
+    fn pos(&self) -> usize {
+        self.pos
+    }
+
+    fn advance(&mut self) {
+        self.pos += 1;
+    }
+}
+
 impl<'a> Parser<'a> {
-    fn peek(&self) -> Option<u8> {
-        self.bytes.get(self.pos).copied()
-    }
-
-    fn skip_blanks(&mut self) {
-        while matches!(self.peek(), Some(b' ' | b'\t')) {
-            self.pos += 1;
-        }
-    }
-
-    fn at_line_end(&self) -> bool {
-        match self.peek() {
-            None | Some(b'\n') => true,
-            Some(b'\r') => matches!(self.bytes.get(self.pos + 1), None | Some(b'\n')),
-            _ => false,
-        }
-    }
-
-    /// Consumes the end of the line (`\r\n`, `\n` or the end of the body).
-    fn finish_line(&mut self) {
-        if self.peek() == Some(b'\r') {
-            self.pos += 1;
-        }
-        if self.peek() == Some(b'\n') {
-            self.pos += 1;
-        }
-    }
-
     /// Scans an identifier up to an unescaped delimiter. `equals` says whether
     /// an unescaped `=` ends it. Returns the raw text (escapes kept), whether
     /// it holds a backslash, and what stopped it (not consumed).

@@ -31,6 +31,7 @@
 use strata_storage::{Label, METRIC_NAME_LABEL, Sample, SeriesSamples};
 
 use crate::ingest::Parsed;
+use crate::textparse::LineCursor;
 
 /// Which of the two text formats a body is in; they differ in the unit of
 /// timestamps and in `# EOF`.
@@ -234,34 +235,21 @@ struct Parser<'a> {
     eof_at: Option<usize>,
 }
 
+impl LineCursor for Parser<'_> {
+    fn bytes(&self) -> &[u8] {
+        self.bytes
+    }
+
+    fn pos(&self) -> usize {
+        self.pos
+    }
+
+    fn advance(&mut self) {
+        self.pos += 1;
+    }
+}
+
 impl<'a> Parser<'a> {
-    fn peek(&self) -> Option<u8> {
-        self.bytes.get(self.pos).copied()
-    }
-
-    fn skip_blanks(&mut self) {
-        while matches!(self.peek(), Some(b' ' | b'\t')) {
-            self.pos += 1;
-        }
-    }
-
-    fn at_line_end(&self) -> bool {
-        match self.peek() {
-            None | Some(b'\n') => true,
-            Some(b'\r') => matches!(self.bytes.get(self.pos + 1), None | Some(b'\n')),
-            _ => false,
-        }
-    }
-
-    fn finish_line(&mut self) {
-        if self.peek() == Some(b'\r') {
-            self.pos += 1;
-        }
-        if self.peek() == Some(b'\n') {
-            self.pos += 1;
-        }
-    }
-
     fn skip_rest_of_line(&mut self) -> &'a str {
         let start = self.pos;
         self.pos = match self.bytes[self.pos..].iter().position(|&b| b == b'\n') {

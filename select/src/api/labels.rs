@@ -25,21 +25,19 @@ pub async fn names(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let started = Instant::now();
-    let result = async {
-        let params = Params::from_request(query.as_deref(), &headers, &body)?;
-        let lookup = Lookup::from_params(&params)?;
-        let source = state.source.clone();
-        state
-            .blocking(move || {
-                lookup
-                    .union(|matchers, limit| source.label_names(matchers, lookup.range, limit))
-                    .map(|items| lookup.answer(items))
-            })
-            .await
-    }
-    .await;
-    state.finish("labels", started, &headers, result).await
+    state
+        .serve("labels", query, headers, body, async |params, _| {
+            let lookup = Lookup::from_params(&params)?;
+            let source = state.source.clone();
+            state
+                .blocking(move || {
+                    lookup
+                        .union(|matchers, limit| source.label_names(matchers, lookup.range, limit))
+                        .map(|items| lookup.answer(items))
+                })
+                .await
+        })
+        .await
 }
 
 pub async fn values(

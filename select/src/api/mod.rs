@@ -25,6 +25,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::Router;
+use axum::body::Bytes;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -43,7 +44,7 @@ pub mod query;
 pub mod series;
 pub mod status;
 
-use params::ParamError;
+use params::{ParamError, Params};
 
 /// Seconds a client should wait before retrying an `unavailable` answer.
 const RETRY_AFTER_SECONDS: &str = "5";
@@ -244,6 +245,25 @@ async fn success_response(body: String, gzip_allowed: bool) -> Response {
 }
 
 impl ApiState {
+    /// Serves one API request timed under `endpoint`: parses its parameters,
+    /// runs `handle` on them (with the start instant, which deadlines count
+    /// from), and answers through [`ApiState::finish`].
+    pub async fn serve(
+        &self,
+        endpoint: &'static str,
+        query: Option<String>,
+        headers: HeaderMap,
+        body: Bytes,
+        handle: impl AsyncFnOnce(Params, Instant) -> Result<Answer, ApiError>,
+    ) -> Response {
+        let started = Instant::now();
+        let result = match Params::from_request(query.as_deref(), &headers, &body) {
+            Ok(params) => handle(params, started).await,
+            Err(e) => Err(e.into()),
+        };
+        self.finish(endpoint, started, &headers, result).await
+    }
+
     /// Counts the request, logs server-side failures, and renders the answer
     /// (gzip-compressed when `headers` allow it).
     pub async fn finish(

@@ -51,16 +51,14 @@ pub async fn instant(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let started = Instant::now();
-    let result = async {
-        let params = Params::from_request(query.as_deref(), &headers, &body)?;
-        let limit = params.limit()?;
-        let time = params.time_or("time", now_ms())?;
-        let request = finish_request(&state, &params, Kind::Instant { time }, limit)?;
-        evaluate(&state, request, started).await
-    }
-    .await;
-    state.finish("query", started, &headers, result).await
+    state
+        .serve("query", query, headers, body, async |params, started| {
+            let limit = params.limit()?;
+            let time = params.time_or("time", now_ms())?;
+            let request = finish_request(&state, &params, Kind::Instant { time }, limit)?;
+            evaluate(&state, request, started).await
+        })
+        .await
 }
 
 pub async fn range(
@@ -69,51 +67,61 @@ pub async fn range(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let started = Instant::now();
-    let result = async {
-        let params = Params::from_request(query.as_deref(), &headers, &body)?;
-        let limit = params.limit()?;
-        let start = params.time("start")?;
-        let end = params.time("end")?;
-        if end < start {
-            return Err(
-                ParamError::invalid("end", "end timestamp must not be before start time").into(),
-            );
-        }
-        let step = params.duration("step")?.unwrap_or_default();
-        if step.is_zero() {
-            // `duration` reads negative steps as zero.
-            if params.get("step").is_none() {
-                return Err(
-                    ParamError::invalid("step", "cannot parse \"\" to a valid duration").into(),
-                );
-            }
-            return Err(ParamError::invalid(
-                "step",
-                "zero or negative query resolution step widths are not accepted. \
+    state
+        .serve(
+            "query_range",
+            query,
+            headers,
+            body,
+            async |params, started| {
+                let limit = params.limit()?;
+                let start = params.time("start")?;
+                let end = params.time("end")?;
+                if end < start {
+                    return Err(ParamError::invalid(
+                        "end",
+                        "end timestamp must not be before start time",
+                    )
+                    .into());
+                }
+                let step = params.duration("step")?.unwrap_or_default();
+                if step.is_zero() {
+                    // `duration` reads negative steps as zero.
+                    if params.get("step").is_none() {
+                        return Err(ParamError::invalid(
+                            "step",
+                            "cannot parse \"\" to a valid duration",
+                        )
+                        .into());
+                    }
+                    return Err(ParamError::invalid(
+                        "step",
+                        "zero or negative query resolution step widths are not accepted. \
                  Try a positive integer",
-            )
-            .into());
-        }
-        let step_ms = i64::try_from(step.as_millis()).unwrap_or(i64::MAX);
-        if step_ms == 0 {
-            return Err(
-                ParamError::invalid("step", "step widths below 1ms are not supported").into(),
-            );
-        }
-        check_points(&state, start, end, step).inspect_err(|_| {
-            state.metrics.query_rejected("max_points_per_series");
-        })?;
-        let kind = Kind::Range {
-            start,
-            end,
-            step: step_ms,
-        };
-        let request = finish_request(&state, &params, kind, limit)?;
-        evaluate(&state, request, started).await
-    }
-    .await;
-    state.finish("query_range", started, &headers, result).await
+                    )
+                    .into());
+                }
+                let step_ms = i64::try_from(step.as_millis()).unwrap_or(i64::MAX);
+                if step_ms == 0 {
+                    return Err(ParamError::invalid(
+                        "step",
+                        "step widths below 1ms are not supported",
+                    )
+                    .into());
+                }
+                check_points(&state, start, end, step).inspect_err(|_| {
+                    state.metrics.query_rejected("max_points_per_series");
+                })?;
+                let kind = Kind::Range {
+                    start,
+                    end,
+                    step: step_ms,
+                };
+                let request = finish_request(&state, &params, kind, limit)?;
+                evaluate(&state, request, started).await
+            },
+        )
+        .await
 }
 
 /// Refuses range queries with more points per series than the limit.
@@ -335,17 +343,14 @@ pub async fn format(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let started = Instant::now();
-    let result = (|| {
-        let params = Params::from_request(query.as_deref(), &headers, &body)?;
-        let expr = promql_parser::parser::parse(params.get("query").unwrap_or_default())
-            .map_err(|e| ParamError::invalid("query", e))?;
-        let mut data = String::new();
-        json::push_str(&mut data, &expr.prettify());
-        Ok(Answer::new(data))
-    })();
     state
-        .finish("format_query", started, &headers, result)
+        .serve("format_query", query, headers, body, async |params, _| {
+            let expr = promql_parser::parser::parse(params.get("query").unwrap_or_default())
+                .map_err(|e| ParamError::invalid("query", e))?;
+            let mut data = String::new();
+            json::push_str(&mut data, &expr.prettify());
+            Ok(Answer::new(data))
+        })
         .await
 }
 

@@ -6,7 +6,6 @@
 //! ```
 
 use std::collections::BTreeSet;
-use std::time::Instant;
 
 use axum::body::Bytes;
 use axum::extract::{RawQuery, State};
@@ -15,7 +14,7 @@ use axum::response::Response;
 use strata_storage::Label;
 
 use super::json;
-use super::params::{ParamError, Params};
+use super::params::ParamError;
 use super::query::TRUNCATED_WARNING;
 use super::{Answer, ApiError, ApiState, ErrorType};
 use crate::config::flag;
@@ -26,68 +25,66 @@ pub async fn series(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let started = Instant::now();
-    let result = async {
-        let params = Params::from_request(query.as_deref(), &headers, &body)?;
-        if params.all("match[]").is_empty() {
-            return Err(ParamError::MissingMatch.into());
-        }
-        let limit = params.limit()?;
-        let range = params.range()?;
-        let matcher_sets = params.matchers()?;
-        let source = state.source.clone();
-        let max_series = state.config.max_series;
-        let found = state
-            .blocking(move || {
-                let mut found: BTreeSet<Vec<Label>> = BTreeSet::new();
-                let mut warnings = Vec::new();
-                // One more than the limits allow, to tell "exactly at the
-                // limit" from "over it".
-                let want = match (limit, max_series) {
-                    (Some(limit), 0) => limit.saturating_add(1),
-                    (None, 0) => 0,
-                    (Some(limit), max) => limit.min(max).saturating_add(1),
-                    (None, max) => max.saturating_add(1),
-                };
-                for matchers in &matcher_sets {
-                    let sets = source
-                        .series(matchers, range, want)
-                        .map_err(|e| ApiError::storage(&e))?;
-                    warnings.extend(sets.warnings);
-                    found.extend(sets.labels);
-                    if max_series > 0 && found.len() > max_series {
-                        return Err(ApiError::new(
-                            ErrorType::Execution,
-                            format!(
-                                "the selectors match more than {max_series} series; \
+    state
+        .serve("series", query, headers, body, async |params, _| {
+            if params.all("match[]").is_empty() {
+                return Err(ParamError::MissingMatch.into());
+            }
+            let limit = params.limit()?;
+            let range = params.range()?;
+            let matcher_sets = params.matchers()?;
+            let source = state.source.clone();
+            let max_series = state.config.max_series;
+            let found = state
+                .blocking(move || {
+                    let mut found: BTreeSet<Vec<Label>> = BTreeSet::new();
+                    let mut warnings = Vec::new();
+                    // One more than the limits allow, to tell "exactly at the
+                    // limit" from "over it".
+                    let want = match (limit, max_series) {
+                        (Some(limit), 0) => limit.saturating_add(1),
+                        (None, 0) => 0,
+                        (Some(limit), max) => limit.min(max).saturating_add(1),
+                        (None, max) => max.saturating_add(1),
+                    };
+                    for matchers in &matcher_sets {
+                        let sets = source
+                            .series(matchers, range, want)
+                            .map_err(|e| ApiError::storage(&e))?;
+                        warnings.extend(sets.warnings);
+                        found.extend(sets.labels);
+                        if max_series > 0 && found.len() > max_series {
+                            return Err(ApiError::new(
+                                ErrorType::Execution,
+                                format!(
+                                    "the selectors match more than {max_series} series; \
                                  narrow them, shorten the time range, or raise {}",
-                                flag::MAX_SERIES
-                            ),
-                        ));
+                                    flag::MAX_SERIES
+                                ),
+                            ));
+                        }
                     }
+                    Ok((found, warnings))
+                })
+                .await;
+            let (found, mut warnings) = found.inspect_err(|e| {
+                if e.kind == ErrorType::Execution {
+                    state.metrics.query_rejected("max_series");
                 }
-                Ok((found, warnings))
-            })
-            .await;
-        let (found, mut warnings) = found.inspect_err(|e| {
-            if e.kind == ErrorType::Execution {
-                state.metrics.query_rejected("max_series");
+            })?;
+            let mut data = String::from("[");
+            for (i, labels) in found.iter().enumerate() {
+                if limit.is_some_and(|limit| i >= limit) {
+                    warnings.push(TRUNCATED_WARNING.to_string());
+                    break;
+                }
+                if i > 0 {
+                    data.push(',');
+                }
+                json::push_labels(&mut data, labels);
             }
-        })?;
-        let mut data = String::from("[");
-        for (i, labels) in found.iter().enumerate() {
-            if limit.is_some_and(|limit| i >= limit) {
-                warnings.push(TRUNCATED_WARNING.to_string());
-                break;
-            }
-            if i > 0 {
-                data.push(',');
-            }
-            json::push_labels(&mut data, labels);
-        }
-        data.push(']');
-        Ok(Answer { data, warnings })
-    }
-    .await;
-    state.finish("series", started, &headers, result).await
+            data.push(']');
+            Ok(Answer { data, warnings })
+        })
+        .await
 }

@@ -34,7 +34,6 @@ use axum::response::Response;
 use strata_storage::TimeRange;
 
 use super::json;
-use super::params::Params;
 use super::query::now_ms;
 use super::{Answer, ApiError, ApiState};
 
@@ -66,19 +65,18 @@ pub async fn metadata(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let started = Instant::now();
-    let result = (|| {
-        let params = Params::from_request(query.as_deref(), &headers, &body)?;
-        for name in ["limit", "limit_per_metric"] {
-            if let Some(text) = params.get(name)
-                && text.parse::<i64>().is_err()
-            {
-                return Err(ApiError::bad_data(format!("{name} must be a number")));
+    state
+        .serve("metadata", query, headers, body, async |params, _| {
+            for name in ["limit", "limit_per_metric"] {
+                if let Some(text) = params.get(name)
+                    && text.parse::<i64>().is_err()
+                {
+                    return Err(ApiError::bad_data(format!("{name} must be a number")));
+                }
             }
-        }
-        Ok(Answer::new("{}".to_string()))
-    })();
-    state.finish("metadata", started, &headers, result).await
+            Ok(Answer::new("{}".to_string()))
+        })
+        .await
 }
 
 pub async fn tsdb(
@@ -87,72 +85,70 @@ pub async fn tsdb(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let started = Instant::now();
-    let result = async {
-        let params = Params::from_request(query.as_deref(), &headers, &body)?;
-        let limit = match params.get("limit") {
-            None => DEFAULT_TSDB_LIMIT,
-            Some(text) => match text.parse::<usize>() {
-                Ok(n) if n >= 1 => n,
-                _ => return Err(ApiError::bad_data("limit must be a positive number")),
-            },
-        };
-        let now = now_ms();
-        let source = state.source.clone();
-        // All entries, to count label pairs and value bytes; top `limit` after.
-        let cardinality = state
-            .blocking(move || {
-                source
-                    .cardinality(TimeRange::new(now, now), 0)
-                    .map_err(|e| ApiError::storage(&e))
-            })
-            .await?;
+    state
+        .serve("tsdb_status", query, headers, body, async |params, _| {
+            let limit = match params.get("limit") {
+                None => DEFAULT_TSDB_LIMIT,
+                Some(text) => match text.parse::<usize>() {
+                    Ok(n) if n >= 1 => n,
+                    _ => return Err(ApiError::bad_data("limit must be a positive number")),
+                },
+            };
+            let now = now_ms();
+            let source = state.source.clone();
+            // All entries, to count label pairs and value bytes; top `limit` after.
+            let cardinality = state
+                .blocking(move || {
+                    source
+                        .cardinality(TimeRange::new(now, now), 0)
+                        .map_err(|e| ApiError::storage(&e))
+                })
+                .await?;
 
-        let mut bytes_by_name: BTreeMap<&str, u64> = BTreeMap::new();
-        for (pair, _) in &cardinality.series_by_label_pair {
-            if let Some((name, value)) = pair.split_once('=') {
-                *bytes_by_name.entry(name).or_default() += value.len() as u64;
+            let mut bytes_by_name: BTreeMap<&str, u64> = BTreeMap::new();
+            for (pair, _) in &cardinality.series_by_label_pair {
+                if let Some((name, value)) = pair.split_once('=') {
+                    *bytes_by_name.entry(name).or_default() += value.len() as u64;
+                }
             }
-        }
-        let bytes_by_name: Vec<(String, u64)> = bytes_by_name
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), v))
-            .collect();
+            let bytes_by_name: Vec<(String, u64)> = bytes_by_name
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v))
+                .collect();
 
-        let mut data = String::from("{\"headStats\":{\"numSeries\":");
-        data.push_str(&cardinality.total_series.to_string());
-        data.push_str(",\"numLabelPairs\":");
-        data.push_str(&cardinality.series_by_label_pair.len().to_string());
-        data.push_str(",\"chunkCount\":0,\"minTime\":");
-        data.push_str(&(now.div_euclid(MS_PER_DAY) * MS_PER_DAY).to_string());
-        data.push_str(",\"maxTime\":");
-        data.push_str(&now.to_string());
-        data.push('}');
-        for (field, stats) in [
-            (
-                "seriesCountByMetricName",
-                &cardinality.series_by_metric_name,
-            ),
-            (
-                "labelValueCountByLabelName",
-                &cardinality.values_by_label_name,
-            ),
-            ("memoryInBytesByLabelName", &bytes_by_name),
-            (
-                "seriesCountByLabelValuePair",
-                &cardinality.series_by_label_pair,
-            ),
-        ] {
-            data.push_str(",\"");
-            data.push_str(field);
-            data.push_str("\":");
-            push_top(&mut data, stats, limit);
-        }
-        data.push('}');
-        Ok(Answer::new(data))
-    }
-    .await;
-    state.finish("tsdb_status", started, &headers, result).await
+            let mut data = String::from("{\"headStats\":{\"numSeries\":");
+            data.push_str(&cardinality.total_series.to_string());
+            data.push_str(",\"numLabelPairs\":");
+            data.push_str(&cardinality.series_by_label_pair.len().to_string());
+            data.push_str(",\"chunkCount\":0,\"minTime\":");
+            data.push_str(&(now.div_euclid(MS_PER_DAY) * MS_PER_DAY).to_string());
+            data.push_str(",\"maxTime\":");
+            data.push_str(&now.to_string());
+            data.push('}');
+            for (field, stats) in [
+                (
+                    "seriesCountByMetricName",
+                    &cardinality.series_by_metric_name,
+                ),
+                (
+                    "labelValueCountByLabelName",
+                    &cardinality.values_by_label_name,
+                ),
+                ("memoryInBytesByLabelName", &bytes_by_name),
+                (
+                    "seriesCountByLabelValuePair",
+                    &cardinality.series_by_label_pair,
+                ),
+            ] {
+                data.push_str(",\"");
+                data.push_str(field);
+                data.push_str("\":");
+                push_top(&mut data, stats, limit);
+            }
+            data.push('}');
+            Ok(Answer::new(data))
+        })
+        .await
 }
 
 /// `[{"name":..,"value":..}]` of the `limit` largest, largest first, ties by name.
