@@ -35,8 +35,9 @@ use crate::tenant_routes::{MakeRouter, tenant_routes};
 #[derive(Clone, Debug, clap::Args)]
 #[group(id = "single")]
 pub struct Config {
-    /// Address to serve HTTP on (import, export, the Prometheus query
-    /// API, health and metrics). Default: 127.0.0.1:8428.
+    /// Address to serve HTTP on (every ingestion protocol, the Prometheus
+    /// query API, export, tenant paths, health and metrics). Default:
+    /// 127.0.0.1:8428.
     #[arg(
         long = "listen",
         env = "STRATA_LISTEN",
