@@ -103,6 +103,33 @@ enum Server {
     Vm,
 }
 
+/// Fails with how to get `bin` when it is missing.
+fn ensure_binary(what: &str, bin: &std::path::Path) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        bin.exists(),
+        "no {what} binary at {} (build it with `cargo build --release -p strata`, \
+         fetch VictoriaMetrics with `scripts/fetch-peers vm`, or pass its path)",
+        bin.display()
+    );
+    Ok(())
+}
+
+/// `work_dir`, or a new temporary directory (kept alive by the returned
+/// guard) named with `prefix`.
+fn work_dir_or_temp(
+    work_dir: Option<PathBuf>,
+    prefix: &str,
+) -> anyhow::Result<(PathBuf, Option<tempfile::TempDir>)> {
+    if let Some(dir) = work_dir {
+        return Ok((dir, None));
+    }
+    let temp = tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir()
+        .context("cannot create a temporary directory")?;
+    Ok((temp.path().to_path_buf(), Some(temp)))
+}
+
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -139,28 +166,12 @@ fn main() -> anyhow::Result<()> {
             let strata_bin = strata_bin.unwrap_or_else(compare::default_strata_bin);
             let vm_bin = vm_bin.unwrap_or_else(compare::default_vm_bin);
             for kind in &order {
-                let (what, bin) = match kind {
-                    Kind::Strata => ("strata", &strata_bin),
-                    Kind::Victoria => ("victoria-metrics", &vm_bin),
-                };
-                anyhow::ensure!(
-                    bin.exists(),
-                    "no {what} binary at {} (build it with `cargo build --release -p strata`, \
-                     fetch VictoriaMetrics with `scripts/fetch-peers vm`, or pass its path)",
-                    bin.display()
-                );
-            }
-            let temp;
-            let work_dir = match work_dir {
-                Some(dir) => dir,
-                None => {
-                    temp = tempfile::Builder::new()
-                        .prefix("ingest-compare-")
-                        .tempdir()
-                        .context("cannot create a temporary directory")?;
-                    temp.path().to_path_buf()
+                match kind {
+                    Kind::Strata => ensure_binary("strata", &strata_bin)?,
+                    Kind::Victoria => ensure_binary("victoria-metrics", &vm_bin)?,
                 }
-            };
+            }
+            let (work_dir, _temp) = work_dir_or_temp(work_dir, "ingest-compare-")?;
             let servers = Servers {
                 strata_bin,
                 vm_bin,
@@ -186,25 +197,9 @@ fn main() -> anyhow::Result<()> {
         } => {
             let strata_bin = strata_bin.unwrap_or_else(compare::default_strata_bin);
             let vm_bin = vm_bin.unwrap_or_else(compare::default_vm_bin);
-            for (what, bin) in [("strata", &strata_bin), ("victoria-metrics", &vm_bin)] {
-                anyhow::ensure!(
-                    bin.exists(),
-                    "no {what} binary at {} (build it with `cargo build --release -p strata`, \
-                     fetch VictoriaMetrics with `scripts/fetch-peers vm`, or pass its path)",
-                    bin.display()
-                );
-            }
-            let temp;
-            let work_dir = match work_dir {
-                Some(dir) => dir,
-                None => {
-                    temp = tempfile::Builder::new()
-                        .prefix("query-compare-")
-                        .tempdir()
-                        .context("cannot create a temporary directory")?;
-                    temp.path().to_path_buf()
-                }
-            };
+            ensure_binary("strata", &strata_bin)?;
+            ensure_binary("victoria-metrics", &vm_bin)?;
+            let (work_dir, _temp) = work_dir_or_temp(work_dir, "query-compare-")?;
             let servers = QueryServers {
                 strata_bin,
                 vm_bin,
