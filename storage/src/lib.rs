@@ -15,6 +15,7 @@
 //!
 //! `Storage` (in `engine`) is the entry point; `docs/storage.md` is the map.
 
+pub mod cluster;
 pub mod config;
 pub mod dedup;
 pub mod encoding;
