@@ -229,6 +229,27 @@ mod tests {
     }
 
     #[test]
+    fn crdgen_flags() {
+        let cli = Cli::try_parse_from(["strata", "crdgen"]).expect("parses");
+        let Command::Crdgen(args) = cli.command else {
+            panic!("not crdgen");
+        };
+        assert_eq!(
+            (args.root.as_path(), args.check),
+            (std::path::Path::new("."), false)
+        );
+        let cli = Cli::try_parse_from(["strata", "crdgen", "--check", "--root", "/repo"])
+            .expect("parses");
+        let Command::Crdgen(args) = cli.command else {
+            panic!("not crdgen");
+        };
+        assert_eq!(
+            (args.root.as_path(), args.check),
+            (std::path::Path::new("/repo"), true)
+        );
+    }
+
+    #[test]
     fn alert_flags_and_test_subcommand() {
         let cli = Cli::try_parse_from([
             "strata",
