@@ -16,7 +16,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use parking_lot::Mutex;
 use strata_select::promql::Value;
-use strata_storage::{Label, METRIC_NAME_LABEL, Sample, SeriesSamples, Tenant};
+use strata_storage::{Label, METRIC_NAME_LABEL, MatchOp, Matcher, Sample, SeriesSamples, Tenant};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -192,24 +192,41 @@ pub struct GroupRuntime {
     pub rules: Vec<RuleRuntime>,
     pub last_evaluation: i64,
     pub evaluation_seconds: f64,
-    /// Whether the start-up restore from `ALERTS_FOR_STATE` is still due.
-    restore_due: bool,
+    /// Evaluations still to run before alert state is restored from
+    /// `ALERTS_FOR_STATE`; None when no restore is due. Like Prometheus, the
+    /// restore follows the second evaluation, so that recording rules the
+    /// alerts read have been evaluated once in time.
+    restore_after: Option<u32>,
 }
 
 pub type SharedGroup = Arc<Mutex<GroupRuntime>>;
 
 impl GroupRuntime {
-    pub fn new(file: &Path, group: RuleGroup, ctx: &Context) -> Result<GroupRuntime, String> {
+    /// A group as loaded from `file`. `restore`: whether its alert state is
+    /// restored (groups of the first load); otherwise its alerts write
+    /// `ALERTS` from the first evaluation, as Prometheus does for groups that
+    /// a reload adds.
+    pub fn new(
+        file: &Path,
+        group: RuleGroup,
+        ctx: &Context,
+        restore: bool,
+    ) -> Result<GroupRuntime, String> {
         let tenant = match &group.tenant {
             Some(t) => Tenant::from_str(t)
                 .map_err(|_| format!("group {:?}: invalid tenant {t:?}", group.name))?,
             None => ctx.default_tenant,
         };
-        let rules = group
+        let mut rules: Vec<RuleRuntime> = group
             .rules
             .into_iter()
             .map(|r| RuleRuntime::new(r, &group.labels))
             .collect();
+        if !restore {
+            for alert in rules.iter_mut().filter_map(|r| r.alert.as_mut()) {
+                alert.restored = true;
+            }
+        }
         Ok(GroupRuntime {
             file: file.to_path_buf(),
             name: group.name,
@@ -223,15 +240,13 @@ impl GroupRuntime {
             rules,
             last_evaluation: 0,
             evaluation_seconds: 0.0,
-            restore_due: true,
+            restore_after: restore.then_some(2),
         })
     }
 
     /// Where this group's evaluations fall within its interval (ms).
     pub fn offset(&self) -> i64 {
-        let key = format!("{}\u{0}{}", self.file.display(), self.name);
-        let interval = millis(self.interval).max(1) as u64;
-        (xxhash_rust::xxh64::xxh64(key.as_bytes(), 0) % interval) as i64
+        group_offset(&self.file.to_string_lossy(), &self.name, self.interval)
     }
 
     /// Takes over the state of `old` for rules with the same identity.
@@ -258,10 +273,31 @@ impl GroupRuntime {
             rule.last_evaluation = old.last_evaluation;
             rule.evaluation_seconds = old.evaluation_seconds;
         }
-        self.restore_due = old.restore_due;
+        self.restore_after = old.restore_after;
         self.last_evaluation = old.last_evaluation;
         self.evaluation_seconds = old.evaluation_seconds;
     }
+}
+
+/// Where the evaluations of group `name` of `file` fall within `interval`
+/// (ms), the way Prometheus places them so that both evaluate a group at
+/// the same times: the xxHash64 of the label set `{file, name}` as
+/// Prometheus hashes labels (each name and value followed by `0xff`, names
+/// in order), modulo the interval in nanoseconds, truncated to milliseconds
+/// (Prometheus' evaluation times carry nanoseconds; its queries and samples
+/// the truncated milliseconds).
+pub fn group_offset(file: &str, name: &str, interval: Duration) -> i64 {
+    let mut key = Vec::with_capacity(file.len() + name.len() + 12);
+    for (label, value) in [("file", file), ("name", name)] {
+        key.extend_from_slice(label.as_bytes());
+        key.push(0xff);
+        key.extend_from_slice(value.as_bytes());
+        key.push(0xff);
+    }
+    let interval_ns = u64::try_from(interval.as_nanos())
+        .unwrap_or(u64::MAX)
+        .max(1);
+    ((xxhash_rust::xxh64::xxh64(&key, 0) % interval_ns) / 1_000_000) as i64
 }
 
 /// The first evaluation time of a group after `now`: the next `k * interval
@@ -359,10 +395,12 @@ pub async fn evaluate_group(group: &SharedGroup, ctx: &Context, ts: i64) {
 
     let restore = {
         let mut g = group.lock();
-        std::mem::replace(&mut g.restore_due, false)
+        g.restore_after = g.restore_after.and_then(|n| n.checked_sub(1));
+        g.restore_after == Some(0)
     };
     if restore {
-        restore_group(group, ctx, ts).await;
+        restore_group(group, ctx).await;
+        group.lock().restore_after = None;
     }
 
     let elapsed = started.elapsed().as_secs_f64();
@@ -614,43 +652,43 @@ fn set_or_remove(labels: &mut Labels, name: &str, value: String) {
     }
 }
 
-/// Restores `active_at` of every alerting rule of `group` from the last
-/// `ALERTS_FOR_STATE` samples within `--outage-tolerance` before `ts`.
-async fn restore_group(group: &SharedGroup, ctx: &Context, ts: i64) {
+/// Restores `active_at` of every alerting rule of `group` from the newest
+/// `ALERTS_FOR_STATE` sample of each alert within `--outage-tolerance`
+/// before now (Prometheus restores at the wall time, not at an evaluation
+/// time). A newest sample that is a staleness marker means the alert had
+/// resolved: it starts over.
+async fn restore_group(group: &SharedGroup, ctx: &Context) {
+    let now = ctx.clock.now_ms();
     let (tenant, rules) = {
         let g = group.lock();
-        let rules: Vec<(usize, String)> = g
+        let rules: Vec<(usize, String, bool)> = g
             .rules
             .iter()
             .enumerate()
             .filter_map(|(i, r)| {
                 let alert = r.alert.as_ref()?;
-                Some((i, alert.name.clone()))
+                let restorable = alert.hold >= ctx.for_grace_period && !alert.active.is_empty();
+                Some((i, alert.name.clone(), restorable))
             })
             .collect();
         (g.tenant, rules)
     };
-    for (index, name) in rules {
-        let mut last: HashMap<Labels, (i64, f64)> = HashMap::new();
-        if ctx.writer.is_some() {
-            let query = format!(
-                "{ALERTS_FOR_STATE_METRIC}{{{ALERT_NAME_LABEL}={}}}[{}s]",
-                quote(&name),
-                ctx.outage_tolerance.as_secs().max(1)
-            );
-            match ctx.querier.query(tenant, &query, ts).await {
-                Ok(Value::Matrix(series)) => {
-                    for s in series {
-                        if let Some(p) = s.points.last() {
-                            let mut labels = s.labels;
-                            labels.retain(|l| l.name != METRIC_NAME_LABEL);
-                            last.insert(labels, (p.t, p.v));
-                        }
+    for (index, name, restorable) in rules {
+        let mut newest: HashMap<Labels, (i64, f64)> = HashMap::new();
+        if restorable && ctx.writer.is_some() {
+            match for_state_matchers(&name) {
+                Ok(matchers) => match ctx
+                    .querier
+                    .newest_samples(tenant, &matchers, now, ctx.outage_tolerance)
+                    .await
+                {
+                    Ok(samples) => {
+                        newest.extend(samples.into_iter().map(|n| (n.labels, (n.t, n.v))));
                     }
-                }
-                Ok(other) => {
-                    tracing::warn!(alert = %name, result = other.type_name(), "Unexpected answer restoring alert state.")
-                }
+                    Err(e) => {
+                        tracing::warn!(alert = %name, error = %e, "Cannot restore alert state; alerts start over.")
+                    }
+                },
                 Err(e) => {
                     tracing::warn!(alert = %name, error = %e, "Cannot restore alert state; alerts start over.")
                 }
@@ -658,16 +696,22 @@ async fn restore_group(group: &SharedGroup, ctx: &Context, ts: i64) {
         }
         let mut g = group.lock();
         if let Some(alert) = g.rules.get_mut(index).and_then(|r| r.alert.as_mut()) {
-            let restored = last.len();
-            alert.restore(ts, ctx.for_grace_period, |labels| last.get(labels).copied());
-            tracing::info!(alert = %name, series = restored, "Alert state restored.");
+            let restored = alert.restore(now, ctx.for_grace_period, |labels| {
+                newest.get(labels).copied()
+            });
+            if restorable {
+                tracing::info!(alert = %name, restored, "Alert state restored.");
+            }
         }
     }
 }
 
-/// A PromQL double-quoted string.
-fn quote(s: &str) -> String {
-    format!("{s:?}")
+/// Selects the `ALERTS_FOR_STATE` series of alerting rule `name`.
+fn for_state_matchers(name: &str) -> Result<[Matcher; 2], strata_storage::MatcherError> {
+    Ok([
+        Matcher::new(MatchOp::Equal, METRIC_NAME_LABEL, ALERTS_FOR_STATE_METRIC)?,
+        Matcher::new(MatchOp::Equal, ALERT_NAME_LABEL, name)?,
+    ])
 }
 
 /// Runs `group` until `stop` turns true.
@@ -716,6 +760,8 @@ pub struct Manager {
     running: Mutex<Vec<Running>>,
     /// Modification time and length of every loaded file, to notice changes.
     seen: Mutex<BTreeMap<PathBuf, Option<(SystemTime, u64)>>>,
+    /// Whether a load succeeded already.
+    loaded: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -735,6 +781,7 @@ impl Manager {
             patterns,
             running: Mutex::new(Vec::new()),
             seen: Mutex::new(BTreeMap::new()),
+            loaded: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -757,10 +804,15 @@ impl Manager {
     pub fn load(&self) -> Result<usize, LoadError> {
         let paths = expand_patterns(&self.patterns)?;
         let files = load_files(&paths).map_err(LoadError::Rules)?;
+        // Only the groups of the first load restore alert state.
+        let restore = !self.loaded.load(std::sync::atomic::Ordering::Relaxed);
         let mut groups = Vec::new();
         for (path, file) in files {
             for group in file.groups {
-                groups.push(GroupRuntime::new(&path, group, &self.ctx).map_err(LoadError::Group)?);
+                groups.push(
+                    GroupRuntime::new(&path, group, &self.ctx, restore)
+                        .map_err(LoadError::Group)?,
+                );
             }
         }
         let count = groups.len();
@@ -795,6 +847,8 @@ impl Manager {
             gone.task.abort();
         }
         *self.seen.lock() = paths.iter().map(|p| (p.clone(), file_stamp(p))).collect();
+        self.loaded
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         Ok(count)
     }
 
@@ -838,18 +892,23 @@ pub fn expand_patterns(patterns: &[String]) -> Result<Vec<PathBuf>, LoadError> {
             out.push(path.to_path_buf());
             continue;
         }
-        let dir = match path.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
-        let entries = std::fs::read_dir(&dir).map_err(|e| LoadError::Pattern {
-            pattern: pattern.clone(),
-            message: e.to_string(),
+        // A match is named like the pattern (`rules/*.yml` gives
+        // `rules/a.yml`, `*.yml` gives `a.yml`): the name is part of the
+        // group's identity and of its evaluation offset, as in Prometheus.
+        let parent = path.parent().filter(|p| !p.as_os_str().is_empty());
+        let entries = std::fs::read_dir(parent.unwrap_or(Path::new("."))).map_err(|e| {
+            LoadError::Pattern {
+                pattern: pattern.clone(),
+                message: e.to_string(),
+            }
         })?;
         let mut matched: Vec<PathBuf> = entries
             .filter_map(|e| e.ok())
             .filter(|e| wildcard_match(&name, &e.file_name().to_string_lossy()))
-            .map(|e| e.path())
+            .map(|e| match parent {
+                Some(dir) => dir.join(e.file_name()),
+                None => PathBuf::from(e.file_name()),
+            })
             .collect();
         matched.sort();
         out.extend(matched);
@@ -984,7 +1043,7 @@ groups:
         let file = crate::rules::parse_rule_file(Path::new("r.yml"), RULES).expect("rules");
         let group = file.groups.into_iter().next().expect("group");
         let group: SharedGroup = Arc::new(Mutex::new(
-            GroupRuntime::new(Path::new("r.yml"), group, &ctx).expect("group"),
+            GroupRuntime::new(Path::new("r.yml"), group, &ctx, true).expect("group"),
         ));
         let up = |instance: &str| {
             vec![
@@ -1002,12 +1061,15 @@ groups:
             .lock()
             .insert("up == 0".into(), vec![(up("a"), 0.0)]);
 
-        // t=0: pending; nothing of ALERTS before the restore ran.
-        evaluate_group(&group, &ctx, 0).await;
-        assert_eq!(
-            series_names(&std::mem::take(&mut *writer.0.lock())),
-            [r#"{__name__="job:up:sum", job="node", team="db"}"#]
-        );
+        // t=0 and 3s: pending; nothing of ALERTS before the restore, which
+        // follows the second evaluation.
+        for t in [0, 3_000] {
+            evaluate_group(&group, &ctx, t).await;
+            assert_eq!(
+                series_names(&std::mem::take(&mut *writer.0.lock())),
+                [r#"{__name__="job:up:sum", job="node", team="db"}"#]
+            );
+        }
         // t=5s: still pending, now written; t=10s: firing.
         evaluate_group(&group, &ctx, 5_000).await;
         writer.0.lock().clear();
