@@ -500,7 +500,8 @@ impl Expansion {
         mut labels: Labels,
         value: f64,
     ) -> Firing {
-        labels.retain(|l| l.name != METRIC_NAME_LABEL);
+        // Templates see `__name__` in `$labels` (as in Prometheus); the
+        // alert's own labels do not keep it.
         let data = Data {
             labels: labels
                 .iter()
@@ -510,6 +511,7 @@ impl Expansion {
             external_labels: external_labels.clone(),
             external_url: external_url.to_string(),
         };
+        labels.retain(|l| l.name != METRIC_NAME_LABEL);
         let expand = |template: &Template| match template.expand(&data, Some(querier)) {
             Ok(text) => text,
             Err(e) => format!("<error expanding template: {e}>"),

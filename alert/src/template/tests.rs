@@ -72,3 +72,52 @@ fn parse_errors() {
         assert!(Template::parse("t", bad).is_err(), "{bad:?} parsed");
     }
 }
+
+#[test]
+fn defined_templates() {
+    check(
+        r#"{{ define "j" }}<{{ .Labels.job }}>{{ end }}{{ template "j" . }}{{ template "j" . }}"#,
+        0.0,
+        "<x><x>",
+    );
+    check(
+        r#"{{ block "b" $labels }}[{{ .job }}]{{ end }}"#,
+        0.0,
+        "[x]",
+    );
+    check(
+        r#"{{ define "n" }}{{ . }}{{ end }}{{ template "n" }}"#,
+        0.0,
+        "<no value>",
+    );
+    // `$` inside a defined template is its dot; the caller's variables stay.
+    check(
+        r#"{{ $a := 1 }}{{ define "d" }}{{ $ }}{{ end }}{{ template "d" "s" }}{{ $a }}"#,
+        0.0,
+        "s1",
+    );
+    check(
+        r#"{{ define "r" }}{{ template "r" . }}{{ end }}{{ template "r" . }}"#,
+        0.0,
+        "error: template t: cannot expand: exceeded maximum template depth (100)",
+    );
+    check(
+        r#"{{ template "missing" . }}"#,
+        0.0,
+        "error: template t: cannot expand: template \"missing\" not defined",
+    );
+}
+
+#[test]
+fn defined_template_errors() {
+    for bad in [
+        r#"{{ if true }}{{ define "x" }}{{ end }}{{ end }}"#,
+        r#"{{ define "x" }}{{ $labels.job }}{{ end }}"#,
+        r#"{{ define "x" }}a{{ end }}{{ define "x" }}b{{ end }}"#,
+        r#"{{ define x }}{{ end }}"#,
+        r#"{{ define "x" }}"#,
+        r#"{{ range $labels }}{{ define "x" }}{{ break }}{{ end }}{{ end }}"#,
+    ] {
+        assert!(Template::parse("t", bad).is_err(), "{bad:?} parsed");
+    }
+}
