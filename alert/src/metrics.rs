@@ -27,6 +27,7 @@ pub struct NotifierLabels {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct DropLabels {
+    pub alertmanager: String,
     /// `queue_full`.
     pub reason: &'static str,
 }
@@ -46,7 +47,7 @@ pub struct Metrics {
     pub notifications_sent: Family<NotifierLabels, Counter>,
     pub notifications_failed: Family<NotifierLabels, Counter>,
     pub notifications_dropped: Family<DropLabels, Counter>,
-    pub queue_length: Gauge,
+    pub queue_length: Family<NotifierLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -60,7 +61,7 @@ impl Default for Metrics {
             notifications_sent: Family::default(),
             notifications_failed: Family::default(),
             notifications_dropped: Family::default(),
-            queue_length: Gauge::default(),
+            queue_length: Family::default(),
         }
     }
 }
@@ -105,12 +106,12 @@ impl Metrics {
         );
         registry.register(
             "strata_alert_notifications_dropped",
-            "Alerts dropped before sending, by reason (queue_full)",
+            "Alerts dropped before sending, by Alertmanager and reason (queue_full)",
             m.notifications_dropped.clone(),
         );
         registry.register(
             "strata_alert_notification_queue_length",
-            "Alerts waiting to be sent",
+            "Alerts waiting to be sent, by Alertmanager",
             m.queue_length.clone(),
         );
         m
