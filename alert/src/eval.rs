@@ -120,7 +120,8 @@ pub struct RuleRuntime {
     pub alert: Option<AlertingRule>,
     pub health: Health,
     pub last_error: String,
-    /// Time of the last evaluation (ms); 0 before the first.
+    /// Wall time the last evaluation of the rule started (ms), as
+    /// Prometheus reports it; 0 before the first.
     pub last_evaluation: i64,
     pub evaluation_seconds: f64,
     /// Series written by the last evaluation, to mark the vanished stale.
@@ -190,6 +191,7 @@ pub struct GroupRuntime {
     pub query_offset: Duration,
     pub tenant: Tenant,
     pub rules: Vec<RuleRuntime>,
+    /// Wall time the last evaluation started (ms); 0 before the first.
     pub last_evaluation: i64,
     pub evaluation_seconds: f64,
     /// Evaluations still to run before alert state is restored from
@@ -312,6 +314,7 @@ pub fn next_eval_time(now: i64, interval: i64, offset: i64) -> i64 {
 /// Evaluates every rule of `group` at `ts` (ms), in order.
 pub async fn evaluate_group(group: &SharedGroup, ctx: &Context, ts: i64) {
     let started = Instant::now();
+    let started_at = ctx.clock.now_ms();
     let (count, tenant, query_offset, limit, interval, name) = {
         let g = group.lock();
         (
@@ -330,6 +333,7 @@ pub async fn evaluate_group(group: &SharedGroup, ctx: &Context, ts: i64) {
     let mut written = 0u64;
     for index in 0..count {
         let rule_started = Instant::now();
+        let rule_started_at = ctx.clock.now_ms();
         let Some(expr) = group.lock().rules.get(index).map(|r| r.rule.expr.clone()) else {
             break;
         };
@@ -371,7 +375,7 @@ pub async fn evaluate_group(group: &SharedGroup, ctx: &Context, ts: i64) {
         let Some(rule) = g.rules.get_mut(index) else {
             break;
         };
-        rule.last_evaluation = ts;
+        rule.last_evaluation = rule_started_at;
         rule.evaluation_seconds = rule_started.elapsed().as_secs_f64();
         match outcome {
             Ok(()) => {
@@ -406,7 +410,7 @@ pub async fn evaluate_group(group: &SharedGroup, ctx: &Context, ts: i64) {
     let elapsed = started.elapsed().as_secs_f64();
     {
         let mut g = group.lock();
-        g.last_evaluation = ts;
+        g.last_evaluation = started_at;
         g.evaluation_seconds = elapsed;
     }
     ctx.metrics.evaluations.get_or_create(&group_labels).inc();
@@ -1104,7 +1108,10 @@ groups:
         );
         let g = group.lock();
         assert_eq!(g.rules[1].health, Health::Ok);
-        assert_eq!(g.last_evaluation, 15_000);
+        assert_eq!(
+            g.last_evaluation, 0,
+            "the wall time, which the test clock keeps at 0"
+        );
     }
 
     #[test]

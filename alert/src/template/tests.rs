@@ -57,6 +57,17 @@ fn humanize() {
         0.0,
         "1970-01-01 00:00:01.5 +0000 UTC",
     );
+    // Whole milliseconds, truncated towards zero, as Prometheus keeps them.
+    check(
+        "{{ humanizeTimestamp 1700000000.25 }}|{{ humanizeTimestamp -1.5 }}",
+        0.0,
+        "2023-11-14 22:13:20.249 +0000 UTC|1969-12-31 23:59:58.5 +0000 UTC",
+    );
+    check(
+        "{{ humanizeTimestamp 1e300 }}",
+        0.0,
+        "error: template t: cannot expand: error calling humanizeTimestamp: 1e+300 cannot be represented as a nanoseconds timestamp since it overflows int64",
+    );
     check("{{ title \"foo bar-baz\" }}", 0.0, "Foo Bar-Baz");
 }
 
