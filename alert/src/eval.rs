@@ -199,6 +199,9 @@ pub struct GroupRuntime {
     /// restore follows the second evaluation, so that recording rules the
     /// alerts read have been evaluated once in time.
     restore_after: Option<u32>,
+    /// Series of rules a reload removed, marked stale after the next
+    /// evaluation unless a rule of the group wrote them again.
+    stale_series: Vec<Labels>,
 }
 
 pub type SharedGroup = Arc<Mutex<GroupRuntime>>;
@@ -243,6 +246,7 @@ impl GroupRuntime {
             last_evaluation: 0,
             evaluation_seconds: 0.0,
             restore_after: restore.then_some(2),
+            stale_series: Vec::new(),
         })
     }
 
@@ -251,7 +255,8 @@ impl GroupRuntime {
         group_offset(&self.file.to_string_lossy(), &self.name, self.interval)
     }
 
-    /// Takes over the state of `old` for rules with the same identity.
+    /// Takes over the state of `old` for rules with the same identity; the
+    /// series of its other rules are to be marked stale.
     fn adopt(&mut self, old: &mut GroupRuntime) {
         let mut by_identity: HashMap<_, Vec<&mut RuleRuntime>> = HashMap::new();
         for rule in &mut old.rules {
@@ -275,6 +280,10 @@ impl GroupRuntime {
             rule.last_evaluation = old.last_evaluation;
             rule.evaluation_seconds = old.evaluation_seconds;
         }
+        for unmatched in by_identity.into_values().flatten() {
+            self.stale_series.extend(unmatched.previous.drain());
+        }
+        self.stale_series.append(&mut old.stale_series);
         self.restore_after = old.restore_after;
         self.last_evaluation = old.last_evaluation;
         self.evaluation_seconds = old.evaluation_seconds;
@@ -397,6 +406,8 @@ pub async fn evaluate_group(group: &SharedGroup, ctx: &Context, ts: i64) {
         }
     }
 
+    written += mark_removed_stale(group, ctx, tenant, query_ts).await;
+
     let restore = {
         let mut g = group.lock();
         g.restore_after = g.restore_after.and_then(|n| n.checked_sub(1));
@@ -422,6 +433,111 @@ pub async fn evaluate_group(group: &SharedGroup, ctx: &Context, ts: i64) {
         .samples_written
         .get_or_create(&group_labels)
         .inc_by(written);
+}
+
+/// Writes staleness markers at `query_ts` for the series of rules a reload
+/// removed from `group`, except those its rules wrote again; returns how
+/// many. On a failed write they are kept for the next evaluation.
+async fn mark_removed_stale(
+    group: &SharedGroup,
+    ctx: &Context,
+    tenant: Tenant,
+    query_ts: i64,
+) -> u64 {
+    let Some(writer) = &ctx.writer else {
+        return 0;
+    };
+    let series = {
+        let mut g = group.lock();
+        if g.stale_series.is_empty() {
+            return 0;
+        }
+        let pending = std::mem::take(&mut g.stale_series);
+        let current: HashSet<&Labels> = g.rules.iter().flat_map(|r| r.previous.iter()).collect();
+        let gone: Vec<Labels> = pending
+            .into_iter()
+            .filter(|l| !current.contains(l))
+            .collect();
+        gone
+    };
+    let n = series.len() as u64;
+    match writer.write(tenant, stale_markers(&series, query_ts)).await {
+        Ok(()) => n,
+        Err(e) => {
+            tracing::warn!(error = %e, series = n, "Cannot mark the series of removed rules stale; retrying next evaluation.");
+            group.lock().stale_series.extend(series);
+            0
+        }
+    }
+}
+
+/// One staleness marker at `ts` for each of `series`.
+fn stale_markers(series: &[Labels], ts: i64) -> Vec<SeriesSamples> {
+    series
+        .iter()
+        .map(|labels| SeriesSamples {
+            labels: labels.clone(),
+            samples: vec![Sample {
+                timestamp: ts,
+                value: f64::from_bits(strata_storage::STALE_NAN_BITS),
+            }],
+        })
+        .collect()
+}
+
+/// After a reload removed `group` (stopped at `stopped_at`), waits two of
+/// its intervals, so that a renamed group writes its series first, then
+/// marks stale every series the group wrote that no running group writes,
+/// as Prometheus does.
+async fn retire_group(
+    group: SharedGroup,
+    ctx: Arc<Context>,
+    running: Arc<Mutex<Vec<Running>>>,
+    stopped_at: i64,
+) {
+    let (interval, tenant, query_offset, series) = {
+        let mut g = group.lock();
+        let mut series: Vec<Labels> = std::mem::take(&mut g.stale_series);
+        for rule in &mut g.rules {
+            series.extend(rule.previous.drain());
+        }
+        (g.interval, g.tenant, millis(g.query_offset), series)
+    };
+    let Some(writer) = &ctx.writer else {
+        return;
+    };
+    if series.is_empty() {
+        return;
+    }
+    tokio::time::sleep(interval * 2).await;
+    let live: HashSet<Labels> = running
+        .lock()
+        .iter()
+        .flat_map(|r| {
+            let g = r.group.lock();
+            if g.tenant != tenant {
+                return Vec::new();
+            }
+            g.rules
+                .iter()
+                .flat_map(|rule| rule.previous.iter().cloned())
+                .collect()
+        })
+        .collect();
+    let gone: Vec<Labels> = series.into_iter().filter(|l| !live.contains(l)).collect();
+    if gone.is_empty() {
+        return;
+    }
+    let n = gone.len();
+    match writer
+        .write(tenant, stale_markers(&gone, stopped_at - query_offset))
+        .await
+    {
+        Ok(()) => tracing::info!(series = n, "Series of a removed rule group marked stale."),
+        Err(e) => {
+            tracing::warn!(error = %e, series = n, "Cannot mark the series of a removed rule group stale.")
+        }
+    }
 }
 
 /// A query result as (labels, value) pairs; a scalar is one element
@@ -635,17 +751,9 @@ fn apply(
     // Series written last time and not now get a staleness marker, so that
     // queries stop seeing them at once rather than after the lookback.
     let current: HashSet<Labels> = series.iter().map(|s| s.labels.clone()).collect();
-    let mut gone: Vec<&Labels> = rule.previous.difference(&current).collect();
+    let mut gone: Vec<Labels> = rule.previous.difference(&current).cloned().collect();
     gone.sort();
-    for gone in gone {
-        series.push(SeriesSamples {
-            labels: gone.clone(),
-            samples: vec![Sample {
-                timestamp: query_ts,
-                value: f64::from_bits(strata_storage::STALE_NAN_BITS),
-            }],
-        });
-    }
+    series.extend(stale_markers(&gone, query_ts));
     rule.previous = current;
     Ok(series)
 }
@@ -763,7 +871,9 @@ struct Running {
 pub struct Manager {
     ctx: Arc<Context>,
     patterns: Vec<String>,
-    running: Mutex<Vec<Running>>,
+    running: Arc<Mutex<Vec<Running>>>,
+    /// Tasks marking the series of removed groups stale; aborted at stop.
+    retiring: Mutex<Vec<JoinHandle<()>>>,
     /// Modification time and length of every loaded file, to notice changes.
     seen: Mutex<BTreeMap<PathBuf, Option<(SystemTime, u64)>>>,
     /// Whether a load succeeded already.
@@ -785,7 +895,8 @@ impl Manager {
         Arc::new(Manager {
             ctx,
             patterns,
-            running: Mutex::new(Vec::new()),
+            running: Arc::new(Mutex::new(Vec::new())),
+            retiring: Mutex::new(Vec::new()),
             seen: Mutex::new(BTreeMap::new()),
             loaded: std::sync::atomic::AtomicBool::new(false),
         })
@@ -848,9 +959,18 @@ impl Manager {
                 task,
             });
         }
+        let stopped_at = self.ctx.clock.now_ms();
+        let mut retiring = self.retiring.lock();
+        retiring.retain(|task| !task.is_finished());
         for (_, gone) in old {
             let _ = gone.stop.send(true);
             gone.task.abort();
+            retiring.push(tokio::spawn(retire_group(
+                gone.group,
+                self.ctx.clone(),
+                self.running.clone(),
+                stopped_at,
+            )));
         }
         *self.seen.lock() = paths.iter().map(|p| (p.clone(), file_stamp(p))).collect();
         self.loaded
@@ -868,8 +988,12 @@ impl Manager {
         *self.seen.lock() != now
     }
 
-    /// Stops every group task.
+    /// Stops every group task (series of removed groups are not marked
+    /// stale then: the evaluator is going away, not the rules).
     pub async fn stop(&self) {
+        for task in self.retiring.lock().drain(..) {
+            task.abort();
+        }
         let running: Vec<Running> = self.running.lock().drain(..).collect();
         for r in &running {
             let _ = r.stop.send(true);
@@ -1112,6 +1236,71 @@ groups:
             g.last_evaluation, 0,
             "the wall time, which the test clock keeps at 0"
         );
+    }
+
+    fn context(querier: Arc<Scripted>, writer: Arc<Captured>, clock: Arc<dyn Clock>) -> Context {
+        let metrics = Metrics::default();
+        Context {
+            querier,
+            writer: Some(writer),
+            notifier: Notifier::new(Vec::new(), 10, Duration::from_secs(1), metrics.clone()),
+            clock,
+            metrics,
+            external_labels: BTreeMap::new(),
+            external_url: "http://x".into(),
+            default_interval: Duration::from_millis(100),
+            default_query_offset: Duration::ZERO,
+            default_tenant: Tenant::DEFAULT,
+            resend_delay: Duration::from_secs(60),
+            for_grace_period: Duration::from_secs(600),
+            outage_tolerance: Duration::from_secs(3600),
+        }
+    }
+
+    /// Reloads mark stale what removed rules and groups wrote (as Prometheus:
+    /// a group's removed rules after its next evaluation, a removed group
+    /// two intervals later), never what a kept rule still writes.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn reload_marks_series_of_removed_rules_and_groups_stale() {
+        let querier = Arc::new(Scripted::default());
+        for expr in ["vector(1)", "vector(2)", "vector(3)"] {
+            querier
+                .0
+                .lock()
+                .insert(expr.into(), vec![(Vec::new(), 1.0)]);
+        }
+        let writer = Arc::new(Captured::default());
+        let ctx = Arc::new(context(querier, writer.clone(), Arc::new(SystemClock)));
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("rules.yml");
+        let both = "groups:\n  - name: a\n    rules:\n      - record: kept\n        expr: vector(1)\n      - record: dropped\n        expr: vector(2)\n  - name: b\n    rules:\n      - record: other\n        expr: vector(3)\n";
+        std::fs::write(&path, both).expect("write rules");
+        let manager = Manager::new(ctx, vec![path.display().to_string()]);
+        manager.load().expect("load");
+        tokio::time::sleep(Duration::from_millis(350)).await;
+        let first = series_names(&std::mem::take(&mut *writer.0.lock()));
+        for name in ["kept", "dropped", "other"] {
+            let series = format!(r#"{{__name__="{name}"}}"#);
+            assert!(first.contains(&series), "{name} not written: {first:?}");
+        }
+        std::fs::write(
+            &path,
+            "groups:\n  - name: a\n    rules:\n      - record: kept\n        expr: vector(1)\n",
+        )
+        .expect("write rules");
+        manager.load().expect("reload");
+        tokio::time::sleep(Duration::from_millis(450)).await;
+        manager.stop().await;
+        let after: HashSet<String> = series_names(&writer.0.lock()).into_iter().collect();
+        let want: HashSet<String> = [
+            r#"{__name__="kept"}"#,
+            r#"{__name__="dropped"} stale"#,
+            r#"{__name__="other"} stale"#,
+        ]
+        .into_iter()
+        .map(String::from)
+        .collect();
+        assert_eq!(after, want);
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //! Every Alertmanager has its own bounded queue and sender task, so that a
 //! slow or unreachable one never delays the others. Each queue drops its
 //! oldest alerts when full (counted with `reason="queue_full"`); its sender
-//! takes batches of up to 256 and posts them, retrying with backoff.
+//! takes batches of up to 64 and posts them, retrying with backoff.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
@@ -17,7 +17,7 @@ use crate::metrics::{DropLabels, Metrics, NotifierLabels};
 use crate::state::Alert;
 
 /// Most alerts in one request, like Prometheus.
-pub const MAX_BATCH: usize = 256;
+pub const MAX_BATCH: usize = 64;
 /// Attempts per batch and Alertmanager.
 const ATTEMPTS: u32 = 3;
 const FIRST_BACKOFF: Duration = Duration::from_millis(200);
