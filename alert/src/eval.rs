@@ -426,6 +426,10 @@ pub async fn evaluate_group(group: &SharedGroup, ctx: &Context, ts: i64) {
     }
     ctx.metrics.evaluations.get_or_create(&group_labels).inc();
     ctx.metrics
+        .last_evaluation
+        .get_or_create(&group_labels)
+        .set(ts as f64 / 1000.0);
+    ctx.metrics
         .evaluation_duration
         .get_or_create(&group_labels)
         .observe(elapsed);
@@ -829,12 +833,26 @@ fn for_state_matchers(name: &str) -> Result<[Matcher; 2], strata_storage::Matche
 }
 
 /// Runs `group` until `stop` turns true.
-pub async fn run_group(group: SharedGroup, ctx: Arc<Context>, mut stop: watch::Receiver<bool>) {
-    let (interval, offset, name) = {
+pub async fn run_group(group: SharedGroup, ctx: Arc<Context>, stop: watch::Receiver<bool>) {
+    let (interval, offset) = {
         let g = group.lock();
-        (millis(g.interval).max(1), g.offset(), g.name.clone())
+        (millis(g.interval).max(1), g.offset())
     };
-    let mut next = next_eval_time(ctx.clock.now_ms(), interval, offset);
+    let first = next_eval_time(ctx.clock.now_ms(), interval, offset);
+    run_group_from(group, ctx, stop, first).await;
+}
+
+/// Runs `group` from its evaluation time `next` until `stop` turns true.
+async fn run_group_from(
+    group: SharedGroup,
+    ctx: Arc<Context>,
+    mut stop: watch::Receiver<bool>,
+    mut next: i64,
+) {
+    let (interval, name) = {
+        let g = group.lock();
+        (millis(g.interval).max(1), g.name.clone())
+    };
     loop {
         let wait = (next - ctx.clock.now_ms()).max(0) as u64;
         tokio::select! {
@@ -1301,6 +1319,53 @@ groups:
         .map(String::from)
         .collect();
         assert_eq!(after, want);
+    }
+
+    /// A group that wakes up more than an interval late skips the missed
+    /// slots, counts them, and evaluates at the latest slot passed.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn late_wakeup_skips_and_counts_missed_iterations() {
+        let querier = Arc::new(Scripted::default());
+        querier
+            .0
+            .lock()
+            .insert("vector(1)".into(), vec![(Vec::new(), 1.0)]);
+        let writer = Arc::new(Captured::default());
+        let clock = Arc::new(ManualClock::default());
+        let ctx = Arc::new(context(querier, writer.clone(), clock.clone()));
+        let rules =
+            "groups:\n  - name: g\n    rules:\n      - record: r\n        expr: vector(1)\n";
+        let file = crate::rules::parse_rule_file(Path::new("r.yml"), rules).expect("rules");
+        let group = file.groups.into_iter().next().expect("group");
+        let group: SharedGroup = Arc::new(Mutex::new(
+            GroupRuntime::new(Path::new("r.yml"), group, &ctx, true).expect("group"),
+        ));
+        let offset = group.lock().offset();
+        let start = 1_000_000;
+        clock.0.store(start, std::sync::atomic::Ordering::Relaxed);
+        let first = next_eval_time(start, 100, offset);
+        // The group wakes up for `first` 3.5 intervals late.
+        clock
+            .0
+            .store(first + 350, std::sync::atomic::Ordering::Relaxed);
+        let (stop, stopped) = watch::channel(false);
+        let task = tokio::spawn(run_group_from(group.clone(), ctx.clone(), stopped, first));
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let _ = stop.send(true);
+        let _ = task.await;
+        let missed = ctx
+            .metrics
+            .missed_iterations
+            .get_or_create(&GroupLabels { group: "g".into() })
+            .get();
+        assert_eq!(missed, 3);
+        let times: Vec<i64> = writer
+            .0
+            .lock()
+            .iter()
+            .map(|s| s.samples[0].timestamp)
+            .collect();
+        assert_eq!(times.first(), Some(&(first + 300)), "{times:?}");
     }
 
     #[test]

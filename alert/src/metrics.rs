@@ -7,6 +7,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
+use std::sync::atomic::AtomicU64;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct GroupLabels {
@@ -42,6 +43,9 @@ pub struct Metrics {
     pub evaluations: Family<GroupLabels, Counter>,
     pub evaluation_failures: Family<FailureLabels, Counter>,
     pub missed_iterations: Family<GroupLabels, Counter>,
+    /// Evaluation time (slot, seconds) of each group's last evaluation: an
+    /// evaluator that stops evaluating shows here first.
+    pub last_evaluation: Family<GroupLabels, Gauge<f64, AtomicU64>>,
     pub evaluation_duration: Family<GroupLabels, Histogram, fn() -> Histogram>,
     pub samples_written: Family<GroupLabels, Counter>,
     pub notifications_sent: Family<NotifierLabels, Counter>,
@@ -56,6 +60,7 @@ impl Default for Metrics {
             evaluations: Family::default(),
             evaluation_failures: Family::default(),
             missed_iterations: Family::default(),
+            last_evaluation: Family::default(),
             evaluation_duration: Family::new_with_constructor(duration_histogram),
             samples_written: Family::default(),
             notifications_sent: Family::default(),
@@ -83,6 +88,11 @@ impl Metrics {
             "strata_alert_group_missed_iterations",
             "Group evaluations skipped because the previous one ran too long, by group",
             m.missed_iterations.clone(),
+        );
+        registry.register(
+            "strata_alert_group_last_evaluation_timestamp_seconds",
+            "Time of the last evaluation of a group (the evaluation time its results carry), by group",
+            m.last_evaluation.clone(),
         );
         registry.register(
             "strata_alert_group_evaluation_duration_seconds",
