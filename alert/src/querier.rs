@@ -385,6 +385,37 @@ impl Querier for EngineQuerier {
 mod tests {
     use super::*;
 
+    /// A selector built from matchers reads back as the same matchers.
+    #[test]
+    fn selectors_round_trip() {
+        use strata_storage::MatchOp;
+        for value in [
+            "A",
+            "a\"b",
+            "back\\slash",
+            "new\nline\ttab",
+            "\u{1}ctl",
+            "ünï",
+        ] {
+            let matchers = vec![
+                Matcher::new(MatchOp::Equal, "__name__", "ALERTS_FOR_STATE").expect("matcher"),
+                Matcher::new(MatchOp::Equal, "alertname", value).expect("matcher"),
+            ];
+            let text = selector(&matchers);
+            let parsed = strata_select::selector::parse_series_selector(&text)
+                .unwrap_or_else(|e| panic!("{text}: {e}"));
+            let got: Vec<(String, String)> = parsed[0]
+                .iter()
+                .map(|m| (m.name.clone(), m.value.clone()))
+                .collect();
+            let want: Vec<(String, String)> = matchers
+                .iter()
+                .map(|m| (m.name.clone(), m.value.clone()))
+                .collect();
+            assert_eq!(got, want, "{text}");
+        }
+    }
+
     #[test]
     fn parses_answers() {
         let check = |text: &str, want: Value| match parse_answer(text) {
