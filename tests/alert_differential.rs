@@ -227,7 +227,8 @@ fn poll_alerts(base_url: &str, seen: &mut Seen) {
     }
 }
 
-/// Every series named `selector` matches, raw, in `[from, to]` (ms).
+/// The raw samples in `(from, to]` (ms) of every series `selector` matches
+/// (open at `from`: range selectors of Prometheus 2.42 and 3 disagree there).
 fn raw_series(
     base_url: &str,
     selector: &str,
@@ -242,7 +243,7 @@ fn raw_series(
         Answer::Series { series, .. } => series
             .into_iter()
             .map(|SeriesPoints { labels, points }| {
-                let points = points.into_iter().filter(|(t, _)| *t >= from).collect();
+                let points = points.into_iter().filter(|(t, _)| *t > from).collect();
                 (labels, points)
             })
             .collect(),
