@@ -165,7 +165,7 @@ impl World {
         let storage: Vec<&PodView> = pods.iter().filter(|p| p.component == "storage").collect();
         let ready = storage.iter().filter(|p| p.ready).count() as i32;
         let updated = storage.iter().filter(|p| p.revision.as_deref() == Some(revision)).count() as i32;
-        let replicas = sts.spec.as_ref().and_then(|s| s.replicas).unwrap_or(0);
+        let replicas = sts.spec.replicas.unwrap_or(0);
         let current = if updated == replicas {
             revision.to_string()
         } else {
@@ -218,7 +218,7 @@ impl World {
     /// Every Deployment has rolled out its current template.
     pub fn deployments_complete(&mut self) {
         for d in &mut self.observed.deployments {
-            let replicas = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+            let replicas = d.spec.replicas.unwrap_or(1);
             d.status = Some(DeploymentStatus {
                 observed_generation: d.metadata.generation,
                 replicas: Some(replicas),
@@ -294,4 +294,32 @@ pub fn pod_object(name: &str, component: &str, revision: Option<&str>, ready: bo
             ..PodStatus::default()
         }),
     }
+}
+
+/// The pod object a [`PodView`] was read from (for the scripted API server).
+pub fn pod_from_view(view: &PodView) -> Pod {
+    let mut pod = pod_object(&view.name, &view.component, view.revision.as_deref(), view.ready, None);
+    pod.metadata.uid = Some(view.uid.clone());
+    pod.metadata.creation_timestamp = view.created.map(Time);
+    if let Some(pool) = &view.pool {
+        pod.metadata.labels.get_or_insert_with(Default::default).insert(labels::POOL.into(), pool.clone());
+    }
+    if let Some(status) = pod.status.as_mut() {
+        status.pod_ip = view.ip.clone();
+        if let Some(failure) = &view.failure {
+            status.container_statuses = Some(vec![ContainerStatus {
+                name: view.component.clone(),
+                restart_count: 4,
+                state: Some(ContainerState {
+                    waiting: Some(ContainerStateWaiting {
+                        reason: Some(failure.clone()),
+                        message: None,
+                    }),
+                    ..ContainerState::default()
+                }),
+                ..ContainerStatus::default()
+            }]);
+        }
+    }
+    pod
 }
