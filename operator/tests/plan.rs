@@ -25,7 +25,10 @@ fn step(world: &mut World, object: &mut StrataCluster, now: i64) -> Plan {
 }
 
 fn applied(plan: &Plan) -> Vec<(Kind, String)> {
-    plan.apply.iter().map(|o| (o.kind(), o.name().to_string())).collect()
+    plan.apply
+        .iter()
+        .map(|o| (o.kind(), o.name().to_string()))
+        .collect()
 }
 
 fn condition(plan: &Plan, type_: &str) -> (String, String, String) {
@@ -34,8 +37,14 @@ fn condition(plan: &Plan, type_: &str) -> (String, String, String) {
 }
 
 fn topology(world: &World) -> Topology {
-    let cm = world.config_map("demo-topology").expect("topology ConfigMap");
-    let text = cm.data.as_ref().and_then(|d| d.get("topology.yaml")).expect("topology key");
+    let cm = world
+        .config_map("demo-topology")
+        .expect("topology ConfigMap");
+    let text = cm
+        .data
+        .as_ref()
+        .and_then(|d| d.get("topology.yaml"))
+        .expect("topology key");
     Topology::parse(text, std::path::Path::new("topology.yaml")).expect("topology parses")
 }
 
@@ -95,7 +104,10 @@ fn creation_applies_everything_and_waits_for_pods() {
     assert_eq!(p.status.observed_generation, Some(1));
     assert!(!p.settled);
     // One Created event per object.
-    assert_eq!(p.notes.iter().filter(|n| n.reason == "Created").count(), want.len());
+    assert_eq!(
+        p.notes.iter().filter(|n| n.reason == "Created").count(),
+        want.len()
+    );
 }
 
 #[test]
@@ -125,11 +137,23 @@ fn rolling_upgrade_goes_storage_one_pod_at_a_time_then_insert_select_alert() {
     // 1. Only the StatefulSet changes; insert and the rest wait for storage.
     let p = step(&mut world, &mut object, 100);
     let names = applied(&p);
-    assert!(names.contains(&(Kind::StatefulSet, "demo-storage".into())), "{names:?}");
-    assert!(!names.iter().any(|(k, _)| *k == Kind::Deployment), "{names:?}");
-    assert_eq!(p.replace_pod, None, "no pod is deleted before the StatefulSet is observed");
+    assert!(
+        names.contains(&(Kind::StatefulSet, "demo-storage".into())),
+        "{names:?}"
+    );
+    assert!(
+        !names.iter().any(|(k, _)| *k == Kind::Deployment),
+        "{names:?}"
+    );
+    assert_eq!(
+        p.replace_pod, None,
+        "no pod is deleted before the StatefulSet is observed"
+    );
     let upgrade = p.status.upgrade.clone().expect("upgrade in progress");
-    assert_eq!((upgrade.step, upgrade.target_version.as_str()), (UpgradeStep::Storage, "v2"));
+    assert_eq!(
+        (upgrade.step, upgrade.target_version.as_str()),
+        (UpgradeStep::Storage, "v2")
+    );
     assert_eq!(p.status.version.as_deref(), Some("v2"));
     assert_eq!(condition(&p, READY).0, "False");
     assert_eq!(condition(&p, PROGRESSING).1, "Upgrading");
@@ -138,7 +162,10 @@ fn rolling_upgrade_goes_storage_one_pod_at_a_time_then_insert_select_alert() {
     // ordinal goes first.
     world.sts_observed("r2");
     let p = step(&mut world, &mut object, 110);
-    assert_eq!(p.replace_pod, Some(("demo-storage-2".into(), "uid-demo-storage-2-r1".into())));
+    assert_eq!(
+        p.replace_pod,
+        Some(("demo-storage-2".into(), "uid-demo-storage-2-r1".into()))
+    );
     assert!(p.notes.iter().any(|n| n.reason == "ReplacingPod"));
 
     // 3. Its replacement is not ready yet: wait, delete nothing.
@@ -155,52 +182,112 @@ fn rolling_upgrade_goes_storage_one_pod_at_a_time_then_insert_select_alert() {
     world.observed.healthy.remove("demo-storage-2");
     let p = step(&mut world, &mut object, 125);
     assert_eq!(p.replace_pod, None);
-    assert!(p.status.upgrade.expect("upgrade").message.contains("does not answer /ready"));
+    assert!(
+        p.status
+            .upgrade
+            .expect("upgrade")
+            .message
+            .contains("does not answer /ready")
+    );
 
     // 5. Healthy: next pod.
     world.observed.healthy.insert("demo-storage-2".into());
     world.sts_observed("r2");
     let p = step(&mut world, &mut object, 130);
-    assert_eq!(p.replace_pod.clone().map(|r| r.0).as_deref(), Some("demo-storage-1"));
+    assert_eq!(
+        p.replace_pod.clone().map(|r| r.0).as_deref(),
+        Some("demo-storage-1")
+    );
     world.storage_pod(1, "r2", true, 131);
     world.sts_observed("r2");
     let p = step(&mut world, &mut object, 140);
-    assert_eq!(p.replace_pod.clone().map(|r| r.0).as_deref(), Some("demo-storage-0"));
-    assert!(world.deployment("demo-insert").is_some_and(|d| d.spec.template.spec.as_ref().is_some_and(|s| s.containers[0].image.as_deref() == Some("ghcr.io/strata-dev/strata:v1"))));
+    assert_eq!(
+        p.replace_pod.clone().map(|r| r.0).as_deref(),
+        Some("demo-storage-0")
+    );
+    assert!(world.deployment("demo-insert").is_some_and(|d| {
+        d.spec.template.spec.as_ref().is_some_and(|s| {
+            s.containers[0].image.as_deref() == Some("ghcr.io/strata-dev/strata:v1")
+        })
+    }));
 
     // 6. Storage done: insert's new template is applied, select still waits.
     world.storage_pod(0, "r2", true, 141);
     world.sts_observed("r2");
     let p = step(&mut world, &mut object, 150);
     let names = applied(&p);
-    assert!(names.contains(&(Kind::Deployment, "demo-insert".into())), "{names:?}");
-    assert!(!names.contains(&(Kind::Deployment, "demo-select-default".into())), "{names:?}");
-    assert_eq!(p.status.upgrade.clone().map(|u| u.step), Some(UpgradeStep::Insert));
+    assert!(
+        names.contains(&(Kind::Deployment, "demo-insert".into())),
+        "{names:?}"
+    );
+    assert!(
+        !names.contains(&(Kind::Deployment, "demo-select-default".into())),
+        "{names:?}"
+    );
+    assert_eq!(
+        p.status.upgrade.clone().map(|u| u.step),
+        Some(UpgradeStep::Insert)
+    );
 
     // 7. Insert rolled out: the select pools follow, alert still waits.
     world.deployments_complete();
     let p = step(&mut world, &mut object, 160);
     let names = applied(&p);
-    assert!(names.contains(&(Kind::Deployment, "demo-select-default".into())), "{names:?}");
-    assert!(names.contains(&(Kind::Deployment, "demo-select-alerting".into())), "{names:?}");
-    assert!(!names.contains(&(Kind::Deployment, "demo-alert".into())), "{names:?}");
-    assert_eq!(p.status.upgrade.clone().map(|u| u.step), Some(UpgradeStep::Select));
+    assert!(
+        names.contains(&(Kind::Deployment, "demo-select-default".into())),
+        "{names:?}"
+    );
+    assert!(
+        names.contains(&(Kind::Deployment, "demo-select-alerting".into())),
+        "{names:?}"
+    );
+    assert!(
+        !names.contains(&(Kind::Deployment, "demo-alert".into())),
+        "{names:?}"
+    );
+    assert_eq!(
+        p.status.upgrade.clone().map(|u| u.step),
+        Some(UpgradeStep::Select)
+    );
 
     // 8. Then alert.
     world.deployments_complete();
     let p = step(&mut world, &mut object, 170);
-    assert_eq!(applied(&p), vec![(Kind::Deployment, "demo-alert".to_string())]);
-    assert_eq!(p.status.upgrade.clone().map(|u| u.step), Some(UpgradeStep::Alert));
+    assert_eq!(
+        applied(&p),
+        vec![(Kind::Deployment, "demo-alert".to_string())]
+    );
+    assert_eq!(
+        p.status.upgrade.clone().map(|u| u.step),
+        Some(UpgradeStep::Alert)
+    );
 
     // 9. Done: Ready at v2, no upgrade.
     world.deployments_complete();
     let p = step(&mut world, &mut object, 180);
     assert!(p.apply.is_empty());
     assert_eq!(p.status.upgrade, None);
-    assert_eq!(condition(&p, READY), ("True".into(), "Serving".into(), "every component serves ghcr.io/strata-dev/strata:v2".into()));
+    assert_eq!(
+        condition(&p, READY),
+        (
+            "True".into(),
+            "Serving".into(),
+            "every component serves ghcr.io/strata-dev/strata:v2".into()
+        )
+    );
     for d in &world.observed.deployments {
-        let image = d.spec.template.spec.as_ref().and_then(|s| s.containers[0].image.clone());
-        assert_eq!(image.as_deref(), Some("ghcr.io/strata-dev/strata:v2"), "{:?}", d.metadata.name);
+        let image = d
+            .spec
+            .template
+            .spec
+            .as_ref()
+            .and_then(|s| s.containers[0].image.clone());
+        assert_eq!(
+            image.as_deref(),
+            Some("ghcr.io/strata-dev/strata:v2"),
+            "{:?}",
+            d.metadata.name
+        );
     }
 }
 
@@ -211,19 +298,35 @@ fn crashlooping_pod_stops_the_rollout_and_a_fixed_spec_recovers_it() {
     step(&mut world, &mut object, 100);
     world.sts_observed("r2");
     let p = step(&mut world, &mut object, 110);
-    assert_eq!(p.replace_pod.clone().map(|r| r.0).as_deref(), Some("demo-storage-2"));
+    assert_eq!(
+        p.replace_pod.clone().map(|r| r.0).as_deref(),
+        Some("demo-storage-2")
+    );
     world.storage_pod(2, "r2", false, 111);
-    world.pod_failing("demo-storage-2", "container storage: CrashLoopBackOff (4 restarts)");
+    world.pod_failing(
+        "demo-storage-2",
+        "container storage: CrashLoopBackOff (4 restarts)",
+    );
     world.sts_observed("r2");
 
     let p = step(&mut world, &mut object, 200);
     assert_eq!(p.replace_pod, None, "no further pod is touched");
     let (status, reason, message) = condition(&p, DEGRADED);
-    assert_eq!((status.as_str(), reason.as_str()), ("True", "StoragePodFailing"));
-    assert!(message.contains("demo-storage-2") && message.contains("CrashLoopBackOff"), "{message}");
+    assert_eq!(
+        (status.as_str(), reason.as_str()),
+        ("True", "StoragePodFailing")
+    );
+    assert!(
+        message.contains("demo-storage-2") && message.contains("CrashLoopBackOff"),
+        "{message}"
+    );
     assert_eq!(condition(&p, PROGRESSING).1, "RolloutStopped");
     assert_eq!(p.status.phase, Some(ClusterPhase::Degraded));
-    assert!(p.notes.iter().any(|n| n.warning && n.reason == "StoragePodFailing"));
+    assert!(
+        p.notes
+            .iter()
+            .any(|n| n.warning && n.reason == "StoragePodFailing")
+    );
     // The warning is published once, not on every reconcile.
     let p = step(&mut world, &mut object, 210);
     assert!(!p.notes.iter().any(|n| n.warning), "{:?}", p.notes);
@@ -234,12 +337,18 @@ fn crashlooping_pod_stops_the_rollout_and_a_fixed_spec_recovers_it() {
     step(&mut world, &mut object, 300);
     world.sts_observed("r3");
     let p = step(&mut world, &mut object, 310);
-    assert_eq!(p.replace_pod.clone().map(|r| r.0).as_deref(), Some("demo-storage-2"));
+    assert_eq!(
+        p.replace_pod.clone().map(|r| r.0).as_deref(),
+        Some("demo-storage-2")
+    );
     assert_eq!(condition(&p, DEGRADED).0, "False");
     world.storage_pod(2, "r3", true, 311);
     world.sts_observed("r3");
     let p = step(&mut world, &mut object, 320);
-    assert_eq!(p.replace_pod.clone().map(|r| r.0).as_deref(), Some("demo-storage-1"));
+    assert_eq!(
+        p.replace_pod.clone().map(|r| r.0).as_deref(),
+        Some("demo-storage-1")
+    );
 }
 
 #[test]
@@ -255,8 +364,14 @@ fn pod_that_never_becomes_ready_is_stuck_after_the_timeout() {
     assert_eq!(condition(&p, DEGRADED).0, "False");
     let p = step(&mut world, &mut object, 111 + 601);
     let (status, reason, message) = condition(&p, DEGRADED);
-    assert_eq!((status.as_str(), reason.as_str()), ("True", "StoragePodNotReady"));
-    assert!(message.contains("demo-storage-2 is not ready after 601s"), "{message}");
+    assert_eq!(
+        (status.as_str(), reason.as_str()),
+        ("True", "StoragePodNotReady")
+    );
+    assert!(
+        message.contains("demo-storage-2 is not ready after 601s"),
+        "{message}"
+    );
 }
 
 #[test]
@@ -267,7 +382,11 @@ fn scale_out_adds_nodes_to_the_topology_once_ready() {
     let sts = world.sts();
     assert_eq!(sts.spec.replicas, Some(5));
     assert!(applied(&p).contains(&(Kind::StatefulSet, "demo-storage".into())));
-    assert_eq!(topology(&world).nodes.len(), 3, "new pods join only when ready");
+    assert_eq!(
+        topology(&world).nodes.len(),
+        3,
+        "new pods join only when ready"
+    );
     assert_eq!(p.status.upgrade, None, "scaling is not an upgrade");
 
     world.storage_pod(3, "r1", false, 101);
@@ -294,13 +413,27 @@ fn scale_in_is_refused_with_a_condition() {
     let (mut world, mut object) = settled("v1", 3);
     object.spec.storage.replicas = 2;
     let p = step(&mut world, &mut object, 100);
-    assert_eq!(world.sts().spec.replicas, Some(3), "the StatefulSet keeps its 3 pods");
+    assert_eq!(
+        world.sts().spec.replicas,
+        Some(3),
+        "the StatefulSet keeps its 3 pods"
+    );
     let (status, reason, message) = condition(&p, DEGRADED);
-    assert_eq!((status.as_str(), reason.as_str()), ("True", "ScaleInRefused"));
-    assert!(message.contains("set spec.storage.replicas back to 3"), "{message}");
+    assert_eq!(
+        (status.as_str(), reason.as_str()),
+        ("True", "ScaleInRefused")
+    );
+    assert!(
+        message.contains("set spec.storage.replicas back to 3"),
+        "{message}"
+    );
     assert_eq!(topology(&world).nodes.len(), 3);
     assert_eq!(p.status.storage.desired_replicas, 2);
-    assert!(p.notes.iter().any(|n| n.warning && n.reason == "ScaleInRefused"));
+    assert!(
+        p.notes
+            .iter()
+            .any(|n| n.warning && n.reason == "ScaleInRefused")
+    );
     // Back to 3: the condition clears.
     object.spec.storage.replicas = 3;
     let p = step(&mut world, &mut object, 110);
@@ -321,10 +454,16 @@ fn scale_back_of_nodes_that_never_joined_is_allowed() {
 #[test]
 fn invalid_rule_keeps_its_last_good_files_and_never_reaches_the_evaluator() {
     let (mut world, mut object) = settled("v1", 3);
-    world.observed.rules = vec![rule(NS, "api", good_groups(), 1), rule(NS, "db", good_groups(), 1)];
+    world.observed.rules = vec![
+        rule(NS, "api", good_groups(), 1),
+        rule(NS, "db", good_groups(), 1),
+    ];
     step(&mut world, &mut object, 100);
     let files = world.rule_files();
-    assert_eq!(files.keys().collect::<Vec<_>>(), ["obs_api.yaml", "obs_db.yaml"]);
+    assert_eq!(
+        files.keys().collect::<Vec<_>>(),
+        ["obs_api.yaml", "obs_db.yaml"]
+    );
     let good = files["obs_db.yaml"].clone();
     assert!(good.contains("HighLatency"), "{good}");
 
@@ -338,48 +477,79 @@ fn invalid_rule_keeps_its_last_good_files_and_never_reaches_the_evaluator() {
     ];
     step(&mut world, &mut object, 110);
     let files = world.rule_files();
-    assert_eq!(files.keys().collect::<Vec<_>>(), ["obs_api.yaml", "obs_db.yaml"]);
-    assert_eq!(files["obs_db.yaml"], good, "the last good version keeps running");
+    assert_eq!(
+        files.keys().collect::<Vec<_>>(),
+        ["obs_api.yaml", "obs_db.yaml"]
+    );
+    assert_eq!(
+        files["obs_db.yaml"], good,
+        "the last good version keeps running"
+    );
     assert!(files["obs_api.yaml"].contains("renamed"));
     assert!(!files.values().any(|t| t.contains("Oops")));
 
     // A rule in another namespace is not selected without a namespace selector.
-    world.observed.rules.push(rule("other", "x", good_groups(), 1));
+    world
+        .observed
+        .rules
+        .push(rule("other", "x", good_groups(), 1));
     step(&mut world, &mut object, 120);
     assert!(!world.rule_files().contains_key("other_x.yaml"));
 
     // Deleted: its files go.
-    world.observed.rules.retain(|r| r.metadata.name.as_deref() != Some("db"));
+    world
+        .observed
+        .rules
+        .retain(|r| r.metadata.name.as_deref() != Some("db"));
     step(&mut world, &mut object, 130);
-    assert_eq!(world.rule_files().keys().collect::<Vec<_>>(), ["obs_api.yaml"]);
+    assert_eq!(
+        world.rule_files().keys().collect::<Vec<_>>(),
+        ["obs_api.yaml"]
+    );
 }
 
 #[test]
 fn rule_selector_and_namespace_selector() {
     let (mut world, mut object) = settled("v1", 3);
     let alert = object.spec.alert.as_mut().expect("alert");
-    alert.rule_selector = Some(serde_json::from_value(serde_json::json!({"matchLabels": {"team": "db"}})).expect("selector"));
-    alert.rule_namespace_selector = Some(serde_json::from_value(serde_json::json!({"matchLabels": {"rules": "on"}})).expect("selector"));
+    alert.rule_selector = Some(
+        serde_json::from_value(serde_json::json!({"matchLabels": {"team": "db"}}))
+            .expect("selector"),
+    );
+    alert.rule_namespace_selector = Some(
+        serde_json::from_value(serde_json::json!({"matchLabels": {"rules": "on"}}))
+            .expect("selector"),
+    );
     let mut labelled = rule("other", "a", good_groups(), 1);
     labelled.metadata.labels = Some([("team".to_string(), "db".to_string())].into());
     let mut wrong_ns = rule("off", "b", good_groups(), 1);
     wrong_ns.metadata.labels = labelled.metadata.labels.clone();
     world.observed.rules = vec![labelled, wrong_ns, rule("other", "c", good_groups(), 1)];
     world.observed.namespaces = [
-        ("other".to_string(), [("rules".to_string(), "on".to_string())].into()),
+        (
+            "other".to_string(),
+            [("rules".to_string(), "on".to_string())].into(),
+        ),
         ("off".to_string(), Default::default()),
     ]
     .into();
     step(&mut world, &mut object, 100);
-    assert_eq!(world.rule_files().keys().collect::<Vec<_>>(), ["other_a.yaml"]);
+    assert_eq!(
+        world.rule_files().keys().collect::<Vec<_>>(),
+        ["other_a.yaml"]
+    );
 }
 
 #[test]
 fn many_rules_split_over_config_maps_all_mounted_by_alert() {
     let (mut world, mut object) = settled("v1", 3);
-    world.observed.rules = (0..5).map(|i| rule(NS, &format!("r{i}"), good_groups(), 1)).collect();
+    world.observed.rules = (0..5)
+        .map(|i| rule(NS, &format!("r{i}"), good_groups(), 1))
+        .collect();
     // Room for one file per ConfigMap, not two.
-    let one = strata_operator::rule::compile(&world.observed.rules[0], 1 << 20).expect("valid").files;
+    let one = strata_operator::rule::compile(&world.observed.rules[0], 1 << 20)
+        .expect("valid")
+        .files;
     let max = one[0].0.len() + one[0].1.len() + 20;
     let settings = Settings {
         rule_config_map_max_bytes: max,
@@ -398,14 +568,27 @@ fn many_rules_split_over_config_maps_all_mounted_by_alert() {
     assert_eq!(world.rule_files().len(), 5);
     for o in &p.apply {
         if let Object::ConfigMap(cm) = o {
-            let size: usize = cm.data.iter().flatten().map(|(k, v)| k.len() + v.len()).sum();
+            let size: usize = cm
+                .data
+                .iter()
+                .flatten()
+                .map(|(k, v)| k.len() + v.len())
+                .sum();
             assert!(size <= max, "{} has {size} bytes", o.name());
         }
     }
     // The alert Deployment's template changes (it mounts the new maps);
     // a template change waits behind nothing here, as storage is settled.
     let alert = world.deployment("demo-alert").expect("alert");
-    let sources = alert.spec.template.spec.as_ref().and_then(|s| s.volumes.as_ref()).and_then(|v| v[0].projected.as_ref()).and_then(|p| p.sources.as_ref()).map(Vec::len);
+    let sources = alert
+        .spec
+        .template
+        .spec
+        .as_ref()
+        .and_then(|s| s.volumes.as_ref())
+        .and_then(|v| v[0].projected.as_ref())
+        .and_then(|p| p.sources.as_ref())
+        .map(Vec::len);
     assert_eq!(sources, Some(maps.len()));
     // Back to few rules: the extra maps are deleted.
     world.observed.rules.truncate(1);
@@ -477,10 +660,22 @@ fn paused_cluster_changes_nothing() {
 #[test]
 fn failing_insert_pod_is_degraded() {
     let (mut world, object) = settled("v1", 3);
-    let pod = pod_object("demo-insert-abc", "insert", None, false, Some("ImagePullBackOff"));
-    world.observed.pods.push(strata_operator::cluster::rollout::PodView::from_pod(&pod));
+    let pod = pod_object(
+        "demo-insert-abc",
+        "insert",
+        None,
+        false,
+        Some("ImagePullBackOff"),
+    );
+    world
+        .observed
+        .pods
+        .push(strata_operator::cluster::rollout::PodView::from_pod(&pod));
     let p = run(&world, &object, 100);
     let (status, reason, message) = condition(&p, DEGRADED);
     assert_eq!((status.as_str(), reason.as_str()), ("True", "PodFailing"));
-    assert!(message.contains("demo-insert-abc") && message.contains("ImagePullBackOff"), "{message}");
+    assert!(
+        message.contains("demo-insert-abc") && message.contains("ImagePullBackOff"),
+        "{message}"
+    );
 }

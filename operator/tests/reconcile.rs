@@ -87,26 +87,45 @@ async fn serve(mut handle: Handle, script: Vec<Expect>, seen: Arc<Mutex<Seen>>) 
         let method = request.method().to_string();
         let path = request.uri().path().to_string();
         let query = request.uri().query().unwrap_or_default().to_string();
-        let bytes = request.into_body().collect_bytes().await.expect("request body");
+        let bytes = request
+            .into_body()
+            .collect_bytes()
+            .await
+            .expect("request body");
         let body: Value = if bytes.is_empty() {
             Value::Null
         } else {
             serde_json::from_slice(&bytes).expect("JSON request body")
         };
         let (group, resource, verb) = access_of(&method, &path, &query);
-        assert!(allowed(&group, &resource, verb), "{verb} {group}/{resource} is not in client::ACCESS");
+        assert!(
+            allowed(&group, &resource, verb),
+            "{verb} {group}/{resource} is not in client::ACCESS"
+        );
         if path.starts_with("/apis/events.k8s.io/") {
             seen.lock().expect("lock").events.push(body.clone());
-            send.send_response(Response::builder().status(201).body(Body::from(bytes.to_vec())).expect("response"));
+            send.send_response(
+                Response::builder()
+                    .status(201)
+                    .body(Body::from(bytes.to_vec()))
+                    .expect("response"),
+            );
             continue;
         }
-        let expect = script.next().unwrap_or_else(|| panic!("unexpected request {method} {path}?{query}"));
-        assert_eq!((method.as_str(), path.as_str()), (expect.method, expect.path.as_str()), "request out of script");
+        let expect = script
+            .next()
+            .unwrap_or_else(|| panic!("unexpected request {method} {path}?{query}"));
+        assert_eq!(
+            (method.as_str(), path.as_str()),
+            (expect.method, expect.path.as_str()),
+            "request out of script"
+        );
         {
             let mut seen = seen.lock().expect("lock");
             seen.queries.push(query);
             if method != "GET" {
-                seen.writes.push((method.clone(), path.clone(), body.clone()));
+                seen.writes
+                    .push((method.clone(), path.clone(), body.clone()));
             }
         }
         let response = match expect.reply {
@@ -124,7 +143,9 @@ async fn serve(mut handle: Handle, script: Vec<Expect>, seen: Arc<Mutex<Seen>>) 
 }
 
 fn list(kind: &str, api_version: &str, items: Vec<Value>) -> Reply {
-    Reply::Json(json!({"apiVersion": api_version, "kind": format!("{kind}List"), "metadata": {"resourceVersion": "1"}, "items": items}))
+    Reply::Json(
+        json!({"apiVersion": api_version, "kind": format!("{kind}List"), "metadata": {"resourceVersion": "1"}, "items": items}),
+    )
 }
 
 fn values<T: serde::Serialize>(items: &[T], api_version: &str, kind: &str) -> Vec<Value> {
@@ -140,24 +161,66 @@ fn values<T: serde::Serialize>(items: &[T], api_version: &str, kind: &str) -> Ve
 }
 
 fn get(path: String, reply: Reply) -> Expect {
-    Expect { method: "GET", path, reply }
+    Expect {
+        method: "GET",
+        path,
+        reply,
+    }
 }
 
 /// The reads of one cluster reconcile, answered from `world`.
-fn reads(world: &World, object: &StrataCluster, pods: &[k8s_openapi::api::core::v1::Pod]) -> Vec<Expect> {
+fn reads(
+    world: &World,
+    object: &StrataCluster,
+    pods: &[k8s_openapi::api::core::v1::Pod],
+) -> Vec<Expect> {
     let o = &world.observed;
     let mut script = vec![
-        get(format!("/apis/apps/v1/namespaces/{NS}/statefulsets"), list("StatefulSet", "apps/v1", values(&o.stateful_sets, "apps/v1", "StatefulSet"))),
-        get(format!("/apis/apps/v1/namespaces/{NS}/deployments"), list("Deployment", "apps/v1", values(&o.deployments, "apps/v1", "Deployment"))),
-        get(format!("/api/v1/namespaces/{NS}/services"), list("Service", "v1", values(&o.services, "v1", "Service"))),
-        get(format!("/apis/policy/v1/namespaces/{NS}/poddisruptionbudgets"), list("PodDisruptionBudget", "policy/v1", values(&o.pdbs, "policy/v1", "PodDisruptionBudget"))),
-        get(format!("/api/v1/namespaces/{NS}/configmaps"), list("ConfigMap", "v1", values(&o.config_maps, "v1", "ConfigMap"))),
-        get(format!("/api/v1/namespaces/{NS}/pods"), list("Pod", "v1", values(pods, "v1", "Pod"))),
+        get(
+            format!("/apis/apps/v1/namespaces/{NS}/statefulsets"),
+            list(
+                "StatefulSet",
+                "apps/v1",
+                values(&o.stateful_sets, "apps/v1", "StatefulSet"),
+            ),
+        ),
+        get(
+            format!("/apis/apps/v1/namespaces/{NS}/deployments"),
+            list(
+                "Deployment",
+                "apps/v1",
+                values(&o.deployments, "apps/v1", "Deployment"),
+            ),
+        ),
+        get(
+            format!("/api/v1/namespaces/{NS}/services"),
+            list("Service", "v1", values(&o.services, "v1", "Service")),
+        ),
+        get(
+            format!("/apis/policy/v1/namespaces/{NS}/poddisruptionbudgets"),
+            list(
+                "PodDisruptionBudget",
+                "policy/v1",
+                values(&o.pdbs, "policy/v1", "PodDisruptionBudget"),
+            ),
+        ),
+        get(
+            format!("/api/v1/namespaces/{NS}/configmaps"),
+            list("ConfigMap", "v1", values(&o.config_maps, "v1", "ConfigMap")),
+        ),
+        get(
+            format!("/api/v1/namespaces/{NS}/pods"),
+            list("Pod", "v1", values(pods, "v1", "Pod")),
+        ),
     ];
     if object.spec.alert.is_some() {
         script.push(get(
             format!("/apis/strata.dev/v1alpha1/namespaces/{NS}/stratarules"),
-            list("StrataRule", "strata.dev/v1alpha1", values(&o.rules, "strata.dev/v1alpha1", "StrataRule")),
+            list(
+                "StrataRule",
+                "strata.dev/v1alpha1",
+                values(&o.rules, "strata.dev/v1alpha1", "StrataRule"),
+            ),
         ));
     }
     script
@@ -169,25 +232,46 @@ fn path_of(kind: Kind, name: &str) -> String {
         Kind::Deployment => format!("/apis/apps/v1/namespaces/{NS}/deployments/{name}"),
         Kind::Service => format!("/api/v1/namespaces/{NS}/services/{name}"),
         Kind::ConfigMap => format!("/api/v1/namespaces/{NS}/configmaps/{name}"),
-        Kind::PodDisruptionBudget => format!("/apis/policy/v1/namespaces/{NS}/poddisruptionbudgets/{name}"),
+        Kind::PodDisruptionBudget => {
+            format!("/apis/policy/v1/namespaces/{NS}/poddisruptionbudgets/{name}")
+        }
     }
 }
 
 /// The writes `plan` implies, in the order the reconcile makes them.
-fn writes(plan: &Plan, status_changes: bool) -> Vec<Expect> {
+fn writes(plan: &Plan, object: &StrataCluster, status_changes: bool) -> Vec<Expect> {
     let mut script: Vec<Expect> = plan
         .apply
         .iter()
-        .map(|o| Expect { method: "PATCH", path: path_of(o.kind(), o.name()), reply: Reply::Echo })
+        .map(|o| Expect {
+            method: "PATCH",
+            path: path_of(o.kind(), o.name()),
+            reply: Reply::Echo,
+        })
         .collect();
     for (kind, name) in &plan.delete {
-        script.push(Expect { method: "DELETE", path: path_of(*kind, name), reply: Reply::Json(json!({"kind": "Status", "apiVersion": "v1", "status": "Success"})) });
+        script.push(Expect {
+            method: "DELETE",
+            path: path_of(*kind, name),
+            reply: Reply::Json(json!({"kind": "Status", "apiVersion": "v1", "status": "Success"})),
+        });
     }
     if let Some((pod, _)) = &plan.replace_pod {
-        script.push(Expect { method: "DELETE", path: format!("/api/v1/namespaces/{NS}/pods/{pod}"), reply: Reply::Json(json!({"kind": "Status", "apiVersion": "v1", "status": "Success"})) });
+        script.push(Expect {
+            method: "DELETE",
+            path: format!("/api/v1/namespaces/{NS}/pods/{pod}"),
+            reply: Reply::Json(json!({"kind": "Status", "apiVersion": "v1", "status": "Success"})),
+        });
     }
     if status_changes {
-        script.push(Expect { method: "PATCH", path: format!("/apis/strata.dev/v1alpha1/namespaces/{NS}/strataclusters/{NAME}/status"), reply: Reply::Echo });
+        // The API answers a status patch with the whole object.
+        let mut whole = serde_json::to_value(object).expect("json");
+        whole["status"] = serde_json::to_value(&plan.status).expect("json");
+        script.push(Expect {
+            method: "PATCH",
+            path: format!("/apis/strata.dev/v1alpha1/namespaces/{NS}/strataclusters/{NAME}/status"),
+            reply: Reply::Json(whole),
+        });
     }
     script
 }
@@ -209,14 +293,25 @@ fn normalized(world: &World) -> (World, Vec<k8s_openapi::api::core::v1::Pod>) {
     let pods: Vec<_> = world.observed.pods.iter().map(pod_from_view).collect();
     let mut w = world.clone();
     w.observed.pods = pods.iter().map(PodView::from_pod).collect();
-    w.observed.healthy = w.observed.pods.iter().filter(|p| p.component == "storage" && p.ready).map(|p| p.name.clone()).collect();
+    w.observed.healthy = w
+        .observed
+        .pods
+        .iter()
+        .filter(|p| p.component == "storage" && p.ready)
+        .map(|p| p.name.clone())
+        .collect();
     (w, pods)
 }
 
 fn strip_times(mut v: Value) -> Value {
-    if let Some(conditions) = v.pointer_mut("/status/conditions").and_then(Value::as_array_mut) {
+    if let Some(conditions) = v
+        .pointer_mut("/status/conditions")
+        .and_then(Value::as_array_mut)
+    {
         for c in conditions {
-            c.as_object_mut().expect("condition").remove("lastTransitionTime");
+            c.as_object_mut()
+                .expect("condition")
+                .remove("lastTransitionTime");
         }
     }
     v
@@ -227,23 +322,49 @@ fn strip_times(mut v: Value) -> Value {
 async fn reconcile_step(world: &mut World, object: &mut StrataCluster) -> (Plan, Seen) {
     let (w, pods) = normalized(world);
     *world = w;
-    let expected = plan(object, &world.observed, &Settings::default(), k8s_openapi::jiff::Timestamp::now()).expect("plan");
+    let expected = plan(
+        object,
+        &world.observed,
+        &Settings::default(),
+        k8s_openapi::jiff::Timestamp::now(),
+    )
+    .expect("plan");
     let status_changes = object.status.as_ref() != Some(&expected.status);
     let mut script = reads(world, object, &pods);
-    script.extend(writes(&expected, status_changes));
+    script.extend(writes(&expected, object, status_changes));
     let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
     let seen = Arc::new(Mutex::new(Seen::default()));
     let server = tokio::spawn(serve(handle, script, seen.clone()));
     let ctx = context(kube::Client::new(service, NS), Metrics::default());
-    let action = reconcile(Arc::new(object.clone()), ctx.clone()).await.expect("reconcile");
-    let want_requeue = if expected.settled { Duration::from_secs(300) } else { Duration::from_secs(5) };
-    assert_eq!(format!("{action:?}"), format!("{:?}", kube::runtime::controller::Action::requeue(want_requeue)));
+    let action = reconcile(Arc::new(object.clone()), ctx.clone())
+        .await
+        .expect("reconcile");
+    let want_requeue = if expected.settled {
+        Duration::from_secs(300)
+    } else {
+        Duration::from_secs(5)
+    };
+    assert_eq!(
+        format!("{action:?}"),
+        format!(
+            "{:?}",
+            kube::runtime::controller::Action::requeue(want_requeue)
+        )
+    );
     drop(ctx);
     server.await.expect("scripted server");
-    let seen = Arc::into_inner(seen).expect("one owner").into_inner().expect("lock");
+    let seen = Arc::into_inner(seen)
+        .expect("one owner")
+        .into_inner()
+        .expect("lock");
 
     // The applied bodies are the planned objects, field for field.
-    let patches: Vec<&Value> = seen.writes.iter().filter(|(m, p, _)| m == "PATCH" && !p.ends_with("/status")).map(|(_, _, b)| b).collect();
+    let patches: Vec<&Value> = seen
+        .writes
+        .iter()
+        .filter(|(m, p, _)| m == "PATCH" && !p.ends_with("/status"))
+        .map(|(_, _, b)| b)
+        .collect();
     assert_eq!(patches.len(), expected.apply.len());
     for (body, object) in patches.iter().zip(&expected.apply) {
         let want = match object {
@@ -260,12 +381,20 @@ async fn reconcile_step(world: &mut World, object: &mut StrataCluster) -> (Plan,
         assert!(body["apiVersion"].is_string() && body["kind"].is_string());
     }
     if status_changes {
-        let (_, _, body) = seen.writes.iter().find(|(_, p, _)| p.ends_with("/status")).expect("status write");
+        let (_, _, body) = seen
+            .writes
+            .iter()
+            .find(|(_, p, _)| p.ends_with("/status"))
+            .expect("status write");
         let want = json!({"apiVersion": "strata.dev/v1alpha1", "kind": "StrataCluster", "status": expected.status});
         assert_eq!(strip_times(body.clone()), strip_times(want));
     }
     // One event per note.
-    let reasons: Vec<&str> = seen.events.iter().map(|e| e["reason"].as_str().unwrap_or_default()).collect();
+    let reasons: Vec<&str> = seen
+        .events
+        .iter()
+        .map(|e| e["reason"].as_str().unwrap_or_default())
+        .collect();
     let want_reasons: Vec<&str> = expected.notes.iter().map(|n| n.reason.as_str()).collect();
     assert_eq!(reasons, want_reasons);
     world.apply(&expected);
@@ -274,10 +403,17 @@ async fn reconcile_step(world: &mut World, object: &mut StrataCluster) -> (Plan,
 }
 
 fn assert_apply_params(seen: &Seen) {
-    let applies: Vec<&String> = seen.queries.iter().filter(|q| q.contains("fieldManager")).collect();
+    let applies: Vec<&String> = seen
+        .queries
+        .iter()
+        .filter(|q| q.contains("fieldManager"))
+        .collect();
     assert!(!applies.is_empty());
     for q in applies {
-        assert!(q.contains("fieldManager=strata-operator") && q.contains("force=true"), "{q}");
+        assert!(
+            q.contains("fieldManager=strata-operator") && q.contains("force=true"),
+            "{q}"
+        );
     }
 }
 
@@ -313,10 +449,23 @@ async fn create_applies_every_object_with_one_field_manager() {
             continue;
         }
         let owner = &body["metadata"]["ownerReferences"][0];
-        assert_eq!((owner["kind"].as_str(), owner["uid"].as_str(), owner["controller"].as_bool()), (Some("StrataCluster"), Some(UID), Some(true)), "{path}");
+        assert_eq!(
+            (
+                owner["kind"].as_str(),
+                owner["uid"].as_str(),
+                owner["controller"].as_bool()
+            ),
+            (Some("StrataCluster"), Some(UID), Some(true)),
+            "{path}"
+        );
     }
     // The spec is never written: only /status of the cluster.
-    assert!(!seen.writes.iter().any(|(_, p, _)| p.ends_with(&format!("strataclusters/{NAME}"))));
+    assert!(
+        !seen
+            .writes
+            .iter()
+            .any(|(_, p, _)| p.ends_with(&format!("strataclusters/{NAME}")))
+    );
     assert_eq!(seen.events.len(), 17);
 }
 
@@ -336,9 +485,21 @@ async fn update_of_insert_args_applies_insert_only() {
     object.metadata.generation = Some(2);
     let (p, seen) = reconcile_step(&mut world, &mut object).await;
     let paths: Vec<&str> = seen.writes.iter().map(|(_, p, _)| p.as_str()).collect();
-    assert_eq!(paths, [format!("/apis/apps/v1/namespaces/{NS}/deployments/demo-insert").as_str(), &format!("/apis/strata.dev/v1alpha1/namespaces/{NS}/strataclusters/{NAME}/status")]);
+    assert_eq!(
+        paths,
+        [
+            format!("/apis/apps/v1/namespaces/{NS}/deployments/demo-insert").as_str(),
+            &format!("/apis/strata.dev/v1alpha1/namespaces/{NS}/strataclusters/{NAME}/status")
+        ]
+    );
     let args = &seen.writes[0].2["spec"]["template"]["spec"]["containers"][0]["args"];
-    assert!(args.as_array().expect("args").iter().any(|a| a == "--insert.max-labels-per-series=60"), "{args}");
+    assert!(
+        args.as_array()
+            .expect("args")
+            .iter()
+            .any(|a| a == "--insert.max-labels-per-series=60"),
+        "{args}"
+    );
     assert_eq!(p.status.observed_generation, Some(2));
 }
 
@@ -354,25 +515,54 @@ async fn rolling_upgrade_replaces_one_storage_pod_per_step() {
     for ordinal in [2, 1, 0] {
         // The next old pod is deleted, with its uid as a precondition.
         let (p, seen) = reconcile_step(&mut world, &mut object).await;
-        let (method, path, body) = seen.writes.iter().find(|(m, _, _)| m == "DELETE").expect("pod deleted");
-        assert_eq!((method.as_str(), path.as_str()), ("DELETE", format!("/api/v1/namespaces/{NS}/pods/demo-storage-{ordinal}").as_str()));
-        assert_eq!(body["preconditions"]["uid"], format!("uid-demo-storage-{ordinal}-r1"));
+        let (method, path, body) = seen
+            .writes
+            .iter()
+            .find(|(m, _, _)| m == "DELETE")
+            .expect("pod deleted");
+        assert_eq!(
+            (method.as_str(), path.as_str()),
+            (
+                "DELETE",
+                format!("/api/v1/namespaces/{NS}/pods/demo-storage-{ordinal}").as_str()
+            )
+        );
+        assert_eq!(
+            body["preconditions"]["uid"],
+            format!("uid-demo-storage-{ordinal}-r1")
+        );
         replaced.push(p.replace_pod.expect("replace").0);
         // While the new pod starts, nothing else is deleted.
         world.storage_pod(ordinal, "r2", false, 0);
-        world.observed.pods.last_mut().expect("pod").created = Some(k8s_openapi::jiff::Timestamp::now());
+        world.observed.pods.last_mut().expect("pod").created =
+            Some(k8s_openapi::jiff::Timestamp::now());
         world.sts_observed("r2");
         let (p, seen) = reconcile_step(&mut world, &mut object).await;
         assert!(p.replace_pod.is_none() && !seen.writes.iter().any(|(m, _, _)| m == "DELETE"));
-        assert_eq!(p.status.upgrade.as_ref().and_then(|u| u.pod.clone()), Some(format!("demo-storage-{ordinal}")));
+        assert_eq!(
+            p.status.upgrade.as_ref().and_then(|u| u.pod.clone()),
+            Some(format!("demo-storage-{ordinal}"))
+        );
         world.storage_pod(ordinal, "r2", true, 0);
         world.sts_observed("r2");
     }
-    assert_eq!(replaced, ["demo-storage-2", "demo-storage-1", "demo-storage-0"]);
+    assert_eq!(
+        replaced,
+        ["demo-storage-2", "demo-storage-1", "demo-storage-0"]
+    );
     // Then insert, select, alert, each after the one before is rolled out.
-    for want in [vec!["demo-insert"], vec!["demo-select-default", "demo-select-alerting"], vec!["demo-alert"]] {
+    for want in [
+        vec!["demo-insert"],
+        vec!["demo-select-default", "demo-select-alerting"],
+        vec!["demo-alert"],
+    ] {
         let (p, _) = reconcile_step(&mut world, &mut object).await;
-        let deployments: Vec<&str> = p.apply.iter().filter(|o| o.kind() == Kind::Deployment).map(|o| o.name()).collect();
+        let deployments: Vec<&str> = p
+            .apply
+            .iter()
+            .filter(|o| o.kind() == Kind::Deployment)
+            .map(|o| o.name())
+            .collect();
         assert_eq!(deployments, want);
         world.deployments_complete();
     }
@@ -392,16 +582,30 @@ async fn crashlooping_pod_is_degraded_and_recovers_when_the_spec_is_fixed() {
     world.pod_failing("demo-storage-2", "CrashLoopBackOff");
     world.sts_observed("r2");
     let (p, seen) = reconcile_step(&mut world, &mut object).await;
-    assert_eq!(condition(&p, DEGRADED), ("True".into(), "StoragePodFailing".into()));
+    assert_eq!(
+        condition(&p, DEGRADED),
+        ("True".into(), "StoragePodFailing".into())
+    );
     assert!(!seen.writes.iter().any(|(m, _, _)| m == "DELETE"));
-    assert!(seen.events.iter().any(|e| e["type"] == "Warning" && e["reason"] == "StoragePodFailing"));
+    assert!(
+        seen.events
+            .iter()
+            .any(|e| e["type"] == "Warning" && e["reason"] == "StoragePodFailing")
+    );
 
     object.spec.version = Some("v2".into());
     reconcile_step(&mut world, &mut object).await;
     world.sts_observed("r3");
     let (p, seen) = reconcile_step(&mut world, &mut object).await;
-    assert_eq!(p.replace_pod.clone().map(|r| r.0).as_deref(), Some("demo-storage-2"));
-    assert!(seen.writes.iter().any(|(m, path, _)| m == "DELETE" && path.ends_with("/pods/demo-storage-2")));
+    assert_eq!(
+        p.replace_pod.clone().map(|r| r.0).as_deref(),
+        Some("demo-storage-2")
+    );
+    assert!(
+        seen.writes
+            .iter()
+            .any(|(m, path, _)| m == "DELETE" && path.ends_with("/pods/demo-storage-2"))
+    );
     assert_eq!(condition(&p, DEGRADED).0, "False");
 }
 
@@ -410,15 +614,31 @@ async fn scale_out_writes_the_topology_when_nodes_are_ready() {
     let (mut world, mut object) = settled("v1", 3).await;
     object.spec.storage.replicas = 4;
     let (_, seen) = reconcile_step(&mut world, &mut object).await;
-    let sts = seen.writes.iter().find(|(_, p, _)| p.ends_with("/statefulsets/demo-storage")).expect("sts applied");
+    let sts = seen
+        .writes
+        .iter()
+        .find(|(_, p, _)| p.ends_with("/statefulsets/demo-storage"))
+        .expect("sts applied");
     assert_eq!(sts.2["spec"]["replicas"], 4);
-    assert!(!seen.writes.iter().any(|(_, p, _)| p.ends_with("/configmaps/demo-topology")));
+    assert!(
+        !seen
+            .writes
+            .iter()
+            .any(|(_, p, _)| p.ends_with("/configmaps/demo-topology"))
+    );
     world.storage_pod(3, "r1", true, 0);
     world.sts_observed("r1");
     let (_, seen) = reconcile_step(&mut world, &mut object).await;
-    let (_, _, body) = seen.writes.iter().find(|(_, p, _)| p.ends_with("/configmaps/demo-topology")).expect("topology written");
+    let (_, _, body) = seen
+        .writes
+        .iter()
+        .find(|(_, p, _)| p.ends_with("/configmaps/demo-topology"))
+        .expect("topology written");
     let text = body["data"]["topology.yaml"].as_str().expect("topology");
-    assert!(text.contains("version: 2") && text.contains("demo-storage-3.demo-storage.obs.svc:8400"), "{text}");
+    assert!(
+        text.contains("version: 2") && text.contains("demo-storage-3.demo-storage.obs.svc:8400"),
+        "{text}"
+    );
 }
 
 #[tokio::test]
@@ -426,8 +646,16 @@ async fn scale_in_is_refused_in_status() {
     let (mut world, mut object) = settled("v1", 3).await;
     object.spec.storage.replicas = 2;
     let (p, seen) = reconcile_step(&mut world, &mut object).await;
-    assert!(!seen.writes.iter().any(|(_, p, _)| p.contains("/statefulsets/")));
-    assert_eq!(condition(&p, DEGRADED), ("True".into(), "ScaleInRefused".into()));
+    assert!(
+        !seen
+            .writes
+            .iter()
+            .any(|(_, p, _)| p.contains("/statefulsets/"))
+    );
+    assert_eq!(
+        condition(&p, DEGRADED),
+        ("True".into(), "ScaleInRefused".into())
+    );
 }
 
 #[tokio::test]
@@ -435,23 +663,47 @@ async fn rejected_rule_keeps_the_last_good_files_and_removed_things_are_deleted(
     let (mut world, mut object) = settled("v1", 3).await;
     world.observed.rules = vec![rule(NS, "api", good_groups(), 1)];
     let (_, seen) = reconcile_step(&mut world, &mut object).await;
-    let rules = seen.writes.iter().find(|(_, p, _)| p.ends_with("/configmaps/demo-rules-0")).expect("rules written");
-    let good = rules.2["data"]["obs_api.yaml"].as_str().expect("file").to_string();
+    let rules = seen
+        .writes
+        .iter()
+        .find(|(_, p, _)| p.ends_with("/configmaps/demo-rules-0"))
+        .expect("rules written");
+    let good = rules.2["data"]["obs_api.yaml"]
+        .as_str()
+        .expect("file")
+        .to_string();
 
     world.observed.rules = vec![rule(NS, "api", bad_groups(), 2)];
     let (p, seen) = reconcile_step(&mut world, &mut object).await;
-    assert!(p.apply.is_empty() && seen.writes.is_empty(), "nothing changes: {:?}", seen.writes);
+    assert!(
+        p.apply.is_empty() && seen.writes.is_empty(),
+        "nothing changes: {:?}",
+        seen.writes
+    );
     assert_eq!(world.rule_files()["obs_api.yaml"], good);
 
     // The rule is deleted and a pool removed.
     world.observed.rules.clear();
     object.spec.select.pools.retain(|p| p.name != "default");
     let (_, seen) = reconcile_step(&mut world, &mut object).await;
-    let deleted: Vec<&str> = seen.writes.iter().filter(|(m, _, _)| m == "DELETE").map(|(_, p, _)| p.as_str()).collect();
+    let deleted: Vec<&str> = seen
+        .writes
+        .iter()
+        .filter(|(m, _, _)| m == "DELETE")
+        .map(|(_, p, _)| p.as_str())
+        .collect();
     assert_eq!(deleted.len(), 3, "{deleted:?}");
     assert!(deleted.iter().all(|p| p.ends_with("/demo-select-default")));
-    let rules = seen.writes.iter().find(|(_, p, _)| p.ends_with("/configmaps/demo-rules-0")).expect("rules rewritten");
-    assert!(rules.2["data"].as_object().is_none_or(|d| d.is_empty()), "{}", rules.2);
+    let rules = seen
+        .writes
+        .iter()
+        .find(|(_, p, _)| p.ends_with("/configmaps/demo-rules-0"))
+        .expect("rules rewritten");
+    assert!(
+        rules.2["data"].as_object().is_none_or(|d| d.is_empty()),
+        "{}",
+        rules.2
+    );
 }
 
 #[tokio::test]
@@ -460,24 +712,44 @@ async fn api_error_fails_the_reconcile_and_is_counted_by_reason() {
     let object = cluster(spec("v1", 3), 1);
     let (_, pods) = normalized(&world);
     let mut script = reads(&world, &object, &pods);
-    script.push(Expect { method: "PATCH", path: path_of(Kind::ConfigMap, "demo-topology"), reply: Reply::Error(500) });
+    script.push(Expect {
+        method: "PATCH",
+        path: path_of(Kind::ConfigMap, "demo-topology"),
+        reply: Reply::Error(500),
+    });
     let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
     let server = tokio::spawn(serve(handle, script, Arc::default()));
     let metrics = Metrics::default();
     let ctx = context(kube::Client::new(service, NS), metrics.clone());
     let object = Arc::new(object);
-    let error = reconcile(object.clone(), ctx.clone()).await.expect_err("apply fails");
+    let error = reconcile(object.clone(), ctx.clone())
+        .await
+        .expect_err("apply fails");
     assert_eq!(error.metric_label(), "api");
     error_policy(object, &error, ctx.clone());
     drop(ctx);
     server.await.expect("server");
-    let count = metrics.reconcile_errors.get_or_create(&ErrorLabels { controller: "cluster", reason: "api" }).get();
+    let count = metrics
+        .reconcile_errors
+        .get_or_create(&ErrorLabels {
+            controller: "cluster",
+            reason: "api",
+        })
+        .get();
     assert_eq!(count, 1);
 }
 
 async fn rule_reconcile_once(rule: StrataRule) -> Seen {
-    let status_path = format!("/apis/strata.dev/v1alpha1/namespaces/{NS}/stratarules/{}/status", rule.metadata.name.clone().unwrap_or_default());
-    let script = vec![Expect { method: "PATCH", path: status_path, reply: Reply::Echo }];
+    let status_path = format!(
+        "/apis/strata.dev/v1alpha1/namespaces/{NS}/stratarules/{}/status",
+        rule.metadata.name.clone().unwrap_or_default()
+    );
+    let whole = serde_json::to_value(&rule).expect("json");
+    let script = vec![Expect {
+        method: "PATCH",
+        path: status_path,
+        reply: Reply::Json(whole),
+    }];
     let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
     let seen = Arc::new(Mutex::new(Seen::default()));
     let server = tokio::spawn(serve(handle, script, seen.clone()));
@@ -487,10 +759,15 @@ async fn rule_reconcile_once(rule: StrataRule) -> Seen {
         rule_config_map_max_bytes: 900_000,
         requeue_error: Duration::from_secs(5),
     });
-    rule_reconcile::reconcile(Arc::new(rule), ctx.clone()).await.expect("reconcile");
+    rule_reconcile::reconcile(Arc::new(rule), ctx.clone())
+        .await
+        .expect("reconcile");
     drop(ctx);
     server.await.expect("server");
-    Arc::into_inner(seen).expect("one owner").into_inner().expect("lock")
+    Arc::into_inner(seen)
+        .expect("one owner")
+        .into_inner()
+        .expect("lock")
 }
 
 #[tokio::test]
@@ -499,10 +776,18 @@ async fn rule_controller_rejects_invalid_promql_in_status() {
     let (_, _, body) = &seen.writes[0];
     let status = &body["status"];
     assert_eq!(status["observedGeneration"], 3);
-    let accepted = status["conditions"].as_array().expect("conditions").iter().find(|c| c["type"] == ACCEPTED).expect("Accepted");
+    let accepted = status["conditions"]
+        .as_array()
+        .expect("conditions")
+        .iter()
+        .find(|c| c["type"] == ACCEPTED)
+        .expect("Accepted");
     assert_eq!(accepted["status"], "False");
     let message = accepted["message"].as_str().expect("message");
-    assert!(message.starts_with("group \"broken\", rule 1 (\"Oops\"): cannot parse expression"), "{message}");
+    assert!(
+        message.starts_with("group \"broken\", rule 1 (\"Oops\"): cannot parse expression"),
+        "{message}"
+    );
     assert_eq!(status["rejectedRules"][0]["index"], 1);
     assert_eq!(status["rejectedRules"][0]["name"], "Oops");
     assert_eq!(seen.events[0]["type"], "Warning");
@@ -510,7 +795,12 @@ async fn rule_controller_rejects_invalid_promql_in_status() {
 
     let seen = rule_reconcile_once(rule(NS, "api", good_groups(), 1)).await;
     let status = &seen.writes[0].2["status"];
-    let accepted = status["conditions"].as_array().expect("conditions").iter().find(|c| c["type"] == ACCEPTED).expect("Accepted");
+    let accepted = status["conditions"]
+        .as_array()
+        .expect("conditions")
+        .iter()
+        .find(|c| c["type"] == ACCEPTED)
+        .expect("Accepted");
     assert_eq!(accepted["status"], "True");
     assert!(status.get("rejectedRules").is_none());
     assert_eq!(seen.events[0]["reason"], "RuleAccepted");

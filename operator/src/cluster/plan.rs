@@ -747,10 +747,22 @@ pub fn plan(
         _ => None,
     });
 
+    // An upgrade stays in progress until its last pod serves; the
+    // StatefulSet's currentRevision cannot tell (it does not move under
+    // OnDelete), so the step recorded in the status carries over.
+    let was_upgrading = |step: UpgradeStep| {
+        previous
+            .upgrade
+            .as_ref()
+            .is_some_and(|u| u.step == step && u.target_version == cluster.version())
+    };
+    let old_pods = observed.pods.iter().any(|p| {
+        p.component == STORAGE && update_revision.is_some_and(|r| p.revision.as_deref() != Some(r))
+    });
     let storage_behind = sts.is_some_and(|s| {
-        let st = s.status.clone().unwrap_or_default();
         rollout::template_hash(&s.metadata) != Some(storage_want.as_str())
-            || (st.current_revision.is_some() && st.current_revision != st.update_revision)
+            || old_pods
+            || (was_upgrading(UpgradeStep::Storage) && !storage_done)
     });
     let upgrade = upgrade_status(
         &cluster,
@@ -784,6 +796,7 @@ pub fn plan(
                 alert_want.clone().unwrap_or_default(),
             )
         })),
+        was_upgrading,
     );
     status.upgrade = upgrade;
 
@@ -800,14 +813,15 @@ pub fn plan(
         Some(("SelectNotReady", message))
     } else if let Some(message) = alert_state.as_ref().and_then(incomplete) {
         Some(("AlertNotReady", message))
-    } else if !apply.is_empty() || !delete.is_empty() {
+    } else if let Some(o) = apply
+        .iter()
+        .find(|o| matches!(o.kind(), Kind::StatefulSet | Kind::Deployment))
+    {
+        // Other objects (Services, ConfigMaps, budgets) change nothing
+        // about what is serving.
         Some((
             "Applying",
-            format!(
-                "{} objects to apply, {} to delete",
-                apply.len(),
-                delete.len()
-            ),
+            format!("{} {} is being updated", o.kind().as_str(), o.name()),
         ))
     } else {
         None
@@ -936,6 +950,7 @@ fn upgrade_status<'a>(
             String,
         ),
     >,
+    was_upgrading: impl Fn(UpgradeStep) -> bool,
 ) -> Option<UpgradeStatus> {
     let target_version = cluster.version().to_string();
     if storage_behind {
@@ -958,7 +973,8 @@ fn upgrade_status<'a>(
         };
         let (desired, _, updated) = rollout::deployment_counts(existing);
         let template_differs = rollout::template_hash(&existing.metadata) != Some(want.as_str());
-        let behind = *state != DeploymentState::Complete && (template_differs || updated < desired);
+        let behind = *state != DeploymentState::Complete
+            && (template_differs || updated < desired || was_upgrading(step));
         if behind {
             return Some(UpgradeStatus {
                 step,

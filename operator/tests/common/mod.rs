@@ -7,12 +7,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use k8s_openapi::api::apps::v1::{
-    Deployment, DeploymentStatus, StatefulSet, StatefulSetStatus,
-};
+use k8s_openapi::api::apps::v1::{Deployment, DeploymentStatus, StatefulSet, StatefulSetStatus};
 use k8s_openapi::api::core::v1::{
-    ConfigMap, ContainerState, ContainerStateWaiting, ContainerStatus, Pod, PodCondition,
-    PodStatus,
+    ConfigMap, ContainerState, ContainerStateWaiting, ContainerStatus, Pod, PodCondition, PodStatus,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use k8s_openapi::jiff::Timestamp;
@@ -108,27 +105,39 @@ impl World {
             match object {
                 Object::StatefulSet(s) => {
                     let mut s = (**s).clone();
-                    let old = o.stateful_sets.iter().find(|x| name_of(&x.metadata) == name_of(&s.metadata));
-                    s.metadata.generation = Some(old.and_then(|x| x.metadata.generation).unwrap_or(0) + 1);
+                    let old = o
+                        .stateful_sets
+                        .iter()
+                        .find(|x| name_of(&x.metadata) == name_of(&s.metadata));
+                    s.metadata.generation =
+                        Some(old.and_then(|x| x.metadata.generation).unwrap_or(0) + 1);
                     s.status = old.and_then(|x| x.status.clone());
                     let name = name_of(&s.metadata).to_string();
                     replace_or_push(&mut o.stateful_sets, s, |x| name_of(&x.metadata) == name);
                 }
                 Object::Deployment(d) => {
                     let mut d = (**d).clone();
-                    let old = o.deployments.iter().find(|x| name_of(&x.metadata) == name_of(&d.metadata));
-                    d.metadata.generation = Some(old.and_then(|x| x.metadata.generation).unwrap_or(0) + 1);
+                    let old = o
+                        .deployments
+                        .iter()
+                        .find(|x| name_of(&x.metadata) == name_of(&d.metadata));
+                    d.metadata.generation =
+                        Some(old.and_then(|x| x.metadata.generation).unwrap_or(0) + 1);
                     d.status = old.and_then(|x| x.status.clone());
                     let name = name_of(&d.metadata).to_string();
                     replace_or_push(&mut o.deployments, d, |x| name_of(&x.metadata) == name);
                 }
                 Object::Service(s) => {
                     let name = name_of(&s.metadata).to_string();
-                    replace_or_push(&mut o.services, (**s).clone(), |x| name_of(&x.metadata) == name);
+                    replace_or_push(&mut o.services, (**s).clone(), |x| {
+                        name_of(&x.metadata) == name
+                    });
                 }
                 Object::ConfigMap(c) => {
                     let name = name_of(&c.metadata).to_string();
-                    replace_or_push(&mut o.config_maps, (**c).clone(), |x| name_of(&x.metadata) == name);
+                    replace_or_push(&mut o.config_maps, (**c).clone(), |x| {
+                        name_of(&x.metadata) == name
+                    });
                 }
                 Object::PodDisruptionBudget(p) => {
                     let name = name_of(&p.metadata).to_string();
@@ -153,18 +162,28 @@ impl World {
     }
 
     pub fn sts(&self) -> &StatefulSet {
-        self.observed.stateful_sets.first().expect("storage StatefulSet applied")
+        self.observed
+            .stateful_sets
+            .first()
+            .expect("storage StatefulSet applied")
     }
 
     /// The StatefulSet controller has seen the latest spec: its update
     /// revision is `revision`; ready/updated counts follow the pods.
     pub fn sts_observed(&mut self, revision: &str) {
         let pods = self.observed.pods.clone();
-        let sts = self.observed.stateful_sets.first_mut().expect("storage StatefulSet applied");
+        let sts = self
+            .observed
+            .stateful_sets
+            .first_mut()
+            .expect("storage StatefulSet applied");
         let generation = sts.metadata.generation;
         let storage: Vec<&PodView> = pods.iter().filter(|p| p.component == "storage").collect();
         let ready = storage.iter().filter(|p| p.ready).count() as i32;
-        let updated = storage.iter().filter(|p| p.revision.as_deref() == Some(revision)).count() as i32;
+        let updated = storage
+            .iter()
+            .filter(|p| p.revision.as_deref() == Some(revision))
+            .count() as i32;
         let replicas = sts.spec.replicas.unwrap_or(0);
         let current = if updated == replicas {
             revision.to_string()
@@ -209,7 +228,12 @@ impl World {
     }
 
     pub fn pod_failing(&mut self, name: &str, failure: &str) {
-        let pod = self.observed.pods.iter_mut().find(|p| p.name == name).expect("pod exists");
+        let pod = self
+            .observed
+            .pods
+            .iter_mut()
+            .find(|p| p.name == name)
+            .expect("pod exists");
         pod.failure = Some(failure.into());
         pod.ready = false;
         self.observed.healthy.remove(name);
@@ -241,20 +265,37 @@ impl World {
     }
 
     pub fn config_map(&self, name: &str) -> Option<&ConfigMap> {
-        self.observed.config_maps.iter().find(|c| name_of(&c.metadata) == name)
+        self.observed
+            .config_maps
+            .iter()
+            .find(|c| name_of(&c.metadata) == name)
     }
 
     pub fn deployment(&self, name: &str) -> Option<&Deployment> {
-        self.observed.deployments.iter().find(|d| name_of(&d.metadata) == name)
+        self.observed
+            .deployments
+            .iter()
+            .find(|d| name_of(&d.metadata) == name)
     }
 
     pub fn storage_names(&self) -> BTreeSet<String> {
-        self.observed.pods.iter().filter(|p| p.component == "storage").map(|p| p.name.clone()).collect()
+        self.observed
+            .pods
+            .iter()
+            .filter(|p| p.component == "storage")
+            .map(|p| p.name.clone())
+            .collect()
     }
 }
 
 /// A pod object as the API returns it, for [`PodView::from_pod`].
-pub fn pod_object(name: &str, component: &str, revision: Option<&str>, ready: bool, waiting: Option<&str>) -> Pod {
+pub fn pod_object(
+    name: &str,
+    component: &str,
+    revision: Option<&str>,
+    ready: bool,
+    waiting: Option<&str>,
+) -> Pod {
     let mut pod_labels = labels::object(NAME, component, None);
     if let Some(r) = revision {
         pod_labels.insert(labels::REVISION.into(), r.into());
@@ -298,11 +339,20 @@ pub fn pod_object(name: &str, component: &str, revision: Option<&str>, ready: bo
 
 /// The pod object a [`PodView`] was read from (for the scripted API server).
 pub fn pod_from_view(view: &PodView) -> Pod {
-    let mut pod = pod_object(&view.name, &view.component, view.revision.as_deref(), view.ready, None);
+    let mut pod = pod_object(
+        &view.name,
+        &view.component,
+        view.revision.as_deref(),
+        view.ready,
+        None,
+    );
     pod.metadata.uid = Some(view.uid.clone());
     pod.metadata.creation_timestamp = view.created.map(Time);
     if let Some(pool) = &view.pool {
-        pod.metadata.labels.get_or_insert_with(Default::default).insert(labels::POOL.into(), pool.clone());
+        pod.metadata
+            .labels
+            .get_or_insert_with(Default::default)
+            .insert(labels::POOL.into(), pool.clone());
     }
     if let Some(status) = pod.status.as_mut() {
         status.pod_ip = view.ip.clone();
