@@ -216,7 +216,7 @@ pub fn storage_step(state: &StorageState, now: Timestamp, timeout: Duration) -> 
         };
     }
     // Highest ordinal first, as the StatefulSet controller itself would.
-    if let Some(p) = pods.iter().filter(old).next_back() {
+    if let Some(p) = pods.iter().rfind(old) {
         return StorageStep::Replace {
             pod: p.name.clone(),
             uid: p.uid.clone(),
