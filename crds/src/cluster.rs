@@ -427,3 +427,46 @@ impl StrataClusterSpec {
         format!("{image}:{version}")
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn image_ref_falls_back_to_defaults() {
+        let check = |image: Option<&str>, version: Option<&str>, want: &str| {
+            let spec = StrataClusterSpec {
+                image: image.map(str::to_string),
+                version: version.map(str::to_string),
+                image_pull_policy: None,
+                image_pull_secrets: Vec::new(),
+                storage: StorageSpec {
+                    replicas: 1,
+                    resources: None,
+                    volume: VolumeSpec::default(),
+                    retention: default_retention(),
+                    replication_factor: 1,
+                    dedup_min_scrape_interval: None,
+                    extra_args: Vec::new(),
+                },
+                insert: InsertSpec::default(),
+                select: SelectSpec::default(),
+                alert: None,
+                paused: false,
+            };
+            assert_eq!(spec.image_ref("0.9.0"), want);
+        };
+        check(None, None, "ghcr.io/strata-dev/strata:0.9.0");
+        check(None, Some("1.0.0"), "ghcr.io/strata-dev/strata:1.0.0");
+        check(
+            Some("registry.local/strata"),
+            None,
+            "registry.local/strata:0.9.0",
+        );
+        check(
+            Some("registry.local/strata"),
+            Some("dev"),
+            "registry.local/strata:dev",
+        );
+    }
+}

@@ -143,6 +143,79 @@ pub struct Rule {
     pub annotations: Option<BTreeMap<String, String>>,
 }
 
+impl StrataRuleSpec {
+    /// The groups as a Prometheus rule file, the format `strata alert
+    /// --rule` reads: each group carries the object's tenant (if set), a
+    /// numeric `expr` becomes its text, and `partial_response_strategy` is
+    /// dropped.
+    pub fn to_rule_file(&self) -> Result<String, serde_saphyr::ser::Error> {
+        let groups = self
+            .groups
+            .iter()
+            .map(|g| FileGroup {
+                name: &g.name,
+                interval: g.interval.as_deref(),
+                query_offset: g.query_offset.as_deref(),
+                limit: g.limit,
+                labels: g.labels.as_ref(),
+                tenant: self.tenant.as_deref(),
+                rules: g
+                    .rules
+                    .iter()
+                    .map(|r| FileRule {
+                        record: r.record.as_deref(),
+                        alert: r.alert.as_deref(),
+                        expr: r.expr_text(),
+                        for_: r.for_.as_deref(),
+                        keep_firing_for: r.keep_firing_for.as_deref(),
+                        labels: r.labels.as_ref(),
+                        annotations: r.annotations.as_ref(),
+                    })
+                    .collect(),
+            })
+            .collect();
+        serde_saphyr::to_string(&File { groups })
+    }
+}
+
+#[derive(Serialize)]
+struct File<'a> {
+    groups: Vec<FileGroup<'a>>,
+}
+
+#[derive(Serialize)]
+struct FileGroup<'a> {
+    name: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    interval: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    query_offset: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    limit: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    labels: Option<&'a BTreeMap<String, String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tenant: Option<&'a str>,
+    rules: Vec<FileRule<'a>>,
+}
+
+#[derive(Serialize)]
+struct FileRule<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    record: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    alert: Option<&'a str>,
+    expr: String,
+    #[serde(rename = "for", skip_serializing_if = "Option::is_none")]
+    for_: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    keep_firing_for: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    labels: Option<&'a BTreeMap<String, String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    annotations: Option<&'a BTreeMap<String, String>>,
+}
+
 impl Rule {
     /// The expression text (a bare number as written).
     pub fn expr_text(&self) -> String {
