@@ -42,6 +42,8 @@ pub const ACCESS: &[Access] = &[
     access("strata.dev", "strataclusters", "list"),
     access("strata.dev", "strataclusters", "watch"),
     access("strata.dev", "strataclusters/status", "patch"),
+    // Owner references with blockOwnerDeletion need it (no call makes it).
+    access("strata.dev", "strataclusters/finalizers", "update"),
     access("strata.dev", "stratarules", "list"),
     access("strata.dev", "stratarules", "watch"),
     access("strata.dev", "stratarules/status", "patch"),
@@ -70,6 +72,7 @@ pub const ACCESS: &[Access] = &[
     access("policy", "poddisruptionbudgets", "patch"),
     access("policy", "poddisruptionbudgets", "delete"),
     access("", "pods", "list"),
+    access("", "pods", "watch"),
     access("", "pods", "delete"),
     access("", "namespaces", "list"),
     access("coordination.k8s.io", "leases", "get"),

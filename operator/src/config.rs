@@ -13,14 +13,19 @@ pub struct Config {
     #[arg(long = "listen", env = "STRATA_LISTEN", default_value = "0.0.0.0:8080")]
     pub listen: String,
 
-    /// Namespace whose StrataClusters and StrataRules are reconciled.
-    /// Default: empty, every namespace.
+    /// Namespaces whose StrataClusters and StrataRules are reconciled
+    /// (repeatable, or comma-separated). Default: none, every namespace.
     #[arg(
-        long = "watch-namespace",
-        env = "STRATA_WATCH_NAMESPACE",
-        default_value = ""
+        long = "watch-namespaces",
+        env = "STRATA_WATCH_NAMESPACES",
+        value_delimiter = ','
     )]
-    pub watch_namespace: String,
+    pub watch_namespaces: Vec<String>,
+
+    /// Reconcile only while holding the leader Lease, so that several
+    /// replicas can run. Default: true.
+    #[arg(long = "leader-election", env = "STRATA_LEADER_ELECTION", default_value_t = true, action = clap::ArgAction::Set)]
+    pub leader_election: bool,
 
     /// Name of the `coordination.k8s.io` Lease replicas elect a leader with.
     /// Default: strata-operator.
@@ -40,8 +45,8 @@ pub struct Config {
     )]
     pub lease_namespace: String,
 
-    /// This replica's name in the Lease. Default: empty, the host name
-    /// (the pod name in Kubernetes).
+    /// This replica's name in the Lease. Default: empty, `$POD_NAME`, else
+    /// the host name.
     #[arg(
         long = "leader-election.identity",
         env = "STRATA_LEADER_ELECTION_IDENTITY",
@@ -115,7 +120,8 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             listen: "0.0.0.0:8080".into(),
-            watch_namespace: String::new(),
+            watch_namespaces: Vec::new(),
+            leader_election: true,
             lease_name: "strata-operator".into(),
             lease_namespace: String::new(),
             identity: String::new(),

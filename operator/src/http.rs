@@ -1,5 +1,6 @@
-//! `/health` and `/metrics` of the operator (port 8080 by default). Served
-//! from start to stop, leader or not.
+//! `/health`, `/ready` and `/metrics` of the operator (port 8080 by
+//! default). Served from start to stop, leader or not: a follower waiting
+//! for the Lease is a ready standby.
 
 use std::sync::Arc;
 
@@ -14,6 +15,7 @@ use prometheus_client::registry::Registry;
 pub fn router(registry: Arc<Registry>) -> Router {
     Router::new()
         .route("/health", get(|| async { "ok" }))
+        .route("/ready", get(|| async { "ok" }))
         .route("/metrics", get(metrics))
         .with_state(registry)
 }

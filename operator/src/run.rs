@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use futures_util::StreamExt;
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
-use k8s_openapi::api::core::v1::{ConfigMap, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::runtime::controller::Controller;
 use kube::runtime::reflector::ObjectRef;
@@ -73,10 +73,10 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send) -> R
     result
 }
 
-fn hostname() -> String {
-    std::env::var("HOSTNAME")
-        .ok()
-        .filter(|h| !h.is_empty())
+fn identity() -> String {
+    let var = |name| std::env::var(name).ok().filter(|v: &String| !v.is_empty());
+    var("POD_NAME")
+        .or_else(|| var("HOSTNAME"))
         .or_else(|| {
             std::fs::read_to_string("/etc/hostname")
                 .ok()
@@ -92,7 +92,7 @@ async fn lead(
 ) -> Result<()> {
     let client = Client::try_default().await.map_err(Error::Client)?;
     let identity = if config.identity.is_empty() {
-        hostname()
+        identity()
     } else {
         config.identity.clone()
     };
@@ -111,16 +111,25 @@ async fn lead(
         config.renew_interval,
     );
     let mut shutdown = pin!(shutdown);
-    tokio::select! {
-        () = elector.acquire() => {}
-        () = &mut shutdown => return Ok(()),
+    if config.leader_election {
+        tokio::select! {
+            () = elector.acquire() => {}
+            () = &mut shutdown => return Ok(()),
+        }
     }
     metrics.leader.set(1);
     let (stop, stopped) = watch::channel(false);
     let controllers = tokio::spawn(controllers(config.clone(), kube, metrics.clone(), stopped));
+    let hold = async {
+        if config.leader_election {
+            elector.hold().await
+        } else {
+            std::future::pending().await
+        }
+    };
     let outcome = tokio::select! {
         () = &mut shutdown => Ok(()),
-        lost = elector.hold() => Err(lost),
+        lost = hold => Err(lost),
     };
     // In-flight reconciles finish; no new ones start.
     let start = Instant::now();
@@ -134,6 +143,7 @@ async fn lead(
     );
     metrics.leader.set(0);
     if outcome.is_ok()
+        && config.leader_election
         && let Err(error) = elector.release().await
     {
         tracing::warn!(%error, "Cannot release the lease; a successor waits for it to expire.");
@@ -159,14 +169,14 @@ async fn stopped(mut rx: watch::Receiver<bool>) {
     let _ = rx.wait_for(|stop| *stop).await;
 }
 
+/// One set of controllers per watched namespace (a Role per namespace
+/// grants nothing cluster-wide), or one set for all namespaces.
 async fn controllers(config: Config, kube: Kube, metrics: Metrics, stop: watch::Receiver<bool>) {
-    let client = kube.client().clone();
-    let ns = config.watch_namespace.as_str();
-    let owned = watcher::Config::default().labels(&format!(
-        "{}={}",
-        labels::MANAGED_BY,
-        crate::FIELD_MANAGER
-    ));
+    let namespaces = if config.watch_namespaces.is_empty() {
+        vec![String::new()]
+    } else {
+        config.watch_namespaces.clone()
+    };
     let cluster_ctx = Arc::new(cluster_reconcile::Context {
         kube: kube.clone(),
         settings: cluster::Settings {
@@ -178,7 +188,39 @@ async fn controllers(config: Config, kube: Kube, metrics: Metrics, stop: watch::
         metrics: metrics.clone(),
         requeue_progressing: config.requeue_progressing,
         requeue_settled: config.requeue_settled,
+        rule_namespaces: config.watch_namespaces.clone(),
     });
+    let rule_ctx = Arc::new(rule_reconcile::Context {
+        kube: kube.clone(),
+        metrics,
+        rule_config_map_max_bytes: config.rule_config_map_max_bytes,
+        requeue_error: config.requeue_progressing,
+    });
+    let sets = namespaces.iter().map(|ns| {
+        namespace_controllers(
+            kube.client().clone(),
+            ns.clone(),
+            cluster_ctx.clone(),
+            rule_ctx.clone(),
+            stop.clone(),
+        )
+    });
+    futures_util::future::join_all(sets).await;
+}
+
+async fn namespace_controllers(
+    client: Client,
+    ns: String,
+    cluster_ctx: Arc<cluster_reconcile::Context>,
+    rule_ctx: Arc<rule_reconcile::Context>,
+    stop: watch::Receiver<bool>,
+) {
+    let ns = ns.as_str();
+    let owned = watcher::Config::default().labels(&format!(
+        "{}={}",
+        labels::MANAGED_BY,
+        crate::FIELD_MANAGER
+    ));
     let controller = Controller::new(
         api::<StrataCluster>(&client, ns),
         watcher::Config::default(),
@@ -189,7 +231,20 @@ async fn controllers(config: Config, kube: Kube, metrics: Metrics, stop: watch::
         .owns(api::<Deployment>(&client, ns), owned.clone())
         .owns(api::<Service>(&client, ns), owned.clone())
         .owns(api::<ConfigMap>(&client, ns), owned.clone())
-        .owns(api::<PodDisruptionBudget>(&client, ns), owned)
+        .owns(api::<PodDisruptionBudget>(&client, ns), owned.clone())
+        // Pods belong to StatefulSets and ReplicaSets, not to the cluster:
+        // their instance label names it. A pod turning ready or
+        // crashlooping moves a rollout on at once.
+        .watches(api::<Pod>(&client, ns), owned, |pod| {
+            let instance = pod
+                .metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(labels::INSTANCE))
+                .cloned();
+            let namespace = pod.metadata.namespace.clone().unwrap_or_default();
+            instance.map(|name| ObjectRef::<StrataCluster>::new(&name).within(&namespace))
+        })
         // A rule may be selected by any cluster with an alert component.
         .watches(
             api::<StrataRule>(&client, ns),
@@ -214,12 +269,6 @@ async fn controllers(config: Config, kube: Kube, metrics: Metrics, stop: watch::
                 tracing::debug!(%error, "Cluster controller event.");
             }
         });
-    let rule_ctx = Arc::new(rule_reconcile::Context {
-        kube,
-        metrics,
-        rule_config_map_max_bytes: config.rule_config_map_max_bytes,
-        requeue_error: config.requeue_progressing,
-    });
     let rules = Controller::new(api::<StrataRule>(&client, ns), watcher::Config::default())
         .graceful_shutdown_on(stopped(stop))
         .run(

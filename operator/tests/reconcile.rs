@@ -284,6 +284,7 @@ fn context(client: kube::Client, metrics: Metrics) -> Arc<Context> {
         metrics,
         requeue_progressing: Duration::from_secs(5),
         requeue_settled: Duration::from_secs(300),
+        rule_namespaces: Vec::new(),
     })
 }
 

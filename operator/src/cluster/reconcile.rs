@@ -95,6 +95,9 @@ pub struct Context {
     pub metrics: Metrics,
     pub requeue_progressing: Duration,
     pub requeue_settled: Duration,
+    /// The watched namespaces; empty means all. Rules selected by a
+    /// namespace selector are read from these only.
+    pub rule_namespaces: Vec<String>,
 }
 
 /// Reconciles one `StrataCluster`.
@@ -162,7 +165,15 @@ pub async fn observe(ctx: &Context, object: &StrataCluster) -> Result<Observed> 
     };
     if let Some(alert) = &object.spec.alert {
         if alert.rule_namespace_selector.is_some() {
-            observed.rules = kube.list_all::<StrataRule>(None).await?;
+            if ctx.rule_namespaces.is_empty() {
+                observed.rules = kube.list_all::<StrataRule>(None).await?;
+            } else {
+                for ns in &ctx.rule_namespaces {
+                    observed
+                        .rules
+                        .extend(kube.list::<StrataRule>(ns, None).await?);
+                }
+            }
             observed.namespaces = kube
                 .list_all::<Namespace>(None)
                 .await?
