@@ -369,7 +369,7 @@ fn pod_that_never_becomes_ready_is_stuck_after_the_timeout() {
         ("True", "StoragePodNotReady")
     );
     assert!(
-        message.contains("demo-storage-2 is not ready after 601s"),
+        message.contains("demo-storage-2 is not ready more than 600s after it was created"),
         "{message}"
     );
 }
@@ -677,5 +677,57 @@ fn failing_insert_pod_is_degraded() {
     assert!(
         message.contains("demo-insert-abc") && message.contains("ImagePullBackOff"),
         "{message}"
+    );
+}
+
+#[test]
+fn pod_failure_text_is_stable_and_names_the_container() {
+    use strata_operator::cluster::rollout::PodView;
+    let check = |waiting: Option<&str>, want: Option<&str>| {
+        let pod = pod_object("demo-storage-0", "storage", Some("r1"), false, waiting);
+        assert_eq!(
+            PodView::from_pod(&pod).failure.as_deref(),
+            want,
+            "{waiting:?}"
+        );
+    };
+    check(None, None);
+    check(Some("ContainerCreating"), None);
+    check(
+        Some("CrashLoopBackOff"),
+        Some("container storage: CrashLoopBackOff"),
+    );
+    check(
+        Some("ImagePullBackOff"),
+        Some("container storage: ImagePullBackOff: back-off 1m20s restarting failed container"),
+    );
+    let mut pod = pod_object(
+        "demo-storage-0",
+        "storage",
+        Some("r1"),
+        false,
+        Some("CrashLoopBackOff"),
+    );
+    let status = pod
+        .status
+        .as_mut()
+        .and_then(|s| s.container_statuses.as_mut())
+        .expect("statuses");
+    status[0].last_state = Some(k8s_openapi::api::core::v1::ContainerState {
+        terminated: Some(k8s_openapi::api::core::v1::ContainerStateTerminated {
+            exit_code: 2,
+            reason: Some("Error".into()),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    let view = PodView::from_pod(&pod);
+    assert_eq!(
+        view.failure.as_deref(),
+        Some("container storage: CrashLoopBackOff, last exit code 2 (Error)")
+    );
+    assert_eq!(
+        (view.ordinal, view.revision.as_deref(), view.ready),
+        (Some(0), Some("r1"), false)
     );
 }

@@ -129,12 +129,23 @@ async fn serve(mut handle: Handle, script: Vec<Expect>, seen: Arc<Mutex<Seen>>) 
             }
         }
         let response = match expect.reply {
-            Reply::Json(v) => Response::builder().status(200).body(Body::from(serde_json::to_vec(&v).expect("json"))),
-            Reply::Echo => Response::builder().status(200).body(Body::from(bytes.to_vec())),
-            Reply::Error(code) => Response::builder().status(code).body(Body::from(
-                serde_json::to_vec(&json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "message": "scripted failure", "reason": "InternalError", "code": code}))
-                    .expect("json"),
-            )),
+            Reply::Json(v) => Response::builder()
+                .status(200)
+                .body(Body::from(serde_json::to_vec(&v).expect("json"))),
+            Reply::Echo => Response::builder()
+                .status(200)
+                .body(Body::from(bytes.to_vec())),
+            Reply::Error(code) => {
+                let reason = match code {
+                    404 => "NotFound",
+                    409 => "Conflict",
+                    _ => "InternalError",
+                };
+                Response::builder().status(code).body(Body::from(
+                    serde_json::to_vec(&json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "message": "scripted failure", "reason": reason, "code": code}))
+                        .expect("json"),
+                ))
+            }
         };
         send.send_response(response.expect("response"));
     }
@@ -805,4 +816,124 @@ async fn rule_controller_rejects_invalid_promql_in_status() {
     assert_eq!(accepted["status"], "True");
     assert!(status.get("rejectedRules").is_none());
     assert_eq!(seen.events[0]["reason"], "RuleAccepted");
+}
+
+fn lease(holder: &str, renewed_secs_ago: i64, resource_version: &str) -> Value {
+    let renewed = k8s_openapi::jiff::Timestamp::now()
+        - k8s_openapi::jiff::SignedDuration::from_secs(renewed_secs_ago);
+    json!({
+        "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+        "metadata": {"name": "strata-operator", "namespace": NS, "resourceVersion": resource_version},
+        "spec": {"holderIdentity": holder, "leaseDurationSeconds": 15, "renewTime": renewed.to_string(), "leaseTransitions": 3},
+    })
+}
+
+async fn elect(script: Vec<Expect>) -> (bool, Seen) {
+    let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let server = tokio::spawn(serve(handle, script, seen.clone()));
+    let elector = strata_operator::leader::Elector::new(
+        Kube::new(kube::Client::new(service, NS), None),
+        NS.into(),
+        "strata-operator".into(),
+        "me".into(),
+        Duration::from_secs(15),
+        Duration::from_secs(5),
+    );
+    let held = elector.try_hold().await.expect("try_hold");
+    drop(elector);
+    server.await.expect("server");
+    (
+        held,
+        Arc::into_inner(seen)
+            .expect("one owner")
+            .into_inner()
+            .expect("lock"),
+    )
+}
+
+#[tokio::test]
+async fn leader_election_on_a_lease() {
+    let path = format!("/apis/coordination.k8s.io/v1/namespaces/{NS}/leases");
+    let named = format!("{path}/strata-operator");
+    let not_found = Reply::Error(404);
+    // No Lease: created, held.
+    let (held, seen) = elect(vec![
+        Expect {
+            method: "GET",
+            path: named.clone(),
+            reply: not_found,
+        },
+        Expect {
+            method: "POST",
+            path: path.clone(),
+            reply: Reply::Echo,
+        },
+    ])
+    .await;
+    assert!(held);
+    assert_eq!(seen.writes[0].2["spec"]["holderIdentity"], "me");
+    // Held by another, fresh: wait, write nothing.
+    let (held, seen) = elect(vec![Expect {
+        method: "GET",
+        path: named.clone(),
+        reply: Reply::Json(lease("other", 2, "7")),
+    }])
+    .await;
+    assert!(!held && seen.writes.is_empty());
+    // Held by another, expired: taken over with a compare-and-swap.
+    let (held, seen) = elect(vec![
+        Expect {
+            method: "GET",
+            path: named.clone(),
+            reply: Reply::Json(lease("other", 60, "7")),
+        },
+        Expect {
+            method: "PUT",
+            path: named.clone(),
+            reply: Reply::Echo,
+        },
+    ])
+    .await;
+    assert!(held);
+    let body = &seen.writes[0].2;
+    assert_eq!(
+        (
+            body["spec"]["holderIdentity"].as_str(),
+            body["spec"]["leaseTransitions"].as_i64()
+        ),
+        (Some("me"), Some(4))
+    );
+    assert_eq!(body["metadata"]["resourceVersion"], "7");
+    // Someone else wrote first: not held.
+    let (held, _) = elect(vec![
+        Expect {
+            method: "GET",
+            path: named.clone(),
+            reply: Reply::Json(lease("other", 60, "7")),
+        },
+        Expect {
+            method: "PUT",
+            path: named.clone(),
+            reply: Reply::Error(409),
+        },
+    ])
+    .await;
+    assert!(!held);
+    // Ours: renewed.
+    let (held, seen) = elect(vec![
+        Expect {
+            method: "GET",
+            path: named.clone(),
+            reply: Reply::Json(lease("me", 4, "9")),
+        },
+        Expect {
+            method: "PUT",
+            path: named,
+            reply: Reply::Echo,
+        },
+    ])
+    .await;
+    assert!(held);
+    assert_eq!(seen.writes[0].2["spec"]["leaseTransitions"], 3);
 }

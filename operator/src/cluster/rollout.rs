@@ -69,14 +69,25 @@ impl PodView {
             s.container_statuses.iter().flatten().find_map(|c| {
                 let waiting = c.state.as_ref()?.waiting.as_ref()?;
                 let reason = waiting.reason.as_deref()?;
+                // Only what stays the same while the pod keeps failing (not
+                // the restart count or back-off), so that the condition and
+                // its event do not churn.
                 FAILING.contains(&reason).then(|| {
                     let mut text = format!("container {}: {reason}", c.name);
-                    if c.restart_count > 0 {
-                        text.push_str(&format!(" ({} restarts)", c.restart_count));
-                    }
-                    if let Some(message) = waiting.message.as_deref().filter(|m| !m.is_empty()) {
-                        text.push_str(": ");
-                        text.push_str(message);
+                    let last = c.last_state.as_ref().and_then(|l| l.terminated.as_ref());
+                    if let Some(last) = last {
+                        text.push_str(&format!(", last exit code {}", last.exit_code));
+                        if let Some(why) = last.reason.as_deref() {
+                            text.push_str(&format!(" ({why})"));
+                        }
+                    } else if let Some(message) =
+                        waiting.message.as_deref().filter(|m| !m.is_empty())
+                    {
+                        // Image pulls: the message names the image.
+                        if reason != "CrashLoopBackOff" {
+                            text.push_str(": ");
+                            text.push_str(message);
+                        }
                     }
                     text
                 })
@@ -195,9 +206,8 @@ pub fn storage_step(state: &StorageState, now: Timestamp, timeout: Duration) -> 
                     pod: p.name.clone(),
                     reason: "StoragePodNotReady",
                     message: format!(
-                        "{} is {what} after {}s (timeout {}s)",
+                        "{} is {what} more than {}s after it was created",
                         p.name,
-                        p.age(now).as_secs(),
                         timeout.as_secs()
                     ),
                 };
