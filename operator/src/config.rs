@@ -9,7 +9,7 @@ use strata_storage::config::{humantime_serde_compat, parse_duration};
 #[group(id = "operator")]
 #[serde(default)]
 pub struct Config {
-    /// Address of `/health` and `/metrics`. Default: 0.0.0.0:8080.
+    /// Address of `/health`, `/ready` and `/metrics`. Default: 0.0.0.0:8080.
     #[arg(long = "listen", env = "STRATA_LISTEN", default_value = "0.0.0.0:8080")]
     pub listen: String,
 

@@ -54,7 +54,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send) -> R
             })
             .await
     });
-    tracing::info!(addr = %config.listen, "Strata operator serves /health and /metrics.");
+    tracing::info!(addr = %config.listen, "Strata operator serves /health, /ready and /metrics.");
 
     let result = lead(&config, &metrics, shutdown).await;
 
