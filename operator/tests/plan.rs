@@ -731,3 +731,20 @@ fn pod_failure_text_is_stable_and_names_the_container() {
         (Some(0), Some("r1"), false)
     );
 }
+
+#[test]
+fn cluster_being_deleted_is_left_to_the_garbage_collector() {
+    let (mut world, mut object) = settled("v1", 3);
+    // Foreground deletion: children go first, the cluster waits.
+    world.observed.deployments.clear();
+    world.observed.services.clear();
+    object.metadata.deletion_timestamp = Some(
+        k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(at(100)),
+    );
+    object.spec.version = Some("v2".into());
+    let p = run(&world, &object, 100);
+    assert!(
+        p.apply.is_empty() && p.delete.is_empty() && p.replace_pod.is_none() && p.notes.is_empty()
+    );
+    assert_eq!(object.status.as_ref(), Some(&p.status), "no status write");
+}

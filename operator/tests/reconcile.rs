@@ -937,3 +937,84 @@ async fn leader_election_on_a_lease() {
     assert!(held);
     assert_eq!(seen.writes[0].2["spec"]["leaseTransitions"], 3);
 }
+
+#[tokio::test]
+async fn deleted_cluster_gets_no_write() {
+    let (mut world, mut object) = settled("v1", 3).await;
+    object.metadata.deletion_timestamp = Some(
+        k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(k8s_openapi::jiff::Timestamp::now()),
+    );
+    world.observed.deployments.clear();
+    let (_, seen) = reconcile_step(&mut world, &mut object).await;
+    assert!(
+        seen.writes.is_empty() && seen.events.is_empty(),
+        "{:?}",
+        seen.writes
+    );
+}
+
+/// A storage node's HTTP port on a loopback address of its own, answering
+/// `/ready` with `status`.
+async fn node(ip: &str, port: u16, status: u16) -> tokio::task::JoinHandle<()> {
+    let listener = tokio::net::TcpListener::bind((ip, port))
+        .await
+        .expect("bind loopback address");
+    let reply = http_reply(status);
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut socket, _)) = listener.accept().await else {
+                return;
+            };
+            let reply = reply.clone();
+            tokio::spawn(async move {
+                use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                let mut buf = [0u8; 1024];
+                let _ = socket.read(&mut buf).await;
+                let _ = socket.write_all(reply.as_bytes()).await;
+            });
+        }
+    })
+}
+
+fn http_reply(status: u16) -> String {
+    format!("HTTP/1.1 {status} X\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+}
+
+#[tokio::test]
+async fn probe_asks_each_ready_storage_node() {
+    // A free port, then one listener per loopback address on it.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let servers = [
+        node("127.0.0.2", port, 200).await,
+        node("127.0.0.3", port, 503).await,
+    ];
+    let mut probe = Probe::new(Duration::from_millis(500), true);
+    probe.port = port;
+    let pod = |name: &str, ip: &str, ready: bool| PodView {
+        name: name.into(),
+        component: "storage".into(),
+        ready,
+        ip: Some(ip.into()),
+        ..PodView::default()
+    };
+    let pods = [
+        pod("serving", "127.0.0.2", true),
+        pod("refusing", "127.0.0.3", true),
+        pod("nobody-home", "127.0.0.4", true),
+        pod("not-ready", "127.0.0.2", false),
+    ];
+    let healthy = probe.healthy(&pods).await;
+    assert_eq!(healthy.into_iter().collect::<Vec<_>>(), ["serving"]);
+    // Without probing, readiness alone counts.
+    let healthy = Probe::new(Duration::from_millis(500), false)
+        .healthy(&pods)
+        .await;
+    assert_eq!(healthy.len(), 3);
+    for s in servers {
+        s.abort();
+    }
+}

@@ -373,6 +373,18 @@ pub fn plan(
         ..StrataClusterStatus::default()
     };
 
+    // Being deleted (foreground deletion removes the children first):
+    // re-creating them would fight the garbage collector.
+    if object.metadata.deletion_timestamp.is_some() {
+        return Ok(Plan {
+            apply: Vec::new(),
+            delete: Vec::new(),
+            replace_pod: None,
+            status: previous,
+            notes,
+            settled: true,
+        });
+    }
     let invalid = strata_crds::validate::cluster(spec);
     if !invalid.is_empty() {
         let message = invalid
