@@ -369,7 +369,7 @@ fn pod_that_never_becomes_ready_is_stuck_after_the_timeout() {
         ("True", "StoragePodNotReady")
     );
     assert!(
-        message.contains("demo-storage-2 is not ready more than 600s after it was created"),
+        message.contains("demo-storage-2 has been not ready for more than 600s"),
         "{message}"
     );
 }
@@ -747,4 +747,21 @@ fn cluster_being_deleted_is_left_to_the_garbage_collector() {
         p.apply.is_empty() && p.delete.is_empty() && p.replace_pod.is_none() && p.notes.is_empty()
     );
     assert_eq!(object.status.as_ref(), Some(&p.status), "no status write");
+}
+
+#[test]
+fn long_running_pod_turning_unready_gets_the_full_timeout() {
+    let (mut world, object) = settled("v1", 3);
+    world.storage_pod(1, "r1", false, 0);
+    world.observed.pods.iter_mut().for_each(|p| {
+        if p.name == "demo-storage-1" {
+            p.ready_changed = Some(at(5000));
+        }
+    });
+    world.sts_observed("r1");
+    let p = run(&world, &object, 5300);
+    assert_eq!(condition(&p, DEGRADED).0, "False");
+    assert_eq!(condition(&p, READY).1, "StorageNotReady");
+    let p = run(&world, &object, 5601);
+    assert_eq!(condition(&p, DEGRADED).1, "StoragePodNotReady");
 }

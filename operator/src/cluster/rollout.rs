@@ -44,6 +44,9 @@ pub struct PodView {
     pub ready: bool,
     pub terminating: bool,
     pub created: Option<Timestamp>,
+    /// When the pod's Ready condition last changed: a long-running pod that
+    /// turns unready gets the full timeout from then, not from its start.
+    pub ready_changed: Option<Timestamp>,
     /// Why the pod will not become ready without a change, e.g.
     /// `container storage: CrashLoopBackOff (5 restarts): back-off 5m0s`.
     pub failure: Option<String>,
@@ -56,9 +59,10 @@ impl PodView {
         let name = meta.name.clone().unwrap_or_default();
         let label = |key: &str| meta.labels.as_ref().and_then(|l| l.get(key)).cloned();
         let status = pod.status.as_ref();
-        let ready = status
+        let ready_condition = status
             .and_then(|s| s.conditions.as_ref())
-            .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+            .and_then(|cs| cs.iter().find(|c| c.type_ == "Ready"));
+        let ready = ready_condition.is_some_and(|c| c.status == "True");
         let failure = status.and_then(|s| {
             if s.phase.as_deref() == Some("Failed") {
                 return Some(format!(
@@ -105,14 +109,21 @@ impl PodView {
             ready,
             terminating: meta.deletion_timestamp.is_some(),
             created: meta.creation_timestamp.as_ref().map(|t| t.0),
+            ready_changed: ready_condition
+                .and_then(|c| c.last_transition_time.as_ref().map(|t| t.0)),
             failure,
             ip: status.and_then(|s| s.pod_ip.clone()),
             name,
         }
     }
 
+    /// How long the pod has been in its current readiness state.
     fn age(&self, now: Timestamp) -> Duration {
-        self.created
+        let since = match (self.created, self.ready_changed) {
+            (Some(c), Some(r)) => Some(c.max(r)),
+            (c, r) => c.or(r),
+        };
+        since
             .map(|t| Duration::try_from(now.duration_since(t)).unwrap_or_default())
             .unwrap_or_default()
     }
@@ -206,7 +217,7 @@ pub fn storage_step(state: &StorageState, now: Timestamp, timeout: Duration) -> 
                     pod: p.name.clone(),
                     reason: "StoragePodNotReady",
                     message: format!(
-                        "{} is {what} more than {}s after it was created",
+                        "{} has been {what} for more than {}s",
                         p.name,
                         timeout.as_secs()
                     ),

@@ -222,6 +222,7 @@ impl World {
             ready,
             terminating: false,
             created: Some(at(created)),
+            ready_changed: None,
             failure: None,
             ip: Some(format!("10.0.0.{ordinal}")),
         });
@@ -348,6 +349,9 @@ pub fn pod_from_view(view: &PodView) -> Pod {
     );
     pod.metadata.uid = Some(view.uid.clone());
     pod.metadata.creation_timestamp = view.created.map(Time);
+    if let Some(conditions) = pod.status.as_mut().and_then(|s| s.conditions.as_mut()) {
+        conditions[0].last_transition_time = view.ready_changed.map(Time);
+    }
     if let Some(pool) = &view.pool {
         pod.metadata
             .labels
