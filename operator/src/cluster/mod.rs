@@ -4,12 +4,17 @@
 //! carries it out ([`reconcile`]).
 
 pub mod desired;
+pub mod object;
 pub mod plan;
 pub mod reconcile;
 pub mod rollout;
+mod rules;
+mod status;
 pub mod topology;
 
-pub use plan::{Kind, Object, Observed, Plan, Settings, plan};
+pub use object::{Kind, Object};
+pub use plan::{Observed, Plan, Settings, plan};
+pub use rules::selected_rules;
 
 /// An event to publish about the reconciled object.
 #[derive(Clone, Debug, PartialEq, Eq)]

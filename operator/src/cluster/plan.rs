@@ -11,22 +11,27 @@ use std::time::Duration;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, ObjectMeta, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use k8s_openapi::jiff::Timestamp;
 use kube::Resource;
 use strata_crds::cluster::{
-    ClusterPhase, ComponentStatus, PoolStatus, StrataClusterStatus, UpgradeStatus, UpgradeStep,
+    ClusterPhase, ComponentStatus, PoolStatus, StrataClusterStatus, UpgradeStep,
 };
 use strata_crds::status::{self, DEGRADED, FALSE, PROGRESSING, READY, TRUE};
 use strata_crds::{StrataCluster, StrataRule};
 use strata_storage::cluster::topology::Topology;
 
 use super::Note;
-use super::desired::{self, ALERT, Cluster, INSERT, RULES, SELECT, STORAGE};
+use super::desired::{self, ALERT, Cluster, INSERT, SELECT, STORAGE};
+use super::object::changes;
+pub use super::object::{Kind, Object};
 use super::rollout::{self, DeploymentState, PodView, StorageState, StorageStep};
+use super::rules::{rule_files, selected_rules};
+use super::status::{
+    counts, incomplete, set_conditions, upgrade_status, wait_message, warn_on_change,
+};
 use super::topology;
 use crate::error::{Error, Result};
-use crate::labels;
 use crate::rule;
 
 /// Operator-wide settings the plan depends on.
@@ -69,94 +74,6 @@ pub struct Observed {
     pub namespaces: BTreeMap<String, BTreeMap<String, String>>,
 }
 
-/// An object to server-side apply.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Object {
-    StatefulSet(Box<StatefulSet>),
-    Deployment(Box<Deployment>),
-    Service(Box<Service>),
-    ConfigMap(Box<ConfigMap>),
-    PodDisruptionBudget(Box<PodDisruptionBudget>),
-}
-
-/// Kinds the operator owns.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Kind {
-    StatefulSet,
-    Deployment,
-    Service,
-    ConfigMap,
-    PodDisruptionBudget,
-}
-
-impl Kind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Kind::StatefulSet => "StatefulSet",
-            Kind::Deployment => "Deployment",
-            Kind::Service => "Service",
-            Kind::ConfigMap => "ConfigMap",
-            Kind::PodDisruptionBudget => "PodDisruptionBudget",
-        }
-    }
-}
-
-impl Object {
-    pub fn kind(&self) -> Kind {
-        match self {
-            Object::StatefulSet(_) => Kind::StatefulSet,
-            Object::Deployment(_) => Kind::Deployment,
-            Object::Service(_) => Kind::Service,
-            Object::ConfigMap(_) => Kind::ConfigMap,
-            Object::PodDisruptionBudget(_) => Kind::PodDisruptionBudget,
-        }
-    }
-
-    pub fn meta(&self) -> &ObjectMeta {
-        match self {
-            Object::StatefulSet(o) => &o.metadata,
-            Object::Deployment(o) => &o.metadata,
-            Object::Service(o) => &o.metadata,
-            Object::ConfigMap(o) => &o.metadata,
-            Object::PodDisruptionBudget(o) => &o.metadata,
-        }
-    }
-
-    fn meta_mut(&mut self) -> &mut ObjectMeta {
-        match self {
-            Object::StatefulSet(o) => &mut o.metadata,
-            Object::Deployment(o) => &mut o.metadata,
-            Object::Service(o) => &mut o.metadata,
-            Object::ConfigMap(o) => &mut o.metadata,
-            Object::PodDisruptionBudget(o) => &mut o.metadata,
-        }
-    }
-
-    pub fn name(&self) -> &str {
-        self.meta().name.as_deref().unwrap_or_default()
-    }
-
-    fn digest(&self) -> String {
-        match self {
-            Object::StatefulSet(o) => desired::hash(o),
-            Object::Deployment(o) => desired::hash(o),
-            Object::Service(o) => desired::hash(o),
-            Object::ConfigMap(o) => desired::hash(o),
-            Object::PodDisruptionBudget(o) => desired::hash(o),
-        }
-    }
-
-    /// Sets the spec-hash annotation from the object's content.
-    fn stamped(mut self) -> Object {
-        let digest = self.digest();
-        self.meta_mut()
-            .annotations
-            .get_or_insert_with(BTreeMap::new)
-            .insert(labels::SPEC_HASH.to_string(), digest);
-        self
-    }
-}
-
 /// What one reconcile does.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Plan {
@@ -175,20 +92,6 @@ pub struct Plan {
     pub settled: bool,
 }
 
-fn annotation<'a>(meta: &'a ObjectMeta, key: &str) -> Option<&'a str> {
-    meta.annotations
-        .as_ref()
-        .and_then(|a| a.get(key))
-        .map(String::as_str)
-}
-
-fn component_of(meta: &ObjectMeta) -> Option<&str> {
-    meta.labels
-        .as_ref()
-        .and_then(|l| l.get(labels::COMPONENT))
-        .map(String::as_str)
-}
-
 /// The storage ordinal an address of the topology belongs to.
 fn ordinal_of(cluster: &Cluster, addr: &str) -> Option<i32> {
     let prefix = format!("{}-", cluster.storage());
@@ -200,78 +103,6 @@ fn ordinal_of(cluster: &Cluster, addr: &str) -> Option<i32> {
 
 fn now_time(now: Timestamp) -> Time {
     Time(now)
-}
-
-/// The rules the alert component of `cluster` evaluates, in namespace and
-/// name order.
-pub fn selected_rules<'a>(
-    cluster: &Cluster,
-    rules: &'a [StrataRule],
-    namespaces: &BTreeMap<String, BTreeMap<String, String>>,
-) -> Vec<&'a StrataRule> {
-    let Some(alert) = &cluster.spec.alert else {
-        return Vec::new();
-    };
-    let empty = BTreeMap::new();
-    let mut selected: Vec<&StrataRule> = rules
-        .iter()
-        .filter(|r| {
-            let ns = r.metadata.namespace.as_deref().unwrap_or_default();
-            match &alert.rule_namespace_selector {
-                None => ns == cluster.namespace,
-                Some(selector) => namespaces
-                    .get(ns)
-                    .is_some_and(|labels| labels::matches(selector, labels)),
-            }
-        })
-        .filter(|r| match &alert.rule_selector {
-            None => true,
-            Some(selector) => {
-                labels::matches(selector, r.metadata.labels.as_ref().unwrap_or(&empty))
-            }
-        })
-        .collect();
-    selected.sort_by(|a, b| {
-        (&a.metadata.namespace, &a.metadata.name).cmp(&(&b.metadata.namespace, &b.metadata.name))
-    });
-    selected
-}
-
-/// The rule files of the selected rules: each valid rule compiled, each
-/// rejected one with the files it had before (its last good version), if
-/// any.
-fn rule_files(
-    selected: &[&StrataRule],
-    observed: &Observed,
-    max_bytes: usize,
-) -> BTreeMap<String, String> {
-    let previous: BTreeMap<&String, &String> = observed
-        .config_maps
-        .iter()
-        .filter(|cm| component_of(&cm.metadata) == Some(RULES))
-        .flat_map(|cm| cm.data.iter().flatten())
-        .collect();
-    let mut files = BTreeMap::new();
-    for rule_object in selected {
-        let ns = rule_object
-            .metadata
-            .namespace
-            .as_deref()
-            .unwrap_or_default();
-        let name = rule_object.metadata.name.as_deref().unwrap_or_default();
-        match rule::compile(rule_object, max_bytes) {
-            Ok(compiled) => files.extend(compiled.files),
-            Err(_) => {
-                let prefix = rule::file_prefix(ns, name);
-                for (file, text) in &previous {
-                    if rule::owns_file(&prefix, file) {
-                        files.insert((*file).clone(), (*text).clone());
-                    }
-                }
-            }
-        }
-    }
-    files
 }
 
 fn storage_floor(cluster: &Cluster, current: Option<&Topology>, sts: Option<&StatefulSet>) -> i32 {
@@ -642,89 +473,8 @@ pub fn plan(
     }
     let wanted: Vec<Object> = wanted.into_iter().map(Object::stamped).collect();
 
-    // Apply only what differs from what is there.
-    let existing: BTreeMap<(Kind, &str), &ObjectMeta> = observed
-        .stateful_sets
-        .iter()
-        .map(|o| (Kind::StatefulSet, &o.metadata))
-        .chain(
-            observed
-                .deployments
-                .iter()
-                .map(|o| (Kind::Deployment, &o.metadata)),
-        )
-        .chain(
-            observed
-                .services
-                .iter()
-                .map(|o| (Kind::Service, &o.metadata)),
-        )
-        .chain(
-            observed
-                .config_maps
-                .iter()
-                .map(|o| (Kind::ConfigMap, &o.metadata)),
-        )
-        .chain(
-            observed
-                .pdbs
-                .iter()
-                .map(|o| (Kind::PodDisruptionBudget, &o.metadata)),
-        )
-        .filter_map(|(kind, meta)| Some(((kind, meta.name.as_deref()?), meta)))
-        .collect();
-    let mut apply = Vec::new();
-    for object in wanted.iter() {
-        let found = existing.get(&(object.kind(), object.name()));
-        let same = found.is_some_and(|meta| {
-            annotation(meta, labels::SPEC_HASH) == annotation(object.meta(), labels::SPEC_HASH)
-        });
-        if !same {
-            let verb = if found.is_some() {
-                "Updated"
-            } else {
-                "Created"
-            };
-            notes.push(Note::normal(
-                verb,
-                "Apply",
-                format!("{verb} {} {}", object.kind().as_str(), object.name()),
-            ));
-            apply.push(object.clone());
-        }
-    }
-    let wanted_names: BTreeSet<(Kind, &str)> = wanted
-        .iter()
-        .map(|o| (o.kind(), o.name()))
-        .chain(held_back.iter().map(|n| (Kind::Deployment, n.as_str())))
-        .collect();
-    let delete: Vec<(Kind, String)> = existing
-        .iter()
-        .filter(|(key, meta)| {
-            // Only what this operator made for this cluster.
-            !wanted_names.contains(key)
-                && key.0 != Kind::StatefulSet
-                && meta
-                    .labels
-                    .as_ref()
-                    .and_then(|l| l.get(labels::MANAGED_BY))
-                    .map(String::as_str)
-                    == Some(crate::FIELD_MANAGER)
-                && meta
-                    .owner_references
-                    .iter()
-                    .flatten()
-                    .any(|o| Some(&o.uid) == object.metadata.uid.as_ref())
-        })
-        .map(|((kind, name), _)| (*kind, name.to_string()))
-        .collect();
-    for (kind, name) in &delete {
-        notes.push(Note::normal(
-            "Deleted",
-            "Delete",
-            format!("Deleted {} {name}", kind.as_str()),
-        ));
-    }
+    let uid = object.metadata.uid.as_deref().unwrap_or_default();
+    let (apply, delete) = changes(&wanted, &held_back, observed, uid, &mut notes);
 
     // Storage pod replacement, only against a StatefulSet that is current.
     let mut replace_pod = None;
@@ -913,115 +663,4 @@ pub fn plan(
 
 fn replace_pod_is_none(step: &StorageStep) -> bool {
     !matches!(step, StorageStep::Replace { .. })
-}
-
-fn counts(deployment: Option<&Deployment>, desired: i32) -> ComponentStatus {
-    let (_, ready, updated) = deployment
-        .map(rollout::deployment_counts)
-        .unwrap_or_default();
-    ComponentStatus {
-        desired_replicas: desired,
-        ready_replicas: ready,
-        updated_replicas: updated,
-    }
-}
-
-fn incomplete(state: &DeploymentState) -> Option<String> {
-    match state {
-        DeploymentState::Complete => None,
-        DeploymentState::Missing => Some("not created yet".into()),
-        DeploymentState::Progressing(m) => Some(m.clone()),
-        DeploymentState::Stuck { message, .. } => Some(message.clone()),
-    }
-}
-
-fn wait_message(step: &StorageStep, sts_current: bool) -> String {
-    if !sts_current {
-        return "storage StatefulSet is being updated".into();
-    }
-    match step {
-        StorageStep::Settled => String::new(),
-        StorageStep::Wait { message, .. } => message.clone(),
-        StorageStep::Replace { why, .. } => why.clone(),
-        StorageStep::Stuck { message, .. } => message.clone(),
-    }
-}
-
-/// The upgrade in progress: the first component, in rollout order, whose
-/// pods do not all run the wanted template yet. A component being created
-/// or scaled is not upgrading.
-fn upgrade_status<'a>(
-    cluster: &Cluster,
-    storage_behind: bool,
-    storage_step: &StorageStep,
-    deployments: impl Iterator<
-        Item = (
-            UpgradeStep,
-            &'a DeploymentState,
-            Option<&'a Deployment>,
-            String,
-        ),
-    >,
-    was_upgrading: impl Fn(UpgradeStep) -> bool,
-) -> Option<UpgradeStatus> {
-    let target_version = cluster.version().to_string();
-    if storage_behind {
-        let (pod, message) = match storage_step {
-            StorageStep::Wait { pod, message } => (pod.clone(), message.clone()),
-            StorageStep::Replace { pod, why, .. } => (Some(pod.clone()), why.clone()),
-            StorageStep::Stuck { pod, message, .. } => (Some(pod.clone()), message.clone()),
-            StorageStep::Settled => (None, "storage StatefulSet is being updated".into()),
-        };
-        return Some(UpgradeStatus {
-            step: UpgradeStep::Storage,
-            target_version,
-            pod,
-            message,
-        });
-    }
-    for (step, state, existing, want) in deployments {
-        let Some(existing) = existing else {
-            continue;
-        };
-        let (desired, _, updated) = rollout::deployment_counts(existing);
-        let template_differs = rollout::template_hash(&existing.metadata) != Some(want.as_str());
-        let behind = *state != DeploymentState::Complete
-            && (template_differs || updated < desired || was_upgrading(step));
-        if behind {
-            return Some(UpgradeStatus {
-                step,
-                target_version,
-                pod: None,
-                message: incomplete(state).unwrap_or_default(),
-            });
-        }
-    }
-    None
-}
-
-fn set_conditions<const N: usize>(status: &mut StrataClusterStatus, conditions: [Condition; N]) {
-    for c in conditions {
-        status::set_condition(&mut status.conditions, c);
-    }
-}
-
-/// A warning event when the Degraded condition's reason or message is new.
-fn warn_on_change(
-    previous: &StrataClusterStatus,
-    next: &StrataClusterStatus,
-    notes: &mut Vec<Note>,
-    reason: &str,
-    message: String,
-) {
-    let before = status::find(&previous.conditions, DEGRADED);
-    let after = status::find(&next.conditions, DEGRADED);
-    let same = match (before, after) {
-        (Some(b), Some(a)) => {
-            b.status == a.status && b.reason == a.reason && b.message == a.message
-        }
-        _ => false,
-    };
-    if !same {
-        notes.push(Note::warning(reason, "Reconcile", message));
-    }
 }
