@@ -765,3 +765,26 @@ fn long_running_pod_turning_unready_gets_the_full_timeout() {
     let p = run(&world, &object, 5601);
     assert_eq!(condition(&p, DEGRADED).1, "StoragePodNotReady");
 }
+
+#[test]
+fn unparsable_topology_is_rewritten_above_its_version() {
+    let (mut world, mut object) = settled("v1", 3);
+    let cm = world
+        .observed
+        .config_maps
+        .iter_mut()
+        .find(|c| c.metadata.name.as_deref() == Some("demo-topology"))
+        .expect("topology");
+    cm.data = Some(
+        [(
+            "topology.yaml".to_string(),
+            "version: 9\nnodes: [broken".to_string(),
+        )]
+        .into(),
+    );
+    cm.metadata.annotations = None;
+    let p = step(&mut world, &mut object, 100);
+    assert!(applied(&p).contains(&(Kind::ConfigMap, "demo-topology".into())));
+    let t = topology(&world);
+    assert_eq!((t.version, t.nodes.len()), (10, 3));
+}

@@ -298,7 +298,20 @@ pub fn plan(
         .filter(|p| p.component == STORAGE && p.ready && !p.terminating)
         .filter_map(|p| p.ordinal)
         .collect();
-    let next_topology = topology::next(current_topology.as_ref(), &addrs, &ready_ordinals);
+    let mut next_topology = topology::next(current_topology.as_ref(), &addrs, &ready_ordinals);
+    // A ConfigMap that no longer parses (edited by hand): insert and select
+    // ignore a lower version, so the rewrite must go above the old one.
+    let unparsed_version = topology_map
+        .and_then(|cm| cm.data.as_ref())
+        .and_then(|d| d.get(desired::TOPOLOGY_KEY))
+        .filter(|_| current_topology.is_none())
+        .and_then(|text| {
+            text.lines()
+                .find_map(|l| l.strip_prefix("version:")?.trim().parse::<u64>().ok())
+        });
+    if let Some(version) = unparsed_version {
+        next_topology.version = version + 1;
+    }
     if let Some(current) = &current_topology {
         for node in &next_topology.nodes {
             if !current.nodes.iter().any(|n| n.addr == node.addr) {
