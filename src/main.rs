@@ -37,6 +37,8 @@ enum Command {
     /// Rule evaluation against a Prometheus-compatible query URL, with
     /// Alertmanager notification; `strata alert test` runs rule unit tests.
     Alert(Box<alert::Args>),
+    /// The Kubernetes operator: reconciles StrataCluster and StrataRule.
+    Operator(Box<strata_operator::Config>),
     /// Writes the CRD YAML generated from the Rust types to crds/yaml/ and
     /// charts/strata-operator/crds/ (or checks them with --check).
     Crdgen(CrdgenArgs),
@@ -82,6 +84,9 @@ fn run() -> anyhow::Result<()> {
                 .block_on(alert::run(args.config, shutdown_signal()))
                 .context("strata alert failed"),
         },
+        Command::Operator(config) => runtime
+            .block_on(strata_operator::run(*config, shutdown_signal()))
+            .context("strata operator failed"),
         Command::Crdgen(args) => crdgen(&args).context("strata crdgen failed"),
     };
     // Blocking tasks whose requests were cut at shutdown must not hold the exit.
