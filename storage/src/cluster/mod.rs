@@ -339,17 +339,10 @@ impl Node for LocalNode {
 
     fn tenants(
         &self,
-        _range: TimeRange,
-        _deadline: Instant,
+        range: TimeRange,
+        deadline: Instant,
     ) -> BoxFuture<'_, Result<Vec<Tenant>, NodeError>> {
-        // Listing tenants needs an engine call that does not exist yet; the
-        // RPC work adds `Storage::tenants` and this answers from it.
-        Box::pin(async move {
-            Err(NodeError::Remote {
-                addr: self.addr.clone(),
-                message: "listing tenants is not implemented yet".to_string(),
-            })
-        })
+        Box::pin(self.blocking(deadline, move |s| s.tenants(range)))
     }
 
     fn status(&self, deadline: Instant) -> BoxFuture<'_, Result<NodeStatus, NodeError>> {
