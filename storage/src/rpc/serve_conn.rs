@@ -88,6 +88,16 @@ fn unavailable(detail: &str) -> NodeError {
     }
 }
 
+/// The reader and writer of a connection end with it, also when the
+/// connection's task is aborted (a server stopped without grace).
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// Decrements a gauge when dropped.
 struct GaugeGuard(prometheus_client::metrics::gauge::Gauge);
 
@@ -123,9 +133,9 @@ pub(super) async fn serve_connection(
     let (rd, wr) = stream.into_split();
     let (frames_tx, frames_rx) = mpsc::channel(OUTGOING_FRAMES);
     let sent = shared.metrics.sent_bytes.clone();
-    let mut writer = tokio::spawn(write_frames(wr, frames_rx, move |n| {
+    let mut writer = AbortOnDrop(tokio::spawn(write_frames(wr, frames_rx, move |n| {
         sent.inc_by(n as u64);
-    }));
+    })));
     let outbox = Outbox {
         frames: frames_tx,
         max_frame_bytes: client.max_frame_bytes,
@@ -135,7 +145,7 @@ pub(super) async fn serve_connection(
     let (parsed_tx, parsed_rx) = mpsc::channel(1);
     let max = shared.max_frame_bytes;
     let received = shared.metrics.received_bytes.clone();
-    let reader = tokio::spawn(async move {
+    let reader = AbortOnDrop(tokio::spawn(async move {
         let mut rd = BufReader::with_capacity(64 * 1024, rd);
         loop {
             let frame = read_frame(&mut rd, max).await;
@@ -147,7 +157,7 @@ pub(super) async fn serve_connection(
                 return;
             }
         }
-    });
+    }));
     let mut conn = Connection {
         shared: shared.clone(),
         outbox: outbox.clone(),
@@ -158,7 +168,7 @@ pub(super) async fn serve_connection(
         peer,
     };
     let ended = conn.dispatch(parsed_rx, &mut stopped).await;
-    reader.abort();
+    drop(reader);
     if let Ended::PeerGone = ended {
         // Nobody is left to read the results.
         conn.tasks.shutdown().await;
@@ -167,11 +177,11 @@ pub(super) async fn serve_connection(
     }
     drop(conn);
     drop(outbox);
-    if tokio::time::timeout(FLUSH_TIMEOUT, &mut writer)
+    if tokio::time::timeout(FLUSH_TIMEOUT, &mut writer.0)
         .await
         .is_err()
     {
-        writer.abort();
+        writer.0.abort();
     }
     debug!(%peer, "RPC connection closed.");
 }
