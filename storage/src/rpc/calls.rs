@@ -30,7 +30,9 @@ pub(super) struct Call {
     pub deadline: Instant,
     /// Held while working; a search gives it back between batches.
     pub worker: OwnedSemaphorePermit,
-    /// The call's place among the connection's open calls.
+    /// The call's place among the connection's open calls; given back
+    /// before the final frame is queued, so that a client that saw the end
+    /// of a call never finds its slot still taken.
     pub slot: OwnedSemaphorePermit,
     pub credit: Option<Arc<Semaphore>>,
     pub outbox: Outbox,
@@ -111,7 +113,7 @@ async fn unary(call: Call) -> &'static str {
         body,
         deadline,
         worker,
-        slot: _slot,
+        slot,
         outbox,
         shared,
         ..
@@ -160,6 +162,7 @@ async fn unary(call: Call) -> &'static str {
         },
     };
     drop(worker);
+    drop(slot);
     let outcome = outcome(&result);
     match result {
         Ok(body) => outbox.send(Kind::Reply, id, &body).await,
@@ -174,13 +177,14 @@ async fn search(call: Call) -> &'static str {
         body,
         deadline,
         worker,
-        slot: _slot,
+        slot,
         credit,
         outbox,
         shared,
         ..
     } = call;
     let result = stream(id, body, deadline, worker, credit, &outbox, &shared).await;
+    drop(slot);
     let outcome = outcome(&result);
     match result {
         Ok(()) => outbox.send(Kind::Reply, id, &[]).await,

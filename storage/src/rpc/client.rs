@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::mpsc;
+use tokio::sync::{OwnedSemaphorePermit, mpsc};
 
 use super::codec::CodecError;
 use super::conn::{Conn, Pending};
@@ -88,6 +88,10 @@ impl Drop for Inner {
 struct CallGuard {
     conn: Arc<Conn>,
     id: u32,
+    /// The call's slot on the connection; an abandoned call keeps it until
+    /// its cancel frame is queued, so that the server sees the cancel before
+    /// a request that reuses the slot.
+    permit: Option<OwnedSemaphorePermit>,
     sent: Instant,
     deadline: Instant,
     finished: bool,
@@ -105,12 +109,23 @@ impl Drop for CallGuard {
             return;
         }
         self.conn.forget(self.id);
-        if let Ok(frame) = encode_frame(Kind::Cancel, self.id, &[], self.conn.peer_max_frame) {
-            self.conn.try_send(frame);
-        }
         if Instant::now() >= self.deadline && !self.conn.received_since(self.sent) {
             self.conn
                 .close("no answer from the node before a call's deadline", false);
+            return;
+        }
+        let Ok(frame) = encode_frame(Kind::Cancel, self.id, &[], self.conn.peer_max_frame) else {
+            return;
+        };
+        let (conn, permit) = (self.conn.clone(), self.permit.take());
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn(async move {
+                    let _ = conn.send(frame).await;
+                    drop(permit);
+                });
+            }
+            Err(_) => conn.try_send(frame),
         }
     }
 }
@@ -207,13 +222,14 @@ impl RpcClient {
         mut body: Vec<u8>,
         pending: Pending,
         deadline: Instant,
-    ) -> Result<(CallGuard, tokio::sync::OwnedSemaphorePermit), NodeError> {
+    ) -> Result<CallGuard, NodeError> {
         let Checkout { conn, permit } = self.inner.pool.checkout(deadline).await?;
         let id = conn.next_id();
         conn.register(id, pending);
         let guard = CallGuard {
             conn: conn.clone(),
             id,
+            permit: Some(permit),
             sent: Instant::now(),
             deadline,
             finished: false,
@@ -228,7 +244,7 @@ impl RpcClient {
             },
         )?;
         conn.send(frame).await?;
-        Ok((guard, permit))
+        Ok(guard)
     }
 
     /// One request, one final frame; the body of a reply.
@@ -239,7 +255,7 @@ impl RpcClient {
         deadline: Instant,
     ) -> Result<Vec<u8>, NodeError> {
         let (tx, rx) = tokio::sync::oneshot::channel();
-        let (guard, _permit) = self
+        let guard = self
             .start(method, body, Pending::Unary(tx), deadline)
             .await?;
         let frame = rx.await.map_err(|_| NodeError::Unavailable {
@@ -281,8 +297,20 @@ impl RpcClient {
         rows: Vec<SeriesSamples>,
         deadline: Instant,
     ) -> Result<AddOutcome, NodeError> {
-        // Room for the frame header and the count of the last series.
-        let max_body = (self.inner.pool.peer_max_frame() as usize).saturating_sub(32);
+        let peer_max = match self.inner.pool.peer_max_frame() {
+            Some(max) => max,
+            // The split needs the node's limit: connect first.
+            None => {
+                self.inner
+                    .pool
+                    .checkout(deadline)
+                    .await?
+                    .conn
+                    .peer_max_frame
+            }
+        };
+        // Room for the frame header.
+        let max_body = (peer_max as usize).saturating_sub(16);
         let (bodies, largest) = messages::encode_write(tenant, &rows, max_body);
         drop(rows);
         if largest > max_body {
@@ -310,7 +338,7 @@ impl RpcClient {
             query,
             credit: STREAM_CREDIT,
         });
-        let (guard, permit) = self
+        let guard = self
             .start(Method::Search, body, Pending::Stream(tx), deadline)
             .await?;
         // The first frame tells a failed search (bad matcher) from a stream.
@@ -329,7 +357,6 @@ impl RpcClient {
         let stream = Stream {
             client: self.clone(),
             guard,
-            _permit: permit,
             frames,
             out,
             deadline,
@@ -364,7 +391,6 @@ fn merge_outcome(total: &mut AddOutcome, o: AddOutcome) {
 struct Stream {
     client: RpcClient,
     guard: CallGuard,
-    _permit: tokio::sync::OwnedSemaphorePermit,
     frames: mpsc::UnboundedReceiver<Result<Frame, NodeError>>,
     out: mpsc::Sender<Result<Vec<crate::SeriesData>, NodeError>>,
     deadline: Instant,
@@ -415,7 +441,9 @@ impl Stream {
                         self.guard.conn.peer_max_frame,
                     )
                     .map_err(|e| self.client.protocol(e.to_string()))?;
-                    self.guard.conn.send(credit).await?;
+                    // A closed connection may still have delivered the rest
+                    // of the stream: the next frame tells.
+                    let _ = self.guard.conn.send(credit).await;
                 }
                 Kind::Reply => {
                     self.guard.finished = true;

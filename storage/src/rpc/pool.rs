@@ -34,8 +34,8 @@ struct State {
     /// Connects under way (they count against the limit).
     connecting: usize,
     failure: Option<Failure>,
-    /// The node's frame limit from its last hello.
-    peer_max_frame: u32,
+    /// The node's frame limit from its last hello; None before any.
+    peer_max_frame: Option<u32>,
 }
 
 pub(super) struct Pool {
@@ -84,14 +84,14 @@ impl Pool {
                 conns: Vec::new(),
                 connecting: 0,
                 failure: None,
-                peer_max_frame: max_frame_bytes,
+                peer_max_frame: None,
             }),
             connected: Notify::new(),
         }
     }
 
-    /// The node's frame limit as last heard (ours before any connect).
-    pub fn peer_max_frame(&self) -> u32 {
+    /// The node's frame limit as last heard; None before the first connect.
+    pub fn peer_max_frame(&self) -> Option<u32> {
         self.state.lock().peer_max_frame
     }
 
@@ -146,7 +146,7 @@ impl Pool {
                     let mut state = self.state.lock();
                     match opened {
                         Ok(conn) => {
-                            state.peer_max_frame = conn.peer_max_frame;
+                            state.peer_max_frame = Some(conn.peer_max_frame);
                             state.failure = None;
                             state.conns.push(conn);
                         }

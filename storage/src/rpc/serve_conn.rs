@@ -26,6 +26,9 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Frames queued for the writer; calls wait beyond it (a client that does
 /// not read holds up only its own calls).
 const OUTGOING_FRAMES: usize = 64;
+/// How long a request over the connection's call limit waits for a
+/// cancelled call to give its slot back before it is refused.
+const SLOT_WAIT: Duration = Duration::from_secs(1);
 /// How long the writer may take to flush the last frames of a closing connection.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -354,7 +357,16 @@ impl Connection {
                 .send_error(id, &unavailable("the node is shutting down"))
                 .await;
         }
-        let Ok(slot) = self.slots.clone().try_acquire_owned() else {
+        // A client may start a call as soon as it cancelled another; the
+        // cancelled task gives its slot back when it next runs.
+        let slot = match self.slots.clone().try_acquire_owned() {
+            Ok(slot) => Some(slot),
+            Err(_) => tokio::time::timeout(SLOT_WAIT, self.slots.clone().acquire_owned())
+                .await
+                .ok()
+                .and_then(Result::ok),
+        };
+        let Some(slot) = slot else {
             refuse("protocol");
             let detail = format!(
                 "more than {} calls in flight on one connection",
