@@ -11,6 +11,7 @@ use tracing_subscriber::EnvFilter;
 mod alert;
 mod http;
 mod single;
+mod storage_node;
 mod tenant_routes;
 
 #[derive(Parser)]
@@ -34,6 +35,9 @@ enum Command {
     /// Storage, ingestion and query in one process: the way to run Strata on
     /// one machine.
     Single(Box<single::Config>),
+    /// A cluster storage node: the storage engine behind the RPC that
+    /// insert and select call (docs/cluster.md).
+    Storage(Box<storage_node::Config>),
     /// Rule evaluation against a Prometheus-compatible query URL, with
     /// Alertmanager notification; `strata alert test` runs rule unit tests.
     Alert(Box<alert::Args>),
@@ -74,6 +78,9 @@ fn run() -> anyhow::Result<()> {
         Command::Single(config) => runtime
             .block_on(single::run(*config, shutdown_signal()))
             .context("strata single failed"),
+        Command::Storage(config) => runtime
+            .block_on(storage_node::run(*config, shutdown_signal()))
+            .context("strata storage failed"),
         Command::Alert(args) => match args.command {
             Some(alert::AlertCommand::Test { files }) => {
                 alert::test(&files).context("strata alert test failed")
@@ -247,6 +254,68 @@ mod tests {
             (args.root.as_path(), args.check),
             (std::path::Path::new("/repo"), true)
         );
+    }
+
+    #[test]
+    fn storage_defaults_and_flags() {
+        let cli = Cli::try_parse_from(["strata", "storage"]).expect("parses");
+        let Command::Storage(config) = cli.command else {
+            panic!("not storage");
+        };
+        assert_eq!(config.listen, "0.0.0.0:8482");
+        assert_eq!(config.rpc_listen, "0.0.0.0:8400");
+        assert_eq!(config.min_free_disk_bytes, 100 * 1024 * 1024);
+        assert_eq!(config.rpc.shutdown_timeout, Duration::from_secs(5));
+        assert_eq!(config.rpc.max_frame_bytes, 64 << 20);
+        assert_eq!(
+            config.storage.data_dir,
+            std::path::PathBuf::from("./strata-data")
+        );
+        let cli = Cli::try_parse_from([
+            "strata",
+            "storage",
+            "--listen",
+            "127.0.0.1:1",
+            "--rpc.listen",
+            "127.0.0.1:2",
+            "--data-dir",
+            "/tmp/s",
+            "--retention",
+            "90d",
+            "--sync",
+            "none",
+            "--dedup.min-scrape-interval",
+            "30s",
+            "--storage.flush-interval",
+            "1s",
+            "--storage.min-free-disk-bytes",
+            "0",
+            "--rpc.max-frame-bytes",
+            "1048576",
+            "--rpc.max-in-flight-per-connection",
+            "8",
+            "--rpc.max-concurrent-calls",
+            "3",
+            "--rpc.shutdown-timeout",
+            "10s",
+        ])
+        .expect("parses");
+        let Command::Storage(config) = cli.command else {
+            panic!("not storage");
+        };
+        assert_eq!(config.listen, "127.0.0.1:1");
+        assert_eq!(config.rpc_listen, "127.0.0.1:2");
+        assert_eq!(config.storage.data_dir, std::path::PathBuf::from("/tmp/s"));
+        assert_eq!(config.storage.retention, Duration::from_secs(90 * 86_400));
+        assert_eq!(
+            config.storage.dedup_min_scrape_interval,
+            Duration::from_secs(30)
+        );
+        assert_eq!(config.min_free_disk_bytes, 0);
+        assert_eq!(config.rpc.max_frame_bytes, 1 << 20);
+        assert_eq!(config.rpc.max_in_flight_per_connection, 8);
+        assert_eq!(config.rpc.max_concurrent_calls, 3);
+        assert_eq!(config.rpc.shutdown_timeout, Duration::from_secs(10));
     }
 
     #[test]

@@ -7,7 +7,8 @@
 //! its `Single` is dropped is killed with SIGKILL. `Importer` sends imports
 //! from other threads and returns transport failures instead of panicking,
 //! for writers that race with a kill; `Rng` makes random schedules
-//! replayable from a seed.
+//! replayable from a seed. `StorageNode` does for `strata storage` what
+//! `Single` does for `strata single`.
 //!
 //! Helpers panic with a message on transport failures: they are for tests.
 
@@ -26,6 +27,9 @@ pub mod compare;
 pub mod loadgen;
 pub mod peers;
 pub mod promapi;
+pub mod storage_node;
+
+pub use storage_node::StorageNode;
 
 /// How long a start may take before the test fails (storage replays its log).
 pub const READY_TIMEOUT: Duration = Duration::from_secs(60);

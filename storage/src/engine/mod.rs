@@ -1263,6 +1263,28 @@ impl Storage {
         })
     }
 
+    /// Tenants with a live series on a day of `range`, sorted. Reads the
+    /// per-day index items, which start with the tenant.
+    pub fn tenants(&self, range: TimeRange) -> Result<Vec<Tenant>, StorageError> {
+        self.check_open()?;
+        let range = self.clip(range);
+        let deleted = self.tombstones.snapshot();
+        let mut errs = IndexErrors::default();
+        let mut found = BTreeSet::new();
+        for p in self.partitions_in(range) {
+            let mut s = p.index.search();
+            resolve::tenants_on_days(
+                &mut s,
+                days_of(range, p.time_range()),
+                &deleted,
+                &mut errs,
+                &mut found,
+            );
+        }
+        self.count_index_errors(&errs);
+        Ok(found.into_iter().collect())
+    }
+
     /// Deletes every series matching `matchers` (all of their samples); returns
     /// how many series were deleted. Later writes with the same labels start a new series.
     pub fn delete_series(&self, tenant: Tenant, matchers: &[Matcher]) -> Result<u64, StorageError> {
