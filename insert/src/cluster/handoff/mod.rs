@@ -845,3 +845,315 @@ impl SegmentReader {
         Ok(payload)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use strata_storage::{Label, Sample};
+
+    use super::*;
+
+    fn series(name: &str, samples: usize) -> SeriesSamples {
+        SeriesSamples {
+            labels: vec![Label::new("__name__", name), Label::new("job", "t")],
+            samples: (0..samples)
+                .map(|i| Sample::new(1_000 * i as i64, ((i * 7919) as f64).sqrt()))
+                .collect(),
+        }
+    }
+
+    fn append(q: &Queue, name: &str, samples: usize) -> Appended {
+        q.append(Tenant::new(1, 2), &[&series(name, samples)])
+            .expect("append")
+    }
+
+    /// Metric names of every record in `batch`.
+    fn names(batch: &Batch) -> Vec<String> {
+        batch
+            .records
+            .iter()
+            .map(|t| t.record.series[0].labels[0].value.clone())
+            .collect()
+    }
+
+    fn open(dir: &Path, max_bytes: u64) -> (Handoff, Arc<Queue>, ClusterMetrics) {
+        let metrics = ClusterMetrics::default();
+        let handoff = Handoff::open(dir, max_bytes, metrics.clone()).expect("open");
+        let queue = handoff.queue("storage-0.svc:8400").expect("queue");
+        (handoff, queue, metrics)
+    }
+
+    #[test]
+    fn node_directories_name_any_address() {
+        let check = |addr: &str, dir: &str| {
+            assert_eq!(dir_of_addr(addr), dir);
+            assert_eq!(addr_of_dir(dir).as_deref(), Some(addr));
+        };
+        check("storage-0.svc:8400", "storage-0.svc_3a8400");
+        check("10.0.0.1:8400", "10.0.0.1_3a8400");
+        check("[::1]:8400", "_5b_3a_3a1_5d_3a8400");
+        check("a_b", "a_5fb");
+        check("a/../b", "a_2f.._2fb");
+        for bad in ["", "a_zz", "a_3", "a b", "a:b"] {
+            assert_eq!(addr_of_dir(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn records_come_back_in_order_and_leave_when_committed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (_h, q, _m) = open(dir.path(), 1 << 20);
+        assert_eq!(q.backlog(), Backlog::default());
+        for (name, n) in [("a", 3), ("b", 1), ("c", 2)] {
+            assert_eq!(append(&q, name, n), Appended::Queued);
+        }
+        assert_eq!(q.backlog().rows, 6);
+        let batch = q.read(1 << 20).expect("read");
+        assert_eq!(names(&batch), ["a", "b", "c"]);
+        assert_eq!(batch.records[1].rows_through, 4);
+        assert_eq!(batch.end_rows, 6);
+        assert_eq!(batch.records[0].record.tenant, Tenant::new(1, 2));
+
+        // Reading again without a commit gives the same records.
+        assert_eq!(names(&q.read(1 << 20).expect("read")), ["a", "b", "c"]);
+        let first = &batch.records[0];
+        q.commit(first.end, first.rows_through).expect("commit");
+        assert_eq!(q.backlog().rows, 3);
+        assert_eq!(names(&q.read(1 << 20).expect("read")), ["b", "c"]);
+        q.commit(batch.end, batch.end_rows - first.rows_through)
+            .expect("commit");
+        assert_eq!(q.backlog(), Backlog::default());
+        assert!(q.read(1 << 20).expect("read").records.is_empty());
+        let segments = fs::read_dir(&q.dir)
+            .expect("dir")
+            .filter(|e| {
+                e.as_ref()
+                    .is_ok_and(|e| e.path().extension().is_some_and(|x| x == "seg"))
+            })
+            .count();
+        assert_eq!(segments, 0, "a used-up segment is deleted");
+
+        // Appends after that go to a new segment and read as usual.
+        append(&q, "d", 1);
+        assert_eq!(names(&q.read(1 << 20).expect("read")), ["d"]);
+    }
+
+    #[test]
+    fn reads_stop_near_the_byte_budget() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (_h, q, _m) = open(dir.path(), 1 << 20);
+        for name in ["a", "b", "c", "d"] {
+            append(&q, name, 10);
+        }
+        let one = q.read(1).expect("read");
+        assert_eq!(names(&one), ["a"], "at least one record");
+        q.commit(one.end, one.end_rows).expect("commit");
+        assert_eq!(names(&q.read(1 << 20).expect("read")), ["b", "c", "d"]);
+    }
+
+    #[test]
+    fn a_reopened_queue_resumes_where_replay_stopped() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            // Small segments: the queue spans several files.
+            let (_h, q, _m) = open(dir.path(), 8 * MIN_SEGMENT_BYTES);
+            for i in 0..400 {
+                append(&q, &format!("m{i}"), 40);
+            }
+            assert_eq!(q.read(u64::MAX).expect("read").records.len(), 400);
+            let segments = lock(&q.state).segments.len();
+            assert!(segments > 2, "{segments} segments");
+            let batch = q.read(1 << 20).expect("read");
+            let t = &batch.records[149];
+            q.commit(t.end, t.rows_through).expect("commit");
+            assert_eq!(q.backlog().rows, 250 * 40);
+        }
+        let (_h, q, m) = open(dir.path(), 8 * MIN_SEGMENT_BYTES);
+        assert_eq!(q.backlog().rows, 250 * 40, "rows counted on reopen");
+        let batch = q.read(u64::MAX).expect("read");
+        let want: Vec<String> = (150..400).map(|i| format!("m{i}")).collect();
+        assert_eq!(names(&batch), want);
+        assert_eq!(m.corrupted_records("storage-0.svc:8400"), 0);
+
+        // New appends after a restart follow the old records.
+        append(&q, "after", 1);
+        let batch = q.read(u64::MAX).expect("read");
+        assert_eq!(names(&batch).last().map(String::as_str), Some("after"));
+        q.commit(batch.end, batch.end_rows).expect("commit");
+        assert_eq!(q.backlog(), Backlog::default());
+        drop(q);
+        let (_h, q, _m) = open(dir.path(), 8 * MIN_SEGMENT_BYTES);
+        assert_eq!(q.backlog(), Backlog::default());
+        assert!(q.read(u64::MAX).expect("read").records.is_empty());
+    }
+
+    #[test]
+    fn a_full_queue_drops_and_counts() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (_h, q, m) = open(dir.path(), 2_000);
+        let mut queued = 0;
+        let mut dropped_rows = 0;
+        for i in 0..50 {
+            match append(&q, &format!("m{i}"), 5) {
+                Appended::Queued => queued += 1,
+                Appended::Full => dropped_rows += 5,
+            }
+        }
+        assert!(queued > 0 && dropped_rows > 0, "{queued} queued");
+        assert_eq!(
+            m.dropped_rows("storage-0.svc:8400", "queue_full"),
+            dropped_rows
+        );
+        assert!(lock(&q.state).disk_bytes <= 2_000);
+        assert_eq!(q.read(u64::MAX).expect("read").records.len(), queued);
+
+        // Room again once replayed.
+        let batch = q.read(u64::MAX).expect("read");
+        q.commit(batch.end, batch.end_rows).expect("commit");
+        assert_eq!(append(&q, "again", 5), Appended::Queued);
+    }
+
+    /// Offsets of the records in a segment file.
+    fn record_offsets(path: &Path) -> Vec<u64> {
+        let mut reader = SegmentReader::open(path, 0).expect("open");
+        let mut out = Vec::new();
+        while let Some(step) = reader.next_header().expect("read") {
+            if let Step::Record { header, offset } = step {
+                out.push(offset);
+                reader.skip_payload(&header).expect("skip");
+            }
+        }
+        out
+    }
+
+    fn the_segment(q: &Queue) -> PathBuf {
+        let id = lock(&q.state).segments.front().expect("a segment").id;
+        q.segment_path(id)
+    }
+
+    fn damage(path: &Path, at: u64) {
+        let mut b = fs::read(path).expect("read");
+        b[at as usize] ^= 0xff;
+        fs::write(path, b).expect("write");
+    }
+
+    #[test]
+    fn a_damaged_payload_is_skipped_and_counted() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (_h, q, m) = open(dir.path(), 1 << 20);
+        for name in ["a", "b", "c"] {
+            append(&q, name, 4);
+        }
+        let path = the_segment(&q);
+        let offsets = record_offsets(&path);
+        damage(&path, offsets[1] + RECORD_HEADER_LEN as u64 + 2);
+        let batch = q.read(u64::MAX).expect("read");
+        assert_eq!(names(&batch), ["a", "c"]);
+        assert_eq!(
+            batch.records[1].rows_through, 12,
+            "the damaged rows count as passed"
+        );
+        assert_eq!(m.corrupted_records("storage-0.svc:8400"), 1);
+        assert_eq!(m.dropped_rows("storage-0.svc:8400", "corrupted"), 4);
+        q.commit(batch.end, batch.end_rows).expect("commit");
+        assert_eq!(q.backlog(), Backlog::default());
+    }
+
+    #[test]
+    fn a_damaged_header_is_passed_by_finding_the_next_record() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (_h, q, m) = open(dir.path(), 1 << 20);
+        for name in ["a", "b", "c", "d"] {
+            append(&q, name, 4);
+        }
+        let path = the_segment(&q);
+        let offsets = record_offsets(&path);
+        damage(&path, offsets[1] + 5);
+        let batch = q.read(u64::MAX).expect("read");
+        assert_eq!(names(&batch), ["a", "c", "d"]);
+        assert_eq!(m.corrupted_records("storage-0.svc:8400"), 1);
+
+        // A queue reopened over the damage counts only what it can read.
+        drop(q);
+        let (_h, q, _m) = open(dir.path(), 1 << 20);
+        assert_eq!(q.backlog().rows, 12);
+        assert_eq!(names(&q.read(u64::MAX).expect("read")), ["a", "c", "d"]);
+    }
+
+    #[test]
+    fn a_torn_tail_from_a_crash_is_ignored() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = {
+            let (_h, q, _m) = open(dir.path(), 1 << 20);
+            append(&q, "a", 4);
+            append(&q, "b", 4);
+            the_segment(&q)
+        };
+        // The second record was cut mid-write (never acknowledged).
+        let len = fs::metadata(&path).expect("meta").len();
+        let file = OpenOptions::new().write(true).open(&path).expect("open");
+        file.set_len(len - 7).expect("truncate");
+        drop(file);
+        let (_h, q, m) = open(dir.path(), 1 << 20);
+        assert_eq!(q.backlog().rows, 4);
+        let batch = q.read(u64::MAX).expect("read");
+        assert_eq!(names(&batch), ["a"]);
+        assert_eq!(m.corrupted_records("storage-0.svc:8400"), 1);
+        q.commit(batch.end, batch.end_rows).expect("commit");
+        append(&q, "c", 1);
+        assert_eq!(names(&q.read(u64::MAX).expect("read")), ["c"]);
+    }
+
+    #[test]
+    fn format_guard_segment_layout() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (_h, q, _m) = open(dir.path(), 1 << 20);
+        append(&q, "a", 2);
+        let path = the_segment(&q);
+        assert_eq!(
+            path.file_name().and_then(|n| n.to_str()),
+            Some("00000000000000000001.seg")
+        );
+        assert_eq!(
+            path.parent()
+                .and_then(|p| p.file_name())
+                .and_then(|n| n.to_str()),
+            Some("storage-0.svc_3a8400")
+        );
+        let b = fs::read(&path).expect("read");
+        assert_eq!(&b[..8], b"STRHOFF\x01");
+        assert_eq!(&b[8..12], b"HREC");
+        let payload_len = u32::from_le_bytes(b[12..16].try_into().expect("4 bytes"));
+        assert_eq!(b.len(), 8 + 20 + payload_len as usize);
+        assert_eq!(
+            u32::from_le_bytes(b[16..20].try_into().expect("4 bytes")),
+            2
+        );
+
+        let batch = q.read(u64::MAX).expect("read");
+        q.commit(batch.records[0].end, 2).expect("commit");
+        // The cursor of a used-up last segment points at the next id.
+        let c = fs::read(q.dir.join(CURSOR_FILE)).expect("cursor");
+        assert_eq!(c.len(), 20);
+        assert_eq!(u64::from_le_bytes(c[0..8].try_into().expect("8")), 2);
+        assert_eq!(u64::from_le_bytes(c[8..16].try_into().expect("8")), 8);
+        assert_eq!(
+            u32::from_le_bytes(c[16..20].try_into().expect("4")),
+            crc32c::crc32c(&c[..16])
+        );
+    }
+
+    #[test]
+    fn empty_queues_of_departed_nodes_are_deleted() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (h, q, _m) = open(dir.path(), 1 << 20);
+        append(&q, "a", 1);
+        assert!(!h.remove_if_empty("storage-0.svc:8400").expect("remove"));
+        let batch = q.read(u64::MAX).expect("read");
+        q.commit(batch.end, batch.end_rows).expect("commit");
+        assert!(h.remove_if_empty("storage-0.svc:8400").expect("remove"));
+        assert!(h.nodes().is_empty());
+        assert!(!dir.path().join("storage-0.svc_3a8400").exists());
+        let reopened = Handoff::open(dir.path(), 1 << 20, ClusterMetrics::default()).expect("open");
+        assert!(reopened.nodes().is_empty());
+    }
+}
