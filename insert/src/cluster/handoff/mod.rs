@@ -304,6 +304,9 @@ struct QueueState {
     disk_bytes: u64,
     /// Whether the last append found the queue full (to warn once per episode).
     full: bool,
+    /// Damage before this position was counted and logged already: a read
+    /// that is not committed is read again, and damage counts once.
+    reported: Position,
 }
 
 /// The hand-off queue of one node.
@@ -352,6 +355,7 @@ impl Queue {
                 backlog: Backlog::default(),
                 disk_bytes: 0,
                 full: false,
+                reported: Position::default(),
             }),
         };
         let mut segments = VecDeque::new();
@@ -561,7 +565,15 @@ impl Queue {
                 let Some(step) = reader.next_header()? else {
                     break;
                 };
+                let at = Position {
+                    segment: id,
+                    offset: match &step {
+                        Step::Skipped { from, .. } => *from,
+                        Step::Torn { offset, .. } | Step::Record { offset, .. } => *offset,
+                    },
+                };
                 match step {
+                    Step::Skipped { .. } | Step::Torn { .. } if !self.first_report(at) => {}
                     Step::Skipped { from, to, why } => {
                         self.metrics.corrupted(&self.addr);
                         tracing::warn!(node = %self.addr, file = %path.display(), offset = from,
@@ -587,6 +599,7 @@ impl Queue {
                                 },
                                 rows_through: batch.end_rows,
                             }),
+                            Err(_) if !self.first_report(at) => {}
                             Err(e) => {
                                 self.metrics.corrupted(&self.addr);
                                 self.metrics.dropped(
@@ -611,6 +624,20 @@ impl Queue {
             }
         }
         Ok(batch)
+    }
+
+    /// Whether damage at `at` is seen for the first time (then it is
+    /// counted and logged).
+    fn first_report(&self, at: Position) -> bool {
+        let mut state = lock(&self.state);
+        if at < state.reported {
+            return false;
+        }
+        state.reported = Position {
+            segment: at.segment,
+            offset: at.offset + 1,
+        };
+        true
     }
 
     /// Marks everything before `to` as taken (`rows` samples): moves the
@@ -1046,6 +1073,8 @@ mod tests {
         let path = the_segment(&q);
         let offsets = record_offsets(&path);
         damage(&path, offsets[1] + RECORD_HEADER_LEN as u64 + 2);
+        // Read twice, as a replay that failed and starts over does.
+        assert_eq!(names(&q.read(u64::MAX).expect("read")), ["a", "c"]);
         let batch = q.read(u64::MAX).expect("read");
         assert_eq!(names(&batch), ["a", "c"]);
         assert_eq!(
