@@ -77,7 +77,7 @@ impl ClusterMetrics {
         registry.register(
             "strata_insert_node_write_errors",
             "Failed write calls to a storage node, by reason (unavailable, deadline, \
-             read_only, remote, protocol, not_connected)",
+             read_only, remote, protocol)",
             m.write_errors.clone(),
         );
         registry.register(
@@ -116,7 +116,7 @@ impl ClusterMetrics {
         registry.register(
             "strata_insert_handoff_dropped_rows",
             "Samples that were to be queued or replayed for a storage node and never \
-             will be, by reason (queue_full, corrupted, refused, io_error)",
+             will be, by reason (queue_full, corrupted, refused)",
             m.dropped_rows.clone(),
         );
         registry.register(
