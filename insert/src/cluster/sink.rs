@@ -24,8 +24,11 @@ use crate::ingest::{RowSink, SinkError};
 /// fail (and the node is marked down) instead.
 pub type Connect = Arc<dyn Fn(&str) -> Result<Arc<dyn Node>, NodeError> + Send + Sync>;
 
-/// Most bytes of queued records replayed in one round.
-const REPLAY_BATCH_BYTES: u64 = 4 << 20;
+/// Most bytes of queued records (compressed) read in one replay round.
+const REPLAY_BATCH_BYTES: u64 = 1 << 20;
+/// Most samples sent in one replay write, so that a call stays well within
+/// the write timeout and the frame limits of the transport.
+const REPLAY_WRITE_ROWS: usize = 100_000;
 /// How long `stop` waits for the background tasks before cutting them.
 const STOP_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -862,20 +865,28 @@ async fn commit(queue: &Arc<Queue>, to: super::handoff::Position, rows: u64) {
     }
 }
 
-/// Consecutive records of one tenant merged into one write: (tenant, rows,
-/// index of the group's last record).
+/// Consecutive records of one tenant merged into one write of at most
+/// about [`REPLAY_WRITE_ROWS`] samples: (tenant, rows, index of the
+/// group's last record).
 fn tenant_groups(batch: &Batch) -> Vec<(Tenant, Vec<SeriesSamples>, usize)> {
-    let mut groups: Vec<(Tenant, Vec<SeriesSamples>, usize)> = Vec::new();
+    let mut groups: Vec<(Tenant, Vec<SeriesSamples>, usize, usize)> = Vec::new();
     for (i, t) in batch.records.iter().enumerate() {
+        let samples = t.record.rows() as usize;
         match groups.last_mut() {
-            Some((tenant, rows, last)) if *tenant == t.record.tenant => {
+            Some((tenant, rows, last, count))
+                if *tenant == t.record.tenant && *count + samples <= REPLAY_WRITE_ROWS =>
+            {
                 rows.extend(t.record.series.iter().cloned());
                 *last = i;
+                *count += samples;
             }
-            _ => groups.push((t.record.tenant, t.record.series.clone(), i)),
+            _ => groups.push((t.record.tenant, t.record.series.clone(), i, samples)),
         }
     }
     groups
+        .into_iter()
+        .map(|(tenant, rows, last, _)| (tenant, rows, last))
+        .collect()
 }
 
 /// One outcome for the batch from the nodes' outcomes. A series acked by
@@ -927,5 +938,93 @@ fn merge_outcomes(
             .filter(|(_, rows)| *rows > 0)
             .collect(),
         first_rejection,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use strata_storage::{Label, Rejection, Sample};
+
+    use super::super::handoff::{Position, Record, Taken};
+    use super::*;
+
+    fn series(samples: usize) -> SeriesSamples {
+        SeriesSamples {
+            labels: vec![Label::new("__name__", "x")],
+            samples: (0..samples).map(|i| Sample::new(i as i64, 0.0)).collect(),
+        }
+    }
+
+    #[test]
+    fn replay_merges_records_of_a_tenant_up_to_a_size() {
+        let check = |records: &[(u32, usize)], want: &[(u32, usize, usize)]| {
+            let batch = Batch {
+                records: records
+                    .iter()
+                    .map(|(account, samples)| Taken {
+                        record: Record {
+                            tenant: Tenant::new(*account, 0),
+                            series: vec![series(*samples)],
+                        },
+                        end: Position::default(),
+                        rows_through: 0,
+                    })
+                    .collect(),
+                ..Batch::default()
+            };
+            let got: Vec<(u32, usize, usize)> = tenant_groups(&batch)
+                .into_iter()
+                .map(|(t, rows, last)| (t.account_id, rows.len(), last))
+                .collect();
+            assert_eq!(got, want, "{records:?}");
+        };
+        check(&[], &[]);
+        check(
+            &[(1, 10), (1, 10), (2, 5), (1, 1)],
+            &[(1, 2, 1), (2, 1, 2), (1, 1, 3)],
+        );
+        check(
+            &[(1, REPLAY_WRITE_ROWS - 1), (1, 1), (1, 1)],
+            &[(1, 2, 1), (1, 1, 2)],
+        );
+        check(
+            &[(1, REPLAY_WRITE_ROWS * 2), (1, 1)],
+            &[(1, 1, 0), (1, 1, 1)],
+        );
+    }
+
+    fn outcome(rejected: u64) -> Fate {
+        Fate::Acked(AddOutcome {
+            accepted: 0,
+            rejected,
+            rejected_by_reason: vec![(RejectReason::TooOld, rejected)],
+            first_rejection: (rejected > 0).then(|| Rejection {
+                series: "x{}".to_string(),
+                timestamp: 1,
+                reason: RejectReason::TooOld,
+            }),
+        })
+    }
+
+    #[test]
+    fn outcomes_count_each_series_once() {
+        // Series 0 and 1 on nodes 0 and 1; series 2 on node 1 only (its
+        // other replica queued). Each series has 2 samples, 1 rejected.
+        let batch = vec![series(2), series(2), series(2)];
+        let per_node = vec![vec![0, 1], vec![0, 1, 2]];
+        let fates = vec![Some(outcome(2)), Some(outcome(3))];
+        let got = merge_outcomes(&batch, &per_node, &fates, &[2, 2, 1]);
+        assert_eq!(got.rejected, 3);
+        assert_eq!(got.accepted, 3);
+        assert_eq!(got.rejected_by_reason, [(RejectReason::TooOld, 3)]);
+        assert!(got.first_rejection.is_some());
+
+        let clean = vec![
+            Some(Fate::Acked(AddOutcome::default())),
+            Some(Fate::Queued { why: String::new() }),
+        ];
+        let got = merge_outcomes(&batch, &per_node, &clean, &[1, 1, 1]);
+        assert_eq!((got.accepted, got.rejected), (6, 0));
+        assert!(got.rejected_by_reason.is_empty());
     }
 }
