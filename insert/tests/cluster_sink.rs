@@ -435,6 +435,27 @@ async fn every_series_lands_on_exactly_its_owners() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn label_order_does_not_change_placement() {
+    let cluster = Cluster::new(3, 1);
+    let sink = cluster.sink();
+    let sorted = batch("up", 100, 1);
+    let mut reversed = sorted.clone();
+    for s in &mut reversed {
+        s.labels.reverse();
+    }
+    write(&sink, &reversed).await.expect("write");
+    let owned = cluster.owned(&sorted);
+    for i in 0..3 {
+        assert_eq!(
+            stored(&cluster.node(i)),
+            expected(&[&owned[&addr(i)]]),
+            "node {i}"
+        );
+    }
+    sink.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rejections_are_counted_once_per_series_not_per_replica() {
     let cluster = Cluster::new(3, 2);
     let sink = cluster.sink();

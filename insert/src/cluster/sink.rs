@@ -399,14 +399,23 @@ impl Shared {
         let mut per_node: Vec<Vec<usize>> = vec![Vec::new(); route.nodes.len()];
         let mut scratch = Vec::new();
         let mut one = Vec::with_capacity(per);
+        let mut sorted: Vec<(&str, &str)> = Vec::new();
         for (i, series) in batch.iter().enumerate() {
             let labels = series
                 .labels
                 .iter()
                 .map(|l| (l.name.as_str(), l.value.as_str()));
-            route
-                .placement
-                .owners(series_key(tenant, labels, &mut scratch), &mut one);
+            // Ingestion sorts labels; other writers may not, and the key
+            // must not depend on the order.
+            let key = if series.labels.is_sorted_by(|a, b| a.name <= b.name) {
+                series_key(tenant, labels, &mut scratch)
+            } else {
+                sorted.clear();
+                sorted.extend(labels);
+                sorted.sort_unstable();
+                series_key(tenant, sorted.iter().copied(), &mut scratch)
+            };
+            route.placement.owners(key, &mut one);
             for &n in &one {
                 per_node[n].push(i);
             }
@@ -600,8 +609,9 @@ impl Shared {
             let _ = write!(detail, "; {}: {why}", route.nodes[*n].addr);
         }
         let message = format!(
-            "{failed_series} of {total} series were taken by fewer than {need} storage node(s) \
-             (--insert.min-replicas-acked) with the other replicas queued{detail}"
+            "{failed_series} of {total} series were not stored on {need} storage node(s) with \
+             their other replicas queued (--insert.min-replicas-acked){detail}; what was stored \
+             or queued stays, a retry's duplicates collapse"
         );
         match kind {
             FailKind::Transient => SinkError::Unavailable(message),
