@@ -424,11 +424,11 @@ impl Shared {
 
         // A series none of whose owners can take it fails the batch: fail
         // before writing anything.
-        let up: Vec<bool> = route
-            .nodes
-            .iter()
-            .map(|n| n.client_if_up().is_some())
-            .collect();
+        // One look at health per batch: a node marked down meanwhile is
+        // still written to (and queued for if that fails).
+        let clients: Vec<Option<Arc<dyn Node>>> =
+            route.nodes.iter().map(|n| n.client_if_up()).collect();
+        let up: Vec<bool> = clients.iter().map(Option::is_some).collect();
         if let Some(i) = (0..batch.len()).find(|i| {
             owners[i * per..(i + 1) * per]
                 .iter()
@@ -458,8 +458,7 @@ impl Shared {
             if series.is_empty() {
                 continue;
             }
-            let node = &route.nodes[n];
-            if let Some(client) = node.client_if_up() {
+            if let Some(client) = clients[n].clone() {
                 let rows: Vec<SeriesSamples> = series.iter().map(|i| batch[*i].clone()).collect();
                 let metrics = self.metrics.clone();
                 calls.push((
