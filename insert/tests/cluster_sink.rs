@@ -592,6 +592,7 @@ async fn hand_off_survives_a_restart_without_loss_or_duplicates() {
         expected(&[&owned1[&addr(2)], &owned2[&addr(2)]])
     );
     sink.stop().await;
+    drop(sink);
 
     // Nothing is replayed twice after another restart.
     let writes = down.writes.load(Ordering::SeqCst);

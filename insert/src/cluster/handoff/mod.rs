@@ -6,6 +6,7 @@
 //!
 //! ```text
 //! <handoff.dir>/
+//!   lock                          held while open (one process per directory)
 //!   <node>/                       one directory per storage node
 //!     00000000000000000001.seg    segments, appended in id order
 //!     00000000000000000002.seg
@@ -103,6 +104,8 @@ pub enum HandoffError {
     },
     #[error("cannot queue rows for hand-off: {0}")]
     Encode(RecordError),
+    #[error("hand-off directory {path} is in use by another process")]
+    Locked { path: PathBuf },
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> HandoffError + '_ {
@@ -162,6 +165,8 @@ pub struct Batch {
 /// All hand-off queues, one per node, under `--handoff.dir`.
 pub struct Handoff {
     dir: PathBuf,
+    /// Held open (and locked) while the queues are in use.
+    _lock: File,
     max_bytes: u64,
     metrics: ClusterMetrics,
     queues: Mutex<BTreeMap<String, Arc<Queue>>>,
@@ -175,6 +180,13 @@ impl Handoff {
         metrics: ClusterMetrics,
     ) -> Result<Handoff, HandoffError> {
         fs::create_dir_all(dir).map_err(io(dir))?;
+        let lock_path = dir.join("lock");
+        let lock = File::create(&lock_path).map_err(io(&lock_path))?;
+        if lock.try_lock().is_err() {
+            return Err(HandoffError::Locked {
+                path: dir.to_path_buf(),
+            });
+        }
         let mut queues = BTreeMap::new();
         for entry in fs::read_dir(dir).map_err(io(dir))? {
             let entry = entry.map_err(io(dir))?;
@@ -191,6 +203,7 @@ impl Handoff {
         }
         Ok(Handoff {
             dir: dir.to_path_buf(),
+            _lock: lock,
             max_bytes,
             metrics,
             queues: Mutex::new(queues),
@@ -994,7 +1007,7 @@ mod tests {
             q.commit(t.end, t.rows_through).expect("commit");
             assert_eq!(q.backlog().rows, 250 * 40);
         }
-        let (_h, q, m) = open(dir.path(), 8 * MIN_SEGMENT_BYTES);
+        let (h, q, m) = open(dir.path(), 8 * MIN_SEGMENT_BYTES);
         assert_eq!(q.backlog().rows, 250 * 40, "rows counted on reopen");
         let batch = q.read(u64::MAX).expect("read");
         let want: Vec<String> = (150..400).map(|i| format!("m{i}")).collect();
@@ -1007,7 +1020,7 @@ mod tests {
         assert_eq!(names(&batch).last().map(String::as_str), Some("after"));
         q.commit(batch.end, batch.end_rows).expect("commit");
         assert_eq!(q.backlog(), Backlog::default());
-        drop(q);
+        drop((h, q));
         let (_h, q, _m) = open(dir.path(), 8 * MIN_SEGMENT_BYTES);
         assert_eq!(q.backlog(), Backlog::default());
         assert!(q.read(u64::MAX).expect("read").records.is_empty());
@@ -1090,7 +1103,7 @@ mod tests {
     #[test]
     fn a_damaged_header_is_passed_by_finding_the_next_record() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let (_h, q, m) = open(dir.path(), 1 << 20);
+        let (h, q, m) = open(dir.path(), 1 << 20);
         for name in ["a", "b", "c", "d"] {
             append(&q, name, 4);
         }
@@ -1102,7 +1115,7 @@ mod tests {
         assert_eq!(m.corrupted_records("storage-0.svc:8400"), 1);
 
         // A queue reopened over the damage counts only what it can read.
-        drop(q);
+        drop((h, q));
         let (_h, q, _m) = open(dir.path(), 1 << 20);
         assert_eq!(q.backlog().rows, 12);
         assert_eq!(names(&q.read(u64::MAX).expect("read")), ["a", "c", "d"]);
@@ -1172,6 +1185,19 @@ mod tests {
     }
 
     #[test]
+    fn one_process_per_directory() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let first = Handoff::open(dir.path(), 1 << 20, ClusterMetrics::default()).expect("open");
+        let err = Handoff::open(dir.path(), 1 << 20, ClusterMetrics::default())
+            .err()
+            .expect("locked");
+        assert!(err.to_string().contains("in use"), "{err}");
+        drop(first);
+        let again = Handoff::open(dir.path(), 1 << 20, ClusterMetrics::default()).expect("open");
+        assert!(again.nodes().is_empty(), "the lock file is not a queue");
+    }
+
+    #[test]
     fn empty_queues_of_departed_nodes_are_deleted() {
         let dir = tempfile::tempdir().expect("tempdir");
         let (h, q, _m) = open(dir.path(), 1 << 20);
@@ -1182,6 +1208,7 @@ mod tests {
         assert!(h.remove_if_empty("storage-0.svc:8400").expect("remove"));
         assert!(h.nodes().is_empty());
         assert!(!dir.path().join("storage-0.svc_3a8400").exists());
+        drop((h, q));
         let reopened = Handoff::open(dir.path(), 1 << 20, ClusterMetrics::default()).expect("open");
         assert!(reopened.nodes().is_empty());
     }
