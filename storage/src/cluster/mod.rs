@@ -1,12 +1,14 @@
 //! What the cluster roles share: the [`Node`] trait through which insert and
 //! select talk to a storage node, the in-process [`LocalNode`], and the
-//! [`topology`] (which nodes exist and in which state).
+//! [`topology`] (which nodes exist and in which state) and the
+//! [`placement`] of series on nodes.
 //!
 //! insert and select are written against [`Node`] only, so their routing,
 //! replication, hand-off and fan-out logic is tested against in-process
 //! nodes, and the same code runs over the RPC client in a cluster.
 
 pub mod free_disk;
+pub mod placement;
 pub mod topology;
 
 use std::future::Future;
@@ -20,6 +22,7 @@ use crate::{
 };
 
 pub use free_disk::FreeDisk;
+pub use placement::{Placement, series_key};
 pub use topology::{NodeState, Topology, TopologyError, TopologyNode};
 
 /// A boxed, sendable future: what [`Node`] methods return so that the trait
