@@ -14,7 +14,7 @@
 //! `cargo bench -p strata-select --bench query`
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use prometheus_client::registry::Registry;
@@ -148,6 +148,11 @@ fn load(storage: &Storage, end: i64) {
     storage.flush().expect("flush");
 }
 
+/// A deadline no bench run reaches.
+fn far_deadline() -> Instant {
+    Instant::now() + Duration::from_secs(3600)
+}
+
 fn bench(c: &mut Criterion) {
     let dir = tempfile::tempdir().expect("tempdir");
     // 12:00 UTC: the 24h range spans two days, as most dashboards' do.
@@ -198,11 +203,17 @@ fn bench(c: &mut Criterion) {
     let matchers = [Matcher::eq("__name__", "http_requests_total")];
     let last_hour = TimeRange::new(end - HOUR, end);
     group.bench_function("series 10k labels only", |b| {
-        b.iter(|| source.series(&matchers, last_hour, 0).expect("series"))
+        b.iter(|| {
+            source
+                .series(&matchers, last_hour, 0, far_deadline())
+                .expect("series")
+        })
     });
     group.bench_function("series 10k through select", |b| {
         b.iter(|| {
-            let selected = source.select(&matchers, last_hour).expect("select");
+            let selected = source
+                .select(&matchers, last_hour, far_deadline())
+                .expect("select");
             selected
                 .series
                 .map(|s| s.expect("series").labels)
