@@ -275,10 +275,11 @@ pub fn parse_request(
         }
     }
     // Prometheus merges URL and form parameters; URL ones come first.
-    let params: Vec<(String, String)> = form_urlencoded::parse(query.unwrap_or_default().as_bytes())
-        .chain(form_urlencoded::parse(body))
-        .map(|(k, v)| (k.into_owned(), v.into_owned()))
-        .collect();
+    let params: Vec<(String, String)> =
+        form_urlencoded::parse(query.unwrap_or_default().as_bytes())
+            .chain(form_urlencoded::parse(body))
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .collect();
     ExportRequest::from_params(params.iter().map(|(k, v)| (k.as_str(), v.as_str())))
 }
 

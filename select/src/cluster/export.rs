@@ -195,7 +195,8 @@ fn produce(
                     }
                     stats += write_series_line(&mut buf, &series);
                     if buf.len() >= CHUNK_BYTES {
-                        let chunk = std::mem::replace(&mut buf, String::with_capacity(CHUNK_BYTES * 2));
+                        let chunk =
+                            std::mem::replace(&mut buf, String::with_capacity(CHUNK_BYTES * 2));
                         if chunks.blocking_send(Ok(Bytes::from(chunk))).is_err() {
                             tracing::debug!(%tenant, "Export client went away.");
                             metrics.export_written(stats);

@@ -150,7 +150,10 @@ fn union(held: &mut Samples, timestamps: Vec<i64>, values: Vec<f64>, stats: &mut
         held.values = values;
         return;
     }
-    let (held_first, held_last) = (held.timestamps[0], held.timestamps[held.timestamps.len() - 1]);
+    let (held_first, held_last) = (
+        held.timestamps[0],
+        held.timestamps[held.timestamps.len() - 1],
+    );
     if held_last < timestamps[0] {
         held.timestamps.extend(timestamps);
         held.values.extend(values);

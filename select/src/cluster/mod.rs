@@ -189,7 +189,9 @@ impl Cluster {
                 })
                 .collect();
             let readable: HashSet<&str> = topology.readable().map(|n| n.addr.as_str()).collect();
-            clients.failing.retain(|addr| readable.contains(addr.as_str()));
+            clients
+                .failing
+                .retain(|addr| readable.contains(addr.as_str()));
             clients.topology = Some(topology.clone());
         }
         if clients.nodes.is_empty() {
@@ -232,8 +234,7 @@ impl Cluster {
                 let started = Instant::now();
                 let result = match call_node {
                     Err(e) => Err(e),
-                    Ok(call_node) => match tokio::time::timeout_at(until.into(), call_node).await
-                    {
+                    Ok(call_node) => match tokio::time::timeout_at(until.into(), call_node).await {
                         Ok(result) => result,
                         Err(_) => Err(NodeError::DeadlineExceeded {
                             addr: task_addr.clone(),
@@ -534,7 +535,9 @@ impl Source for ClusterSource {
         range: TimeRange,
         deadline: Instant,
     ) -> Result<Selected, StorageError> {
-        let merged = self.cluster.search(self.tenant, matchers, range, deadline)?;
+        let merged = self
+            .cluster
+            .search(self.tenant, matchers, range, deadline)?;
         Ok(Selected {
             series: Box::new(merged.series.into_iter().map(Ok)),
             warnings: merged.warnings,
