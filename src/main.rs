@@ -10,6 +10,7 @@ use tracing_subscriber::EnvFilter;
 
 mod alert;
 mod http;
+mod select_node;
 mod single;
 mod tenant_routes;
 
@@ -34,6 +35,9 @@ enum Command {
     /// Storage, ingestion and query in one process: the way to run Strata on
     /// one machine.
     Single(Box<single::Config>),
+    /// The cluster's query role: the Prometheus API of every tenant over
+    /// the storage nodes (`--storage-node` or `--topology-file`).
+    Select(Box<select_node::Config>),
     /// Rule evaluation against a Prometheus-compatible query URL, with
     /// Alertmanager notification; `strata alert test` runs rule unit tests.
     Alert(Box<alert::Args>),
@@ -60,6 +64,9 @@ fn run() -> anyhow::Result<()> {
         Command::Single(config) => runtime
             .block_on(single::run(*config, shutdown_signal()))
             .context("strata single failed"),
+        Command::Select(config) => runtime
+            .block_on(select_node::run(*config, shutdown_signal()))
+            .context("strata select failed"),
         Command::Alert(args) => match args.command {
             Some(alert::AlertCommand::Test { files }) => {
                 alert::test(&files).context("strata alert test failed")
