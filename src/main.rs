@@ -11,6 +11,7 @@ use tracing_subscriber::EnvFilter;
 mod alert;
 mod http;
 mod insert_node;
+mod select_node;
 mod single;
 mod storage_node;
 mod tenant_routes;
@@ -43,6 +44,9 @@ enum Command {
     /// series replicated to its storage nodes, hinted hand-off for nodes
     /// that are down.
     Insert(Box<insert_node::Config>),
+    /// The cluster's query role: the Prometheus API of every tenant over
+    /// the storage nodes (`--storage-node` or `--topology-file`).
+    Select(Box<select_node::Config>),
     /// Rule evaluation against a Prometheus-compatible query URL, with
     /// Alertmanager notification; `strata alert test` runs rule unit tests.
     Alert(Box<alert::Args>),
@@ -89,6 +93,9 @@ fn run() -> anyhow::Result<()> {
         Command::Insert(config) => runtime
             .block_on(insert_node::run(*config, shutdown_signal()))
             .context("strata insert failed"),
+        Command::Select(config) => runtime
+            .block_on(select_node::run(*config, shutdown_signal()))
+            .context("strata select failed"),
         Command::Alert(args) => match args.command {
             Some(alert::AlertCommand::Test { files }) => {
                 alert::test(&files).context("strata alert test failed")

@@ -74,6 +74,10 @@ pub enum StorageError {
     Locked { path: PathBuf },
     #[error("storage is closed")]
     Closed,
+    /// A cluster's storage nodes could not answer a read (select's fan-out:
+    /// too few nodes answered for a complete answer, or none at all).
+    #[error("{0}")]
+    NodesUnavailable(String),
 }
 
 impl StorageError {
@@ -83,6 +87,7 @@ impl StorageError {
         matches!(
             self,
             StorageError::Closed
+                | StorageError::NodesUnavailable(_)
                 | StorageError::Io { .. }
                 | StorageError::Wal(WalError::Io { .. } | WalError::Closed)
                 | StorageError::Index(MergesetError::Io { .. })
