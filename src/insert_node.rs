@@ -25,8 +25,9 @@ use axum::routing::get;
 use prometheus_client::registry::Registry;
 use strata_insert::cluster::{ClusterConfig, ClusterError, ClusterMetrics, ClusterSink, Connect};
 use strata_storage::cluster::topology::TopologySource;
-use strata_storage::cluster::{Node, NodeError, TopologyError};
+use strata_storage::cluster::{Node, TopologyError};
 use strata_storage::config::parse_duration;
+use strata_storage::rpc::{ClientConfig, ClientMetrics, RpcClient};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -78,6 +79,9 @@ pub struct Config {
     pub cluster: ClusterConfig,
 
     #[command(flatten)]
+    pub rpc: ClientConfig,
+
+    #[command(flatten)]
     pub insert: strata_insert::Config,
 }
 
@@ -99,17 +103,13 @@ pub enum InsertNodeError {
     Serve(String),
 }
 
-// RPC-CLIENT: the one place where `strata insert` makes storage node
-// clients. It answers an error until the storage node RPC client is in the
-// tree; the cluster work then replaces the body with the RPC client's
-// constructor (lazy connection: an unreachable node is not an error here).
-/// The client of the storage node at `addr`.
-fn connect_node(addr: &str) -> Result<Arc<dyn Node>, NodeError> {
-    Err(NodeError::Protocol {
-        addr: addr.to_string(),
-        detail: "this build has no storage node RPC client yet, so `strata insert` \
-                 cannot reach storage nodes"
-            .to_string(),
+/// The node clients of the process: one [`RpcClient`] per storage node
+/// address, sharing the per-node `strata_rpc_client_*` metrics. A client
+/// connects on its first call, so an unreachable node is not an error here.
+fn rpc_connect(config: &ClientConfig, metrics: ClientMetrics) -> Connect {
+    let config = config.clone();
+    Arc::new(move |addr: &str| {
+        Ok(Arc::new(RpcClient::new(addr, &config, metrics.clone())) as Arc<dyn Node>)
     })
 }
 
@@ -127,20 +127,12 @@ pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), InsertNodeError> {
-    serve(config, Arc::new(connect_node), shutdown).await
-}
-
-/// [`run`] with the node clients made by `connect`.
-async fn serve(
-    config: Config,
-    connect: Connect,
-    shutdown: impl Future<Output = ()>,
-) -> Result<(), InsertNodeError> {
     let started = Instant::now();
     let mut registry = Registry::default();
     let http_metrics = HttpMetrics::register(&mut registry);
     let insert_metrics = strata_insert::Metrics::register(&mut registry);
     let cluster_metrics = ClusterMetrics::register(&mut registry);
+    let connect = rpc_connect(&config.rpc, ClientMetrics::register(&mut registry));
     let state = AppState {
         readiness: Readiness::default(),
         registries: Arc::new(Registries {
@@ -355,20 +347,10 @@ mod tests {
     use std::collections::HashMap;
 
     use axum::body::{Body, to_bytes};
-    use strata_storage::cluster::LocalNode;
+    use strata_storage::cluster::{LocalNode, NodeError};
     use strata_storage::{Matcher, Storage, Tenant, TimeRange};
 
     use super::*;
-
-    #[test]
-    fn the_placeholder_client_says_why_it_cannot_connect() {
-        let err = connect_node("storage-0:8400")
-            .err()
-            .expect("no RPC client yet");
-        let message = err.to_string();
-        assert!(message.contains("storage-0:8400"), "{message}");
-        assert!(message.contains("no storage node RPC client"), "{message}");
-    }
 
     async fn fetch(router: &Router, method: &str, path: &str, body: &str) -> (StatusCode, String) {
         let request = Request::builder()
@@ -428,6 +410,7 @@ mod tests {
                 handoff_dir: handoff.path().to_path_buf(),
                 ..ClusterConfig::default()
             },
+            rpc: ClientConfig::default(),
             insert: strata_insert::Config::default(),
         };
         let mut registry = Registry::default();

@@ -23,8 +23,9 @@ use axum::routing::get;
 use prometheus_client::registry::Registry;
 use strata_select::cluster::{Cluster, ClusterMetrics, ClusterOptions, ClusterSource, Connect};
 use strata_storage::cluster::topology::TopologySource;
-use strata_storage::cluster::{Node, NodeError, TopologyError};
+use strata_storage::cluster::{Node, TopologyError};
 use strata_storage::config::parse_duration;
+use strata_storage::rpc::{ClientConfig, ClientMetrics, RpcClient};
 use tokio::net::TcpListener;
 
 use crate::http::{self, HttpMetrics, Phase, Readiness, Registries};
@@ -89,6 +90,9 @@ pub struct Config {
     pub http_shutdown_timeout: Duration,
 
     #[command(flatten)]
+    pub rpc: ClientConfig,
+
+    #[command(flatten)]
     pub select: strata_select::Config,
 }
 
@@ -106,20 +110,13 @@ pub enum SelectError {
     Serve(String),
 }
 
-// ---------------------------------------------------------------------------
-// RPC CLIENT SWAP POINT. Every storage node is reached through this one
-// function. The storage-node RPC client is not on this branch yet: until it
-// is, every node is unavailable and every read answers 503 naming the
-// nodes and this reason. Wiring the cluster: return the RPC client (it
-// implements `strata_storage::cluster::Node`) here.
-// ---------------------------------------------------------------------------
-/// Opens a client of the storage node at `addr`.
-fn connect_node(addr: &str) -> Result<Arc<dyn Node>, NodeError> {
-    Err(NodeError::Unavailable {
-        addr: addr.to_string(),
-        detail: "this build has no storage-node RPC client yet, so select cannot reach \
-                 storage nodes"
-            .to_string(),
+/// The node clients of the process: one [`RpcClient`] per storage node
+/// address, sharing the per-node `strata_rpc_client_*` metrics. A client
+/// connects on its first call, so an unreachable node is not an error here.
+fn rpc_connect(config: &ClientConfig, metrics: ClientMetrics) -> Connect {
+    let config = config.clone();
+    Arc::new(move |addr: &str| {
+        Ok(Arc::new(RpcClient::new(addr, &config, metrics.clone())) as Arc<dyn Node>)
     })
 }
 
@@ -136,6 +133,7 @@ struct ProcessMetrics {
     http: HttpMetrics,
     select: strata_select::Metrics,
     cluster: ClusterMetrics,
+    rpc: ClientMetrics,
 }
 
 impl ProcessMetrics {
@@ -144,6 +142,7 @@ impl ProcessMetrics {
         let http = HttpMetrics::register(&mut registry);
         let select = strata_select::Metrics::register(&mut registry);
         let cluster = ClusterMetrics::register(&mut registry);
+        let rpc = ClientMetrics::register(&mut registry);
         ProcessMetrics {
             registries: Arc::new(Registries {
                 process: registry,
@@ -152,6 +151,7 @@ impl ProcessMetrics {
             http,
             select,
             cluster,
+            rpc,
         }
     }
 }
@@ -186,7 +186,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     }
     let cluster = Cluster::new(
         topology,
-        Arc::new(connect_node) as Connect,
+        rpc_connect(&config.rpc, metrics.rpc.clone()),
         ClusterOptions::new(config.replication_factor, &config.select),
         metrics.cluster.clone(),
         tokio::runtime::Handle::current(),
@@ -283,7 +283,7 @@ mod tests {
     use axum::body::{Body, to_bytes};
     use axum::extract::Request;
     use axum::http::StatusCode;
-    use strata_storage::cluster::{LocalNode, Topology};
+    use strata_storage::cluster::{LocalNode, NodeError, Topology};
     use strata_storage::{Label, Sample, SeriesSamples, Storage, Tenant};
     use tower::ServiceExt;
 
@@ -466,14 +466,20 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn without_an_rpc_client_reads_fail_naming_the_nodes() {
-        let config = config(&[
-            "--listen",
-            "127.0.0.1:0",
-            "--storage-node",
-            "storage-0:8400,storage-1:8400",
-        ]);
-        // The router `run` builds, with the real `connect_node`.
+    async fn unreachable_nodes_fail_reads_naming_them() {
+        // Ports that were free a moment ago: connecting is refused.
+        let closed: Vec<String> = (0..2)
+            .map(|_| {
+                std::net::TcpListener::bind("127.0.0.1:0")
+                    .expect("bind")
+                    .local_addr()
+                    .expect("addr")
+                    .to_string()
+            })
+            .collect();
+        let nodes = closed.join(",");
+        let config = config(&["--listen", "127.0.0.1:0", "--storage-node", &nodes]);
+        // The router `run` builds, with the RPC clients.
         let metrics = ProcessMetrics::register();
         let topology = TopologySource::from_flags(&config.storage_node, None)
             .expect("flags")
@@ -481,7 +487,7 @@ mod tests {
             .expect("watch");
         let cluster = Cluster::new(
             topology,
-            Arc::new(connect_node) as Connect,
+            rpc_connect(&config.rpc, metrics.rpc.clone()),
             ClusterOptions::new(1, &config.select),
             metrics.cluster.clone(),
             tokio::runtime::Handle::current(),
@@ -494,10 +500,16 @@ mod tests {
         let (status, body) = fetch(&app, "/select/0/prometheus/api/v1/query?query=up").await;
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
         assert!(body.contains(r#""errorType":"unavailable""#), "{body}");
-        for node in ["storage-0:8400", "storage-1:8400"] {
-            assert!(body.contains(node), "{body}");
+        for node in &closed {
+            assert!(body.contains(node.as_str()), "{body}");
         }
-        assert!(body.contains("no storage-node RPC client"), "{body}");
+        let (_, text) = fetch(&app, "/metrics").await;
+        for node in &closed {
+            let want = format!(
+                "strata_rpc_client_errors_total{{node=\"{node}\",reason=\"unavailable\"}} 1"
+            );
+            assert!(text.contains(&want), "missing {want} in\n{text}");
+        }
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
