@@ -251,27 +251,6 @@ mod tests {
     }
 
     #[test]
-    fn crdgen_flags() {
-        let cli = Cli::try_parse_from(["strata", "crdgen"]).expect("parses");
-        let Command::Crdgen(args) = cli.command else {
-            panic!("not crdgen");
-        };
-        assert_eq!(
-            (args.root.as_path(), args.check),
-            (std::path::Path::new("."), false)
-        );
-        let cli = Cli::try_parse_from(["strata", "crdgen", "--check", "--root", "/repo"])
-            .expect("parses");
-        let Command::Crdgen(args) = cli.command else {
-            panic!("not crdgen");
-        };
-        assert_eq!(
-            (args.root.as_path(), args.check),
-            (std::path::Path::new("/repo"), true)
-        );
-    }
-
-    #[test]
     fn storage_defaults_and_flags() {
         let cli = Cli::try_parse_from(["strata", "storage"]).expect("parses");
         let Command::Storage(config) = cli.command else {
@@ -405,6 +384,27 @@ mod tests {
             args.extend(bad);
             assert!(Cli::try_parse_from(args).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn crdgen_flags() {
+        let cli = Cli::try_parse_from(["strata", "crdgen"]).expect("parses");
+        let Command::Crdgen(args) = cli.command else {
+            panic!("not crdgen");
+        };
+        assert_eq!(
+            (args.root.as_path(), args.check),
+            (std::path::Path::new("."), false)
+        );
+        let cli = Cli::try_parse_from(["strata", "crdgen", "--check", "--root", "/repo"])
+            .expect("parses");
+        let Command::Crdgen(args) = cli.command else {
+            panic!("not crdgen");
+        };
+        assert_eq!(
+            (args.root.as_path(), args.check),
+            (std::path::Path::new("/repo"), true)
+        );
     }
 
     #[test]

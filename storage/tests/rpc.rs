@@ -354,6 +354,25 @@ async fn streams_are_bounded_cancellable_and_share_a_connection() {
     assert_eq!(series, 1500 * 6);
     assert!(batches > 4, "{batches} batches");
 
+    // A caller too slow for the deadline gets the error as the last item,
+    // never a stream that merely ends early.
+    // (The deadline leaves room for a slow debug build to find the series.)
+    let deadline = within(3000);
+    let mut rx = client
+        .search(query(T1, any_name()), deadline)
+        .await
+        .expect("search");
+    rx.recv().await.expect("a first batch").expect("batch");
+    tokio::time::sleep_until((deadline + Duration::from_millis(200)).into()).await;
+    let mut last = None;
+    while let Some(item) = rx.recv().await {
+        last = Some(item.map(|b| b.len()));
+    }
+    assert!(
+        matches!(last, Some(Err(NodeError::DeadlineExceeded { .. }))),
+        "{last:?}"
+    );
+
     // A caller that stops reading cancels the stream; the connection goes on.
     let mut rx = client
         .search(query(T1, any_name()), within(20_000))

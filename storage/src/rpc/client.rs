@@ -401,9 +401,14 @@ impl Stream {
     async fn forward(mut self, first: Frame) {
         let result = self.run(first).await;
         self.client.observe(Method::Search, self.started, &result);
+        let Stream { guard, out, .. } = self;
+        // Cancels an unfinished call and gives its slot back before waiting
+        // on the caller.
+        drop(guard);
         if let Err(e) = result {
-            // The caller may be gone or slow: do not wait for it.
-            let _ = self.out.try_send(Err(e));
+            // Delivered even to a slow caller: a stream that just ended
+            // would read as complete.
+            let _ = out.send(Err(e)).await;
         }
     }
 

@@ -25,11 +25,16 @@ fn unzigzag(u: u64) -> i64 {
 }
 
 pub fn put_uvarint(out: &mut Vec<u8>, mut v: u64) {
+    // Into a stack buffer first: one capacity check per varint, not per byte.
+    let mut buf = [0u8; 10];
+    let mut n = 0;
     while v >= 0x80 {
-        out.push((v as u8) | 0x80);
+        buf[n] = (v as u8) | 0x80;
         v >>= 7;
+        n += 1;
     }
-    out.push(v as u8);
+    buf[n] = v as u8;
+    out.extend_from_slice(&buf[..=n]);
 }
 
 pub fn put_varint(out: &mut Vec<u8>, v: i64) {
@@ -91,10 +96,6 @@ impl<'a> Reader<'a> {
         Reader { data, pos: 0 }
     }
 
-    pub fn pos(&self) -> usize {
-        self.pos
-    }
-
     pub fn remaining(&self) -> usize {
         self.data.len() - self.pos
     }
@@ -114,23 +115,29 @@ impl<'a> Reader<'a> {
     }
 
     pub fn u8(&mut self) -> Result<u8, CodecError> {
-        let b = *self.data.get(self.pos).ok_or(self.error("truncated"))?;
+        let b = *self
+            .data
+            .get(self.pos)
+            .ok_or_else(|| self.error("truncated"))?;
         self.pos += 1;
         Ok(b)
     }
 
     pub fn uvarint(&mut self) -> Result<u64, CodecError> {
-        let start = self.pos;
+        let rest = &self.data[self.pos..];
         let mut v = 0u64;
-        for shift in (0..64).step_by(7) {
-            let b = self.u8()?;
-            v |= u64::from(b & 0x7f) << shift;
+        for (i, &b) in rest.iter().take(10).enumerate() {
+            v |= u64::from(b & 0x7f) << (7 * i);
             if b < 0x80 {
+                self.pos += i + 1;
                 return Ok(v);
             }
         }
-        self.pos = start;
-        Err(self.error("varint longer than 10 bytes"))
+        Err(self.error(if rest.len() < 10 {
+            "truncated"
+        } else {
+            "varint longer than 10 bytes"
+        }))
     }
 
     pub fn varint(&mut self) -> Result<i64, CodecError> {
@@ -150,7 +157,7 @@ impl<'a> Reader<'a> {
         usize::try_from(n)
             .ok()
             .filter(|&n| n <= max)
-            .ok_or(self.error("count exceeds the bytes left"))
+            .ok_or_else(|| self.error("count exceeds the bytes left"))
     }
 
     pub fn bytes(&mut self, n: usize) -> Result<&'a [u8], CodecError> {

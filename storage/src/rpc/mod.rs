@@ -108,10 +108,10 @@ pub use frame::{FrameError, Hello, MAGIC, PROTOCOL_VERSION};
 pub use metrics::{ClientMetrics, ServerMetrics};
 pub use server::{RpcServer, ServerConfig};
 
-/// Benches and tests of the wire encoding without a connection.
+/// The wire encoding without a connection, for benches.
 pub mod wire {
-    pub use super::codec::{CodecError, Reader};
+    pub use super::frame::{Kind, encode_frame, read_frame};
     pub use super::messages::{
-        Method, Request, decode_batch, decode_request, encode_batch, encode_write,
+        Method, Request, decode_batch, decode_request, encode_batch, encode_write, set_timeout,
     };
 }
