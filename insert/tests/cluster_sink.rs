@@ -850,3 +850,20 @@ async fn the_queue_of_a_removed_node_goes_to_the_current_owners() {
     );
     sink.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_whose_engine_stopped_is_down_not_refusing() {
+    let cluster = Cluster::new(3, 2);
+    let sink = cluster.sink();
+    cluster.node(1).storage().close().expect("close");
+    let batch = batch("up", 60, 1);
+    write(&sink, &batch)
+        .await
+        .expect("the other replicas take it");
+    assert_eq!(sink.node_up(&addr(1)), Some(false));
+    assert_eq!(
+        sink.backlog()[&addr(1)].rows,
+        rows(&cluster.owned(&batch)[&addr(1)])
+    );
+    sink.stop().await;
+}

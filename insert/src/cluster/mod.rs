@@ -27,9 +27,9 @@
 //! A failed batch is not rolled back: rows a node took or a queue holds
 //! stay, and are written again when the client retries. Storage collapses
 //! exact duplicates (same series, timestamp and value), so a retry costs
-//! only the repeated work. When some series has no owner that is not
-//! known down, the batch fails at once without writing or queueing
-//! anything.
+//! only the repeated work. When some series has fewer owners that are not
+//! known down than the rule needs, the batch fails at once without writing
+//! or queueing anything.
 //!
 //! # Node health
 //!

@@ -214,6 +214,15 @@ impl LocalNode {
     }
 
     fn remote(&self, e: StorageError) -> NodeError {
+        // An engine error that may pass (closed while stopping, i/o) is the
+        // node being unavailable for now: insert queues and retries rather
+        // than answering the client that its data is bad.
+        if e.is_transient() {
+            return NodeError::Unavailable {
+                addr: self.addr.clone(),
+                detail: e.to_string(),
+            };
+        }
         NodeError::Remote {
             addr: self.addr.clone(),
             message: e.to_string(),

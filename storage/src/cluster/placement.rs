@@ -104,19 +104,36 @@ impl Placement {
         if self.owners == 0 {
             return;
         }
-        // Best `owners` so far, highest weight first: a short insertion
-        // list, since the replication factor is small.
-        let mut best: Vec<(u64, usize)> = Vec::with_capacity(self.owners + 1);
+        // `out` holds the best nodes so far, highest weight first, and
+        // `weights` their weights: an insertion list, since the replication
+        // factor is small; on the stack when it is small enough.
+        let mut inline = [0u64; 8];
+        let mut spilled = Vec::new();
+        let weights: &mut [u64] = if self.owners <= inline.len() {
+            &mut inline
+        } else {
+            spilled.resize(self.owners, 0);
+            &mut spilled
+        };
         for (i, seed) in self.seeds.iter().enumerate() {
-            let weight = mix(key ^ seed);
-            if best.len() == self.owners && weight <= best[best.len() - 1].0 {
+            let w = mix(key ^ seed);
+            let mut at = out.len();
+            while at > 0 && weights[at - 1] < w {
+                at -= 1;
+            }
+            if at == self.owners {
                 continue;
             }
-            let at = best.partition_point(|(w, _)| *w >= weight);
-            best.insert(at, (weight, i));
-            best.truncate(self.owners);
+            if out.len() < self.owners {
+                out.push(i);
+            }
+            for j in (at + 1..out.len()).rev() {
+                weights[j] = weights[j - 1];
+                out[j] = out[j - 1];
+            }
+            weights[at] = w;
+            out[at] = i;
         }
-        out.extend(best.iter().map(|(_, i)| *i));
     }
 
     /// [`Placement::owners`] as addresses.
