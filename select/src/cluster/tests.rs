@@ -1377,6 +1377,29 @@ fn union_of_samples() {
 }
 
 #[test]
+fn sorted_unions() {
+    let check = |lists: &[&[u32]], limit: usize, want: &[u32]| {
+        let lists: Vec<Vec<u32>> = lists.iter().map(|l| l.to_vec()).collect();
+        assert_eq!(
+            merge::union_sorted(lists.clone(), limit),
+            want,
+            "{lists:?} limit {limit}"
+        );
+    };
+    check(&[], 0, &[]);
+    check(&[&[], &[]], 0, &[]);
+    check(
+        &[&[1, 3, 5], &[2, 3, 6], &[1, 5, 9]],
+        0,
+        &[1, 2, 3, 5, 6, 9],
+    );
+    check(&[&[1, 3, 5], &[2, 3, 6], &[1, 5, 9]], 4, &[1, 2, 3, 5]);
+    check(&[&[1, 1, 2], &[2, 2]], 0, &[1, 2]);
+    check(&[&[5, 1, 3], &[2]], 0, &[1, 2, 3, 5]);
+    check(&[&[7]], 1, &[7]);
+}
+
+#[test]
 fn merger_stops_past_its_limits() {
     let data = |name: &str, n: i64| SeriesData {
         labels: labels(&[("__name__", name)]),
