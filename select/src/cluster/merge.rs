@@ -213,14 +213,47 @@ fn resolve(have: &mut f64, other: f64, stats: &mut MergeStats) {
     }
 }
 
-/// The sorted union of sorted lists, at most `limit` (0: no limit).
+/// The sorted union of sorted lists, at most `limit` (0: no limit). Nodes
+/// answer sorted lists, so this is a merge of a few sorted runs; a list
+/// that is not sorted is sorted first.
 pub fn union_sorted<T: Ord>(lists: impl IntoIterator<Item = Vec<T>>, limit: usize) -> Vec<T> {
-    let mut all = BTreeSet::new();
-    for list in lists {
-        all.extend(list);
-    }
     let take = if limit == 0 { usize::MAX } else { limit };
-    all.into_iter().take(take).collect()
+    let mut runs: Vec<std::vec::IntoIter<T>> = lists
+        .into_iter()
+        .map(|mut list| {
+            if !list.is_sorted() {
+                list.sort();
+            }
+            list.into_iter()
+        })
+        .collect();
+    let mut heads: Vec<Option<T>> = runs.iter_mut().map(Iterator::next).collect();
+    let mut out = Vec::new();
+    while out.len() < take {
+        // Few runs (one per node): a scan for the smallest head beats a heap.
+        let mut smallest: Option<usize> = None;
+        for (i, head) in heads.iter().enumerate() {
+            if let Some(head) = head
+                && smallest.is_none_or(|s| heads[s].as_ref().is_some_and(|h| head < h))
+            {
+                smallest = Some(i);
+            }
+        }
+        let Some(s) = smallest else {
+            break;
+        };
+        let Some(item) = heads[s].take() else {
+            break;
+        };
+        heads[s] = runs[s].next();
+        for (head, run) in heads.iter_mut().zip(&mut runs) {
+            while head.as_ref() == Some(&item) {
+                *head = run.next();
+            }
+        }
+        out.push(item);
+    }
+    out
 }
 
 /// Cardinality of a tenant across nodes. Per-node figures cannot be added:

@@ -7,7 +7,11 @@
 //! Deadlines: every node call carries the request's deadline minus a
 //! reserve (a quarter of the time left, at most [`MAX_RESERVE`]) kept for
 //! merging, evaluating and answering, so a slow node costs the query at
-//! most its deadline and the query still answers, without that node.
+//! most its deadline and the query still answers, without that node. A
+//! node that missed a query's node deadline is not waited for again by the
+//! query's later reads (one per selector), which would leave evaluation
+//! less and less time: a query is told apart by its deadline, the one
+//! instant the engine passes to all of its reads.
 //!
 //! Missing nodes: a node that fails or misses the deadline is missing from
 //! the answer. With replication factor R (`--replication-factor`) every
@@ -37,7 +41,7 @@ mod fault;
 #[cfg(test)]
 mod tests;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -56,7 +60,9 @@ pub const MAX_RESERVE: Duration = Duration::from_secs(1);
 /// Batches in flight from all nodes of one search to the merger.
 const EVENTS_PER_NODE: usize = 2;
 
-/// Opens a client of the storage node at `addr` (as the topology writes it).
+/// Opens a client of the storage node at `addr` (as the topology writes
+/// it). Called on the read path the first time a topology lists a node (and
+/// again after a failure), so it must not block: clients connect lazily.
 pub type Connect = Arc<dyn Fn(&str) -> Result<Arc<dyn Node>, NodeError> + Send + Sync>;
 
 /// How a cluster is read.
@@ -88,6 +94,9 @@ pub struct Cluster {
     topology: watch::Receiver<Arc<Topology>>,
     connect: Connect,
     clients: Mutex<Clients>,
+    /// Nodes that missed the node deadline of a query still running, by
+    /// the query's deadline.
+    late: Mutex<HashMap<Instant, HashSet<String>>>,
     options: ClusterOptions,
     metrics: ClusterMetrics,
     runtime: Handle,
@@ -158,6 +167,7 @@ impl Cluster {
             topology,
             connect,
             clients: Mutex::new(Clients::default()),
+            late: Mutex::new(HashMap::new()),
             options,
             metrics,
             runtime,
@@ -214,6 +224,39 @@ impl Cluster {
         Ok(targets)
     }
 
+    /// The nodes to ask for a read of the query with `deadline`, and until
+    /// when: nodes that already missed this query's node deadline answer
+    /// `DeadlineExceeded` without being asked.
+    fn plan(&self, deadline: Instant) -> Result<(Vec<Target>, Instant), StorageError> {
+        let mut targets = self.targets()?;
+        let now = Instant::now();
+        let mut late = self.late.lock().unwrap_or_else(|p| p.into_inner());
+        // Queries past their deadline read no more.
+        late.retain(|d, _| *d > now);
+        if let Some(late) = late.get(&deadline) {
+            for target in &mut targets {
+                if late.contains(&target.addr) {
+                    target.node = Err(NodeError::DeadlineExceeded {
+                        addr: target.addr.clone(),
+                    });
+                }
+            }
+        }
+        Ok((targets, node_deadline(deadline)))
+    }
+
+    /// Remembers the nodes that missed the node deadline of the query
+    /// with `deadline`.
+    fn note_late(&self, deadline: Instant, failures: &[(String, NodeError)]) {
+        let missed = failures
+            .iter()
+            .filter(|(_, e)| matches!(e, NodeError::DeadlineExceeded { .. }));
+        let mut late = self.late.lock().unwrap_or_else(|p| p.into_inner());
+        for (addr, _) in missed {
+            late.entry(deadline).or_default().insert(addr.clone());
+        }
+    }
+
     /// Asks every readable node with `ask` in parallel, each by the node
     /// deadline; answers what the nodes answered and the verdict.
     fn ask_all<T: Send + 'static>(
@@ -222,8 +265,7 @@ impl Cluster {
         deadline: Instant,
         ask: impl Fn(Arc<dyn Node>, Instant) -> BoxFuture<'static, Result<T, NodeError>>,
     ) -> Result<(Vec<T>, Verdict), StorageError> {
-        let targets = self.targets()?;
-        let until = node_deadline(deadline);
+        let (targets, until) = self.plan(deadline)?;
         let mut tasks = Vec::with_capacity(targets.len());
         for target in targets {
             let addr = target.addr;
@@ -270,6 +312,7 @@ impl Cluster {
                 Err(e) => failures.push((addr, e)),
             }
         }
+        self.note_late(deadline, &failures);
         let verdict = self.judge(answers.len(), failures)?;
         Ok((answers, verdict))
     }
@@ -283,8 +326,7 @@ impl Cluster {
         range: TimeRange,
         deadline: Instant,
     ) -> Result<Merged, StorageError> {
-        let targets = self.targets()?;
-        let until = node_deadline(deadline);
+        let (targets, until) = self.plan(deadline)?;
         let options = &self.options;
         // One more series than the limit lets the engine see it is over.
         let limit = if options.max_series == 0 {
@@ -385,6 +427,7 @@ impl Cluster {
         }
         // Series of a node that failed midway stay merged: they are real
         // data; completeness is judged by whole answers.
+        self.note_late(deadline, &failures);
         let verdict = self.judge(answered, failures)?;
         Ok(Merged {
             series,

@@ -1183,7 +1183,17 @@ fn a_slow_node_costs_at_most_the_deadline() {
     let started = Instant::now();
     let (status, body) = fixture.runtime.block_on(fetch(
         &router,
-        &format!("/api/v1/query?query=sum(rate(node_cpu_seconds_total[1m]))%20%2B%20count(up)&time={}&timeout=1s", END / 1000),
+        &format!(
+            "/api/v1/query?{}",
+            encode_params(&[
+                (
+                    "query",
+                    "sum(rate(node_cpu_seconds_total[1m])) + count(up) + count(node_load1)"
+                ),
+                ("time", &(END / 1000).to_string()),
+                ("timeout", "1s"),
+            ])
+        ),
     ));
     let elapsed = started.elapsed();
     assert_eq!(status, StatusCode::OK, "{body}");
@@ -1192,7 +1202,7 @@ fn a_slow_node_costs_at_most_the_deadline() {
         body.contains("storage node storage-2:8400 did not answer before the deadline"),
         "{body}"
     );
-    // Two selectors, both bounded by the one query deadline.
+    // Three selectors, all bounded by the one query deadline.
     assert!(
         elapsed < Duration::from_millis(1500),
         "answered after {elapsed:?}"
@@ -1212,6 +1222,45 @@ fn a_slow_node_costs_at_most_the_deadline() {
         !body.contains("isPartial") && !body.contains("warnings"),
         "{body}"
     );
+}
+
+#[test]
+fn a_late_node_is_waited_for_once_per_query() {
+    let fixture = Fixture::new();
+    fixture.write_replicated(TENANT, &scraped_data());
+    fixture.nodes[0].set(Fault::Slow(Duration::from_secs(30)));
+    let source = fixture.source(1);
+    let deadline = Instant::now() + Duration::from_secs(2);
+    let read = |name: &str| {
+        let started = Instant::now();
+        let selected = source
+            .select(&[Matcher::eq("__name__", name)], TimeRange::ALL, deadline)
+            .expect("select");
+        assert!(selected.partial);
+        assert!(selected.warnings[0].contains("storage-0:8400 did not answer before the deadline"));
+        started.elapsed()
+    };
+    let first = read("up");
+    // The first read waits for the slow node until the node deadline, a
+    // reserve before the query's.
+    assert!(first >= Duration::from_millis(1200), "{first:?}");
+    assert!(
+        Instant::now() < deadline,
+        "the reserve is left for evaluation"
+    );
+    let second = read("node_load1");
+    assert!(
+        second < first / 2,
+        "waited for the late node again: {second:?}"
+    );
+    // Another query (another deadline) asks it again.
+    let other = Instant::now() + Duration::from_millis(400);
+    let started = Instant::now();
+    let selected = source
+        .select(&[Matcher::eq("__name__", "up")], TimeRange::ALL, other)
+        .expect("select");
+    assert!(selected.partial);
+    assert!(started.elapsed() >= Duration::from_millis(250));
 }
 
 #[test]
@@ -1374,6 +1423,29 @@ fn union_of_samples() {
             conflicts: 0,
         },
     );
+}
+
+#[test]
+fn sorted_unions() {
+    let check = |lists: &[&[u32]], limit: usize, want: &[u32]| {
+        let lists: Vec<Vec<u32>> = lists.iter().map(|l| l.to_vec()).collect();
+        assert_eq!(
+            merge::union_sorted(lists.clone(), limit),
+            want,
+            "{lists:?} limit {limit}"
+        );
+    };
+    check(&[], 0, &[]);
+    check(&[&[], &[]], 0, &[]);
+    check(
+        &[&[1, 3, 5], &[2, 3, 6], &[1, 5, 9]],
+        0,
+        &[1, 2, 3, 5, 6, 9],
+    );
+    check(&[&[1, 3, 5], &[2, 3, 6], &[1, 5, 9]], 4, &[1, 2, 3, 5]);
+    check(&[&[1, 1, 2], &[2, 2]], 0, &[1, 2]);
+    check(&[&[5, 1, 3], &[2]], 0, &[1, 2, 3, 5]);
+    check(&[&[7]], 1, &[7]);
 }
 
 #[test]
