@@ -15,6 +15,7 @@
 //! Measured (`stats`): accepted samples/s, requests by outcome (status or
 //! failure reason), latency percentiles, bytes sent.
 
+pub mod cluster;
 pub mod compare;
 pub mod encode;
 pub mod fleet;
