@@ -4,7 +4,7 @@
 
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::{MatchedPath, Request, State};
@@ -19,6 +19,9 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Registry, Unit};
 use strata_storage::{Storage, StorageError};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
 
 /// Where the process is in its life; drives `/ready`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -42,6 +45,63 @@ impl Readiness {
             0 => Phase::Starting,
             1 => Phase::Ready,
             _ => Phase::Stopping,
+        }
+    }
+}
+
+/// A running HTTP server and the switch that starts its graceful stop.
+pub struct HttpServer {
+    pub task: JoinHandle<std::io::Result<()>>,
+    stop: Option<oneshot::Sender<()>>,
+}
+
+impl HttpServer {
+    pub fn start(listener: TcpListener, router: Router) -> HttpServer {
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            axum::serve(listener, router)
+                .with_graceful_shutdown(async move {
+                    let _ = stopped.await;
+                })
+                .await
+        });
+        HttpServer {
+            task,
+            stop: Some(stop),
+        }
+    }
+
+    /// Waits `delay` (load balancers notice `/ready` turned 503), stops
+    /// accepting connections and waits for open requests, at most
+    /// `timeout`; requests still open then are cut.
+    pub async fn stop(&mut self, delay: Duration, timeout: Duration) {
+        if !delay.is_zero() {
+            tracing::info!(
+                delay_ms = delay.as_millis() as u64,
+                "Not ready; waiting before closing the HTTP listener."
+            );
+            tokio::time::sleep(delay).await;
+        }
+        let stopping = Instant::now();
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let elapsed_ms = || stopping.elapsed().as_millis() as u64;
+        match tokio::time::timeout(timeout, &mut self.task).await {
+            Ok(Ok(Ok(()))) => tracing::info!(elapsed_ms = elapsed_ms(), "HTTP server stopped."),
+            Ok(Ok(Err(e))) => {
+                tracing::warn!(elapsed_ms = elapsed_ms(), error = %e, "HTTP server stopped with an error.")
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(elapsed_ms = elapsed_ms(), error = %e, "HTTP server task failed.")
+            }
+            Err(_) => {
+                self.task.abort();
+                tracing::warn!(
+                    elapsed_ms = elapsed_ms(),
+                    "HTTP requests still open after --http.shutdown-timeout were cut."
+                );
+            }
         }
     }
 }

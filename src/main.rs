@@ -10,7 +10,10 @@ use tracing_subscriber::EnvFilter;
 
 mod alert;
 mod http;
+mod insert_node;
+mod select_node;
 mod single;
+mod storage_node;
 mod tenant_routes;
 
 #[derive(Parser)]
@@ -34,6 +37,16 @@ enum Command {
     /// Storage, ingestion and query in one process: the way to run Strata on
     /// one machine.
     Single(Box<single::Config>),
+    /// A cluster storage node: the storage engine behind the RPC that
+    /// insert and select call (docs/cluster.md).
+    Storage(Box<storage_node::Config>),
+    /// Cluster ingestion: every protocol on `/insert/<tenant>/...`, each
+    /// series replicated to its storage nodes, hinted hand-off for nodes
+    /// that are down.
+    Insert(Box<insert_node::Config>),
+    /// The cluster's query role: the Prometheus API of every tenant over
+    /// the storage nodes (`--storage-node` or `--topology-file`).
+    Select(Box<select_node::Config>),
     /// Rule evaluation against a Prometheus-compatible query URL, with
     /// Alertmanager notification; `strata alert test` runs rule unit tests.
     Alert(Box<alert::Args>),
@@ -76,6 +89,15 @@ fn run() -> anyhow::Result<()> {
         Command::Single(config) => runtime
             .block_on(single::run(*config, shutdown_signal()))
             .context("strata single failed"),
+        Command::Storage(config) => runtime
+            .block_on(storage_node::run(*config, shutdown_signal()))
+            .context("strata storage failed"),
+        Command::Insert(config) => runtime
+            .block_on(insert_node::run(*config, shutdown_signal()))
+            .context("strata insert failed"),
+        Command::Select(config) => runtime
+            .block_on(select_node::run(*config, shutdown_signal()))
+            .context("strata select failed"),
         Command::Alert(args) => match args.command {
             Some(alert::AlertCommand::Test { files }) => {
                 alert::test(&files).context("strata alert test failed")
@@ -231,6 +253,142 @@ mod tests {
         assert_eq!(config.insert.max_body_bytes, 1000);
         assert_eq!(config.http_shutdown_timeout, Duration::from_secs(1));
         assert!(Cli::try_parse_from(["strata", "single", "--insert.max-body-bytes", "0"]).is_err());
+    }
+
+    #[test]
+    fn storage_defaults_and_flags() {
+        let cli = Cli::try_parse_from(["strata", "storage"]).expect("parses");
+        let Command::Storage(config) = cli.command else {
+            panic!("not storage");
+        };
+        assert_eq!(config.listen, "0.0.0.0:8482");
+        assert_eq!(config.rpc_listen, "0.0.0.0:8400");
+        assert_eq!(config.min_free_disk_bytes, 100 * 1024 * 1024);
+        assert_eq!(config.rpc.shutdown_timeout, Duration::from_secs(5));
+        assert_eq!(config.rpc.max_frame_bytes, 64 << 20);
+        assert_eq!(
+            config.storage.data_dir,
+            std::path::PathBuf::from("./strata-data")
+        );
+        let cli = Cli::try_parse_from([
+            "strata",
+            "storage",
+            "--listen",
+            "127.0.0.1:1",
+            "--rpc.listen",
+            "127.0.0.1:2",
+            "--data-dir",
+            "/tmp/s",
+            "--retention",
+            "90d",
+            "--sync",
+            "none",
+            "--dedup.min-scrape-interval",
+            "30s",
+            "--storage.flush-interval",
+            "1s",
+            "--storage.min-free-disk-bytes",
+            "0",
+            "--rpc.max-frame-bytes",
+            "1048576",
+            "--rpc.max-in-flight-per-connection",
+            "8",
+            "--rpc.max-concurrent-calls",
+            "3",
+            "--rpc.shutdown-timeout",
+            "10s",
+        ])
+        .expect("parses");
+        let Command::Storage(config) = cli.command else {
+            panic!("not storage");
+        };
+        assert_eq!(config.listen, "127.0.0.1:1");
+        assert_eq!(config.rpc_listen, "127.0.0.1:2");
+        assert_eq!(config.storage.data_dir, std::path::PathBuf::from("/tmp/s"));
+        assert_eq!(config.storage.retention, Duration::from_secs(90 * 86_400));
+        assert_eq!(
+            config.storage.dedup_min_scrape_interval,
+            Duration::from_secs(30)
+        );
+        assert_eq!(config.min_free_disk_bytes, 0);
+        assert_eq!(config.rpc.max_frame_bytes, 1 << 20);
+        assert_eq!(config.rpc.max_in_flight_per_connection, 8);
+        assert_eq!(config.rpc.max_concurrent_calls, 3);
+        assert_eq!(config.rpc.shutdown_timeout, Duration::from_secs(10));
+    }
+
+    #[test]
+    fn insert_defaults_and_flags() {
+        let cli =
+            Cli::try_parse_from(["strata", "insert", "--storage-node", "s0:8400"]).expect("parses");
+        let Command::Insert(config) = cli.command else {
+            panic!("not insert");
+        };
+        assert_eq!(config.listen, "0.0.0.0:8480");
+        assert_eq!(config.storage_nodes, ["s0:8400"]);
+        assert_eq!(config.cluster.replication_factor, 1);
+        assert_eq!(config.cluster.min_replicas_acked, 1);
+        assert_eq!(config.cluster.write_timeout, Duration::from_secs(5));
+        assert_eq!(
+            config.cluster.handoff_dir,
+            std::path::PathBuf::from("./strata-handoff")
+        );
+        assert_eq!(config.cluster.handoff_max_bytes, 1 << 30);
+        assert_eq!(config.insert.max_body_bytes, 64 * 1024 * 1024);
+
+        let cli = Cli::try_parse_from([
+            "strata",
+            "insert",
+            "--storage-node",
+            "s0:8400",
+            "--storage-node",
+            "s1:8400,s2:8400",
+            "--replication-factor",
+            "2",
+            "--insert.min-replicas-acked",
+            "2",
+            "--rpc.write-timeout",
+            "500ms",
+            "--handoff.dir",
+            "/var/lib/handoff",
+            "--handoff.max-bytes",
+            "1000",
+            "--insert.max-labels-per-series",
+            "10",
+        ])
+        .expect("parses");
+        let Command::Insert(config) = cli.command else {
+            panic!("not insert");
+        };
+        assert_eq!(config.storage_nodes, ["s0:8400", "s1:8400", "s2:8400"]);
+        assert_eq!(config.cluster.replication_factor, 2);
+        assert_eq!(config.cluster.min_replicas_acked, 2);
+        assert_eq!(config.cluster.write_timeout, Duration::from_millis(500));
+        assert_eq!(
+            config.cluster.handoff_dir,
+            std::path::PathBuf::from("/var/lib/handoff")
+        );
+        assert_eq!(config.cluster.handoff_max_bytes, 1000);
+        assert_eq!(config.insert.max_labels_per_series, 10);
+
+        let cli = Cli::try_parse_from(["strata", "insert", "--topology-file", "/etc/t.yaml"])
+            .expect("parses");
+        let Command::Insert(config) = cli.command else {
+            panic!("not insert");
+        };
+        assert_eq!(
+            config.topology_file,
+            Some(std::path::PathBuf::from("/etc/t.yaml"))
+        );
+        for bad in [
+            ["--replication-factor", "0"],
+            ["--handoff.max-bytes", "0"],
+            ["--insert.min-replicas-acked", "0"],
+        ] {
+            let mut args = vec!["strata", "insert", "--storage-node", "s0:8400"];
+            args.extend(bad);
+            assert!(Cli::try_parse_from(args).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

@@ -351,13 +351,13 @@ async fn api(State(state): State<AppState>, request: Request) -> Response {
 }
 
 /// The running HTTP server and the switch that starts its graceful stop.
-struct Server {
-    task: JoinHandle<std::io::Result<()>>,
+pub(crate) struct Server {
+    pub(crate) task: JoinHandle<std::io::Result<()>>,
     stop: Option<oneshot::Sender<()>>,
 }
 
 impl Server {
-    fn start(listener: TcpListener, router: Router) -> Server {
+    pub(crate) fn start(listener: TcpListener, router: Router) -> Server {
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
             axum::serve(listener, router)
@@ -375,19 +375,25 @@ impl Server {
     /// Stops accepting connections and waits for open requests, at most the
     /// configured timeout; requests still open then are cut.
     async fn stop(&mut self, config: &Config) {
-        if !config.http_shutdown_delay.is_zero() {
+        self.stop_after(config.http_shutdown_delay, config.http_shutdown_timeout)
+            .await
+    }
+
+    /// [`Server::stop`] with the delay and timeout given.
+    pub(crate) async fn stop_after(&mut self, delay: Duration, timeout: Duration) {
+        if !delay.is_zero() {
             tracing::info!(
-                delay_ms = config.http_shutdown_delay.as_millis() as u64,
+                delay_ms = delay.as_millis() as u64,
                 "Not ready; waiting before closing the HTTP listener."
             );
-            tokio::time::sleep(config.http_shutdown_delay).await;
+            tokio::time::sleep(delay).await;
         }
         let stopping = Instant::now();
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
         let elapsed_ms = || stopping.elapsed().as_millis() as u64;
-        match tokio::time::timeout(config.http_shutdown_timeout, &mut self.task).await {
+        match tokio::time::timeout(timeout, &mut self.task).await {
             Ok(Ok(Ok(()))) => tracing::info!(elapsed_ms = elapsed_ms(), "HTTP server stopped."),
             Ok(Ok(Err(e))) => {
                 tracing::warn!(elapsed_ms = elapsed_ms(), error = %e, "HTTP server stopped with an error.")

@@ -7,7 +7,10 @@
 //! its `Single` is dropped is killed with SIGKILL. `Importer` sends imports
 //! from other threads and returns transport failures instead of panicking,
 //! for writers that race with a kill; `Rng` makes random schedules
-//! replayable from a seed.
+//! replayable from a seed. `StorageNode` does for `strata storage` what
+//! `Single` does for `strata single`; `Cluster` runs storage nodes, insert
+//! and select together, and `Target` lets one test body run against
+//! `single` or a cluster.
 //!
 //! Helpers panic with a message on transport failures: they are for tests.
 
@@ -22,10 +25,18 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use reqwest::blocking::Client;
 
+pub mod acked;
+pub mod cluster;
 pub mod compare;
 pub mod loadgen;
 pub mod peers;
 pub mod promapi;
+pub mod storage_node;
+pub mod target;
+
+pub use cluster::{Cluster, ClusterConfig};
+pub use storage_node::StorageNode;
+pub use target::Target;
 
 /// How long a start may take before the test fails (storage replays its log).
 pub const READY_TIMEOUT: Duration = Duration::from_secs(60);

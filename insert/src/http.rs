@@ -6,13 +6,15 @@
 //! - 204: every sample is stored (durable per the storage sync mode);
 //! - 400: the body does not parse (nothing stored), or some series or samples
 //!   were rejected (the others are stored; the message says how many and
-//!   names the first rejected series and why);
+//!   names the first rejected series and why), or a storage node refused
+//!   the rows as invalid;
 //! - 413: body over `--insert.max-body-bytes`, before or after decompression
 //!   (nothing stored);
 //! - 415: unsupported `Content-Encoding` or `Content-Type` (nothing stored);
 //! - 503 with `Retry-After`: retry later, nothing stored: the request waited
 //!   longer than `--insert.max-queue-duration` for its turn, or storage is
-//!   unavailable for now (closed, i/o error). 503 rather than 429 because
+//!   unavailable for now (closed, i/o error; in a cluster, too few storage
+//!   nodes took the rows: see `cluster`). 503 rather than 429 because
 //!   Prometheus drops a batch on 429 unless told otherwise;
 //! - 500: anything else.
 //!
@@ -30,12 +32,12 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use strata_storage::{StorageError, Tenant};
+use strata_storage::Tenant;
 use tokio::sync::Semaphore;
 
 use crate::config::Config;
 use crate::decode::{DecodeError, decode_body};
-use crate::ingest::{Limits, Parsed, Pipeline, Report, RowSink};
+use crate::ingest::{Limits, Parsed, Pipeline, Report, RowSink, SinkError};
 use crate::metrics::Metrics;
 use crate::{otlp, vmimport};
 
@@ -75,7 +77,7 @@ pub enum IngestError {
     )]
     Overloaded { waited: Duration, limit: usize },
     #[error("cannot store samples: {0}")]
-    Storage(StorageError),
+    Storage(SinkError),
     #[error("internal error while storing samples: {0}")]
     Internal(String),
 }
@@ -91,6 +93,7 @@ impl IngestError {
             | IngestError::ContentType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             IngestError::Decode(DecodeError::Corrupt { .. }) => StatusCode::BAD_REQUEST,
             IngestError::Overloaded { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            IngestError::Storage(SinkError::Refused(_)) => StatusCode::BAD_REQUEST,
             IngestError::Storage(e) if e.is_transient() => StatusCode::SERVICE_UNAVAILABLE,
             IngestError::Storage(_) | IngestError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -107,6 +110,7 @@ impl IngestError {
             IngestError::Parse(_) => "parse_error",
             IngestError::PartlyRejected(_) => "partly_rejected",
             IngestError::Overloaded { .. } => "overloaded",
+            IngestError::Storage(SinkError::Refused(_)) => "storage_refused",
             IngestError::Storage(e) if e.is_transient() => "storage_unavailable",
             IngestError::Storage(_) => "storage_error",
             IngestError::Internal(_) => "internal_error",
@@ -282,9 +286,7 @@ pub async fn ingest_body_with<F>(
     ingest: F,
 ) -> Result<Report, IngestError>
 where
-    F: FnOnce(&[u8], &Pipeline) -> Result<Result<Report, StorageError>, ParseFailure>
-        + Send
-        + 'static,
+    F: FnOnce(&[u8], &Pipeline) -> Result<Result<Report, SinkError>, ParseFailure> + Send + 'static,
 {
     let raw = read_body(state, body)?;
     let encoding = content_encoding(headers)?;
@@ -352,6 +354,8 @@ async fn import(
 
 #[cfg(test)]
 mod tests {
+    use strata_storage::StorageError;
+
     use super::*;
 
     #[test]
@@ -371,26 +375,43 @@ mod tests {
             "unsupported_encoding",
         );
         check(
-            IngestError::Storage(StorageError::Closed),
+            IngestError::Storage(StorageError::Closed.into()),
             StatusCode::SERVICE_UNAVAILABLE,
             "storage_unavailable",
         );
         check(
-            IngestError::Storage(StorageError::Wal(strata_storage::wal::WalError::Io {
-                path: "wal/1".into(),
-                source: std::io::Error::other("disk full"),
-            })),
+            IngestError::Storage(SinkError::Storage(StorageError::Wal(
+                strata_storage::wal::WalError::Io {
+                    path: "wal/1".into(),
+                    source: std::io::Error::other("disk full"),
+                },
+            ))),
             StatusCode::SERVICE_UNAVAILABLE,
             "storage_unavailable",
         );
         check(
-            IngestError::Storage(StorageError::Part(
+            IngestError::Storage(SinkError::Storage(StorageError::Part(
                 strata_storage::part::PartError::Corrupted {
                     path: "p".into(),
                     offset: 7,
                     what: "bad checksum".into(),
                 },
-            )),
+            ))),
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "storage_error",
+        );
+        check(
+            IngestError::Storage(SinkError::Unavailable("node a:1 is down".into())),
+            StatusCode::SERVICE_UNAVAILABLE,
+            "storage_unavailable",
+        );
+        check(
+            IngestError::Storage(SinkError::Refused("node a:1: bad series".into())),
+            StatusCode::BAD_REQUEST,
+            "storage_refused",
+        );
+        check(
+            IngestError::Storage(SinkError::Failed("node a:1: protocol".into())),
             StatusCode::INTERNAL_SERVER_ERROR,
             "storage_error",
         );
@@ -403,7 +424,7 @@ mod tests {
 
     #[test]
     fn transient_errors_ask_for_a_retry() {
-        let response = IngestError::Storage(StorageError::Closed).into_response();
+        let response = IngestError::Storage(StorageError::Closed.into()).into_response();
         assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(
             response.headers().get(header::RETRY_AFTER),

@@ -41,18 +41,43 @@ pub struct Parsed {
     pub rows: u64,
 }
 
+/// Why a [`RowSink`] did not store a batch (all of it or part of it; see
+/// the sink's documentation for what stays stored).
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    /// The local engine failed.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    /// Too few storage nodes took the rows: retry later.
+    #[error("{0}")]
+    Unavailable(String),
+    /// A storage node refused the rows as invalid: a retry fails the same.
+    #[error("{0}")]
+    Refused(String),
+    /// A storage node failed in a way a retry may not fix.
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl SinkError {
+    /// Whether the same write may succeed later (the client should retry).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            SinkError::Storage(e) => e.is_transient(),
+            SinkError::Unavailable(_) => true,
+            SinkError::Refused(_) | SinkError::Failed(_) => false,
+        }
+    }
+}
+
 /// Where validated rows go: the local engine in `single`, replicas on
 /// storage nodes in a cluster.
 pub trait RowSink: Send + Sync {
     /// Writes `batch`; returns once it is durable per the sink's guarantee.
-    fn write(&self, tenant: Tenant, batch: &[SeriesSamples]) -> Result<AddOutcome, StorageError>;
+    fn write(&self, tenant: Tenant, batch: &[SeriesSamples]) -> Result<AddOutcome, SinkError>;
 
     /// [`RowSink::write`] of borrowed series; copies them by default.
-    fn write_refs(
-        &self,
-        tenant: Tenant,
-        batch: &[SeriesRef<'_>],
-    ) -> Result<AddOutcome, StorageError> {
+    fn write_refs(&self, tenant: Tenant, batch: &[SeriesRef<'_>]) -> Result<AddOutcome, SinkError> {
         let owned: Vec<SeriesSamples> = batch
             .iter()
             .map(|s| SeriesSamples {
@@ -65,16 +90,12 @@ pub trait RowSink: Send + Sync {
 }
 
 impl RowSink for Storage {
-    fn write(&self, tenant: Tenant, batch: &[SeriesSamples]) -> Result<AddOutcome, StorageError> {
-        self.add(tenant, batch)
+    fn write(&self, tenant: Tenant, batch: &[SeriesSamples]) -> Result<AddOutcome, SinkError> {
+        Ok(self.add(tenant, batch)?)
     }
 
-    fn write_refs(
-        &self,
-        tenant: Tenant,
-        batch: &[SeriesRef<'_>],
-    ) -> Result<AddOutcome, StorageError> {
-        self.add_refs(tenant, batch)
+    fn write_refs(&self, tenant: Tenant, batch: &[SeriesRef<'_>]) -> Result<AddOutcome, SinkError> {
+        Ok(self.add_refs(tenant, batch)?)
     }
 }
 
@@ -196,7 +217,7 @@ impl Pipeline {
     /// `protocol`. Blocks (the write waits for the log): call it from a
     /// blocking task. `Err` only when the write itself failed (nothing of this
     /// request is known to be stored then).
-    pub fn ingest(&self, protocol: &'static str, parsed: Parsed) -> Result<Report, StorageError> {
+    pub fn ingest(&self, protocol: &'static str, parsed: Parsed) -> Result<Report, SinkError> {
         let mut report = Report::default();
         let mut valid = Vec::with_capacity(parsed.series.len());
         for mut series in parsed.series {
@@ -225,7 +246,7 @@ impl Pipeline {
         &self,
         protocol: &'static str,
         parsed: &BorrowedSeries<'_>,
-    ) -> Result<Report, StorageError> {
+    ) -> Result<Report, SinkError> {
         let mut report = Report::default();
         let mut labels: Vec<LabelRef<'_>> = Vec::with_capacity(parsed.labels.len());
         let mut spans = Vec::with_capacity(parsed.spans.len());
@@ -267,8 +288,8 @@ impl Pipeline {
         mut report: Report,
         series: u64,
         rows: u64,
-        write: impl FnOnce() -> Result<AddOutcome, StorageError>,
-    ) -> Result<Report, StorageError> {
+        write: impl FnOnce() -> Result<AddOutcome, SinkError>,
+    ) -> Result<Report, SinkError> {
         if series > 0 {
             let outcome = match write() {
                 Ok(outcome) => outcome,

@@ -7,6 +7,7 @@
 //! `http` holds what every protocol's handler shares (admission gate, body
 //! decoding, status codes, counters).
 
+pub mod cluster;
 pub mod config;
 pub mod decode;
 pub mod http;
@@ -21,5 +22,5 @@ pub mod vmimport;
 
 pub use config::Config;
 pub use http::router;
-pub use ingest::RowSink;
+pub use ingest::{RowSink, SinkError};
 pub use metrics::Metrics;

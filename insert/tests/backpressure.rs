@@ -18,10 +18,10 @@ use prometheus_client::registry::Registry;
 use prost::Message;
 use strata_insert::config::Config;
 use strata_insert::http::router;
-use strata_insert::ingest::RowSink;
+use strata_insert::ingest::{RowSink, SinkError};
 use strata_insert::metrics::Metrics;
 use strata_insert::remotewrite::proto;
-use strata_storage::{AddOutcome, SeriesSamples, StorageError, Tenant};
+use strata_storage::{AddOutcome, SeriesSamples, Tenant};
 use tower::ServiceExt;
 
 /// A sink that holds every write until released, counting writers.
@@ -42,7 +42,7 @@ impl SlowSink {
 }
 
 impl RowSink for SlowSink {
-    fn write(&self, _: Tenant, batch: &[SeriesSamples]) -> Result<AddOutcome, StorageError> {
+    fn write(&self, _: Tenant, batch: &[SeriesSamples]) -> Result<AddOutcome, SinkError> {
         let now = self.writing.fetch_add(1, Ordering::SeqCst) + 1;
         self.most_writing.fetch_max(now, Ordering::SeqCst);
         let mut released = self.released.lock().expect("lock");

@@ -13,13 +13,16 @@
 //!
 //! `cargo bench -p strata-select --bench query`
 
+use std::cell::OnceCell;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use prometheus_client::registry::Registry;
+use strata_select::cluster::{Cluster, ClusterMetrics, ClusterOptions, ClusterSource, Connect};
 use strata_select::promql::{Engine, EngineOptions, QueryOptions};
 use strata_select::source::{Source, StorageSource};
+use strata_storage::cluster::{LocalNode, Node, Topology};
 use strata_storage::config::SyncSetting;
 use strata_storage::wal::SyncMode;
 use strata_storage::{Config, Label, Matcher, Sample, SeriesSamples, Storage, Tenant, TimeRange};
@@ -77,14 +80,26 @@ fn labels(pairs: &[(&str, &str)]) -> Vec<Label> {
     pairs.iter().map(|(n, v)| Label::new(*n, *v)).collect()
 }
 
-fn load(storage: &Storage, end: i64) {
+/// Writes the data set; each series to `copies` of `storages` (consecutive,
+/// starting at a hash of its labels), as a cluster with that replication
+/// factor holds it.
+fn load(storages: &[Arc<Storage>], copies: usize, end: i64) {
     let hour_start = end - HOUR;
-    let mut batch = Vec::new();
-    let push = |batch: &mut Vec<SeriesSamples>, series: SeriesSamples| {
-        batch.push(series);
-        if batch.len() >= 500 {
-            storage.add(Tenant::DEFAULT, batch).expect("add");
-            batch.clear();
+    let mut pending: Vec<Vec<SeriesSamples>> = vec![Vec::new(); storages.len()];
+    let push = |pending: &mut Vec<Vec<SeriesSamples>>, series: SeriesSamples| {
+        let first = series
+            .labels
+            .iter()
+            .flat_map(|l| l.name.bytes().chain(l.value.bytes()))
+            .fold(0u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b)));
+        for copy in 0..copies {
+            let node = (first as usize + copy) % storages.len();
+            let batch = &mut pending[node];
+            batch.push(series.clone());
+            if batch.len() >= 500 {
+                storages[node].add(Tenant::DEFAULT, batch).expect("add");
+                batch.clear();
+            }
         }
     };
     for i in 0..1000u64 {
@@ -93,7 +108,7 @@ fn load(storage: &Storage, end: i64) {
         for (c, (code, method)) in CODES.iter().enumerate() {
             let seed = i * 16 + c as u64;
             push(
-                &mut batch,
+                &mut pending,
                 SeriesSamples {
                     labels: labels(&[
                         ("__name__", "http_requests_total"),
@@ -111,7 +126,7 @@ fn load(storage: &Storage, end: i64) {
         for (b, le) in BUCKETS.iter().enumerate() {
             let share = (b + 1) as f64 / BUCKETS.len() as f64;
             push(
-                &mut batch,
+                &mut pending,
                 SeriesSamples {
                     labels: labels(&[
                         ("__name__", "http_request_duration_seconds_bucket"),
@@ -131,7 +146,7 @@ fn load(storage: &Storage, end: i64) {
         let instance = format!("node-{i:03}:9100");
         for (m, mode) in MODES.iter().enumerate() {
             push(
-                &mut batch,
+                &mut pending,
                 SeriesSamples {
                     labels: labels(&[
                         ("__name__", "cpu_seconds_total"),
@@ -144,8 +159,62 @@ fn load(storage: &Storage, end: i64) {
             );
         }
     }
-    storage.add(Tenant::DEFAULT, &batch).expect("add");
-    storage.flush().expect("flush");
+    for (storage, batch) in storages.iter().zip(&pending) {
+        storage.add(Tenant::DEFAULT, batch).expect("add");
+        storage.flush().expect("flush");
+    }
+}
+
+/// Three storage nodes in this process holding the data set with RF=2,
+/// read through the cluster's fan-out and merge.
+struct LocalCluster {
+    _runtime: tokio::runtime::Runtime,
+    storages: Vec<Arc<Storage>>,
+    source: ClusterSource,
+}
+
+impl LocalCluster {
+    fn load(dir: &std::path::Path, end: i64) -> LocalCluster {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let storages: Vec<Arc<Storage>> = (0..3)
+            .map(|i| open(&dir.join(format!("node-{i}")), end + 1))
+            .collect();
+        load(&storages, 2, end);
+        let nodes: Vec<LocalNode> = storages
+            .iter()
+            .enumerate()
+            .map(|(i, s)| LocalNode::new(format!("node-{i}:8400"), s.clone()))
+            .collect();
+        let addrs: Vec<String> = nodes.iter().map(|n| n.addr().to_string()).collect();
+        let connect: Connect = Arc::new(move |addr: &str| {
+            let node = nodes.iter().find(|n| n.addr() == addr).expect("known node");
+            Ok(Arc::new(node.clone()) as Arc<dyn Node>)
+        });
+        let (_tx, topology) =
+            tokio::sync::watch::channel(Arc::new(Topology::from_addrs(&addrs).expect("topology")));
+        let options = ClusterOptions::new(2, &strata_select::Config::default());
+        let cluster = Cluster::new(
+            topology,
+            connect,
+            options,
+            ClusterMetrics::default(),
+            runtime.handle().clone(),
+        );
+        LocalCluster {
+            _runtime: runtime,
+            storages,
+            source: ClusterSource::new(cluster, Tenant::DEFAULT),
+        }
+    }
+}
+
+/// A deadline no bench run reaches.
+fn far_deadline() -> Instant {
+    Instant::now() + Duration::from_secs(3600)
 }
 
 fn bench(c: &mut Criterion) {
@@ -153,10 +222,18 @@ fn bench(c: &mut Criterion) {
     // 12:00 UTC: the 24h range spans two days, as most dashboards' do.
     let end: i64 = 1_795_219_200_000 + 12 * HOUR;
     let storage = open(dir.path(), end + 1);
-    load(&storage, end);
+    load(std::slice::from_ref(&storage), 1, end);
     let source = StorageSource::new(storage.clone(), Tenant::DEFAULT);
     let engine = Engine::new(EngineOptions::default());
     let options = QueryOptions::default();
+    // Loaded on first use, so that a filter without `cluster` skips it.
+    let cluster_cell: OnceCell<LocalCluster> = OnceCell::new();
+    let cluster_dir = tempfile::tempdir().expect("tempdir");
+    let cluster = || {
+        &cluster_cell
+            .get_or_init(|| LocalCluster::load(cluster_dir.path(), end))
+            .source
+    };
 
     let mut group = c.benchmark_group("query");
     group.sample_size(10);
@@ -179,6 +256,10 @@ fn bench(c: &mut Criterion) {
                     .expect("query")
             })
         });
+        group.bench_function(format!("cluster instant {name}"), |b| {
+            let source = cluster();
+            b.iter(|| engine.instant(source, query, end, &options).expect("query"))
+        });
     }
     for (name, query) in [
         ("rate 1k", "rate(cpu_seconds_total[5m])"),
@@ -194,23 +275,50 @@ fn bench(c: &mut Criterion) {
                     .expect("query")
             })
         });
+        group.bench_function(format!("cluster range 24h/1m {name}"), |b| {
+            let source = cluster();
+            b.iter(|| {
+                engine
+                    .range(source, query, end - 24 * HOUR, end, 60_000, &options)
+                    .expect("query")
+            })
+        });
     }
     let matchers = [Matcher::eq("__name__", "http_requests_total")];
     let last_hour = TimeRange::new(end - HOUR, end);
     group.bench_function("series 10k labels only", |b| {
-        b.iter(|| source.series(&matchers, last_hour, 0).expect("series"))
+        b.iter(|| {
+            source
+                .series(&matchers, last_hour, 0, far_deadline())
+                .expect("series")
+        })
     });
     group.bench_function("series 10k through select", |b| {
         b.iter(|| {
-            let selected = source.select(&matchers, last_hour).expect("select");
+            let selected = source
+                .select(&matchers, last_hour, far_deadline())
+                .expect("select");
             selected
                 .series
                 .map(|s| s.expect("series").labels)
                 .collect::<Vec<_>>()
         })
     });
+    group.bench_function("cluster series 10k labels only", |b| {
+        let source = cluster();
+        b.iter(|| {
+            source
+                .series(&matchers, last_hour, 0, far_deadline())
+                .expect("series")
+        })
+    });
     group.finish();
     storage.close().expect("close");
+    if let Some(cluster) = cluster_cell.get() {
+        for storage in &cluster.storages {
+            storage.close().expect("close");
+        }
+    }
 }
 
 criterion_group!(benches, bench);

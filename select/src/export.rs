@@ -70,6 +70,10 @@ pub enum ExportError {
     Storage(StorageError),
     #[error("internal error while searching storage: {0}")]
     Internal(String),
+    /// More than the query limits allow would be held at once (a cluster
+    /// export merges one metric at a time).
+    #[error("{0}")]
+    TooLarge(String),
 }
 
 impl ExportError {
@@ -82,6 +86,7 @@ impl ExportError {
             ExportError::BodyType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ExportError::Storage(e) if e.is_transient() => StatusCode::SERVICE_UNAVAILABLE,
             ExportError::Storage(_) | ExportError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ExportError::TooLarge(_) => StatusCode::UNPROCESSABLE_ENTITY,
         }
     }
 
@@ -96,6 +101,7 @@ impl ExportError {
             ExportError::Storage(e) if e.is_transient() => "storage_unavailable",
             ExportError::Storage(_) => "storage_error",
             ExportError::Internal(_) => "internal_error",
+            ExportError::TooLarge(_) => "too_large",
         }
     }
 }
@@ -125,6 +131,7 @@ fn error_kind(e: &StorageError) -> &'static str {
         StorageError::Wal(WalError::Corrupted { .. })
         | StorageError::Index(MergesetError::Corrupted { .. })
         | StorageError::Part(PartError::Corrupted { .. }) => "corrupted",
+        StorageError::NodesUnavailable(_) => "nodes_unavailable",
         _ => "other",
     }
 }
@@ -217,22 +224,7 @@ async fn start_export(
     headers: &HeaderMap,
     body: Bytes,
 ) -> Result<Response, ExportError> {
-    if !body.is_empty() {
-        let content_type = headers
-            .get(header::CONTENT_TYPE)
-            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
-            .unwrap_or_default();
-        if !content_type.starts_with("application/x-www-form-urlencoded") {
-            return Err(ExportError::BodyType(content_type));
-        }
-    }
-    // Prometheus merges URL and form parameters; URL ones come first.
-    let query = query.unwrap_or_default();
-    let params: Vec<(String, String)> = form_urlencoded::parse(query.as_bytes())
-        .chain(form_urlencoded::parse(&body))
-        .map(|(k, v)| (k.into_owned(), v.into_owned()))
-        .collect();
-    let request = ExportRequest::from_params(params.iter().map(|(k, v)| (k.as_str(), v.as_str())))?;
+    let request = parse_request(query.as_deref(), headers, &body)?;
 
     let (ready_tx, ready_rx) = oneshot::channel();
     let (chunks_tx, mut chunks_rx) = mpsc::channel(CHANNEL_CHUNKS);
@@ -267,6 +259,41 @@ async fn start_export(
     Ok(response)
 }
 
+/// The request from the URL query and a form body.
+pub fn parse_request(
+    query: Option<&str>,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<ExportRequest, ExportError> {
+    if !body.is_empty() {
+        let content_type = headers
+            .get(header::CONTENT_TYPE)
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+            .unwrap_or_default();
+        if !content_type.starts_with("application/x-www-form-urlencoded") {
+            return Err(ExportError::BodyType(content_type));
+        }
+    }
+    // Prometheus merges URL and form parameters; URL ones come first.
+    let params: Vec<(String, String)> =
+        form_urlencoded::parse(query.unwrap_or_default().as_bytes())
+            .chain(form_urlencoded::parse(body))
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .collect();
+    ExportRequest::from_params(params.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+}
+
+/// The `reason` label of a stream error, logged at the level it deserves.
+pub fn stream_error(metrics: &Metrics, tenant: Tenant, e: &StorageError) {
+    let kind = error_kind(e);
+    if kind == "corrupted" {
+        tracing::error!(%tenant, error = %e, "Export cut short by corrupted data.");
+    } else {
+        tracing::warn!(%tenant, error = %e, "Export cut short by a storage error.");
+    }
+    metrics.export_stream_error(kind);
+}
+
 /// Runs the searches, reports whether they started, then streams the lines.
 fn produce(
     storage: &Storage,
@@ -297,13 +324,7 @@ fn produce(
         let series = match item {
             Ok(series) => series,
             Err(e) => {
-                let kind = error_kind(&e);
-                if kind == "corrupted" {
-                    tracing::error!(%tenant, error = %e, "Export cut short by corrupted data.");
-                } else {
-                    tracing::warn!(%tenant, error = %e, "Export cut short by a storage error.");
-                }
-                metrics.export_stream_error(kind);
+                stream_error(metrics, tenant, &e);
                 metrics.export_written(stats);
                 if !buf.is_empty() && chunks.blocking_send(Ok(Bytes::from(buf))).is_err() {
                     return;

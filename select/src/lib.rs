@@ -2,7 +2,8 @@
 //!
 //! - `promql`: the PromQL engine.
 //! - `promqltest`: runner of PromQL `.test` files over the real storage.
-//! - `source`: where series are read from (local storage, later a cluster).
+//! - `source`: where series are read from (local storage, or a cluster
+//!   through `cluster`, which fans out to storage nodes and merges).
 //! - `export`: raw sample export, with series selectors (`selector`) and
 //!   time parameters (`time`).
 //! - `api`: the Prometheus HTTP API (query, series, labels, status).
@@ -13,6 +14,7 @@ use std::sync::Arc;
 use strata_storage::{Storage, Tenant};
 
 pub mod api;
+pub mod cluster;
 pub mod config;
 pub mod export;
 pub mod metrics;

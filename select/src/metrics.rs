@@ -45,6 +45,7 @@ pub struct Metrics {
     api_duration: HistogramFamily<EndpointLabels>,
     api_requests: Family<EndpointResultLabels, Counter>,
     queries_rejected: Family<ReasonLabels, Counter>,
+    partial_responses: Family<EndpointResultLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -58,6 +59,7 @@ impl Default for Metrics {
             api_duration: Family::new_with_constructor(duration_histogram),
             api_requests: Family::default(),
             queries_rejected: Family::default(),
+            partial_responses: Family::default(),
         }
     }
 }
@@ -104,7 +106,7 @@ impl Metrics {
         registry.register(
             "strata_select_export_stream_errors",
             "Exports cut short by a storage error after streaming began, by kind \
-             (io, corrupted, closed, other)",
+             (io, corrupted, closed, nodes_unavailable, too_large, other)",
             m.export_stream_errors.clone(),
         );
         registry.register(
@@ -124,6 +126,12 @@ impl Metrics {
              queue_timeout, timeout, max_points_per_series, max_series, engine_limit)",
             m.queries_rejected.clone(),
         );
+        registry.register(
+            "strata_select_partial_responses",
+            "API answers missing data of storage nodes that did not answer, by endpoint \
+             and result (answered with isPartial, or denied by deny_partial_response)",
+            m.partial_responses.clone(),
+        );
         m
     }
 
@@ -133,6 +141,13 @@ impl Metrics {
             .get_or_create(&EndpointLabels { endpoint })
             .observe(seconds);
         self.api_requests
+            .get_or_create(&EndpointResultLabels { endpoint, result })
+            .inc();
+    }
+
+    /// One partial answer, `answered` or `denied`.
+    pub fn partial_response(&self, endpoint: &'static str, result: &'static str) {
+        self.partial_responses
             .get_or_create(&EndpointResultLabels { endpoint, result })
             .inc();
     }

@@ -1,8 +1,15 @@
 //! Where queries read series from: the local storage engine in `single`, a
-//! fan-out over storage nodes in a cluster (later). The PromQL engine and the
-//! HTTP API only see this trait, so both modes share every line above it.
+//! fan-out over storage nodes in a cluster (`cluster`). The PromQL engine and
+//! the HTTP API only see this trait, so both modes share every line above it.
+//!
+//! Every read carries the deadline of the request it serves: a source that
+//! waits on other processes stops waiting then and answers what it has,
+//! marked `partial`, with warnings naming what is missing. The local engine
+//! never waits on anything and ignores it (the engine checks its own
+//! deadline between series).
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use strata_storage::{
     Cardinality, Label, Matcher, SeriesData, SeriesIter, Storage, StorageError, Tenant, TimeRange,
@@ -16,7 +23,12 @@ pub type SeriesStream = Box<dyn Iterator<Item = Result<SeriesData, StorageError>
 /// Read access to one tenant's series.
 pub trait Source: Send + Sync {
     /// Series matching every matcher that have samples in `range`.
-    fn select(&self, matchers: &[Matcher], range: TimeRange) -> Result<Selected, StorageError>;
+    fn select(
+        &self,
+        matchers: &[Matcher],
+        range: TimeRange,
+        deadline: Instant,
+    ) -> Result<Selected, StorageError>;
 
     /// Label sets of series matching every matcher in `range`, sorted, each
     /// once, at most `limit` (0: no limit), without reading samples where
@@ -26,8 +38,9 @@ pub trait Source: Send + Sync {
         matchers: &[Matcher],
         range: TimeRange,
         limit: usize,
+        deadline: Instant,
     ) -> Result<LabelSets, StorageError> {
-        let selected = self.select(matchers, range)?;
+        let selected = self.select(matchers, range, deadline)?;
         let mut found = std::collections::BTreeSet::new();
         for series in selected.series {
             found.insert(series?.labels);
@@ -36,28 +49,38 @@ pub trait Source: Send + Sync {
         Ok(LabelSets {
             labels: found.into_iter().take(take).collect(),
             warnings: selected.warnings,
+            partial: selected.partial,
         })
     }
 
-    /// Label names of series matching `matchers` (all series when empty) in `range`.
+    /// Label names of series matching `matchers` (all series when empty) in
+    /// `range`, sorted, at most `limit` (0: no limit).
     fn label_names(
         &self,
         matchers: &[Matcher],
         range: TimeRange,
         limit: usize,
-    ) -> Result<Vec<String>, StorageError>;
+        deadline: Instant,
+    ) -> Result<Found<Vec<String>>, StorageError>;
 
-    /// Values of label `name` over series matching `matchers` in `range`.
+    /// Values of label `name` over series matching `matchers` in `range`,
+    /// sorted, at most `limit` (0: no limit).
     fn label_values(
         &self,
         name: &str,
         matchers: &[Matcher],
         range: TimeRange,
         limit: usize,
-    ) -> Result<Vec<String>, StorageError>;
+        deadline: Instant,
+    ) -> Result<Found<Vec<String>>, StorageError>;
 
     /// Cardinality statistics of the day containing `range.end`.
-    fn cardinality(&self, range: TimeRange, limit: usize) -> Result<Cardinality, StorageError>;
+    fn cardinality(
+        &self,
+        range: TimeRange,
+        limit: usize,
+        deadline: Instant,
+    ) -> Result<Found<Cardinality>, StorageError>;
 }
 
 /// The result of [`Source::select`]: the series and warnings about what could
@@ -65,12 +88,37 @@ pub trait Source: Send + Sync {
 pub struct Selected {
     pub series: SeriesStream,
     pub warnings: Vec<String>,
+    /// Some series or samples may be missing: storage nodes that hold them
+    /// did not answer (the warnings name them).
+    pub partial: bool,
 }
 
 /// The result of [`Source::series`].
 pub struct LabelSets {
     pub labels: Vec<Vec<Label>>,
     pub warnings: Vec<String>,
+    /// As [`Selected::partial`].
+    pub partial: bool,
+}
+
+/// What a lookup found, with warnings about what could not be read.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Found<T> {
+    pub found: T,
+    pub warnings: Vec<String>,
+    /// As [`Selected::partial`].
+    pub partial: bool,
+}
+
+impl<T> Found<T> {
+    /// A complete answer without warnings.
+    pub fn complete(found: T) -> Found<T> {
+        Found {
+            found,
+            warnings: Vec::new(),
+            partial: false,
+        }
+    }
 }
 
 /// A [`Source`] over the local storage engine.
@@ -87,12 +135,18 @@ impl StorageSource {
 }
 
 impl Source for StorageSource {
-    fn select(&self, matchers: &[Matcher], range: TimeRange) -> Result<Selected, StorageError> {
+    fn select(
+        &self,
+        matchers: &[Matcher],
+        range: TimeRange,
+        _deadline: Instant,
+    ) -> Result<Selected, StorageError> {
         let iter: SeriesIter = self.storage.search(self.tenant, matchers, range)?;
         let warnings = iter.warnings().to_vec();
         Ok(Selected {
             series: Box::new(iter),
             warnings,
+            partial: false,
         })
     }
 
@@ -101,10 +155,12 @@ impl Source for StorageSource {
         matchers: &[Matcher],
         range: TimeRange,
         limit: usize,
+        _deadline: Instant,
     ) -> Result<LabelSets, StorageError> {
         Ok(LabelSets {
             labels: self.storage.series(self.tenant, matchers, range, limit)?,
             warnings: Vec::new(),
+            partial: false,
         })
     }
 
@@ -113,9 +169,11 @@ impl Source for StorageSource {
         matchers: &[Matcher],
         range: TimeRange,
         limit: usize,
-    ) -> Result<Vec<String>, StorageError> {
+        _deadline: Instant,
+    ) -> Result<Found<Vec<String>>, StorageError> {
         self.storage
             .label_names(self.tenant, matchers, range, limit)
+            .map(Found::complete)
     }
 
     fn label_values(
@@ -124,12 +182,21 @@ impl Source for StorageSource {
         matchers: &[Matcher],
         range: TimeRange,
         limit: usize,
-    ) -> Result<Vec<String>, StorageError> {
+        _deadline: Instant,
+    ) -> Result<Found<Vec<String>>, StorageError> {
         self.storage
             .label_values(self.tenant, name, matchers, range, limit)
+            .map(Found::complete)
     }
 
-    fn cardinality(&self, range: TimeRange, limit: usize) -> Result<Cardinality, StorageError> {
-        self.storage.cardinality(self.tenant, range, limit)
+    fn cardinality(
+        &self,
+        range: TimeRange,
+        limit: usize,
+        _deadline: Instant,
+    ) -> Result<Found<Cardinality>, StorageError> {
+        self.storage
+            .cardinality(self.tenant, range, limit)
+            .map(Found::complete)
     }
 }

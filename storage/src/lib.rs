@@ -23,6 +23,7 @@ pub mod engine;
 pub mod mergeset;
 pub mod metrics;
 pub mod part;
+pub mod rpc;
 pub mod types;
 pub mod wal;
 

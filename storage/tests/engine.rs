@@ -513,3 +513,35 @@ fn labels_of_first(s: &Storage, n: usize) -> Vec<Vec<Label>> {
     all.truncate(n);
     all
 }
+
+#[test]
+fn tenants_are_listed_by_the_days_they_have_series_on() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = config(dir.path());
+    let clock = TestClock::new(NOW);
+    let s = open(&cfg, &clock);
+    let (a, b, c) = (Tenant::new(1, 0), Tenant::new(1, 7), Tenant::new(300, 2));
+    let write = |tenant, name: &str, ts| {
+        s.add(tenant, &[series(&[("__name__", name)], &[(ts, 1.0)])])
+            .expect("add");
+    };
+    write(a, "x", NOW - 10 * DAY);
+    write(b, "x", NOW);
+    write(c, "x", NOW - 25 * DAY); // the previous month
+    write(c, "gone", NOW);
+    let check = |range: TimeRange, want: Vec<Tenant>| {
+        assert_eq!(s.tenants(range).expect("tenants"), want, "{range:?}");
+    };
+    check(TimeRange::ALL, vec![a, b, c]);
+    check(TimeRange::new(NOW - DAY / 2, NOW), vec![b, c]);
+    check(TimeRange::new(NOW - 11 * DAY, NOW - 9 * DAY), vec![a]);
+    check(TimeRange::new(NOW - 26 * DAY, NOW - 24 * DAY), vec![c]);
+    check(TimeRange::new(NOW - 5 * DAY, NOW - 4 * DAY), vec![]);
+    s.flush().expect("flush");
+    check(TimeRange::ALL, vec![a, b, c]);
+    // A tenant whose only series of a day is deleted is gone from that day.
+    s.delete_series(c, &[Matcher::eq("__name__", "gone")])
+        .expect("delete");
+    check(TimeRange::new(NOW - DAY / 2, NOW), vec![b]);
+    check(TimeRange::ALL, vec![a, b, c]);
+}

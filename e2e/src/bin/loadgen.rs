@@ -6,6 +6,7 @@
 //! cargo run --release -p strata-e2e --bin loadgen -- push --url http://127.0.0.1:8428/api/v1/write --hosts 1000 --points 20
 //! cargo run --release -p strata-e2e --bin loadgen -- compare --hosts 1000 --points 40
 //! cargo run --release -p strata-e2e --bin loadgen -- query --hosts 500 --points 480
+//! cargo run --release -p strata-e2e --bin loadgen -- cluster --hosts 200 --points 20
 //! ```
 
 use std::path::PathBuf;
@@ -13,6 +14,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use strata_e2e::compare::{self, Kind};
+use strata_e2e::loadgen::cluster::{self, Sides, run_cluster_bench};
 use strata_e2e::loadgen::compare::{Servers, markdown, run_compare};
 use strata_e2e::loadgen::query::{self, QueryServers, run_queries};
 use strata_e2e::loadgen::{self, Config};
@@ -92,6 +94,43 @@ enum Command {
         only: String,
         /// Parent of the data directories; kept afterwards. Default: a
         /// temporary directory, removed afterwards.
+        #[arg(long)]
+        work_dir: Option<PathBuf>,
+    },
+    /// Start a Strata cluster (storage nodes, insert, select), `strata
+    /// single` and VictoriaMetrics side by side, push the same load to each
+    /// at full speed (CPU summed over each side's processes), then run the
+    /// dashboard queries against all and print Markdown tables.
+    Cluster {
+        #[command(flatten)]
+        load: Config,
+        /// The strata binary. Default: target/release/strata (under $CARGO_TARGET_DIR if set).
+        #[arg(long, env = "STRATA_BIN")]
+        strata_bin: Option<PathBuf>,
+        /// The victoria-metrics binary. Default: .peers/vm/usr/bin/victoria-metrics.
+        #[arg(long, env = "STRATA_VM_BIN")]
+        vm_bin: Option<PathBuf>,
+        /// Leave VictoriaMetrics out. Default: false.
+        #[arg(long)]
+        no_vm: bool,
+        /// Leave `strata single` out. Default: false.
+        #[arg(long)]
+        no_single: bool,
+        /// Storage nodes of the cluster. Default: 3.
+        #[arg(long, default_value_t = 3)]
+        storage_nodes: usize,
+        /// Replication factor of the cluster. Default: 2.
+        #[arg(long, default_value_t = 2)]
+        replication_factor: usize,
+        /// Scrapes sent before the measured load, to create the series
+        /// (not measured). Default: 1.
+        #[arg(long, default_value_t = 1)]
+        warmup_points: u64,
+        /// Measured requests per query and side. Default: 10.
+        #[arg(long, default_value_t = 10)]
+        repetitions: usize,
+        /// Parent of single's and VictoriaMetrics' data directories; kept
+        /// afterwards. Default: a temporary directory, removed afterwards.
         #[arg(long)]
         work_dir: Option<PathBuf>,
     },
@@ -211,6 +250,43 @@ fn main() -> anyhow::Result<()> {
             };
             let measured = run_queries(&runtime, &load, &servers, &mut |line| eprintln!("{line}"))?;
             println!("{}", query::markdown(&measured));
+            Ok(())
+        }
+        Command::Cluster {
+            load,
+            strata_bin,
+            vm_bin,
+            no_vm,
+            no_single,
+            storage_nodes,
+            replication_factor,
+            warmup_points,
+            repetitions,
+            work_dir,
+        } => {
+            let strata_bin = strata_bin.unwrap_or_else(compare::default_strata_bin);
+            ensure_binary("strata", &strata_bin)?;
+            let vm_bin = if no_vm {
+                None
+            } else {
+                let vm_bin = vm_bin.unwrap_or_else(compare::default_vm_bin);
+                ensure_binary("victoria-metrics", &vm_bin)?;
+                Some(vm_bin)
+            };
+            let (work_dir, _temp) = work_dir_or_temp(work_dir, "cluster-bench-")?;
+            let sides = Sides {
+                strata_bin,
+                vm_bin,
+                no_single,
+                storage_nodes,
+                replication_factor,
+                work_dir,
+                warmup_points,
+                repetitions,
+            };
+            let bench =
+                run_cluster_bench(&runtime, &load, &sides, &mut |line| eprintln!("{line}"))?;
+            println!("{}", cluster::markdown(&bench));
             Ok(())
         }
     }

@@ -26,7 +26,9 @@ use std::time::Duration;
 
 pub use self::dataset::{Batching, Check, Dataset};
 pub use self::load::{Busy, Ingest, Scan};
-pub use self::peer::{DiskUsage, Kind, MachineCpu, Peer, ProcStats, sum_metric};
+pub use self::peer::{
+    DiskUsage, Kind, MachineCpu, Peer, ProcStats, process_cpu_seconds, sum_metric,
+};
 
 /// Wait after an import before measuring: longer than either server keeps
 /// rows only in memory (Strata `--storage.flush-interval`, VictoriaMetrics

@@ -378,6 +378,13 @@ fn read(path: &Path) -> Result<String, CompareError> {
     })
 }
 
+/// CPU time (user + system, all threads) of process `pid` so far, from
+/// `/proc/<pid>/stat`; `None` when it cannot be read.
+pub fn process_cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    Some(parse_cpu_ticks(&stat)? as f64 / clock_ticks_per_second())
+}
+
 /// utime + stime, fields 14 and 15 of `/proc/<pid>/stat`. The command name
 /// (field 2) may hold spaces, so fields are counted after its `)`.
 fn parse_cpu_ticks(stat: &str) -> Option<u64> {

@@ -15,6 +15,7 @@
 //! Measured (`stats`): accepted samples/s, requests by outcome (status or
 //! failure reason), latency percentiles, bytes sent.
 
+pub mod cluster;
 pub mod compare;
 pub mod encode;
 pub mod fleet;
@@ -192,6 +193,11 @@ impl Config {
     }
 }
 
+/// Called after every request with its body and whether the server
+/// accepted it (2xx): how a test learns exactly which samples were
+/// acknowledged.
+pub type Observer = Arc<dyn Fn(&Body, bool) + Send + Sync>;
+
 /// What the senders share.
 struct Shared {
     config: Config,
@@ -205,6 +211,7 @@ struct Shared {
     points: Vec<AtomicU64>,
     /// The first non-2xx answer, to show why requests are rejected.
     first_rejection: std::sync::Mutex<Option<String>>,
+    observer: Option<Observer>,
 }
 
 /// Runs the load to its end (points, duration or Ctrl-C) and returns what
@@ -229,6 +236,16 @@ pub async fn run_at(
     config: &Config,
     now_ms: i64,
     progress: &mut dyn FnMut(&str),
+) -> Result<Report, LoadgenError> {
+    run_observed(config, now_ms, progress, None).await
+}
+
+/// [`run_at`] that shows every request's body and outcome to `observer`.
+pub async fn run_observed(
+    config: &Config,
+    now_ms: i64,
+    progress: &mut dyn FnMut(&str),
+    observer: Option<Observer>,
 ) -> Result<Report, LoadgenError> {
     let shape = config.fleet(now_ms)?;
     let senders = config.senders.max(1).min(shape.hosts.max(1));
@@ -274,6 +291,7 @@ pub async fn run_at(
         started: Instant::now(),
         points: (0..senders).map(|_| AtomicU64::new(0)).collect(),
         first_rejection: std::sync::Mutex::new(None),
+        observer,
     });
     let end_point = if config.points == 0 {
         u64::MAX
@@ -416,6 +434,7 @@ async fn pace(shared: &Shared, samples: u64) -> bool {
 async fn send(shared: &Shared, body: Body) {
     let started = Instant::now();
     let bytes = body.bytes.len() as u64;
+    let observed = shared.observer.as_ref().map(|_| body.clone());
     let response = shared
         .client
         .post(&shared.config.url)
@@ -455,6 +474,17 @@ async fn send(shared: &Shared, body: Body) {
         body.raw_bytes,
         started.elapsed(),
     );
+    let accepted = matches!(outcome, Outcome::Status(status) if (200..300).contains(&status));
+    if accepted {
+        // By the second the request went out, as the pacer planned it: a
+        // rate dip is then a stretch where the server held requests long
+        // enough to block every sender, not a single late answer.
+        let second = started.saturating_duration_since(shared.started).as_secs() as usize;
+        shared.stats.accepted_at(second, body.samples);
+    }
+    if let (Some(observer), Some(body)) = (&shared.observer, observed) {
+        observer(&body, accepted);
+    }
 }
 
 #[cfg(test)]

@@ -171,7 +171,7 @@ pub struct Figures {
 }
 
 impl Figures {
-    fn of(mut took: Vec<Duration>, size: usize) -> Figures {
+    pub(crate) fn of(mut took: Vec<Duration>, size: usize) -> Figures {
         took.sort_unstable();
         let at = |q: f64| {
             let i = ((took.len() as f64 - 1.0) * q).round() as usize;
@@ -304,7 +304,7 @@ fn measure(
 }
 
 /// The API path and query string of `query` with the data ending at `end_ms`.
-fn request_path(query: &Query, end_ms: i64) -> String {
+pub(crate) fn request_path(query: &Query, end_ms: i64) -> String {
     let seconds = |ms: i64| format!("{:.3}", ms as f64 / 1e3);
     match query.shape {
         Shape::Instant => format!(

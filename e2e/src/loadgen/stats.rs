@@ -61,6 +61,9 @@ impl Counters {
 #[derive(Default)]
 pub struct Stats {
     inner: Mutex<(Counters, Counters)>,
+    /// Accepted samples by the whole second of the run their request was
+    /// sent in: the ingestion rate over time (dips during restarts show here).
+    by_second: Mutex<Vec<u64>>,
 }
 
 impl Stats {
@@ -76,6 +79,15 @@ impl Stats {
         let (total, window) = &mut *guard;
         total.record(outcome, samples, bytes, raw_bytes, took);
         window.record(outcome, samples, bytes, raw_bytes, took);
+    }
+
+    /// Counts `samples` accepted in second `second` of the run.
+    pub fn accepted_at(&self, second: usize, samples: u64) {
+        let mut by_second = self.by_second.lock().unwrap_or_else(|e| e.into_inner());
+        if by_second.len() <= second {
+            by_second.resize(second + 1, 0);
+        }
+        by_second[second] += samples;
     }
 
     /// The totals, and the window since the last call (which starts anew).
@@ -128,6 +140,11 @@ impl Stats {
             latency: Latency::of(total.latencies_us),
             fleet,
             first_rejection: None,
+            accepted_per_second: self
+                .by_second
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone(),
         }
     }
 }
@@ -196,6 +213,9 @@ pub struct Report {
     pub fleet: FleetFigures,
     /// The first non-2xx answer: status and the start of its body.
     pub first_rejection: Option<String>,
+    /// Accepted samples by whole second of the run (index 0 is the first
+    /// second), counted in the second their request was sent.
+    pub accepted_per_second: Vec<u64>,
 }
 
 impl fmt::Display for Report {
@@ -283,5 +303,16 @@ mod tests {
             BTreeMap::from([("timeout".to_string(), 1)])
         );
         assert_eq!(report.bytes_sent, 270);
+        assert!(report.accepted_per_second.is_empty());
+    }
+
+    #[test]
+    fn accepted_samples_are_counted_by_second() {
+        let stats = Stats::default();
+        stats.accepted_at(2, 5);
+        stats.accepted_at(0, 1);
+        stats.accepted_at(2, 3);
+        let report = stats.report(3.0, FleetFigures::default());
+        assert_eq!(report.accepted_per_second, vec![1, 0, 8]);
     }
 }

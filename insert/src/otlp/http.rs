@@ -278,7 +278,7 @@ mod tests {
             false,
         );
         check(
-            IngestError::Storage(StorageError::Closed),
+            IngestError::Storage(StorageError::Closed.into()),
             StatusCode::SERVICE_UNAVAILABLE,
             CODE_UNAVAILABLE,
             true,

@@ -2,6 +2,7 @@
 //!
 //! ```text
 //! {"status":"success","data":<data>,"warnings":["..."]}
+//! {"status":"success","isPartial":true,"data":<data>,"warnings":["..."]}
 //! {"status":"error","errorType":"bad_data","error":"..."}
 //! ```
 //!
@@ -198,10 +199,16 @@ pub fn push_result(out: &mut String, value: &Value) {
     }
 }
 
-/// A success envelope around `data` (already JSON).
-pub fn success(data: &str, warnings: &[String]) -> String {
+/// A success envelope around `data` (already JSON). A partial answer
+/// carries `"isPartial":true` after the status (where VictoriaMetrics' cluster
+/// puts it); a complete one has no such field, as Prometheus answers.
+pub fn success(data: &str, warnings: &[String], partial: bool) -> String {
     let mut out = String::with_capacity(data.len() + 64);
-    out.push_str("{\"status\":\"success\",\"data\":");
+    out.push_str("{\"status\":\"success\",");
+    if partial {
+        out.push_str("\"isPartial\":true,");
+    }
+    out.push_str("\"data\":");
     out.push_str(data);
     if !warnings.is_empty() {
         out.push_str(",\"warnings\":");
@@ -348,10 +355,17 @@ mod tests {
 
     #[test]
     fn envelopes() {
-        assert_eq!(success("[]", &[]), r#"{"status":"success","data":[]}"#);
         assert_eq!(
-            success("{}", &["w1".to_string()]),
+            success("[]", &[], false),
+            r#"{"status":"success","data":[]}"#
+        );
+        assert_eq!(
+            success("{}", &["w1".to_string()], false),
             r#"{"status":"success","data":{},"warnings":["w1"]}"#
+        );
+        assert_eq!(
+            success("[]", &["node a down".to_string()], true),
+            r#"{"status":"success","isPartial":true,"data":[],"warnings":["node a down"]}"#
         );
         assert_eq!(
             error("bad_data", "invalid \"x\""),

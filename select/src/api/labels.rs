@@ -18,6 +18,7 @@ use super::json;
 use super::params::Params;
 use super::query::TRUNCATED_WARNING;
 use super::{Answer, ApiError, ApiState};
+use crate::source::Found;
 
 pub async fn names(
     State(state): State<ApiState>,
@@ -26,13 +27,16 @@ pub async fn names(
     body: Bytes,
 ) -> Response {
     state
-        .serve("labels", query, headers, body, async |params, _| {
+        .serve("labels", query, headers, body, async |params, started| {
             let lookup = Lookup::from_params(&params)?;
             let source = state.source.clone();
+            let deadline = started + state.config.timeout;
             state
                 .blocking(move || {
                     lookup
-                        .union(|matchers, limit| source.label_names(matchers, lookup.range, limit))
+                        .union(|matchers, limit| {
+                            source.label_names(matchers, lookup.range, limit, deadline)
+                        })
                         .map(|items| lookup.answer(items))
                 })
                 .await
@@ -53,17 +57,20 @@ pub async fn values(
             return Err(ApiError::bad_data(format!("invalid label name: {name:?}")));
         }
         let params = Params::from_request(query.as_deref(), &headers, &body)?;
+        let deny = state.denies_partial(&params)?;
         let lookup = Lookup::from_params(&params)?;
         let source = state.source.clone();
-        state
+        let deadline = started + state.config.timeout;
+        let answer = state
             .blocking(move || {
                 lookup
                     .union(|matchers, limit| {
-                        source.label_values(&name, matchers, lookup.range, limit)
+                        source.label_values(&name, matchers, lookup.range, limit, deadline)
                     })
                     .map(|items| lookup.answer(items))
             })
-            .await
+            .await?;
+        state.check_partial("label_values", deny, answer)
     }
     .await;
     state
@@ -96,22 +103,31 @@ impl Lookup {
     /// know whether the answer was cut.
     fn union(
         &self,
-        lookup: impl Fn(&[Matcher], usize) -> Result<Vec<String>, strata_storage::StorageError>,
-    ) -> Result<BTreeSet<String>, ApiError> {
+        lookup: impl Fn(&[Matcher], usize) -> Result<Found<Vec<String>>, strata_storage::StorageError>,
+    ) -> Result<Found<BTreeSet<String>>, ApiError> {
         let storage_limit = self.limit.map_or(0, |l| l.saturating_add(1));
-        let mut items = BTreeSet::new();
+        let mut items = Found::complete(BTreeSet::new());
+        let mut add = |found: Found<Vec<String>>| {
+            items.found.extend(found.found);
+            items.warnings.extend(found.warnings);
+            items.partial |= found.partial;
+        };
         if self.matcher_sets.is_empty() {
-            items.extend(lookup(&[], storage_limit).map_err(|e| ApiError::storage(&e))?);
+            add(lookup(&[], storage_limit).map_err(|e| ApiError::storage(&e))?);
         }
         for matchers in &self.matcher_sets {
-            items.extend(lookup(matchers, storage_limit).map_err(|e| ApiError::storage(&e))?);
+            add(lookup(matchers, storage_limit).map_err(|e| ApiError::storage(&e))?);
         }
         Ok(items)
     }
 
-    fn answer(&self, items: BTreeSet<String>) -> Answer {
+    fn answer(&self, items: Found<BTreeSet<String>>) -> Answer {
+        let Found {
+            found: items,
+            mut warnings,
+            partial,
+        } = items;
         let mut items: Vec<String> = items.into_iter().collect();
-        let mut warnings = Vec::new();
         if let Some(limit) = self.limit
             && items.len() > limit
         {
@@ -120,7 +136,11 @@ impl Lookup {
         }
         let mut data = String::new();
         json::push_str_array(&mut data, &items);
-        Answer { data, warnings }
+        Answer {
+            data,
+            warnings,
+            partial,
+        }
     }
 }
 

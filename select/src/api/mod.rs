@@ -50,6 +50,8 @@ use params::{ParamError, Params};
 const RETRY_AFTER_SECONDS: &str = "5";
 /// How storage failures begin, to tell them from admission refusals.
 const STORAGE_ERROR_PREFIX: &str = "cannot read series: ";
+/// How refusals of partial answers begin; the missing nodes follow.
+pub const PARTIAL_DENIED_PREFIX: &str = "partial response denied (deny_partial_response): ";
 /// Shorter answers are sent as they are: compressing saves less than it costs.
 const GZIP_MIN_BYTES: usize = 1024;
 /// Longer answers are compressed on a blocking thread.
@@ -151,6 +153,10 @@ impl IntoResponse for ApiError {
 pub struct Answer {
     pub data: String,
     pub warnings: Vec<String>,
+    /// Storage nodes holding some of the data did not answer: the answer
+    /// carries `"isPartial":true` (or is refused when partial responses are
+    /// denied).
+    pub partial: bool,
 }
 
 impl Answer {
@@ -158,6 +164,7 @@ impl Answer {
         Answer {
             data,
             warnings: Vec::new(),
+            partial: false,
         }
     }
 }
@@ -179,6 +186,9 @@ pub struct ApiState {
     pub config: Arc<Config>,
     pub gate: limits::Gate,
     pub metrics: Metrics,
+    /// Refuse partial answers (503 `unavailable`) instead of answering them
+    /// with `isPartial`; the `deny_partial_response` parameter overrides it.
+    pub deny_partial_response: bool,
 }
 
 /// Whether the request's `Accept-Encoding` allows gzip.
@@ -258,10 +268,46 @@ impl ApiState {
     ) -> Response {
         let started = Instant::now();
         let result = match Params::from_request(query.as_deref(), &headers, &body) {
-            Ok(params) => handle(params, started).await,
+            Ok(params) => match self.denies_partial(&params) {
+                Ok(deny) => match handle(params, started).await {
+                    Ok(answer) => self.check_partial(endpoint, deny, answer),
+                    Err(e) => Err(e),
+                },
+                Err(e) => Err(e),
+            },
             Err(e) => Err(e.into()),
         };
         self.finish(endpoint, started, &headers, result).await
+    }
+
+    /// Whether this request refuses partial answers: its
+    /// `deny_partial_response` parameter, else the process default.
+    pub fn denies_partial(&self, params: &Params) -> Result<bool, ApiError> {
+        Ok(params
+            .flag("deny_partial_response")?
+            .unwrap_or(self.deny_partial_response))
+    }
+
+    /// Counts a partial answer and refuses it when `deny` says so, with the
+    /// warnings (which name the missing storage nodes) as the message.
+    pub fn check_partial(
+        &self,
+        endpoint: &'static str,
+        deny: bool,
+        answer: Answer,
+    ) -> Result<Answer, ApiError> {
+        if !answer.partial {
+            return Ok(answer);
+        }
+        if deny {
+            self.metrics.partial_response(endpoint, "denied");
+            return Err(ApiError::new(
+                ErrorType::Unavailable,
+                format!("{PARTIAL_DENIED_PREFIX}{}", answer.warnings.join("; ")),
+            ));
+        }
+        self.metrics.partial_response(endpoint, "answered");
+        Ok(answer)
     }
 
     /// Counts the request, logs server-side failures, and renders the answer
@@ -277,13 +323,14 @@ impl ApiState {
         match result {
             Ok(answer) => {
                 self.metrics.api_request(endpoint, "ok", seconds);
-                let body = json::success(&answer.data, &answer.warnings);
+                let body = json::success(&answer.data, &answer.warnings, answer.partial);
                 success_response(body, accepts_gzip(headers)).await
             }
             Err(e) => {
                 self.metrics.api_request(endpoint, e.kind.as_str(), seconds);
                 // Refusals by the admission limits are counted, not logged:
                 // under overload they would flood the log.
+                // Denied partial answers are counted by `check_partial`.
                 let storage_down =
                     e.kind == ErrorType::Unavailable && e.message.starts_with(STORAGE_ERROR_PREFIX);
                 if e.kind == ErrorType::Internal || storage_down {
@@ -320,12 +367,25 @@ pub fn router_with_gate(
     metrics: Metrics,
     gate: limits::Gate,
 ) -> Router {
+    router_with_policy(source, config, metrics, gate, false)
+}
+
+/// Like [`router_with_gate`], refusing partial answers by default when
+/// `deny_partial_response` is set (a cluster's `--deny-partial-response`).
+pub fn router_with_policy(
+    source: Arc<dyn Source>,
+    config: &Config,
+    metrics: Metrics,
+    gate: limits::Gate,
+    deny_partial_response: bool,
+) -> Router {
     let state = ApiState {
         source,
         engine: Engine::new(config.engine_options()),
         config: Arc::new(config.clone()),
         gate,
         metrics,
+        deny_partial_response,
     };
     Router::new()
         .route("/api/v1/query", get(query::instant).post(query::instant))
@@ -365,7 +425,7 @@ mod tests {
     use tower::ServiceExt;
 
     use super::*;
-    use crate::source::Selected;
+    use crate::source::{Found, Selected};
 
     /// A source whose `select` waits until the test lets it go, so a query
     /// holds its slot for as long as the test wants.
@@ -387,12 +447,18 @@ mod tests {
     }
 
     impl Source for BlockingSource {
-        fn select(&self, _: &[Matcher], _: TimeRange) -> Result<Selected, StorageError> {
+        fn select(
+            &self,
+            _: &[Matcher],
+            _: TimeRange,
+            _: Instant,
+        ) -> Result<Selected, StorageError> {
             let _ = self.entered.lock().expect("lock").send(());
             let _ = self.release.lock().expect("lock").recv();
             Ok(Selected {
                 series: Box::new(std::iter::empty()),
                 warnings: Vec::new(),
+                partial: false,
             })
         }
         fn label_names(
@@ -400,8 +466,9 @@ mod tests {
             _: &[Matcher],
             _: TimeRange,
             _: usize,
-        ) -> Result<Vec<String>, StorageError> {
-            Ok(self.names.clone())
+            _: Instant,
+        ) -> Result<Found<Vec<String>>, StorageError> {
+            Ok(Found::complete(self.names.clone()))
         }
         fn label_values(
             &self,
@@ -409,11 +476,17 @@ mod tests {
             _: &[Matcher],
             _: TimeRange,
             _: usize,
-        ) -> Result<Vec<String>, StorageError> {
-            Ok(Vec::new())
+            _: Instant,
+        ) -> Result<Found<Vec<String>>, StorageError> {
+            Ok(Found::default())
         }
-        fn cardinality(&self, _: TimeRange, _: usize) -> Result<Cardinality, StorageError> {
-            Ok(Cardinality::default())
+        fn cardinality(
+            &self,
+            _: TimeRange,
+            _: usize,
+            _: Instant,
+        ) -> Result<Found<Cardinality>, StorageError> {
+            Ok(Found::default())
         }
     }
 

@@ -129,6 +129,22 @@ impl Params {
             .transpose()
     }
 
+    /// A boolean parameter (`1`, `true`, `0`, `false`, ... as Go's
+    /// `strconv.ParseBool` reads them): `None` when absent.
+    pub fn flag(&self, name: &'static str) -> Result<Option<bool>, ParamError> {
+        let Some(text) = self.get(name) else {
+            return Ok(None);
+        };
+        match text {
+            "1" | "t" | "T" | "true" | "TRUE" | "True" => Ok(Some(true)),
+            "0" | "f" | "F" | "false" | "FALSE" | "False" => Ok(Some(false)),
+            _ => Err(ParamError::invalid(
+                name,
+                format!("cannot parse {text:?} as a boolean: want 1, true, 0 or false"),
+            )),
+        }
+    }
+
     /// The `limit` parameter of series, labels and queries: `None` when absent.
     pub fn limit(&self) -> Result<Option<usize>, ParamError> {
         let Some(text) = self.get("limit") else {
@@ -277,6 +293,25 @@ mod tests {
             parse_duration("x").expect_err("x"),
             r#"cannot parse "x" to a valid duration"#
         );
+    }
+
+    #[test]
+    fn flags() {
+        let check = |text: &str, want: Result<Option<bool>, ()>| {
+            let params = Params::from_pairs(&[("deny_partial_response", text)]);
+            assert_eq!(
+                params.flag("deny_partial_response").map_err(|_| ()),
+                want,
+                "{text}"
+            );
+        };
+        check("1", Ok(Some(true)));
+        check("true", Ok(Some(true)));
+        check("0", Ok(Some(false)));
+        check("False", Ok(Some(false)));
+        check("", Ok(None));
+        check("yes", Err(()));
+        assert_eq!(Params::from_pairs(&[]).flag("x"), Ok(None));
     }
 
     #[test]

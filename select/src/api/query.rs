@@ -288,6 +288,7 @@ fn render(result: QueryResult, limit: Option<usize>, timings: Option<Timings>) -
         mut value,
         mut warnings,
         stats,
+        partial,
     } = result;
     if let Some(limit) = limit {
         let truncated = match &mut value {
@@ -325,7 +326,11 @@ fn render(result: QueryResult, limit: Option<usize>, timings: Option<Timings>) -
         data.push_str("}}");
     }
     data.push('}');
-    Answer { data, warnings }
+    Answer {
+        data,
+        warnings,
+        partial,
+    }
 }
 
 /// A float as a JSON number, the way Go's encoder writes one.
@@ -446,6 +451,7 @@ mod tests {
             value: Value::Vector(vec![sample(1.0), sample(2.0), sample(3.0)]),
             warnings: vec!["w".into()],
             stats: QueryStats::default(),
+            partial: false,
         };
         let answer = render(result.clone(), Some(2), None);
         assert_eq!(
@@ -466,6 +472,7 @@ mod tests {
                 peak_samples: 4,
                 series_loaded: 3,
             },
+            partial: false,
         };
         let timings = Timings {
             queue: Duration::ZERO,

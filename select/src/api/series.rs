@@ -26,7 +26,7 @@ pub async fn series(
     body: Bytes,
 ) -> Response {
     state
-        .serve("series", query, headers, body, async |params, _| {
+        .serve("series", query, headers, body, async |params, started| {
             if params.all("match[]").is_empty() {
                 return Err(ParamError::MissingMatch.into());
             }
@@ -35,10 +35,12 @@ pub async fn series(
             let matcher_sets = params.matchers()?;
             let source = state.source.clone();
             let max_series = state.config.max_series;
+            let deadline = started + state.config.timeout;
             let found = state
                 .blocking(move || {
                     let mut found: BTreeSet<Vec<Label>> = BTreeSet::new();
                     let mut warnings = Vec::new();
+                    let mut partial = false;
                     // One more than the limits allow, to tell "exactly at the
                     // limit" from "over it".
                     let want = match (limit, max_series) {
@@ -49,9 +51,10 @@ pub async fn series(
                     };
                     for matchers in &matcher_sets {
                         let sets = source
-                            .series(matchers, range, want)
+                            .series(matchers, range, want, deadline)
                             .map_err(|e| ApiError::storage(&e))?;
                         warnings.extend(sets.warnings);
+                        partial |= sets.partial;
                         found.extend(sets.labels);
                         if max_series > 0 && found.len() > max_series {
                             return Err(ApiError::new(
@@ -64,10 +67,10 @@ pub async fn series(
                             ));
                         }
                     }
-                    Ok((found, warnings))
+                    Ok((found, warnings, partial))
                 })
                 .await;
-            let (found, mut warnings) = found.inspect_err(|e| {
+            let (found, mut warnings, partial) = found.inspect_err(|e| {
                 if e.kind == ErrorType::Execution {
                     state.metrics.query_rejected("max_series");
                 }
@@ -84,7 +87,11 @@ pub async fn series(
                 json::push_labels(&mut data, labels);
             }
             data.push(']');
-            Ok(Answer { data, warnings })
+            Ok(Answer {
+                data,
+                warnings,
+                partial,
+            })
         })
         .await
 }

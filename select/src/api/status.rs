@@ -36,6 +36,7 @@ use strata_storage::TimeRange;
 use super::json;
 use super::query::now_ms;
 use super::{Answer, ApiError, ApiState};
+use crate::source::Found;
 
 /// The Prometheus release whose HTTP API this one follows.
 pub const PROMETHEUS_VERSION: &str = "2.53.0";
@@ -86,68 +87,83 @@ pub async fn tsdb(
     body: Bytes,
 ) -> Response {
     state
-        .serve("tsdb_status", query, headers, body, async |params, _| {
-            let limit = match params.get("limit") {
-                None => DEFAULT_TSDB_LIMIT,
-                Some(text) => match text.parse::<usize>() {
-                    Ok(n) if n >= 1 => n,
-                    _ => return Err(ApiError::bad_data("limit must be a positive number")),
-                },
-            };
-            let now = now_ms();
-            let source = state.source.clone();
-            // All entries, to count label pairs and value bytes; top `limit` after.
-            let cardinality = state
-                .blocking(move || {
-                    source
-                        .cardinality(TimeRange::new(now, now), 0)
-                        .map_err(|e| ApiError::storage(&e))
-                })
-                .await?;
+        .serve(
+            "tsdb_status",
+            query,
+            headers,
+            body,
+            async |params, started| {
+                let limit = match params.get("limit") {
+                    None => DEFAULT_TSDB_LIMIT,
+                    Some(text) => match text.parse::<usize>() {
+                        Ok(n) if n >= 1 => n,
+                        _ => return Err(ApiError::bad_data("limit must be a positive number")),
+                    },
+                };
+                let now = now_ms();
+                let source = state.source.clone();
+                let deadline = started + state.config.timeout;
+                // All entries, to count label pairs and value bytes; top `limit` after.
+                let Found {
+                    found: cardinality,
+                    warnings,
+                    partial,
+                } = state
+                    .blocking(move || {
+                        source
+                            .cardinality(TimeRange::new(now, now), 0, deadline)
+                            .map_err(|e| ApiError::storage(&e))
+                    })
+                    .await?;
 
-            let mut bytes_by_name: BTreeMap<&str, u64> = BTreeMap::new();
-            for (pair, _) in &cardinality.series_by_label_pair {
-                if let Some((name, value)) = pair.split_once('=') {
-                    *bytes_by_name.entry(name).or_default() += value.len() as u64;
+                let mut bytes_by_name: BTreeMap<&str, u64> = BTreeMap::new();
+                for (pair, _) in &cardinality.series_by_label_pair {
+                    if let Some((name, value)) = pair.split_once('=') {
+                        *bytes_by_name.entry(name).or_default() += value.len() as u64;
+                    }
                 }
-            }
-            let bytes_by_name: Vec<(String, u64)> = bytes_by_name
-                .into_iter()
-                .map(|(k, v)| (k.to_string(), v))
-                .collect();
+                let bytes_by_name: Vec<(String, u64)> = bytes_by_name
+                    .into_iter()
+                    .map(|(k, v)| (k.to_string(), v))
+                    .collect();
 
-            let mut data = String::from("{\"headStats\":{\"numSeries\":");
-            data.push_str(&cardinality.total_series.to_string());
-            data.push_str(",\"numLabelPairs\":");
-            data.push_str(&cardinality.series_by_label_pair.len().to_string());
-            data.push_str(",\"chunkCount\":0,\"minTime\":");
-            data.push_str(&(now.div_euclid(MS_PER_DAY) * MS_PER_DAY).to_string());
-            data.push_str(",\"maxTime\":");
-            data.push_str(&now.to_string());
-            data.push('}');
-            for (field, stats) in [
-                (
-                    "seriesCountByMetricName",
-                    &cardinality.series_by_metric_name,
-                ),
-                (
-                    "labelValueCountByLabelName",
-                    &cardinality.values_by_label_name,
-                ),
-                ("memoryInBytesByLabelName", &bytes_by_name),
-                (
-                    "seriesCountByLabelValuePair",
-                    &cardinality.series_by_label_pair,
-                ),
-            ] {
-                data.push_str(",\"");
-                data.push_str(field);
-                data.push_str("\":");
-                push_top(&mut data, stats, limit);
-            }
-            data.push('}');
-            Ok(Answer::new(data))
-        })
+                let mut data = String::from("{\"headStats\":{\"numSeries\":");
+                data.push_str(&cardinality.total_series.to_string());
+                data.push_str(",\"numLabelPairs\":");
+                data.push_str(&cardinality.series_by_label_pair.len().to_string());
+                data.push_str(",\"chunkCount\":0,\"minTime\":");
+                data.push_str(&(now.div_euclid(MS_PER_DAY) * MS_PER_DAY).to_string());
+                data.push_str(",\"maxTime\":");
+                data.push_str(&now.to_string());
+                data.push('}');
+                for (field, stats) in [
+                    (
+                        "seriesCountByMetricName",
+                        &cardinality.series_by_metric_name,
+                    ),
+                    (
+                        "labelValueCountByLabelName",
+                        &cardinality.values_by_label_name,
+                    ),
+                    ("memoryInBytesByLabelName", &bytes_by_name),
+                    (
+                        "seriesCountByLabelValuePair",
+                        &cardinality.series_by_label_pair,
+                    ),
+                ] {
+                    data.push_str(",\"");
+                    data.push_str(field);
+                    data.push_str("\":");
+                    push_top(&mut data, stats, limit);
+                }
+                data.push('}');
+                Ok(Answer {
+                    data,
+                    warnings,
+                    partial,
+                })
+            },
+        )
         .await
 }
 

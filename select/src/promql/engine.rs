@@ -60,6 +60,9 @@ pub struct QueryResult {
     /// Warnings to pass to the client (e.g. corrupted blocks skipped).
     pub warnings: Vec<String>,
     pub stats: QueryStats,
+    /// Some series may be missing: storage nodes that hold them did not
+    /// answer (the warnings name them).
+    pub partial: bool,
 }
 
 /// Counters of one query, for `stats=all` and self-metrics.
@@ -174,6 +177,7 @@ impl Engine {
             value,
             warnings: ev.warnings,
             stats: ev.stats,
+            partial: ev.partial,
         })
     }
 
@@ -253,6 +257,7 @@ impl Engine {
             value: Value::Matrix(series),
             warnings: ev.warnings,
             stats: ev.stats,
+            partial: ev.partial,
         })
     }
 
@@ -280,6 +285,7 @@ impl Engine {
             current_samples: 0,
             stats: QueryStats::default(),
             warnings: Vec::new(),
+            partial: false,
         }
     }
 }

@@ -182,6 +182,8 @@ pub(crate) struct Evaluator<'a> {
     pub current_samples: usize,
     pub stats: QueryStats,
     pub warnings: Vec<String>,
+    /// A selector read a partial answer (storage nodes missing).
+    pub partial: bool,
 }
 
 impl Evaluator<'_> {
@@ -451,8 +453,11 @@ impl Evaluator<'_> {
         let mut out: Vec<StepSeries> = Vec::new();
         let mut seen: HashMap<Shared, ()> = HashMap::new();
         for matchers in alternatives {
-            let selected = self.source.select(&matchers, TimeRange::new(lo, hi))?;
+            let selected = self
+                .source
+                .select(&matchers, TimeRange::new(lo, hi), self.deadline)?;
             self.warnings.extend(selected.warnings);
+            self.partial |= selected.partial;
             for item in selected.series {
                 self.check_deadline()?;
                 let data = item?;

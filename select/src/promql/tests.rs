@@ -1,6 +1,6 @@
 //! Table tests of the evaluator over an in-memory source.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use promql_parser::parser::{self, Expr};
 use strata_storage::{
@@ -9,7 +9,7 @@ use strata_storage::{
 
 use super::engine::{Engine, EngineOptions, QueryError, QueryOptions};
 use super::value::Value;
-use crate::source::{Selected, Source};
+use crate::source::{Found, Selected, Source};
 
 /// Series held in memory, matched like storage matches them.
 struct MemSource {
@@ -18,7 +18,12 @@ struct MemSource {
 }
 
 impl Source for MemSource {
-    fn select(&self, matchers: &[Matcher], range: TimeRange) -> Result<Selected, StorageError> {
+    fn select(
+        &self,
+        matchers: &[Matcher],
+        range: TimeRange,
+        _: Instant,
+    ) -> Result<Selected, StorageError> {
         let mut out = Vec::new();
         for s in &self.series {
             if !matchers.iter().all(|m| m.matches_labels(&s.labels)) {
@@ -42,6 +47,7 @@ impl Source for MemSource {
         Ok(Selected {
             series: Box::new(out.into_iter()),
             warnings: self.warnings.clone(),
+            partial: false,
         })
     }
 
@@ -50,8 +56,9 @@ impl Source for MemSource {
         _: &[Matcher],
         _: TimeRange,
         _: usize,
-    ) -> Result<Vec<String>, StorageError> {
-        Ok(Vec::new())
+        _: Instant,
+    ) -> Result<Found<Vec<String>>, StorageError> {
+        Ok(Found::default())
     }
 
     fn label_values(
@@ -60,12 +67,18 @@ impl Source for MemSource {
         _: &[Matcher],
         _: TimeRange,
         _: usize,
-    ) -> Result<Vec<String>, StorageError> {
-        Ok(Vec::new())
+        _: Instant,
+    ) -> Result<Found<Vec<String>>, StorageError> {
+        Ok(Found::default())
     }
 
-    fn cardinality(&self, _: TimeRange, _: usize) -> Result<Cardinality, StorageError> {
-        Ok(Cardinality::default())
+    fn cardinality(
+        &self,
+        _: TimeRange,
+        _: usize,
+        _: Instant,
+    ) -> Result<Found<Cardinality>, StorageError> {
+        Ok(Found::default())
     }
 }
 

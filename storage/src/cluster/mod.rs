@@ -1,11 +1,14 @@
 //! What the cluster roles share: the [`Node`] trait through which insert and
 //! select talk to a storage node, the in-process [`LocalNode`], and the
-//! [`topology`] (which nodes exist and in which state).
+//! [`topology`] (which nodes exist and in which state) and the
+//! [`placement`] of series on nodes.
 //!
 //! insert and select are written against [`Node`] only, so their routing,
 //! replication, hand-off and fan-out logic is tested against in-process
 //! nodes, and the same code runs over the RPC client in a cluster.
 
+pub mod free_disk;
+pub mod placement;
 pub mod topology;
 
 use std::future::Future;
@@ -18,6 +21,8 @@ use crate::{
     Tenant, TimeRange,
 };
 
+pub use free_disk::FreeDisk;
+pub use placement::{Placement, series_key};
 pub use topology::{NodeState, Topology, TopologyError, TopologyNode};
 
 /// A boxed, sendable future: what [`Node`] methods return so that the trait
@@ -185,6 +190,7 @@ const LOCAL_SEARCH_BATCH: usize = 256;
 pub struct LocalNode {
     addr: String,
     storage: Arc<Storage>,
+    free_disk: Option<Arc<FreeDisk>>,
 }
 
 impl LocalNode {
@@ -192,7 +198,15 @@ impl LocalNode {
         LocalNode {
             addr: addr.into(),
             storage,
+            free_disk: None,
         }
+    }
+
+    /// Refuses writes with [`NodeError::ReadOnly`] while `free_disk` says
+    /// the data volume is too full; reads go on.
+    pub fn with_free_disk(mut self, free_disk: Arc<FreeDisk>) -> LocalNode {
+        self.free_disk = Some(free_disk);
+        self
     }
 
     pub fn storage(&self) -> &Arc<Storage> {
@@ -200,6 +214,15 @@ impl LocalNode {
     }
 
     fn remote(&self, e: StorageError) -> NodeError {
+        // An engine error that may pass (closed while stopping, i/o) is the
+        // node being unavailable for now: insert queues and retries rather
+        // than answering the client that its data is bad.
+        if e.is_transient() {
+            return NodeError::Unavailable {
+                addr: self.addr.clone(),
+                detail: e.to_string(),
+            };
+        }
         NodeError::Remote {
             addr: self.addr.clone(),
             message: e.to_string(),
@@ -238,7 +261,16 @@ impl Node for LocalNode {
         rows: Vec<SeriesSamples>,
         deadline: Instant,
     ) -> BoxFuture<'_, Result<AddOutcome, NodeError>> {
-        Box::pin(self.blocking(deadline, move |s| s.add(tenant, &rows)))
+        let read_only = self.free_disk.as_ref().and_then(|f| f.read_only_reason());
+        Box::pin(async move {
+            if let Some(reason) = read_only {
+                return Err(NodeError::ReadOnly {
+                    addr: self.addr.clone(),
+                    reason,
+                });
+            }
+            self.blocking(deadline, move |s| s.add(tenant, &rows)).await
+        })
     }
 
     fn search(
@@ -249,6 +281,7 @@ impl Node for LocalNode {
         Box::pin(async move {
             let (tx, rx) = tokio::sync::mpsc::channel(4);
             let addr = self.addr.clone();
+            let limit = query.limit;
             let iter = self
                 .blocking(deadline, move |s| {
                     s.search(query.tenant, &query.matchers, query.range)
@@ -256,7 +289,8 @@ impl Node for LocalNode {
                 .await?;
             tokio::task::spawn_blocking(move || {
                 let mut batch = Vec::with_capacity(LOCAL_SEARCH_BATCH);
-                for series in iter {
+                let take = if limit == 0 { usize::MAX } else { limit };
+                for series in iter.take(take) {
                     match series {
                         Ok(series) => batch.push(series),
                         Err(e) => {
@@ -339,26 +373,25 @@ impl Node for LocalNode {
 
     fn tenants(
         &self,
-        _range: TimeRange,
-        _deadline: Instant,
+        range: TimeRange,
+        deadline: Instant,
     ) -> BoxFuture<'_, Result<Vec<Tenant>, NodeError>> {
-        // Listing tenants needs an engine call that does not exist yet; the
-        // RPC work adds `Storage::tenants` and this answers from it.
-        Box::pin(async move {
-            Err(NodeError::Remote {
-                addr: self.addr.clone(),
-                message: "listing tenants is not implemented yet".to_string(),
-            })
-        })
+        Box::pin(self.blocking(deadline, move |s| s.tenants(range)))
     }
 
     fn status(&self, deadline: Instant) -> BoxFuture<'_, Result<NodeStatus, NodeError>> {
-        Box::pin(self.blocking(deadline, |s| {
+        let free_disk = self.free_disk.clone();
+        Box::pin(self.blocking(deadline, move |s| {
+            let (reason, free) = match &free_disk {
+                Some(f) => (f.read_only_reason(), f.free_bytes()),
+                // Nothing watches the volume: read it now.
+                None => (None, free_disk::free_bytes(s.data_dir()).unwrap_or(0)),
+            };
             Ok(NodeStatus {
-                read_only: false,
-                read_only_reason: String::new(),
+                read_only: reason.is_some(),
+                read_only_reason: reason.unwrap_or_default(),
                 series: s.series_count() as u64,
-                free_disk_bytes: 0,
+                free_disk_bytes: free,
                 version: env!("CARGO_PKG_VERSION").to_string(),
             })
         }))

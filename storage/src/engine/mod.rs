@@ -74,6 +74,10 @@ pub enum StorageError {
     Locked { path: PathBuf },
     #[error("storage is closed")]
     Closed,
+    /// A cluster's storage nodes could not answer a read (select's fan-out:
+    /// too few nodes answered for a complete answer, or none at all).
+    #[error("{0}")]
+    NodesUnavailable(String),
 }
 
 impl StorageError {
@@ -83,6 +87,7 @@ impl StorageError {
         matches!(
             self,
             StorageError::Closed
+                | StorageError::NodesUnavailable(_)
                 | StorageError::Io { .. }
                 | StorageError::Wal(WalError::Io { .. } | WalError::Closed)
                 | StorageError::Index(MergesetError::Io { .. })
@@ -1261,6 +1266,28 @@ impl Storage {
             values_by_label_name: top(by_name, limit),
             series_by_label_pair: top(by_pair, limit),
         })
+    }
+
+    /// Tenants with a live series on a day of `range`, sorted. Reads the
+    /// per-day index items, which start with the tenant.
+    pub fn tenants(&self, range: TimeRange) -> Result<Vec<Tenant>, StorageError> {
+        self.check_open()?;
+        let range = self.clip(range);
+        let deleted = self.tombstones.snapshot();
+        let mut errs = IndexErrors::default();
+        let mut found = BTreeSet::new();
+        for p in self.partitions_in(range) {
+            let mut s = p.index.search();
+            resolve::tenants_on_days(
+                &mut s,
+                days_of(range, p.time_range()),
+                &deleted,
+                &mut errs,
+                &mut found,
+            );
+        }
+        self.count_index_errors(&errs);
+        Ok(found.into_iter().collect())
     }
 
     /// Deletes every series matching `matchers` (all of their samples); returns

@@ -267,6 +267,56 @@ fn distinct_components(
     }
 }
 
+/// Adds to `out` the tenants with a live series on a day of `days`: one
+/// seek per tenant to its first day item in range, then one seek past it.
+pub fn tenants_on_days(
+    s: &mut Search,
+    days: std::ops::RangeInclusive<i64>,
+    deleted: &RoaringTreemap,
+    errs: &mut IndexErrors,
+    out: &mut BTreeSet<Tenant>,
+) {
+    if days.is_empty() {
+        return;
+    }
+    let mut tenant_seek = vec![keys::KIND_DAY];
+    loop {
+        s.seek(&tenant_seek);
+        let tenant = match s.next_item() {
+            Some(Ok(item)) => match keys::day_item_tenant(item) {
+                Some(t) => t,
+                None => return,
+            },
+            Some(Err(e)) => {
+                errs.record(e);
+                return;
+            }
+            None => return,
+        };
+        let first = keys::day_prefix(tenant, *days.start());
+        let last = keys::day_prefix(tenant, *days.end());
+        s.seek(&first);
+        while let Some(item) = s.next_item() {
+            match item {
+                // Day prefixes of one tenant sort like their days, so an
+                // item past the last day's prefix (and not in it) is past the range.
+                Ok(item) if item.starts_with(&last) || item < last.as_slice() => {
+                    if keys::trailing_id(item).is_some_and(|id| !deleted.contains(id)) {
+                        out.insert(tenant);
+                        break;
+                    }
+                }
+                Ok(_) => break,
+                Err(e) => errs.record(e),
+            }
+        }
+        match keys::prefix_end(&first[..9]) {
+            Some(next) => tenant_seek = next,
+            None => return,
+        }
+    }
+}
+
 /// Labels of a series from its `series` item.
 pub fn lookup_series(
     s: &mut Search,

@@ -1,0 +1,657 @@
+//! Reading a cluster: [`ClusterSource`] answers every [`Source`] call by
+//! asking all readable storage nodes of the newest topology (`active` and
+//! `draining`) in parallel and merging their answers (see [`merge`]: series
+//! by label set, replicas deduplicated, samples a replica lacks filled from
+//! another).
+//!
+//! Deadlines: every node call carries the request's deadline minus a
+//! reserve (a quarter of the time left, at most [`MAX_RESERVE`]) kept for
+//! merging, evaluating and answering, so a slow node costs the query at
+//! most its deadline and the query still answers, without that node. A
+//! node that missed a query's node deadline is not waited for again by the
+//! query's later reads (one per selector), which would leave evaluation
+//! less and less time: a query is told apart by its deadline, the one
+//! instant the engine passes to all of its reads.
+//!
+//! Missing nodes: a node that fails or misses the deadline is missing from
+//! the answer. With replication factor R (`--replication-factor`) every
+//! series lives on R distinct nodes, so up to R-1 missing nodes still give
+//! a complete answer: no warning, only the node error metrics and a log
+//! line when a node starts or stops failing. With R or more missing, the
+//! answer is partial: `partial` is set and there is one warning per missing
+//! node, naming it and why; the API answers `"isPartial":true` or refuses
+//! when partial responses are denied. When no node answers at all, the read
+//! fails ([`StorageError::NodesUnavailable`], 503 `unavailable`).
+//!
+//! Memory: a search gathers series until every node has answered (nodes
+//! stream in their own order), bounded by the engine's limits
+//! (`--query.max-series`, `--query.max-samples`): past them the merger
+//! stops reading and the engine fails the query with its limit error. Node
+//! streams are read as they come, in batches, through a bounded channel.
+//!
+//! Nodes are connected through [`Connect`] when a topology first lists
+//! them; clients of nodes a newer topology drops are dropped.
+
+pub mod export;
+pub mod merge;
+pub mod metrics;
+
+#[cfg(test)]
+mod fault;
+#[cfg(test)]
+mod tests;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use strata_storage::cluster::{BoxFuture, Node, NodeError, SeriesQuery, Topology};
+use strata_storage::{Cardinality, Matcher, SeriesData, StorageError, Tenant, TimeRange};
+use tokio::runtime::Handle;
+use tokio::sync::{mpsc, watch};
+
+use crate::source::{Found, LabelSets, Selected, Source};
+
+pub use metrics::ClusterMetrics;
+
+/// Longest time kept back from node calls for merging, evaluation and the
+/// answer.
+pub const MAX_RESERVE: Duration = Duration::from_secs(1);
+/// Batches in flight from all nodes of one search to the merger.
+const EVENTS_PER_NODE: usize = 2;
+
+/// Opens a client of the storage node at `addr` (as the topology writes
+/// it). Called on the read path the first time a topology lists a node (and
+/// again after a failure), so it must not block: clients connect lazily.
+pub type Connect = Arc<dyn Fn(&str) -> Result<Arc<dyn Node>, NodeError> + Send + Sync>;
+
+/// How a cluster is read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClusterOptions {
+    /// Distinct nodes holding each series (`--replication-factor`): up to
+    /// this many minus one nodes may be missing from a complete answer.
+    /// Values below 1 count as 1.
+    pub replication_factor: usize,
+    /// Most series one search gathers (`--query.max-series`); 0: no limit.
+    pub max_series: usize,
+    /// Most samples one search gathers (`--query.max-samples`); 0: no limit.
+    pub max_samples: usize,
+}
+
+impl ClusterOptions {
+    /// `replication_factor` with the limits of `config`.
+    pub fn new(replication_factor: usize, config: &crate::Config) -> ClusterOptions {
+        ClusterOptions {
+            replication_factor: replication_factor.max(1),
+            max_series: config.max_series,
+            max_samples: config.max_samples,
+        }
+    }
+}
+
+/// The storage nodes select reads, shared by the sources of every tenant.
+pub struct Cluster {
+    topology: watch::Receiver<Arc<Topology>>,
+    connect: Connect,
+    clients: Mutex<Clients>,
+    /// Nodes that missed the node deadline of a query still running, by
+    /// the query's deadline.
+    late: Mutex<HashMap<Instant, HashSet<String>>>,
+    options: ClusterOptions,
+    metrics: ClusterMetrics,
+    runtime: Handle,
+}
+
+/// Clients of the readable nodes of one topology.
+#[derive(Default)]
+struct Clients {
+    /// The topology `nodes` follows.
+    topology: Option<Arc<Topology>>,
+    /// Readable nodes in topology order, with their client once connected.
+    nodes: Vec<(String, Option<Arc<dyn Node>>)>,
+    /// Nodes whose last call failed: a node going down or coming back is
+    /// logged once, not at every read.
+    failing: HashSet<String>,
+}
+
+/// A node to ask, or why it cannot be asked.
+struct Target {
+    addr: String,
+    node: Result<Arc<dyn Node>, NodeError>,
+}
+
+/// What a fan-out made of the nodes' failures.
+struct Verdict {
+    partial: bool,
+    warnings: Vec<String>,
+}
+
+/// The merged answer of one search.
+pub struct Merged {
+    /// Sorted by label set.
+    pub series: Vec<SeriesData>,
+    pub warnings: Vec<String>,
+    pub partial: bool,
+    /// The merger stopped at a limit: `series` is incomplete, and the
+    /// query that asked cannot succeed.
+    pub over_limit: bool,
+}
+
+/// What one node sent during a search.
+enum Event {
+    Batch(Vec<SeriesData>),
+    /// The node with this index in the search's target list finished.
+    Done(usize),
+    Failed(usize, NodeError),
+}
+
+/// The time node calls may take: `deadline` minus the reserve.
+fn node_deadline(deadline: Instant) -> Instant {
+    let left = deadline.saturating_duration_since(Instant::now());
+    deadline
+        .checked_sub((left / 4).min(MAX_RESERVE))
+        .unwrap_or(deadline)
+}
+
+impl Cluster {
+    /// Reads the nodes of the newest topology `topology` holds, connecting
+    /// through `connect`, running node calls on `runtime`.
+    pub fn new(
+        topology: watch::Receiver<Arc<Topology>>,
+        connect: Connect,
+        options: ClusterOptions,
+        metrics: ClusterMetrics,
+        runtime: Handle,
+    ) -> Arc<Cluster> {
+        Arc::new(Cluster {
+            topology,
+            connect,
+            clients: Mutex::new(Clients::default()),
+            late: Mutex::new(HashMap::new()),
+            options,
+            metrics,
+            runtime,
+        })
+    }
+
+    pub fn options(&self) -> &ClusterOptions {
+        &self.options
+    }
+
+    /// The readable nodes of the newest topology, connected where possible.
+    fn targets(&self) -> Result<Vec<Target>, StorageError> {
+        let topology = self.topology.borrow().clone();
+        let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
+        let current = clients
+            .topology
+            .as_ref()
+            .is_some_and(|t| Arc::ptr_eq(t, &topology));
+        if !current {
+            let mut old = std::mem::take(&mut clients.nodes);
+            clients.nodes = topology
+                .readable()
+                .map(|n| {
+                    let kept = old
+                        .iter_mut()
+                        .find(|(addr, _)| *addr == n.addr)
+                        .and_then(|(_, node)| node.take());
+                    (n.addr.clone(), kept)
+                })
+                .collect();
+            let readable: HashSet<&str> = topology.readable().map(|n| n.addr.as_str()).collect();
+            clients
+                .failing
+                .retain(|addr| readable.contains(addr.as_str()));
+            clients.topology = Some(topology.clone());
+        }
+        if clients.nodes.is_empty() {
+            return Err(StorageError::NodesUnavailable(format!(
+                "topology version {} lists no readable storage node",
+                topology.version
+            )));
+        }
+        let mut targets = Vec::with_capacity(clients.nodes.len());
+        for (addr, client) in &mut clients.nodes {
+            let node = match client {
+                Some(node) => Ok(node.clone()),
+                None => (self.connect)(addr).inspect(|node| *client = Some(node.clone())),
+            };
+            targets.push(Target {
+                addr: addr.clone(),
+                node,
+            });
+        }
+        Ok(targets)
+    }
+
+    /// The nodes to ask for a read of the query with `deadline`, and until
+    /// when: nodes that already missed this query's node deadline answer
+    /// `DeadlineExceeded` without being asked.
+    fn plan(&self, deadline: Instant) -> Result<(Vec<Target>, Instant), StorageError> {
+        let mut targets = self.targets()?;
+        let now = Instant::now();
+        let mut late = self.late.lock().unwrap_or_else(|p| p.into_inner());
+        // Queries past their deadline read no more.
+        late.retain(|d, _| *d > now);
+        if let Some(late) = late.get(&deadline) {
+            for target in &mut targets {
+                if late.contains(&target.addr) {
+                    target.node = Err(NodeError::DeadlineExceeded {
+                        addr: target.addr.clone(),
+                    });
+                }
+            }
+        }
+        Ok((targets, node_deadline(deadline)))
+    }
+
+    /// Remembers the nodes that missed the node deadline of the query
+    /// with `deadline`.
+    fn note_late(&self, deadline: Instant, failures: &[(String, NodeError)]) {
+        let missed = failures
+            .iter()
+            .filter(|(_, e)| matches!(e, NodeError::DeadlineExceeded { .. }));
+        let mut late = self.late.lock().unwrap_or_else(|p| p.into_inner());
+        for (addr, _) in missed {
+            late.entry(deadline).or_default().insert(addr.clone());
+        }
+    }
+
+    /// Asks every readable node with `ask` in parallel, each by the node
+    /// deadline; answers what the nodes answered and the verdict.
+    fn ask_all<T: Send + 'static>(
+        &self,
+        call: &'static str,
+        deadline: Instant,
+        ask: impl Fn(Arc<dyn Node>, Instant) -> BoxFuture<'static, Result<T, NodeError>>,
+    ) -> Result<(Vec<T>, Verdict), StorageError> {
+        let (targets, until) = self.plan(deadline)?;
+        let mut tasks = Vec::with_capacity(targets.len());
+        for target in targets {
+            let addr = target.addr;
+            let call_node = target.node.map(|node| ask(node, until));
+            let metrics = self.metrics.clone();
+            let task_addr = addr.clone();
+            let task = self.runtime.spawn(async move {
+                let started = Instant::now();
+                let result = match call_node {
+                    Err(e) => Err(e),
+                    Ok(call_node) => match tokio::time::timeout_at(until.into(), call_node).await {
+                        Ok(result) => result,
+                        Err(_) => Err(NodeError::DeadlineExceeded {
+                            addr: task_addr.clone(),
+                        }),
+                    },
+                };
+                metrics.node_call(&task_addr, call, started.elapsed().as_secs_f64());
+                result
+            });
+            tasks.push((addr, task));
+        }
+        let results = self.runtime.block_on(async {
+            let mut results = Vec::with_capacity(tasks.len());
+            for (addr, task) in tasks {
+                let result = task.await.unwrap_or_else(|join| {
+                    Err(NodeError::Unavailable {
+                        addr: addr.clone(),
+                        detail: format!("node call task failed: {join}"),
+                    })
+                });
+                results.push((addr, result));
+            }
+            results
+        });
+        let mut answers = Vec::with_capacity(results.len());
+        let mut failures = Vec::new();
+        for (addr, result) in results {
+            match result {
+                Ok(answer) => {
+                    self.note_ok(&addr);
+                    answers.push(answer);
+                }
+                Err(e) => failures.push((addr, e)),
+            }
+        }
+        self.note_late(deadline, &failures);
+        let verdict = self.judge(answers.len(), failures)?;
+        Ok((answers, verdict))
+    }
+
+    /// Series matching `matchers` in `range` from every readable node,
+    /// merged, gathered until every node answered or the deadline.
+    pub fn search(
+        &self,
+        tenant: Tenant,
+        matchers: &[Matcher],
+        range: TimeRange,
+        deadline: Instant,
+    ) -> Result<Merged, StorageError> {
+        let (targets, until) = self.plan(deadline)?;
+        let options = &self.options;
+        // One more series than the limit lets the engine see it is over.
+        let limit = if options.max_series == 0 {
+            0
+        } else {
+            options.max_series.saturating_add(1)
+        };
+        let query = SeriesQuery {
+            tenant,
+            matchers: matchers.to_vec(),
+            range,
+            limit,
+        };
+        let (tx, mut rx) = mpsc::channel(EVENTS_PER_NODE * targets.len());
+        let addrs: Vec<String> = targets.iter().map(|t| t.addr.clone()).collect();
+        for (index, target) in targets.into_iter().enumerate() {
+            let tx = tx.clone();
+            let query = query.clone();
+            let metrics = self.metrics.clone();
+            self.runtime.spawn(async move {
+                let started = Instant::now();
+                let addr = target.addr;
+                let result = match target.node {
+                    Err(e) => Err(e),
+                    Ok(node) => stream_node(&*node, &addr, query, until, &tx).await,
+                };
+                metrics.node_call(&addr, "search", started.elapsed().as_secs_f64());
+                let _ = tx
+                    .send(match result {
+                        Ok(()) => Event::Done(index),
+                        Err(e) => Event::Failed(index, e),
+                    })
+                    .await;
+            });
+        }
+        drop(tx);
+
+        let mut merger = merge::SeriesMerger::new(options.max_series, options.max_samples);
+        // Per node: None until it ended, then its failure if any.
+        let mut ended: Vec<Option<Option<NodeError>>> = addrs.iter().map(|_| None).collect();
+        let mut pending = addrs.len();
+        'read: while pending > 0 {
+            // Every node task ends by the node deadline, so this wait does
+            // too; all senders gone means the tasks ended (or panicked).
+            let Some(event) = rx.blocking_recv() else {
+                break;
+            };
+            match event {
+                Event::Batch(batch) => {
+                    for series in batch {
+                        if !merger.add(series) {
+                            // Dropping `rx` stops every node stream.
+                            break 'read;
+                        }
+                    }
+                }
+                Event::Done(index) => {
+                    pending -= 1;
+                    ended[index] = Some(None);
+                }
+                Event::Failed(index, e) => {
+                    pending -= 1;
+                    ended[index] = Some(Some(e));
+                }
+            }
+        }
+        drop(rx);
+        let over_limit = merger.over_limit();
+        let (series, stats) = merger.finish();
+        self.metrics.merged(stats);
+        if over_limit {
+            // The query fails on the limit: which nodes answered no longer
+            // matters.
+            return Ok(Merged {
+                series,
+                warnings: Vec::new(),
+                partial: false,
+                over_limit,
+            });
+        }
+        let mut answered = 0;
+        let mut failures = Vec::new();
+        for (addr, end) in addrs.into_iter().zip(ended) {
+            match end {
+                Some(None) => {
+                    self.note_ok(&addr);
+                    answered += 1;
+                }
+                Some(Some(e)) => failures.push((addr, e)),
+                None => {
+                    let e = NodeError::Unavailable {
+                        addr: addr.clone(),
+                        detail: "the search task ended without an answer".to_string(),
+                    };
+                    failures.push((addr, e));
+                }
+            }
+        }
+        // Series of a node that failed midway stay merged: they are real
+        // data; completeness is judged by whole answers.
+        self.note_late(deadline, &failures);
+        let verdict = self.judge(answered, failures)?;
+        Ok(Merged {
+            series,
+            warnings: verdict.warnings,
+            partial: verdict.partial,
+            over_limit,
+        })
+    }
+
+    /// Counts and logs the failures, then decides: complete (none, or fewer
+    /// than the replication factor), partial (warnings name the nodes), or
+    /// an error when no node answered.
+    fn judge(
+        &self,
+        answered: usize,
+        failures: Vec<(String, NodeError)>,
+    ) -> Result<Verdict, StorageError> {
+        if failures.is_empty() {
+            return Ok(Verdict {
+                partial: false,
+                warnings: Vec::new(),
+            });
+        }
+        for (addr, e) in &failures {
+            self.metrics.node_error(addr, e.reason());
+            self.note_failure(addr, e);
+        }
+        if answered == 0 {
+            self.metrics.missing_read("failed");
+            let causes: Vec<String> = failures.iter().map(|(_, e)| e.to_string()).collect();
+            return Err(StorageError::NodesUnavailable(format!(
+                "no storage node answered: {}",
+                causes.join("; ")
+            )));
+        }
+        if failures.len() < self.options.replication_factor {
+            self.metrics.missing_read("complete");
+            return Ok(Verdict {
+                partial: false,
+                warnings: Vec::new(),
+            });
+        }
+        self.metrics.missing_read("partial");
+        Ok(Verdict {
+            partial: true,
+            warnings: failures
+                .iter()
+                .map(|(_, e)| format!("partial response: {e}"))
+                .collect(),
+        })
+    }
+
+    fn note_failure(&self, addr: &str, e: &NodeError) {
+        let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
+        if clients.failing.insert(addr.to_string()) {
+            tracing::warn!(node = addr, reason = e.reason(), error = %e,
+                "Storage node does not answer reads; answering without it.");
+        }
+    }
+
+    fn note_ok(&self, addr: &str) {
+        let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
+        if clients.failing.remove(addr) {
+            tracing::info!(node = addr, "Storage node answers reads again.");
+        }
+    }
+}
+
+/// Forwards one node's search batches to the merger until the stream ends,
+/// fails or passes `until`. A merger that went away ends it quietly.
+async fn stream_node(
+    node: &dyn Node,
+    addr: &str,
+    query: SeriesQuery,
+    until: Instant,
+    tx: &mpsc::Sender<Event>,
+) -> Result<(), NodeError> {
+    let late = || NodeError::DeadlineExceeded {
+        addr: addr.to_string(),
+    };
+    let mut batches = tokio::time::timeout_at(until.into(), node.search(query, until))
+        .await
+        .map_err(|_| late())??;
+    loop {
+        match tokio::time::timeout_at(until.into(), batches.recv()).await {
+            Err(_) => return Err(late()),
+            Ok(None) => return Ok(()),
+            Ok(Some(Err(e))) => return Err(e),
+            Ok(Some(Ok(batch))) => {
+                if tx.send(Event::Batch(batch)).await.is_err() {
+                    return Ok(());
+                }
+            }
+        }
+    }
+}
+
+/// A [`Source`] reading one tenant from a [`Cluster`].
+#[derive(Clone)]
+pub struct ClusterSource {
+    cluster: Arc<Cluster>,
+    tenant: Tenant,
+}
+
+impl ClusterSource {
+    pub fn new(cluster: Arc<Cluster>, tenant: Tenant) -> ClusterSource {
+        ClusterSource { cluster, tenant }
+    }
+
+    pub fn cluster(&self) -> &Arc<Cluster> {
+        &self.cluster
+    }
+
+    pub fn tenant(&self) -> Tenant {
+        self.tenant
+    }
+
+    fn query(&self, matchers: &[Matcher], range: TimeRange, limit: usize) -> SeriesQuery {
+        SeriesQuery {
+            tenant: self.tenant,
+            matchers: matchers.to_vec(),
+            range,
+            limit,
+        }
+    }
+
+    /// Sorted union of every node's sorted list, cut to `limit`.
+    fn lookup(
+        &self,
+        call: &'static str,
+        deadline: Instant,
+        limit: usize,
+        ask: impl Fn(Arc<dyn Node>, Instant) -> BoxFuture<'static, Result<Vec<String>, NodeError>>,
+    ) -> Result<Found<Vec<String>>, StorageError> {
+        let (lists, verdict) = self.cluster.ask_all(call, deadline, ask)?;
+        Ok(Found {
+            found: merge::union_sorted(lists, limit),
+            warnings: verdict.warnings,
+            partial: verdict.partial,
+        })
+    }
+}
+
+impl Source for ClusterSource {
+    fn select(
+        &self,
+        matchers: &[Matcher],
+        range: TimeRange,
+        deadline: Instant,
+    ) -> Result<Selected, StorageError> {
+        let merged = self
+            .cluster
+            .search(self.tenant, matchers, range, deadline)?;
+        Ok(Selected {
+            series: Box::new(merged.series.into_iter().map(Ok)),
+            warnings: merged.warnings,
+            partial: merged.partial,
+        })
+    }
+
+    fn series(
+        &self,
+        matchers: &[Matcher],
+        range: TimeRange,
+        limit: usize,
+        deadline: Instant,
+    ) -> Result<LabelSets, StorageError> {
+        let query = self.query(matchers, range, limit);
+        let (lists, verdict) = self.cluster.ask_all("series", deadline, |node, until| {
+            let query = query.clone();
+            Box::pin(async move { node.series(query, until).await })
+        })?;
+        Ok(LabelSets {
+            labels: merge::union_sorted(lists, limit),
+            warnings: verdict.warnings,
+            partial: verdict.partial,
+        })
+    }
+
+    fn label_names(
+        &self,
+        matchers: &[Matcher],
+        range: TimeRange,
+        limit: usize,
+        deadline: Instant,
+    ) -> Result<Found<Vec<String>>, StorageError> {
+        let query = self.query(matchers, range, limit);
+        self.lookup("label_names", deadline, limit, |node, until| {
+            let query = query.clone();
+            Box::pin(async move { node.label_names(query, until).await })
+        })
+    }
+
+    fn label_values(
+        &self,
+        name: &str,
+        matchers: &[Matcher],
+        range: TimeRange,
+        limit: usize,
+        deadline: Instant,
+    ) -> Result<Found<Vec<String>>, StorageError> {
+        let query = self.query(matchers, range, limit);
+        self.lookup("label_values", deadline, limit, |node, until| {
+            let (query, name) = (query.clone(), name.to_string());
+            Box::pin(async move { node.label_values(name, query, until).await })
+        })
+    }
+
+    fn cardinality(
+        &self,
+        range: TimeRange,
+        limit: usize,
+        deadline: Instant,
+    ) -> Result<Found<Cardinality>, StorageError> {
+        let tenant = self.tenant;
+        let (per_node, verdict) =
+            self.cluster
+                .ask_all("cardinality", deadline, move |node, until| {
+                    Box::pin(async move { node.cardinality(tenant, range, limit, until).await })
+                })?;
+        Ok(Found {
+            found: merge::cardinality(&per_node, self.cluster.options.replication_factor, limit),
+            warnings: verdict.warnings,
+            partial: verdict.partial,
+        })
+    }
+}
