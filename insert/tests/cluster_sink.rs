@@ -909,3 +909,24 @@ async fn borrowed_series_are_placed_and_queued_like_owned_ones() {
     assert_eq!(stored(&down), expected(&[&owned[&addr(2)]]));
     sink.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queued_rows_a_node_refuses_are_dropped_and_counted() {
+    let cluster = Cluster::new(3, 2);
+    let sink = cluster.sink();
+    let node = cluster.node(0);
+    node.set(Mode::Down);
+    let batch = batch("up", 80, 2);
+    write(&sink, &batch).await.expect("write");
+    let queued = sink.backlog()[&addr(0)].rows;
+    assert!(queued > 0);
+    node.set(Mode::Refuse);
+    eventually("the refused rows leave the queue", || {
+        sink.backlog()[&addr(0)] == Default::default()
+    })
+    .await;
+    assert_eq!(cluster.metrics.dropped_rows(&addr(0), "refused"), queued);
+    assert_eq!(cluster.metrics.replayed_rows(&addr(0)), 0);
+    assert!(stored(&node).is_empty());
+    sink.stop().await;
+}
