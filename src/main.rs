@@ -41,6 +41,20 @@ enum Command {
     /// Rule evaluation against a Prometheus-compatible query URL, with
     /// Alertmanager notification; `strata alert test` runs rule unit tests.
     Alert(Box<alert::Args>),
+    /// Writes the CRD YAML generated from the Rust types to crds/yaml/ and
+    /// charts/strata-operator/crds/ (or checks them with --check).
+    Crdgen(CrdgenArgs),
+}
+
+#[derive(clap::Args)]
+struct CrdgenArgs {
+    /// Repository root the output directories are relative to. Default: the
+    /// current directory.
+    #[arg(long, default_value = ".")]
+    root: std::path::PathBuf,
+    /// Write nothing; fail when the checked-in files differ from the types.
+    #[arg(long)]
+    check: bool,
 }
 
 fn main() -> ExitCode {
@@ -75,10 +89,22 @@ fn run() -> anyhow::Result<()> {
                 .block_on(alert::run(args.config, shutdown_signal()))
                 .context("strata alert failed"),
         },
+        Command::Crdgen(args) => crdgen(&args).context("strata crdgen failed"),
     };
     // Blocking tasks whose requests were cut at shutdown must not hold the exit.
     runtime.shutdown_timeout(Duration::from_secs(1));
     result
+}
+
+fn crdgen(args: &CrdgenArgs) -> anyhow::Result<()> {
+    if args.check {
+        strata_crds::crdgen::check(&args.root)?;
+        return Ok(());
+    }
+    for path in strata_crds::crdgen::write(&args.root)? {
+        println!("{}", path.display());
+    }
+    Ok(())
 }
 
 /// The error and its causes on one line. Messages in this project often
@@ -207,6 +233,27 @@ mod tests {
         assert_eq!(config.insert.max_body_bytes, 1000);
         assert_eq!(config.http_shutdown_timeout, Duration::from_secs(1));
         assert!(Cli::try_parse_from(["strata", "single", "--insert.max-body-bytes", "0"]).is_err());
+    }
+
+    #[test]
+    fn crdgen_flags() {
+        let cli = Cli::try_parse_from(["strata", "crdgen"]).expect("parses");
+        let Command::Crdgen(args) = cli.command else {
+            panic!("not crdgen");
+        };
+        assert_eq!(
+            (args.root.as_path(), args.check),
+            (std::path::Path::new("."), false)
+        );
+        let cli = Cli::try_parse_from(["strata", "crdgen", "--check", "--root", "/repo"])
+            .expect("parses");
+        let Command::Crdgen(args) = cli.command else {
+            panic!("not crdgen");
+        };
+        assert_eq!(
+            (args.root.as_path(), args.check),
+            (std::path::Path::new("/repo"), true)
+        );
     }
 
     #[test]
