@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! cargo run --release -p strata-storage --example query_profile -- <dir> [filter] [repetitions]
-//! valgrind --tool=callgrind --toggle-collect='query_profile::measured*' <binary> <dir> load1 5
+//! valgrind --tool=callgrind --toggle-collect='query_profile::warm*' <binary> <dir> load1 5
 //! ```
 //!
 //! Per query: the first run (cold caches) and the median of the
@@ -29,6 +29,18 @@ fn measured(storage: &strata_storage::Storage, q: &common::Query) -> (u64, f64, 
     let n = common::run(storage, q);
     let cpu_ms = (thread_cpu_ns() - cpu) as f64 / 1e6;
     (n, wall.elapsed().as_secs_f64() * 1e3, cpu_ms)
+}
+
+/// The repetitions after the first run, apart so that callgrind can count
+/// them alone: (wall ms, CPU ms) of each.
+#[inline(never)]
+fn warm(storage: &strata_storage::Storage, q: &common::Query, reps: usize) -> Vec<(f64, f64)> {
+    (0..reps)
+        .map(|_| {
+            let (_, w, c) = measured(storage, q);
+            (w, c)
+        })
+        .collect()
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -59,12 +71,7 @@ fn main() {
         .filter(|q| q.name.contains(&filter))
     {
         let (n, cold, _) = measured(&storage, q);
-        let (mut wall, mut cpu) = (Vec::new(), Vec::new());
-        for _ in 0..reps {
-            let (_, w, c) = measured(&storage, q);
-            wall.push(w);
-            cpu.push(c);
-        }
+        let (wall, cpu) = warm(&storage, q, reps).into_iter().unzip();
         println!(
             "| {} | {n} | {cold:.2} | {:.2} | {:.2} |",
             q.name,

@@ -44,7 +44,7 @@ use self::tombstones::Tombstones;
 use crate::config::Config;
 use crate::dedup::sort_and_dedup;
 use crate::metrics::StorageMetrics;
-use crate::part::{Part, ReadCache};
+use crate::part::{PageCache, Part, ReadCache};
 use crate::types::{
     Label, LabelRef, METRIC_NAME_LABEL, Matcher, Sample, SeriesId, Tenant, TimeRange,
 };
@@ -381,6 +381,8 @@ pub struct Storage {
     threads: Mutex<Vec<JoinHandle<()>>>,
     /// Held while open so that two processes never share a directory.
     dir_lock: Mutex<Option<std::fs::File>>,
+    /// Decoded pages of every part (`--storage.cache-mib`).
+    page_cache: Arc<PageCache>,
 }
 
 /// A series of a batch: id, normalized labels, samples.
@@ -416,6 +418,7 @@ impl Storage {
         let tombstones = Tombstones::open(&dir.join("deleted"))?;
         let metrics = StorageMetrics::new(registry);
         let shards = std::thread::available_parallelism().map_or(4, |n| n.get() * 4);
+        let page_cache = PageCache::with_budget(config.cache_mib.saturating_mul(1 << 20));
         let storage = Arc::new(Storage {
             config,
             clock,
@@ -437,6 +440,7 @@ impl Storage {
             }),
             threads: Mutex::new(Vec::new()),
             dir_lock: Mutex::new(Some(dir_lock)),
+            page_cache,
         });
         storage.open_partitions()?;
         let loaded = Instant::now();
@@ -497,7 +501,7 @@ impl Storage {
         }
         let mut map = self.partitions.write();
         for (month, path) in months {
-            let partition = Partition::open(&path, month)?;
+            let partition = Partition::open(&path, month, Arc::clone(&self.page_cache))?;
             if let Some(max) = partition.max_series_id() {
                 self.series.next_id.fetch_max(max + 1, Ordering::Relaxed);
             }
@@ -711,7 +715,7 @@ impl Storage {
             .data_dir
             .join("partitions")
             .join(month.dir_name());
-        let p = Arc::new(Partition::open(&dir, month)?);
+        let p = Arc::new(Partition::open(&dir, month, Arc::clone(&self.page_cache))?);
         map.insert(month, p.clone());
         self.metrics.partitions.set(map.len() as i64);
         Ok(p)
@@ -1458,6 +1462,22 @@ impl Storage {
             self.metrics.wal_bytes.set(wal.size_bytes() as i64);
         }
         self.metrics.head_rows.set(self.head.len() as i64);
+        let (headers, pages) = self.page_cache.take_counts();
+        for (cache, counts) in [("headers", headers), ("pages", pages)] {
+            for (result, n) in [("hit", counts.hits), ("miss", counts.misses)] {
+                self.metrics
+                    .cache_requests
+                    .get_or_create(&vec![
+                        ("cache", cache.to_string()),
+                        ("result", result.to_string()),
+                    ])
+                    .inc_by(n);
+            }
+            self.metrics
+                .cache_bytes
+                .get_or_create(&vec![("cache", cache.to_string())])
+                .set(counts.bytes as i64);
+        }
     }
 
     /// Bytes on disk: (data parts, index parts, log).

@@ -28,7 +28,7 @@ use super::head::Row;
 use super::keys::{self, Month};
 use crate::dedup::sort_and_dedup;
 use crate::mergeset::Table;
-use crate::part::{Part, PartWriter, merge_parts};
+use crate::part::{PageCache, Part, PartWriter, merge_parts};
 use crate::types::{Label, SeriesId, Tenant, TimeRange};
 
 const MANIFEST: &str = "parts.json";
@@ -57,6 +57,8 @@ pub struct Partition {
     days: RwLock<HashMap<i64, RoaringTreemap>>,
     /// Serializes registrations so that items and log records are written once.
     pub registration: Mutex<()>,
+    /// Shared by the parts of every partition.
+    cache: Arc<PageCache>,
 }
 
 /// What a data part write or merge did.
@@ -66,8 +68,12 @@ pub struct PartStats {
 }
 
 impl Partition {
-    /// Opens or creates the partition.
-    pub fn open(dir: &Path, month: Month) -> Result<Partition, StorageError> {
+    /// Opens or creates the partition; its parts keep decoded pages in `cache`.
+    pub fn open(
+        dir: &Path,
+        month: Month,
+        cache: Arc<PageCache>,
+    ) -> Result<Partition, StorageError> {
         let parts_dir = dir.join("parts");
         create_dir_all(&parts_dir)?;
         let index = Table::open(&dir.join("index"))?;
@@ -78,7 +84,7 @@ impl Partition {
         for name in &listed {
             max_seq = max_seq.max(part_seq(name).unwrap_or(0));
             let path = parts_dir.join(name);
-            match Part::open(&path) {
+            match Part::open_with_cache(&path, Arc::clone(&cache)) {
                 Ok(part) => {
                     parts.push(Arc::new(part));
                     kept.push(name.clone());
@@ -109,6 +115,7 @@ impl Partition {
             registered: RwLock::new(registered),
             days: RwLock::new(HashMap::new()),
             registration: Mutex::new(()),
+            cache,
         })
     }
 
@@ -333,7 +340,7 @@ impl Partition {
         if let Some((tmp, final_dir, name)) = added {
             std::fs::rename(tmp, final_dir).map_err(|e| io_err(final_dir, e))?;
             sync_dir(&self.dir.join("parts"))?;
-            let part = Arc::new(Part::open(final_dir)?);
+            let part = Arc::new(Part::open_with_cache(final_dir, Arc::clone(&self.cache))?);
             debug_assert_eq!(part_name(part.path()), name);
             next.push(part);
         }
