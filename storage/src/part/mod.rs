@@ -327,8 +327,6 @@ impl Part {
         // A damaged page is skipped within one call but reported again by the
         // next call that needs it, so no series loses its error.
         cache.page.failed = None;
-        let mut block_ts = Vec::new();
-        let mut block_vals = Vec::new();
         for (i, e) in self.index.iter().enumerate().skip(first) {
             if e.first_series > series_id {
                 break;
@@ -343,7 +341,7 @@ impl Part {
                     continue;
                 }
             };
-            let page = &mut cache.page;
+            let (page, scratch) = (&mut cache.page, &mut cache.scratch);
             let start = hp.blocks.partition_point(|b| b.series < series_id);
             for b in hp.blocks[start..]
                 .iter()
@@ -365,19 +363,23 @@ impl Part {
                 };
                 let whole = range.start <= b.min_ts && b.max_ts <= range.end;
                 let result = if whole {
+                    // Room for the block in one step (decoding uses the
+                    // timestamps' spare room for as many mantissas).
+                    out_timestamps.reserve(2 * b.count as usize);
+                    out_values.reserve(b.count as usize);
                     self.decode(&hp, b, raw, out_timestamps, out_values)
                 } else {
+                    let (block_ts, block_vals) = scratch;
                     block_ts.clear();
                     block_vals.clear();
-                    self.decode(&hp, b, raw, &mut block_ts, &mut block_vals)
-                        .map(|()| {
-                            for (&t, &v) in block_ts.iter().zip(&block_vals) {
-                                if range.contains(t) {
-                                    out_timestamps.push(t);
-                                    out_values.push(v);
-                                }
-                            }
-                        })
+                    self.decode(&hp, b, raw, block_ts, block_vals).map(|()| {
+                        // A block's timestamps ascend (the writer's contract,
+                        // and the page passed its checksum).
+                        let lo = block_ts.partition_point(|&t| t < range.start);
+                        let hi = lo + block_ts[lo..].partition_point(|&t| t <= range.end);
+                        out_timestamps.extend_from_slice(&block_ts[lo..hi]);
+                        out_values.extend_from_slice(&block_vals[lo..hi]);
+                    })
                 };
                 if let Err(err) = result {
                     first_err.get_or_insert(err);
@@ -702,6 +704,9 @@ pub struct ReadCache {
     /// The last header page used, by index entry number.
     header: Option<(usize, Arc<HeaderPage>)>,
     page: PageSlot,
+    /// A block that straddles the range is decoded here, then only its
+    /// samples within the range are copied out.
+    scratch: (Vec<i64>, Vec<f64>),
 }
 
 impl ReadCache {
