@@ -38,13 +38,13 @@ use tracing::{error, info, warn};
 use self::fsutil::{create_dir_all, io_err};
 use self::head::{Gathered, Head, Row};
 use self::keys::{MS_PER_DAY, Month, day_of};
-use self::partition::Partition;
+use self::partition::{Caches, Partition};
 use self::resolve::IndexErrors;
 use self::tombstones::Tombstones;
 use crate::config::Config;
 use crate::dedup::sort_and_dedup;
 use crate::metrics::StorageMetrics;
-use crate::part::{PageCache, Part, ReadCache};
+use crate::part::{Part, ReadCache};
 use crate::types::{
     Label, LabelRef, METRIC_NAME_LABEL, Matcher, Sample, SeriesId, Tenant, TimeRange,
 };
@@ -384,8 +384,8 @@ pub struct Storage {
     threads: Mutex<Vec<JoinHandle<()>>>,
     /// Held while open so that two processes never share a directory.
     dir_lock: Mutex<Option<std::fs::File>>,
-    /// Decoded pages of every part (`--storage.cache-mib`).
-    page_cache: Arc<PageCache>,
+    /// Decoded index blocks and part pages (`--storage.cache-mib`).
+    caches: Caches,
 }
 
 /// A series of a batch: id, normalized labels, samples.
@@ -421,7 +421,7 @@ impl Storage {
         let tombstones = Tombstones::open(&dir.join("deleted"))?;
         let metrics = StorageMetrics::new(registry);
         let shards = std::thread::available_parallelism().map_or(4, |n| n.get() * 4);
-        let page_cache = PageCache::with_budget(config.cache_mib.saturating_mul(1 << 20));
+        let caches = Caches::with_budget(config.cache_mib.saturating_mul(1 << 20));
         let storage = Arc::new(Storage {
             config,
             clock,
@@ -443,7 +443,7 @@ impl Storage {
             }),
             threads: Mutex::new(Vec::new()),
             dir_lock: Mutex::new(Some(dir_lock)),
-            page_cache,
+            caches,
         });
         storage.open_partitions()?;
         let loaded = Instant::now();
@@ -504,7 +504,7 @@ impl Storage {
         }
         let mut map = self.partitions.write();
         for (month, path) in months {
-            let partition = Partition::open(&path, month, Arc::clone(&self.page_cache))?;
+            let partition = Partition::open(&path, month, &self.caches)?;
             if let Some(max) = partition.max_series_id() {
                 self.series.next_id.fetch_max(max + 1, Ordering::Relaxed);
             }
@@ -718,7 +718,7 @@ impl Storage {
             .data_dir
             .join("partitions")
             .join(month.dir_name());
-        let p = Arc::new(Partition::open(&dir, month, Arc::clone(&self.page_cache))?);
+        let p = Arc::new(Partition::open(&dir, month, &self.caches)?);
         map.insert(month, p.clone());
         self.metrics.partitions.set(map.len() as i64);
         Ok(p)
@@ -1476,8 +1476,9 @@ impl Storage {
             self.metrics.wal_bytes.set(wal.size_bytes() as i64);
         }
         self.metrics.head_rows.set(self.head.len() as i64);
-        let (headers, pages) = self.page_cache.take_counts();
-        for (cache, counts) in [("headers", headers), ("pages", pages)] {
+        let (headers, pages) = self.caches.pages.take_counts();
+        let index = self.caches.index.take_counts();
+        for (cache, counts) in [("index", index), ("headers", headers), ("pages", pages)] {
             for (result, n) in [("hit", counts.hits), ("miss", counts.misses)] {
                 self.metrics
                     .cache_requests

@@ -27,7 +27,7 @@ use super::fsutil::{create_dir_all, io_err, sync_dir, write_atomically};
 use super::head::Row;
 use super::keys::{self, Month};
 use crate::dedup::sort_and_dedup;
-use crate::mergeset::Table;
+use crate::mergeset::{IndexCache, Table, TableOptions};
 use crate::part::{PageCache, Part, PartWriter, merge_parts};
 use crate::types::{Label, SeriesId, Tenant, TimeRange};
 
@@ -37,6 +37,25 @@ const MANIFEST: &str = "parts.json";
 const MIN_PARTS_TO_MERGE: usize = 4;
 /// Upper bound of parts merged in one step, to bound the merge's open files and time.
 const MAX_PARTS_PER_MERGE: usize = 16;
+
+/// The read caches every partition of a storage instance shares.
+#[derive(Clone, Debug)]
+pub struct Caches {
+    pub index: Arc<IndexCache>,
+    pub pages: Arc<PageCache>,
+}
+
+impl Caches {
+    /// Splits `bytes`: a quarter for index blocks, a quarter for block
+    /// headers (one covers hundreds of blocks, and every read needs one),
+    /// half for data pages.
+    pub fn with_budget(bytes: usize) -> Caches {
+        Caches {
+            index: IndexCache::new(bytes / 4),
+            pages: PageCache::new(bytes / 4, bytes - bytes / 4 * 2),
+        }
+    }
+}
 
 #[derive(serde::Serialize, serde::Deserialize)]
 struct Manifest {
@@ -68,15 +87,18 @@ pub struct PartStats {
 }
 
 impl Partition {
-    /// Opens or creates the partition; its parts keep decoded pages in `cache`.
-    pub fn open(
-        dir: &Path,
-        month: Month,
-        cache: Arc<PageCache>,
-    ) -> Result<Partition, StorageError> {
+    /// Opens or creates the partition, reading through `caches`.
+    pub fn open(dir: &Path, month: Month, caches: &Caches) -> Result<Partition, StorageError> {
         let parts_dir = dir.join("parts");
         create_dir_all(&parts_dir)?;
-        let index = Table::open(&dir.join("index"))?;
+        let index = Table::open_with(
+            &dir.join("index"),
+            TableOptions {
+                cache: Some(Arc::clone(&caches.index)),
+                ..TableOptions::default()
+            },
+        )?;
+        let cache = Arc::clone(&caches.pages);
         let listed = read_manifest(&dir.join(MANIFEST))?;
         let mut parts = Vec::new();
         let mut kept = Vec::new();

@@ -93,7 +93,7 @@ use memmap2::Mmap;
 use crate::encoding;
 use crate::types::{SeriesId, TimeRange};
 
-pub use cache::{CacheCounts, PageCache};
+pub use cache::PageCache;
 pub use format::META_FILE;
 use format::{DATA_FILE, HEADERS_FILE, HeaderPage, INDEX_ENTRY_BYTES, INDEX_FILE, IndexEntry};
 use writer::Limits;
