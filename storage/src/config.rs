@@ -60,6 +60,16 @@ pub struct Config {
         default_value_t = 4_000_000
     )]
     pub max_head_rows: usize,
+
+    /// Memory for decoded index blocks, block headers and data pages kept
+    /// between queries, in MiB (a quarter each for index blocks and block
+    /// headers, half for data pages); 0 disables the caches. Default: 256.
+    #[arg(
+        long = "storage.cache-mib",
+        env = "STRATA_CACHE_MIB",
+        default_value_t = 256
+    )]
+    pub cache_mib: usize,
 }
 
 impl Default for Config {
@@ -72,6 +82,7 @@ impl Default for Config {
             dedup_min_scrape_interval: Duration::ZERO,
             flush_interval: Duration::from_secs(5),
             max_head_rows: 4_000_000,
+            cache_mib: 256,
         }
     }
 }

@@ -15,6 +15,7 @@
 //!
 //! `Storage` (in `engine`) is the entry point; `docs/storage.md` is the map.
 
+mod cache;
 pub mod cluster;
 pub mod config;
 pub mod dedup;
@@ -27,6 +28,7 @@ pub mod rpc;
 pub mod types;
 pub mod wal;
 
+pub use cache::CacheCounts;
 pub use config::Config;
 pub use engine::{
     AddOutcome, Cardinality, RejectReason, Rejection, SeriesData, SeriesIter, SeriesRef,

@@ -29,6 +29,8 @@ pub struct StorageMetrics {
     pub wal_replayed_rows: Counter,
     pub replay_lost_rows: Counter,
     pub partitions_dropped: Counter,
+    pub cache_requests: Family<Labels, Counter>,
+    pub cache_bytes: Family<Labels, Gauge>,
 }
 
 impl StorageMetrics {
@@ -55,6 +57,8 @@ impl StorageMetrics {
             wal_replayed_rows: Counter::default(),
             replay_lost_rows: Counter::default(),
             partitions_dropped: Counter::default(),
+            cache_requests: Family::default(),
+            cache_bytes: Family::default(),
         };
         let r = registry.sub_registry_with_prefix("strata_storage");
         r.register(
@@ -147,6 +151,16 @@ impl StorageMetrics {
             "partitions_dropped",
             "Partitions deleted by retention",
             m.partitions_dropped.clone(),
+        );
+        r.register(
+            "cache_requests",
+            "Lookups in the read caches, by cache (index, headers, pages) and result (hit, miss)",
+            m.cache_requests.clone(),
+        );
+        r.register(
+            "cache_bytes",
+            "Memory held by the read caches, by cache (index, headers, pages)",
+            m.cache_bytes.clone(),
         );
         m
     }

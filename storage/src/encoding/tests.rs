@@ -690,7 +690,7 @@ fn report_sizes() {
         .chain([("node-exporter", &synth)]);
     for (name, series) in datasets {
         for level in 1..=5 {
-            for kib in [32, 64, 128] {
+            for kib in [8, 16, 32, 64] {
                 let e = synthetic::estimate_size_with(series, level, kib * 1024);
                 eprintln!(
                     "{name} zstd {level} page {kib} KiB: {:.4} B/sample \

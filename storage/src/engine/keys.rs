@@ -54,26 +54,25 @@ fn push_escaped(out: &mut Vec<u8>, s: &[u8]) {
 /// Reads an escaped string up to its 0x00 terminator; returns it and the rest
 /// after the terminator.
 fn take_escaped(data: &[u8]) -> Option<(Vec<u8>, &[u8])> {
-    let mut out = Vec::new();
-    let mut i = 0;
-    while i < data.len() {
-        match data[i] {
-            0x00 => return Some((out, &data[i + 1..])),
-            0x01 => {
-                match data.get(i + 1)? {
-                    0x01 => out.push(0x00),
-                    0x02 => out.push(0x01),
-                    _ => return None,
-                }
-                i += 2;
-            }
-            b => {
-                out.push(b);
-                i += 1;
-            }
-        }
+    // Escaping leaves no 0x00 inside a string: the first one ends it.
+    let end = data.iter().position(|&b| b == 0x00)?;
+    let (escaped, rest) = (&data[..end], &data[end + 1..]);
+    if !escaped.contains(&0x01) {
+        return Some((escaped.to_vec(), rest));
     }
-    None
+    let mut out = Vec::with_capacity(escaped.len());
+    let mut bytes = escaped.iter();
+    while let Some(&b) = bytes.next() {
+        out.push(match b {
+            0x01 => match bytes.next()? {
+                0x01 => 0x00,
+                0x02 => 0x01,
+                _ => return None,
+            },
+            b => b,
+        });
+    }
+    Some((out, rest))
 }
 
 /// Unescapes a whole escaped string (no terminator).
@@ -109,6 +108,12 @@ pub fn series_item(id: SeriesId, tenant: Tenant, labels: &[Label]) -> Vec<u8> {
     out
 }
 
+/// The labels part of a `series` item (after id and tenant): equal label
+/// sets have equal bytes.
+pub fn series_item_labels(item: &[u8]) -> &[u8] {
+    item.get(17..).unwrap_or_default()
+}
+
 /// Prefix of the `series` item of `id`.
 pub fn series_prefix(id: SeriesId) -> [u8; 9] {
     let mut out = [0u8; 9];
@@ -128,7 +133,8 @@ pub fn parse_series_item(item: &[u8]) -> Option<(SeriesId, Tenant, Vec<Label>)> 
         u32::from_be_bytes(item[13..17].try_into().ok()?),
     );
     let mut rest = &item[17..];
-    let mut labels = Vec::new();
+    // Two terminators per label.
+    let mut labels = Vec::with_capacity(rest.iter().filter(|&&b| b == 0x00).count() / 2);
     while !rest.is_empty() {
         let (name, r) = take_string(rest)?;
         let (value, r) = take_string(r)?;
@@ -361,6 +367,24 @@ mod tests {
         let item = series_item(42, t, &labels);
         assert!(item.starts_with(&series_prefix(42)));
         assert_eq!(parse_series_item(&item), Some((42, t, labels)));
+    }
+
+    #[test]
+    fn take_escaped_table() {
+        fn check(input: &[u8], want: Option<(&[u8], &[u8])>) {
+            let got = take_escaped(input);
+            assert_eq!(
+                got.as_ref().map(|(s, rest)| (s.as_slice(), *rest)),
+                want,
+                "{input:?}"
+            );
+        }
+        check(b"abc\0rest", Some((b"abc", b"rest")));
+        check(b"\0", Some((b"", b"")));
+        check(b"a\x01\x01b\x01\x02\0x", Some((b"a\0b\x01", b"x")));
+        check(b"abc", None);
+        check(b"a\x01\x03\0", None);
+        check(b"a\x01\0", None);
     }
 
     #[test]

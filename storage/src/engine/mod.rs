@@ -38,7 +38,7 @@ use tracing::{error, info, warn};
 use self::fsutil::{create_dir_all, io_err};
 use self::head::{Gathered, Head, Row};
 use self::keys::{MS_PER_DAY, Month, day_of};
-use self::partition::Partition;
+use self::partition::{Caches, Partition};
 use self::resolve::IndexErrors;
 use self::tombstones::Tombstones;
 use crate::config::Config;
@@ -196,6 +196,9 @@ impl Hasher for PassThroughHasher {
     }
     fn write_u64(&mut self, v: u64) {
         self.0 = v;
+    }
+    fn write_u128(&mut self, v: u128) {
+        self.0 = v as u64;
     }
 }
 
@@ -386,6 +389,8 @@ pub struct Storage {
     threads: Mutex<Vec<JoinHandle<()>>>,
     /// Held while open so that two processes never share a directory.
     dir_lock: Mutex<Option<std::fs::File>>,
+    /// Decoded index blocks and part pages (`--storage.cache-mib`).
+    caches: Caches,
 }
 
 /// A series of a batch: id, normalized labels, samples.
@@ -421,6 +426,7 @@ impl Storage {
         let tombstones = Tombstones::open(&dir.join("deleted"))?;
         let metrics = StorageMetrics::new(registry);
         let shards = std::thread::available_parallelism().map_or(4, |n| n.get() * 4);
+        let caches = Caches::with_budget(config.cache_mib.saturating_mul(1 << 20));
         let storage = Arc::new(Storage {
             config,
             clock,
@@ -442,6 +448,7 @@ impl Storage {
             }),
             threads: Mutex::new(Vec::new()),
             dir_lock: Mutex::new(Some(dir_lock)),
+            caches,
         });
         storage.open_partitions()?;
         let loaded = Instant::now();
@@ -502,7 +509,7 @@ impl Storage {
         }
         let mut map = self.partitions.write();
         for (month, path) in months {
-            let partition = Partition::open(&path, month)?;
+            let partition = Partition::open(&path, month, &self.caches)?;
             if let Some(max) = partition.max_series_id() {
                 self.series.next_id.fetch_max(max + 1, Ordering::Relaxed);
             }
@@ -716,7 +723,7 @@ impl Storage {
             .data_dir
             .join("partitions")
             .join(month.dir_name());
-        let p = Arc::new(Partition::open(&dir, month)?);
+        let p = Arc::new(Partition::open(&dir, month, &self.caches)?);
         map.insert(month, p.clone());
         self.metrics.partitions.set(map.len() as i64);
         Ok(p)
@@ -990,18 +997,19 @@ impl Storage {
             .collect()
     }
 
-    /// Ids and labels of live series matching `matchers` in `range`.
+    /// Live series matching `matchers` in `range`, grouped by label set.
     fn find_series(
         &self,
         tenant: Tenant,
         matchers: &[Matcher],
         range: TimeRange,
         errs: &mut IndexErrors,
-    ) -> (BTreeMap<SeriesId, Vec<Label>>, Vec<Arc<Partition>>) {
+    ) -> (Found, Vec<Arc<Partition>>) {
         let deleted = self.tombstones.snapshot();
         let range = self.clip(range);
         let partitions = self.partitions_in(range);
-        let mut found: BTreeMap<SeriesId, Vec<Label>> = BTreeMap::new();
+        let mut ids_seen = RoaringTreemap::new();
+        let mut series = Vec::new();
         for p in &partitions {
             let mut s = p.index.search();
             let mut ids = RoaringTreemap::new();
@@ -1009,16 +1017,18 @@ impl Storage {
                 ids |= resolve::resolve(&mut s, tenant, day, matchers, errs);
             }
             ids -= &*deleted;
-            for id in ids {
-                if found.contains_key(&id) {
-                    continue;
-                }
-                if let Some((_, labels)) = resolve::lookup_series(&mut s, id, errs) {
-                    found.insert(id, labels);
+            ids -= &ids_seen;
+            for id in &ids {
+                if let Some((_, labels, key)) = resolve::lookup_series_keyed(&mut s, id, errs) {
+                    series.push((id, key, labels));
                 }
             }
+            ids_seen |= ids;
         }
-        (found, partitions)
+        if partitions.len() > 1 {
+            series.sort_unstable_by_key(|s| s.0);
+        }
+        (Found::group(series), partitions)
     }
 
     /// Series matching every matcher with samples in `range`, each label
@@ -1036,7 +1046,7 @@ impl Storage {
         let (found, partitions) = self.find_series(tenant, matchers, range, &mut errs);
         self.count_index_errors(&errs);
         let mut gathered = Gathered::new();
-        let wanted = |id: SeriesId| found.contains_key(&id);
+        let wanted = |id: SeriesId| found.ids.contains(id);
         let (flushing, parts) = {
             let _shared = self.barrier.read();
             self.head.gather(&wanted, range, &mut gathered);
@@ -1060,7 +1070,7 @@ impl Storage {
             })
             .collect();
         Ok(SeriesIter {
-            series: group_by_labels(found).into_iter(),
+            series: found.groups.into_iter(),
             caches: parts.iter().map(|_| ReadCache::default()).collect(),
             gathered,
             parts,
@@ -1103,8 +1113,8 @@ impl Storage {
             }
         } else {
             let (found, _) = self.find_series(tenant, matchers, range, &mut errs);
-            for labels in found.values() {
-                names.extend(labels.iter().map(|l| l.name.clone()));
+            for g in &found.groups {
+                names.extend(g.labels.iter().map(|l| l.name.clone()));
             }
         }
         self.count_index_errors(&errs);
@@ -1143,9 +1153,9 @@ impl Storage {
             }
         } else {
             let (found, _) = self.find_series(tenant, matchers, range, &mut errs);
-            for labels in found.values() {
+            for g in &found.groups {
                 values.extend(
-                    labels
+                    g.labels
                         .iter()
                         .filter(|l| l.name == name)
                         .map(|l| l.value.clone()),
@@ -1175,7 +1185,7 @@ impl Storage {
         // The index knows days, not samples: keep the series with a sample
         // in `range`, settled by block headers where possible.
         let mut in_head = Gathered::new();
-        let wanted = |id: SeriesId| found.contains_key(&id);
+        let wanted = |id: SeriesId| found.ids.contains(id);
         let parts: Vec<Arc<Part>> = {
             let _shared = self.barrier.read();
             self.head.gather(&wanted, range, &mut in_head);
@@ -1192,37 +1202,43 @@ impl Storage {
                 .collect()
         };
         let mut caches: Vec<ReadCache> = parts.iter().map(|_| ReadCache::default()).collect();
-        let mut set: BTreeSet<Vec<Label>> = BTreeSet::new();
-        for (id, labels) in found {
-            if set.contains(&labels) {
-                continue;
-            }
-            let mut present = in_head.contains_key(&id);
-            for (part, cache) in parts.iter().zip(&mut caches) {
+        let mut out: Vec<Vec<Label>> = Vec::new();
+        for group in found.groups {
+            let mut present = false;
+            for id in group.ids() {
+                present = in_head.contains_key(&id);
+                for (part, cache) in parts.iter().zip(&mut caches) {
+                    if present {
+                        break;
+                    }
+                    let m = part.meta();
+                    if id < m.min_series_id || id > m.max_series_id {
+                        continue;
+                    }
+                    match part.has_samples(cache, id, range) {
+                        Ok(has) => present = has,
+                        Err(e) => {
+                            error!(error = %e, series = %format_series(&group.labels), "Skipping a corrupted block.");
+                            self.metrics
+                                .corrupted_blocks
+                                .get_or_create(&vec![("kind", "data".to_string())])
+                                .inc();
+                        }
+                    }
+                }
                 if present {
                     break;
                 }
-                let m = part.meta();
-                if id < m.min_series_id || id > m.max_series_id {
-                    continue;
-                }
-                match part.has_samples(cache, id, range) {
-                    Ok(has) => present = has,
-                    Err(e) => {
-                        error!(error = %e, series = %format_series(&labels), "Skipping a corrupted block.");
-                        self.metrics
-                            .corrupted_blocks
-                            .get_or_create(&vec![("kind", "data".to_string())])
-                            .inc();
-                    }
-                }
             }
             if present {
-                set.insert(labels);
+                out.push(group.labels);
             }
         }
-        let take = if limit == 0 { usize::MAX } else { limit };
-        Ok(set.into_iter().take(take).collect())
+        out.sort_unstable();
+        if limit > 0 {
+            out.truncate(limit);
+        }
+        Ok(out)
     }
 
     /// Cardinality statistics of the day that contains `range.end` (like a
@@ -1297,15 +1313,17 @@ impl Storage {
         let mut errs = IndexErrors::default();
         let (found, _) = self.find_series(tenant, matchers, TimeRange::ALL, &mut errs);
         self.count_index_errors(&errs);
-        if found.is_empty() {
+        if found.groups.is_empty() {
             return Ok(0);
         }
-        let ids: RoaringTreemap = found.keys().copied().collect();
-        self.tombstones.add(&ids)?;
-        for (id, labels) in &found {
-            self.series.remove(series_hash(tenant, labels), *id);
+        self.tombstones.add(&found.ids)?;
+        for g in &found.groups {
+            let key = series_hash(tenant, &g.labels);
+            for id in g.ids() {
+                self.series.remove(key, id);
+            }
         }
-        let deleted = found.values().collect::<BTreeSet<_>>().len() as u64;
+        let deleted = found.groups.len() as u64;
         self.metrics.deleted_series.inc_by(deleted);
         info!(tenant = %tenant, series = deleted, "Series deleted.");
         Ok(deleted)
@@ -1485,6 +1503,23 @@ impl Storage {
             self.metrics.wal_bytes.set(wal.size_bytes() as i64);
         }
         self.metrics.head_rows.set(self.head.len() as i64);
+        let (headers, pages) = self.caches.pages.take_counts();
+        let index = self.caches.index.take_counts();
+        for (cache, counts) in [("index", index), ("headers", headers), ("pages", pages)] {
+            for (result, n) in [("hit", counts.hits), ("miss", counts.misses)] {
+                self.metrics
+                    .cache_requests
+                    .get_or_create(&vec![
+                        ("cache", cache.to_string()),
+                        ("result", result.to_string()),
+                    ])
+                    .inc_by(n);
+            }
+            self.metrics
+                .cache_bytes
+                .get_or_create(&vec![("cache", cache.to_string())])
+                .set(counts.bytes as i64);
+        }
     }
 
     /// Bytes on disk: (data parts, index parts, log).
@@ -1606,18 +1641,60 @@ struct Replay {
     lost: u64,
 }
 
-/// Ids by label set, ordered by first id: a series forgotten by the
-/// in-memory map and seen again has two ids with the same labels, and reads
-/// show it as one series.
-fn group_by_labels(found: BTreeMap<SeriesId, Vec<Label>>) -> Vec<(Vec<Label>, Vec<SeriesId>)> {
-    let mut groups: BTreeMap<Vec<Label>, Vec<SeriesId>> = BTreeMap::new();
-    for (id, labels) in found {
-        groups.entry(labels).or_default().push(id);
+/// Series found through the index: each label set once with every id it
+/// had, in order of their first ids. A series forgotten by the in-memory
+/// map and seen again has two ids with the same labels (see
+/// `evict_inactive_series`), and reads show it as one series.
+struct Found {
+    groups: Vec<SeriesGroup>,
+    /// Every id of `groups`.
+    ids: RoaringTreemap,
+}
+
+/// One label set and its ids, ascending.
+struct SeriesGroup {
+    labels: Vec<Label>,
+    first: SeriesId,
+    /// Empty unless the label set had several ids.
+    more: Vec<SeriesId>,
+}
+
+impl SeriesGroup {
+    fn ids(&self) -> impl Iterator<Item = SeriesId> + '_ {
+        std::iter::once(self.first).chain(self.more.iter().copied())
     }
-    let mut groups: Vec<(Vec<Label>, Vec<SeriesId>)> = groups.into_iter().collect();
-    // Ids were pushed in ascending order, so the first is the smallest.
-    groups.sort_unstable_by_key(|(_, ids)| ids[0]);
-    groups
+}
+
+impl Found {
+    /// Groups (id, hash of the encoded labels, labels), given in id order.
+    /// Equal hashes are confirmed by comparing the labels.
+    fn group(series: Vec<(SeriesId, u128, Vec<Label>)>) -> Found {
+        let mut groups: Vec<SeriesGroup> = Vec::with_capacity(series.len());
+        let mut ids = RoaringTreemap::new();
+        let mut by_key: HashMap<u128, usize, BuildHasherDefault<PassThroughHasher>> =
+            HashMap::with_capacity_and_hasher(series.len(), Default::default());
+        for (id, key, labels) in series {
+            ids.insert(id);
+            let same = match by_key.get(&key) {
+                Some(&g) if groups[g].labels == labels => Some(g),
+                // A hash collision of two label sets: look for an equal one.
+                Some(_) => groups.iter().position(|g| g.labels == labels),
+                None => None,
+            };
+            match same {
+                Some(g) => groups[g].more.push(id),
+                None => {
+                    by_key.entry(key).or_insert(groups.len());
+                    groups.push(SeriesGroup {
+                        labels,
+                        first: id,
+                        more: Vec::new(),
+                    });
+                }
+            }
+        }
+        Found { groups, ids }
+    }
 }
 
 /// Days of `range` inside `partition_range`.
@@ -1649,7 +1726,7 @@ pub struct SeriesIter {
     /// Label sets with every id each had (see `evict_inactive_series`), in
     /// order of their first id: parts are laid out by id, so neighbouring
     /// series share pages and each page is decompressed once.
-    series: std::vec::IntoIter<(Vec<Label>, Vec<SeriesId>)>,
+    series: std::vec::IntoIter<SeriesGroup>,
     /// One per entry of `parts`.
     caches: Vec<ReadCache>,
     gathered: Gathered,
@@ -1676,9 +1753,10 @@ impl Iterator for SeriesIter {
     type Item = Result<SeriesData, StorageError>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        for (labels, ids) in self.series.by_ref() {
+        for group in self.series.by_ref() {
+            let labels = group.labels;
             let (mut ts, mut vs) = (Vec::new(), Vec::new());
-            for id in ids {
+            for id in std::iter::once(group.first).chain(group.more) {
                 if let Some((t, v)) = self.gathered.remove(&id) {
                     ts.extend(t);
                     vs.extend(v);

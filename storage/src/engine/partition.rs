@@ -27,8 +27,8 @@ use super::fsutil::{create_dir_all, io_err, sync_dir, write_atomically};
 use super::head::Row;
 use super::keys::{self, Month};
 use crate::dedup::sort_and_dedup;
-use crate::mergeset::Table;
-use crate::part::{Part, PartWriter, merge_parts};
+use crate::mergeset::{IndexCache, Table, TableOptions};
+use crate::part::{PageCache, Part, PartWriter, merge_parts};
 use crate::types::{Label, SeriesId, Tenant, TimeRange};
 
 const MANIFEST: &str = "parts.json";
@@ -37,6 +37,25 @@ const MANIFEST: &str = "parts.json";
 const MIN_PARTS_TO_MERGE: usize = 4;
 /// Upper bound of parts merged in one step, to bound the merge's open files and time.
 const MAX_PARTS_PER_MERGE: usize = 16;
+
+/// The read caches every partition of a storage instance shares.
+#[derive(Clone, Debug)]
+pub struct Caches {
+    pub index: Arc<IndexCache>,
+    pub pages: Arc<PageCache>,
+}
+
+impl Caches {
+    /// Splits `bytes`: a quarter for index blocks, a quarter for block
+    /// headers (one covers hundreds of blocks, and every read needs one),
+    /// half for data pages.
+    pub fn with_budget(bytes: usize) -> Caches {
+        Caches {
+            index: IndexCache::new(bytes / 4),
+            pages: PageCache::new(bytes / 4, bytes - bytes / 4 * 2),
+        }
+    }
+}
 
 #[derive(serde::Serialize, serde::Deserialize)]
 struct Manifest {
@@ -57,6 +76,8 @@ pub struct Partition {
     days: RwLock<HashMap<i64, RoaringTreemap>>,
     /// Serializes registrations so that items and log records are written once.
     pub registration: Mutex<()>,
+    /// Shared by the parts of every partition.
+    cache: Arc<PageCache>,
 }
 
 /// What a data part write or merge did.
@@ -66,11 +87,18 @@ pub struct PartStats {
 }
 
 impl Partition {
-    /// Opens or creates the partition.
-    pub fn open(dir: &Path, month: Month) -> Result<Partition, StorageError> {
+    /// Opens or creates the partition, reading through `caches`.
+    pub fn open(dir: &Path, month: Month, caches: &Caches) -> Result<Partition, StorageError> {
         let parts_dir = dir.join("parts");
         create_dir_all(&parts_dir)?;
-        let index = Table::open(&dir.join("index"))?;
+        let index = Table::open_with(
+            &dir.join("index"),
+            TableOptions {
+                cache: Some(Arc::clone(&caches.index)),
+                ..TableOptions::default()
+            },
+        )?;
+        let cache = Arc::clone(&caches.pages);
         let listed = read_manifest(&dir.join(MANIFEST))?;
         let mut parts = Vec::new();
         let mut kept = Vec::new();
@@ -78,7 +106,7 @@ impl Partition {
         for name in &listed {
             max_seq = max_seq.max(part_seq(name).unwrap_or(0));
             let path = parts_dir.join(name);
-            match Part::open(&path) {
+            match Part::open_with_cache(&path, Arc::clone(&cache)) {
                 Ok(part) => {
                     parts.push(Arc::new(part));
                     kept.push(name.clone());
@@ -109,6 +137,7 @@ impl Partition {
             registered: RwLock::new(registered),
             days: RwLock::new(HashMap::new()),
             registration: Mutex::new(()),
+            cache,
         })
     }
 
@@ -333,7 +362,7 @@ impl Partition {
         if let Some((tmp, final_dir, name)) = added {
             std::fs::rename(tmp, final_dir).map_err(|e| io_err(final_dir, e))?;
             sync_dir(&self.dir.join("parts"))?;
-            let part = Arc::new(Part::open(final_dir)?);
+            let part = Arc::new(Part::open_with_cache(final_dir, Arc::clone(&self.cache))?);
             debug_assert_eq!(part_name(part.path()), name);
             next.push(part);
         }

@@ -323,12 +323,23 @@ pub fn lookup_series(
     id: SeriesId,
     errs: &mut IndexErrors,
 ) -> Option<(Tenant, Vec<Label>)> {
+    lookup_series_keyed(s, id, errs).map(|(t, l, _)| (t, l))
+}
+
+/// `lookup_series` with a hash of the encoded labels: equal for equal label
+/// sets, so series can be grouped by label set without comparing labels.
+pub fn lookup_series_keyed(
+    s: &mut Search,
+    id: SeriesId,
+    errs: &mut IndexErrors,
+) -> Option<(Tenant, Vec<Label>, u128)> {
     let prefix = keys::series_prefix(id);
     s.seek(&prefix);
     loop {
         match s.next_item()? {
             Ok(item) if item.starts_with(&prefix) => {
-                return keys::parse_series_item(item).map(|(_, t, l)| (t, l));
+                let key = xxhash_rust::xxh3::xxh3_128(keys::series_item_labels(item));
+                return keys::parse_series_item(item).map(|(_, t, l)| (t, l, key));
             }
             Ok(_) => return None,
             Err(e) => errs.record(e),

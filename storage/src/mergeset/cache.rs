@@ -1,72 +1,48 @@
-//! Decoded-block cache shared by the searches of one table.
+//! Decoded-block cache of the index, shared by every search of the tables
+//! that hold it (the storage engine gives one to all its partitions).
 //!
 //! Index lookups seek into the same hot blocks over and over (every query
-//! touches the blocks of its label names); decoding a block costs a zstd
-//! frame plus prefix expansion, so decoded blocks are kept. Eviction is by
-//! two generations: hits in the old generation move to the new one, and when
-//! the new one fills half the budget the old one is dropped whole. That is
-//! an LRU approximation with O(1) bookkeeping under one short lock.
+//! touches the blocks of its label names, and one `series` item per series
+//! it reads); decoding a block costs a zstd frame plus prefix expansion, so
+//! decoded blocks are kept. Keys are (part uid, block number); part uids
+//! are unique in the process, so tables can share a cache.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
-use parking_lot::Mutex;
-
 use super::run::ItemRun;
+use crate::cache::{Cache, CacheCounts};
 
-/// (part id, block number).
-type Key = (u64, u32);
-
-pub(crate) struct BlockCache {
-    budget: usize,
-    inner: Mutex<Generations>,
+pub struct IndexCache {
+    blocks: Cache<(u64, u32), Arc<ItemRun>>,
 }
 
-#[derive(Default)]
-struct Generations {
-    young: HashMap<Key, Arc<ItemRun>>,
-    young_bytes: usize,
-    old: HashMap<Key, Arc<ItemRun>>,
-}
-
-impl BlockCache {
-    pub(crate) fn new(budget: usize) -> BlockCache {
-        BlockCache {
-            budget,
-            inner: Mutex::new(Generations::default()),
-        }
-    }
-
-    pub(crate) fn get(&self, key: Key) -> Option<Arc<ItemRun>> {
-        if self.budget == 0 {
-            return None;
-        }
-        let mut g = self.inner.lock();
-        if let Some(run) = g.young.get(&key) {
-            return Some(run.clone());
-        }
-        let run = g.old.remove(&key)?;
-        g.insert(key, run.clone(), self.budget);
-        Some(run)
-    }
-
-    pub(crate) fn insert(&self, key: Key, run: Arc<ItemRun>) {
-        if self.budget == 0 {
-            return;
-        }
-        self.inner.lock().insert(key, run, self.budget);
+impl std::fmt::Debug for IndexCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IndexCache")
+            .field("budget", &self.blocks.budget())
+            .finish()
     }
 }
 
-impl Generations {
-    fn insert(&mut self, key: Key, run: Arc<ItemRun>, budget: usize) {
-        self.young_bytes += run.mem_bytes();
-        if let Some(prev) = self.young.insert(key, run) {
-            self.young_bytes -= prev.mem_bytes();
-        }
-        if self.young_bytes > budget / 2 {
-            self.old = std::mem::take(&mut self.young);
-            self.young_bytes = 0;
-        }
+impl IndexCache {
+    /// A cache of about `bytes` of decoded blocks; 0 disables it.
+    pub fn new(bytes: usize) -> Arc<IndexCache> {
+        Arc::new(IndexCache {
+            blocks: Cache::new(bytes),
+        })
+    }
+
+    /// Hits and misses since the last call, and the bytes held now.
+    pub fn take_counts(&self) -> CacheCounts {
+        self.blocks.take_counts()
+    }
+
+    pub(crate) fn get(&self, key: (u64, u32)) -> Option<Arc<ItemRun>> {
+        self.blocks.get(key)
+    }
+
+    pub(crate) fn insert(&self, key: (u64, u32), run: Arc<ItemRun>) {
+        let bytes = run.mem_bytes();
+        self.blocks.insert(key, run, bytes);
     }
 }

@@ -137,7 +137,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use parking_lot::{Condvar, Mutex, RwLock};
 use tracing::{error, info, warn};
 
-use cache::BlockCache;
+pub use cache::IndexCache;
 use part::{Part, PartWriter, parse_part_dir_name};
 use run::ItemRun;
 
@@ -187,7 +187,11 @@ pub struct TableOptions {
     /// zstd level of blocks. Default 3.
     pub zstd_level: i32,
     /// Bytes of decoded blocks cached for searches; 0 disables. Default 16 MiB.
+    /// Ignored when `cache` is set.
     pub cache_bytes: usize,
+    /// A cache shared with other tables. Default: none (the table has its
+    /// own of `cache_bytes`).
+    pub cache: Option<Arc<IndexCache>>,
 }
 
 impl Default for TableOptions {
@@ -199,6 +203,7 @@ impl Default for TableOptions {
             max_mem_runs: 16,
             zstd_level: 3,
             cache_bytes: 16 << 20,
+            cache: None,
         }
     }
 }
@@ -231,7 +236,7 @@ pub struct Table {
     merging: Mutex<HashSet<u64>>,
     merging_done: Condvar,
     next_part_id: AtomicU64,
-    cache: Arc<BlockCache>,
+    cache: Arc<IndexCache>,
 }
 
 impl std::fmt::Debug for Table {
@@ -333,7 +338,10 @@ impl Table {
             merging: Mutex::new(HashSet::new()),
             merging_done: Condvar::new(),
             next_part_id: AtomicU64::new(max_id.saturating_add(1)),
-            cache: Arc::new(BlockCache::new(opts.cache_bytes)),
+            cache: opts
+                .cache
+                .clone()
+                .unwrap_or_else(|| IndexCache::new(opts.cache_bytes)),
             opts,
         })
     }
@@ -635,7 +643,7 @@ impl Cursor {
     fn seek(
         &mut self,
         key: &[u8],
-        cache: Option<&BlockCache>,
+        cache: Option<&IndexCache>,
         errors: &mut VecDeque<MergesetError>,
     ) {
         match self {
@@ -666,7 +674,7 @@ impl Cursor {
         }
     }
 
-    fn advance(&mut self, cache: Option<&BlockCache>, errors: &mut VecDeque<MergesetError>) {
+    fn advance(&mut self, cache: Option<&IndexCache>, errors: &mut VecDeque<MergesetError>) {
         match self {
             Cursor::Run { pos, .. } => *pos += 1,
             Cursor::Part {
@@ -692,12 +700,12 @@ fn load_block(
     block: &mut usize,
     run: &mut Option<Arc<ItemRun>>,
     pos: &mut usize,
-    cache: Option<&BlockCache>,
+    cache: Option<&IndexCache>,
     errors: &mut VecDeque<MergesetError>,
 ) {
     *pos = 0;
     for i in from..part.block_count() {
-        let key = (part.id, i as u32);
+        let key = (part.uid, i as u32);
         if let Some(hit) = cache.and_then(|c| c.get(key)) {
             *block = i;
             *run = Some(hit);
@@ -728,12 +736,12 @@ pub struct Search {
     /// Corrupted blocks met while positioning, reported before more items.
     errors: VecDeque<MergesetError>,
     item: Vec<u8>,
-    cache: Option<Arc<BlockCache>>,
+    cache: Option<Arc<IndexCache>>,
     positioned: bool,
 }
 
 impl Search {
-    fn over(sources: Vec<Cursor>, cache: Option<Arc<BlockCache>>) -> Search {
+    fn over(sources: Vec<Cursor>, cache: Option<Arc<IndexCache>>) -> Search {
         Search {
             heap: Vec::with_capacity(sources.len()),
             sources,

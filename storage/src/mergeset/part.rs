@@ -5,7 +5,7 @@
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use memmap2::Mmap;
 use tracing::warn;
@@ -58,6 +58,9 @@ pub(crate) struct BlockMeta {
 
 pub(crate) struct Part {
     pub(crate) id: u64,
+    /// Unique in the process (ids are unique in a table): the key of the
+    /// part's blocks in a cache shared by tables.
+    pub(crate) uid: u64,
     dir: PathBuf,
     blocks_path: PathBuf,
     mmap: Mmap,
@@ -177,8 +180,10 @@ impl Part {
         if mmap.get(..BLOCKS_MAGIC.len()) != Some(BLOCKS_MAGIC.as_slice()) {
             return Err(corrupted(&blocks_path, 0, "bad block file magic"));
         }
+        static NEXT_UID: AtomicU64 = AtomicU64::new(1);
         Ok(Part {
             id,
+            uid: NEXT_UID.fetch_add(1, Ordering::Relaxed),
             dir,
             blocks_path,
             mmap,

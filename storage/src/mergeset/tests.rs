@@ -17,6 +17,7 @@ fn small_opts() -> TableOptions {
         max_mem_runs: 3,
         zstd_level: 1,
         cache_bytes: 4096,
+        cache: None,
     }
 }
 
@@ -61,6 +62,32 @@ fn table_is_shareable_and_searches_movable() {
     fn movable<T: Send>() {}
     shareable::<Table>();
     movable::<Search>();
+}
+
+#[test]
+fn tables_sharing_a_cache_read_their_own_blocks() {
+    // Both tables' first parts get the same id: the cache must tell them apart.
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let cache = IndexCache::new(1 << 20);
+    let opts = TableOptions {
+        cache: Some(Arc::clone(&cache)),
+        ..small_opts()
+    };
+    let mut tables = Vec::new();
+    for name in ["a", "b"] {
+        let table = Table::open_with(&tmp.path().join(name), opts.clone()).expect("open");
+        let items: Vec<Vec<u8>> = (0..50u64).map(|i| index_key(name, "v", i)).collect();
+        table.add_items(items.iter().map(Vec::as_slice));
+        table.flush().expect("flush");
+        tables.push((table, items));
+    }
+    for _ in 0..2 {
+        for (table, items) in &tables {
+            assert_eq!(&all_items(table), items);
+        }
+    }
+    let counts = cache.take_counts();
+    assert!(counts.hits > 0 && counts.misses > 0, "{counts:?}");
 }
 
 #[test]

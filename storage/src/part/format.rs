@@ -90,7 +90,21 @@ struct Reader<'a> {
 }
 
 impl Reader<'_> {
+    /// Header columns are mostly one-byte varints: those are read inline,
+    /// the rest by `uvarint_long`.
+    #[inline]
     fn uvarint(&mut self) -> Result<u64, String> {
+        if let Some(&b) = self.buf.get(self.pos)
+            && b < 0x80
+        {
+            self.pos += 1;
+            return Ok(u64::from(b));
+        }
+        self.uvarint_long()
+    }
+
+    #[inline(never)]
+    fn uvarint_long(&mut self) -> Result<u64, String> {
         let start = self.pos;
         let mut v: u64 = 0;
         for shift in (0..64).step_by(7) {
@@ -110,6 +124,7 @@ impl Reader<'_> {
         Err(format!("varint longer than 10 bytes at byte {start}"))
     }
 
+    #[inline]
     fn u32_field(&mut self, what: &str) -> Result<u32, String> {
         let v = self.uvarint()?;
         u32::try_from(v).map_err(|_| format!("{what} {v} exceeds u32 at byte {}", self.pos))

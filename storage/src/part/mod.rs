@@ -71,11 +71,13 @@
 //!
 //! **Checks.** `Part::open` verifies meta.json, index.bin and the crc32c of
 //! every header page (cheap: header pages are a small share of the part), and
-//! that `size_bytes` matches the files. Header pages are decoded lazily on read
-//! and kept in a small per-part cache; data pages are checked against their
-//! crc32c each time they are decompressed. Corruption is reported as
+//! that `size_bytes` matches the files. Header pages are decoded lazily on read;
+//! data pages are checked against their crc32c when they are decompressed.
+//! Both are kept in a [`PageCache`] shared by the parts of a storage
+//! instance (merges bypass it). Corruption is reported as
 //! [`PartError::Corrupted`] with the file and the offset of the page.
 
+mod cache;
 mod format;
 mod writer;
 
@@ -87,11 +89,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use memmap2::Mmap;
-use parking_lot::Mutex;
 
 use crate::encoding;
 use crate::types::{SeriesId, TimeRange};
 
+pub use cache::PageCache;
 pub use format::META_FILE;
 use format::{DATA_FILE, HEADERS_FILE, HeaderPage, INDEX_ENTRY_BYTES, INDEX_FILE, IndexEntry};
 use writer::Limits;
@@ -108,8 +110,9 @@ pub const HEADER_PAGE_BLOCKS: usize = 512;
 /// by the streaming decoder).
 const MAX_HEADER_PAGE_BYTES: usize = 16 << 20;
 
-/// Decoded header pages kept per part for `read_series`.
-pub const HEADER_CACHE_PAGES: usize = 8;
+/// Cache budgets of a part opened with `Part::open` (a part read on its
+/// own: tests, tools): decoded header pages, decompressed data pages.
+const OWN_CACHE_BYTES: (usize, usize) = (1 << 20, 4 << 20);
 
 #[derive(Debug, thiserror::Error)]
 pub enum PartError {
@@ -169,7 +172,9 @@ pub struct Part {
     index: Vec<IndexEntry>,
     data: Mmap,
     headers: Mmap,
-    cache: Mutex<HeaderCache>,
+    /// Key of this part's entries in `cache`.
+    uid: u64,
+    cache: Arc<PageCache>,
 }
 
 impl std::fmt::Debug for Part {
@@ -189,37 +194,6 @@ pub struct BlockSamples {
     pub values: Vec<f64>,
 }
 
-/// Least-recently-used decoded header pages, keyed by index entry number.
-#[derive(Default)]
-struct HeaderCache {
-    tick: u64,
-    pages: Vec<(usize, u64, Arc<HeaderPage>)>,
-}
-
-impl HeaderCache {
-    fn get(&mut self, entry: usize) -> Option<Arc<HeaderPage>> {
-        self.tick += 1;
-        let tick = self.tick;
-        self.pages.iter_mut().find(|p| p.0 == entry).map(|p| {
-            p.1 = tick;
-            Arc::clone(&p.2)
-        })
-    }
-
-    fn insert(&mut self, entry: usize, page: Arc<HeaderPage>) {
-        if self.pages.iter().any(|p| p.0 == entry) {
-            return;
-        }
-        self.tick += 1;
-        if self.pages.len() >= HEADER_CACHE_PAGES
-            && let Some(oldest) = (0..self.pages.len()).min_by_key(|&i| self.pages[i].1)
-        {
-            self.pages.swap_remove(oldest);
-        }
-        self.pages.push((entry, self.tick, page));
-    }
-}
-
 /// Maps a file read-only; empty files map to an empty slice.
 #[allow(unsafe_code)]
 fn map_file(path: &Path) -> Result<Mmap, PartError> {
@@ -231,8 +205,15 @@ fn map_file(path: &Path) -> Result<Mmap, PartError> {
 }
 
 impl Part {
-    /// Opens a part, verifying the checksums of its metadata and block index.
+    /// Opens a part with a small cache of its own (see `open_with_cache`).
     pub fn open(dir: &Path) -> Result<Part, PartError> {
+        let (headers, pages) = OWN_CACHE_BYTES;
+        Part::open_with_cache(dir, PageCache::new(headers, pages))
+    }
+
+    /// Opens a part, verifying the checksums of its metadata and block
+    /// index; its reads keep decoded pages in `cache`.
+    pub fn open_with_cache(dir: &Path, cache: Arc<PageCache>) -> Result<Part, PartError> {
         let meta_path = dir.join(format::META_FILE);
         let meta_bytes = std::fs::read(&meta_path).map_err(io_error(&meta_path))?;
         let meta = format::decode_meta(&meta_bytes)
@@ -291,7 +272,8 @@ impl Part {
             index,
             data,
             headers,
-            cache: Mutex::new(HeaderCache::default()),
+            uid: cache::next_uid(),
+            cache,
         })
     }
 
@@ -308,9 +290,8 @@ impl Part {
     /// of the series were appended.
     ///
     /// Cost: a binary search over the index, the header pages that may hold
-    /// the series (from the cache, or decoded once and cached), and one
-    /// decompression per data page holding a block within `range`; pages are
-    /// not cached across calls.
+    /// the series and the data pages holding its blocks within `range`, each
+    /// from the cache or decoded and cached.
     pub fn read_series(
         &self,
         series_id: SeriesId,
@@ -327,9 +308,9 @@ impl Part {
         )
     }
 
-    /// `read_series` keeping the last decompressed data page in `cache`, so
-    /// that reading series in id order decompresses each page once rather
-    /// than once per series. A cache belongs to this part only.
+    /// `read_series` keeping the last header page and data page in `cache`,
+    /// so that reading series in id order finds each page once rather than
+    /// once per series. A `ReadCache` belongs to this part only.
     pub fn read_series_cached(
         &self,
         cache: &mut ReadCache,
@@ -343,12 +324,9 @@ impl Part {
         }
         let first = self.index.partition_point(|e| e.last_series < series_id);
         let mut first_err = None;
-        let page = &mut cache.page;
         // A damaged page is skipped within one call but reported again by the
         // next call that needs it, so no series loses its error.
-        page.failed = None;
-        let mut block_ts = Vec::new();
-        let mut block_vals = Vec::new();
+        cache.page.failed = None;
         for (i, e) in self.index.iter().enumerate().skip(first) {
             if e.first_series > series_id {
                 break;
@@ -356,13 +334,14 @@ impl Part {
             if !range.overlaps(e.min_ts, e.max_ts) {
                 continue;
             }
-            let hp = match self.cached_header_page(i) {
+            let hp = match cache.header_page(self, i) {
                 Ok(hp) => hp,
                 Err(err) => {
                     first_err.get_or_insert(err);
                     continue;
                 }
             };
+            let (page, scratch) = (&mut cache.page, &mut cache.scratch);
             let start = hp.blocks.partition_point(|b| b.series < series_id);
             for b in hp.blocks[start..]
                 .iter()
@@ -374,7 +353,7 @@ impl Part {
                 if b.max_ts < range.start {
                     continue;
                 }
-                let raw = match page.load(self, &hp, b.page) {
+                let raw = match page.load(self, &hp, b.page, true) {
                     Ok(Some(raw)) => raw,
                     Ok(None) => continue,
                     Err(err) => {
@@ -384,19 +363,23 @@ impl Part {
                 };
                 let whole = range.start <= b.min_ts && b.max_ts <= range.end;
                 let result = if whole {
+                    // Room for the block in one step (decoding uses the
+                    // timestamps' spare room for as many mantissas).
+                    out_timestamps.reserve(2 * b.count as usize);
+                    out_values.reserve(b.count as usize);
                     self.decode(&hp, b, raw, out_timestamps, out_values)
                 } else {
+                    let (block_ts, block_vals) = scratch;
                     block_ts.clear();
                     block_vals.clear();
-                    self.decode(&hp, b, raw, &mut block_ts, &mut block_vals)
-                        .map(|()| {
-                            for (&t, &v) in block_ts.iter().zip(&block_vals) {
-                                if range.contains(t) {
-                                    out_timestamps.push(t);
-                                    out_values.push(v);
-                                }
-                            }
-                        })
+                    self.decode(&hp, b, raw, block_ts, block_vals).map(|()| {
+                        // A block's timestamps ascend (the writer's contract,
+                        // and the page passed its checksum).
+                        let lo = block_ts.partition_point(|&t| t < range.start);
+                        let hi = lo + block_ts[lo..].partition_point(|&t| t <= range.end);
+                        out_timestamps.extend_from_slice(&block_ts[lo..hi]);
+                        out_values.extend_from_slice(&block_vals[lo..hi]);
+                    })
                 };
                 if let Err(err) = result {
                     first_err.get_or_insert(err);
@@ -427,7 +410,7 @@ impl Part {
             if !range.overlaps(e.min_ts, e.max_ts) {
                 continue;
             }
-            let hp = self.cached_header_page(i)?;
+            let hp = cache.header_page(self, i)?;
             let start = hp.blocks.partition_point(|b| b.series < series_id);
             for b in hp.blocks[start..]
                 .iter()
@@ -462,13 +445,32 @@ impl Part {
 
     /// Header page `i` from the cache, decoding and caching it on a miss.
     fn cached_header_page(&self, i: usize) -> Result<Arc<HeaderPage>, PartError> {
-        if let Some(hp) = self.cache.lock().get(i) {
+        let key = (self.uid, self.index[i].offset);
+        if let Some(hp) = self.cache.headers.get(key) {
             return Ok(hp);
         }
-        // Decode outside the lock: concurrent readers of other pages go on.
+        // Decode outside any lock: concurrent readers of other pages go on.
         let hp = Arc::new(self.header_page(i)?);
-        self.cache.lock().insert(i, Arc::clone(&hp));
+        let bytes = std::mem::size_of::<HeaderPage>()
+            + hp.pages.capacity() * std::mem::size_of::<format::PageRef>()
+            + hp.blocks.capacity() * std::mem::size_of::<format::BlockRef>();
+        self.cache.headers.insert(key, Arc::clone(&hp), bytes);
         Ok(hp)
+    }
+
+    /// Data page `p` decompressed, from the cache or loaded and cached.
+    fn cached_page(&self, p: &format::PageRef) -> Result<Arc<Vec<u8>>, PartError> {
+        let key = (self.uid, p.offset);
+        if let Some(raw) = self.cache.pages.get(key) {
+            return Ok(raw);
+        }
+        let mut raw = Vec::new();
+        self.load_page(p, &mut raw)?;
+        let raw = Arc::new(raw);
+        self.cache
+            .pages
+            .insert(key, Arc::clone(&raw), raw.capacity());
+        Ok(raw)
     }
 
     fn header_page(&self, i: usize) -> Result<HeaderPage, PartError> {
@@ -699,27 +701,60 @@ fn check_index(
 /// State kept between `Part::read_series_cached` calls on one part.
 #[derive(Default)]
 pub struct ReadCache {
+    /// The last header page used, by index entry number.
+    header: Option<(usize, Arc<HeaderPage>)>,
     page: PageSlot,
+    /// A block that straddles the range is decoded here, then only its
+    /// samples within the range are copied out.
+    scratch: (Vec<i64>, Vec<f64>),
+}
+
+impl ReadCache {
+    fn header_page(&mut self, part: &Part, i: usize) -> Result<Arc<HeaderPage>, PartError> {
+        if let Some((at, hp)) = &self.header
+            && *at == i
+        {
+            return Ok(Arc::clone(hp));
+        }
+        let hp = part.cached_header_page(i)?;
+        self.header = Some((i, Arc::clone(&hp)));
+        Ok(hp)
+    }
 }
 
 /// The one decompressed data page a reader holds. Blocks are visited in page
-/// order, so one slot is enough to decompress each page once.
+/// order, so one slot is enough to find each page once.
 #[derive(Default)]
 struct PageSlot {
-    raw: Vec<u8>,
+    raw: PageBuf,
     /// data.bin offset of the page in `raw`.
     loaded: Option<u64>,
     /// data.bin offset of a page that failed; its blocks are skipped.
     failed: Option<u64>,
 }
 
+/// A page decompressed into the slot's own buffer (reused from page to
+/// page), or shared with the part's cache.
+enum PageBuf {
+    Own(Vec<u8>),
+    Shared(Arc<Vec<u8>>),
+}
+
+impl Default for PageBuf {
+    fn default() -> PageBuf {
+        PageBuf::Own(Vec::new())
+    }
+}
+
 impl PageSlot {
-    /// The raw page `page` of `hp`; `None` when it already failed.
+    /// The raw page `page` of `hp`, through the part's cache when `shared`;
+    /// `None` when it already failed.
     fn load(
         &mut self,
         part: &Part,
         hp: &HeaderPage,
         page: u32,
+        shared: bool,
     ) -> Result<Option<&[u8]>, PartError> {
         let p = &hp.pages[page as usize];
         if self.failed == Some(p.offset) {
@@ -727,13 +762,28 @@ impl PageSlot {
         }
         if self.loaded != Some(p.offset) {
             self.loaded = None;
-            if let Err(err) = part.load_page(p, &mut self.raw) {
+            let loaded = if shared && part.cache.pages.enabled() {
+                part.cached_page(p)
+                    .map(|raw| self.raw = PageBuf::Shared(raw))
+            } else {
+                let mut buf = match std::mem::take(&mut self.raw) {
+                    PageBuf::Own(buf) => buf,
+                    PageBuf::Shared(_) => Vec::new(),
+                };
+                let loaded = part.load_page(p, &mut buf);
+                self.raw = PageBuf::Own(buf);
+                loaded
+            };
+            if let Err(err) = loaded {
                 self.failed = Some(p.offset);
                 return Err(err);
             }
             self.loaded = Some(p.offset);
         }
-        Ok(Some(&self.raw))
+        Ok(Some(match &self.raw {
+            PageBuf::Own(buf) => buf,
+            PageBuf::Shared(raw) => raw,
+        }))
     }
 }
 
@@ -766,7 +816,8 @@ impl Iterator for BlockIter<'_> {
             };
             let b = hp.blocks[self.block];
             self.block += 1;
-            let raw = match self.page.load(self.part, hp, b.page) {
+            // Merges and scans read every page once: leave the cache to queries.
+            let raw = match self.page.load(self.part, hp, b.page, false) {
                 Ok(Some(raw)) => raw,
                 Ok(None) => continue,
                 Err(err) => return Some(Err(err)),

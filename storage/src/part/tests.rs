@@ -417,6 +417,51 @@ fn corrupted_data_page_fails_only_its_blocks() {
 }
 
 #[test]
+fn shared_page_cache_serves_every_part_and_never_keeps_a_damaged_page() {
+    let model = sample_model(200);
+    // Same series and timestamps, so pages sit at the same offsets in both
+    // parts: each part must still get its own.
+    let other: Model = model
+        .iter()
+        .map(|(&id, s)| (id, s.iter().map(|&(t, v)| (t, v * 2.0 + 1.0)).collect()))
+        .collect();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (dir_a, dir_b) = (tmp.path().join("a"), tmp.path().join("b"));
+    write(&dir_a, SMALL, &model);
+    write(&dir_b, SMALL, &other);
+    let cache = PageCache::new(1 << 20, 1 << 20);
+    let a = Part::open_with_cache(&dir_a, Arc::clone(&cache)).expect("open a");
+    let b = Part::open_with_cache(&dir_b, Arc::clone(&cache)).expect("open b");
+    check_model(&a, &model);
+    check_model(&b, &other);
+    let (headers, pages) = cache.take_counts();
+    assert!(headers.misses > 0 && pages.misses > 0);
+    check_model(&a, &model);
+    check_model(&b, &other);
+    let (headers, pages) = cache.take_counts();
+    assert_eq!((headers.misses, pages.misses), (0, 0), "second reads hit");
+    assert!(headers.hits > 0 && pages.hits > 0 && pages.bytes > 0);
+
+    let disabled = PageCache::new(0, 0);
+    let c = Part::open_with_cache(&dir_a, Arc::clone(&disabled)).expect("open c");
+    check_model(&c, &model);
+    assert_eq!(disabled.take_counts(), Default::default());
+
+    // A damaged page fails every read that needs it, cached or not.
+    let id = *model.keys().nth(5).expect("series");
+    let bad = a.data_page_offsets(id)[0];
+    drop((a, b, c));
+    flip_byte(&dir_a.join("data.bin"), bad + 1);
+    let cache = PageCache::new(1 << 20, 1 << 20);
+    let a = Part::open_with_cache(&dir_a, Arc::clone(&cache)).expect("reopen a");
+    for _ in 0..2 {
+        let (mut ts, mut vs) = (Vec::new(), Vec::new());
+        let r = a.read_series(id, TimeRange::ALL, &mut ts, &mut vs);
+        assert_corrupted(r, &dir_a.join("data.bin"), bad);
+    }
+}
+
+#[test]
 fn corrupted_headers_index_or_meta_fail_open() {
     let model = sample_model(60);
     let tmp = tempfile::tempdir().expect("tempdir");
