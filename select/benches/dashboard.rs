@@ -15,9 +15,10 @@
 //! evaluating thread per query (mean over `runs`): on a shared machine
 //! this moves much less with other processes' load than wall time does.
 //! `STRATA_BENCH_FILTER` keeps only queries whose name contains it. Under
-//! `valgrind --tool=callgrind --toggle-collect='*Engine::instant*'
-//! --toggle-collect='*Engine::range*'` with `STRATA_BENCH_CPU=1`, the
-//! instruction counts are those of query evaluation alone.
+//! `valgrind --tool=callgrind --dump-after='*Engine::instant*'
+//! --dump-after='*Engine::range*'` with `STRATA_BENCH_CPU=2`, the dump
+//! after each query's second run holds that run alone: instruction counts
+//! per query, free of the machine's load.
 
 use std::sync::Arc;
 use std::time::Duration;

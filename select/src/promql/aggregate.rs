@@ -2,7 +2,6 @@
 //! `by`/`without` grouping, step by step, with Prometheus 2.53's float
 //! arithmetic (incremental mean for `avg`, NaN rules of `min`/`max`).
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use promql_parser::parser::{AggregateExpr, Expr, LabelModifier};
@@ -11,6 +10,7 @@ use strata_storage::{Label, METRIC_NAME_LABEL};
 use super::engine::QueryError;
 use super::eval::{Arg, Elem, Evaluator, Shared, Steps, Val};
 use super::functions::stats;
+use super::hash::FastMap;
 
 pub(crate) fn eval(
     ev: &mut Evaluator<'_>,
@@ -121,8 +121,8 @@ impl Grouping {
 /// whole evaluation), so steps after the first neither build nor hash keys.
 #[derive(Default)]
 struct GroupCache {
-    by_address: HashMap<usize, usize>,
-    by_key: HashMap<String, usize>,
+    by_address: FastMap<usize, usize>,
+    by_key: FastMap<String, usize>,
     labels: Vec<Shared>,
 }
 

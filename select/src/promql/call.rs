@@ -3,7 +3,6 @@
 //! rather than on numbers (`absent`, `scalar`, `sort`, `label_replace`,
 //! `histogram_quantile`, ...). The math lives in `functions`.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use promql_parser::label::MatchOp as PromMatchOp;
@@ -17,6 +16,7 @@ use super::eval::{
     duplicate_labelset, label_value, merge_same_labels,
 };
 use super::functions::{elementwise, histogram, labels as label_fns, range};
+use super::hash::FastMap;
 use super::value::Point;
 
 pub(crate) fn eval(ev: &mut Evaluator<'_>, c: &Call, steps: Steps) -> Result<Val, QueryError> {
@@ -311,7 +311,7 @@ fn range_call(
             } else {
                 drop_name(&s.labels)
             },
-            points: Vec::new(),
+            points: Vec::with_capacity(data.window_steps(s, steps)),
         })
         .collect();
     let mut step_args = vec![0.0; scalars.len()];
@@ -388,11 +388,11 @@ fn histogram_quantile(
     let q = Val::Scalar(ev.eval_scalar(arg(args, 0, "histogram_quantile")?, steps)?);
     let input = Val::Vector(ev.eval_vector(arg(args, 1, "histogram_quantile")?, steps)?);
     let held = q.samples() + input.samples();
-    let mut keys: HashMap<usize, Option<(Shared, f64)>> = HashMap::new();
+    let mut keys: FastMap<usize, Option<(Shared, f64)>> = FastMap::default();
     let out = ev.range_eval(steps, &[&q, &input], |_, _, a| {
         let q = a[0].scalar();
         let vector = a[1].take_vector();
-        let mut index: HashMap<Shared, usize> = HashMap::new();
+        let mut index: FastMap<Shared, usize> = FastMap::default();
         let mut groups: Vec<(Shared, Vec<histogram::Bucket>)> = Vec::new();
         // `le` values seen per group: one twice means two input series
         // differ only in `__name__`.

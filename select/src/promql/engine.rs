@@ -5,6 +5,7 @@
 //! a matrix (Prometheus semantics: one series per output label set, points at
 //! the steps where it had a value).
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use promql_parser::parser::{self, value::ValueType};
@@ -153,7 +154,8 @@ impl Engine {
                     .filter_map(|s| {
                         let p = s.points.first()?;
                         Some(Sample {
-                            labels: (*s.labels).clone(),
+                            labels: Arc::try_unwrap(s.labels)
+                                .unwrap_or_else(|shared| (*shared).clone()),
                             t: time,
                             v: p.v,
                         })
@@ -164,7 +166,8 @@ impl Engine {
                 series
                     .into_iter()
                     .map(|s| Series {
-                        labels: (*s.labels).clone(),
+                        labels: Arc::try_unwrap(s.labels)
+                            .unwrap_or_else(|shared| (*shared).clone()),
                         points: s.points,
                     })
                     .collect(),
@@ -236,7 +239,7 @@ impl Engine {
                 .into_iter()
                 .filter(|s| !s.points.is_empty())
                 .map(|s| Series {
-                    labels: (*s.labels).clone(),
+                    labels: Arc::try_unwrap(s.labels).unwrap_or_else(|shared| (*shared).clone()),
                     points: s.points,
                 })
                 .collect(),

@@ -4,7 +4,6 @@
 //! so operators and functions run step by step over the whole grid, and each
 //! selector reads storage once for the whole query range.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -14,6 +13,7 @@ use strata_storage::{METRIC_NAME_LABEL, MatchOp, Matcher, TimeRange, is_stale_na
 
 use super::engine::{QueryError, QueryStats};
 use super::functions::RangeWindow;
+use super::hash::{FastMap, FastSet, map_with_capacity};
 use super::value::{Labels, Point};
 
 /// A label set shared by the points of a series and by the per-step
@@ -39,6 +39,18 @@ impl Steps {
 
     pub fn ts(&self, i: usize) -> i64 {
         self.start + i as i64 * self.step
+    }
+
+    /// How many steps lie in `[lo, hi]`.
+    pub fn count_within(&self, lo: i64, hi: i64) -> usize {
+        let lo = lo.max(self.start);
+        let hi = hi.min(self.end);
+        if hi < lo || self.step <= 0 {
+            return 0;
+        }
+        let first = (lo - self.start + self.step - 1) / self.step;
+        let last = (hi - self.start) / self.step;
+        (last - first + 1).max(0) as usize
     }
 }
 
@@ -128,6 +140,17 @@ impl MatrixData {
         self.at.unwrap_or(ts) - self.offset
     }
 
+    /// The most steps at which `series` can have a non-empty window.
+    pub fn window_steps(&self, series: &StepSeries, steps: Steps) -> usize {
+        match (self.at, series.points.first(), series.points.last()) {
+            (Some(_), _, _) => steps.count(),
+            (None, Some(first), Some(last)) => {
+                steps.count_within(first.t + self.offset, last.t + self.offset + self.range)
+            }
+            _ => 0,
+        }
+    }
+
     /// Calls `f(series index, step index, window)` for every series and step,
     /// sliding each window forward instead of searching per step.
     pub fn for_each_window(
@@ -136,13 +159,20 @@ impl MatrixData {
         deadline: Instant,
         mut f: impl FnMut(usize, usize, &RangeWindow<'_>) -> Result<(), QueryError>,
     ) -> Result<(), QueryError> {
-        let mut points: Vec<Point> = Vec::new();
+        let mut fresh: Vec<Point> = Vec::new();
         for (si, series) in self.series.iter().enumerate() {
-            if Instant::now() > deadline {
+            if si % 256 == 0 && Instant::now() > deadline {
                 return Err(QueryError::Timeout("expression evaluation"));
             }
-            points.clear();
-            points.extend(series.points.iter().filter(|p| !is_stale_nan(p.v)));
+            // Stale markers never count in a window; most series have none,
+            // so they are read in place.
+            let points: &[Point] = if series.points.iter().any(|p| is_stale_nan(p.v)) {
+                fresh.clear();
+                fresh.extend(series.points.iter().filter(|p| !is_stale_nan(p.v)));
+                &fresh
+            } else {
+                &series.points
+            };
             let (mut lo, mut hi) = (0, 0);
             for i in 0..steps.count() {
                 let ts = steps.ts(i);
@@ -316,7 +346,13 @@ impl Evaluator<'_> {
         let mut held = 0;
         for series in raw {
             let pts = &series.points;
-            let mut points = Vec::new();
+            let (Some(first), Some(last)) = (pts.first(), pts.last()) else {
+                continue;
+            };
+            let mut points = Vec::with_capacity(match at {
+                Some(_) => steps.count(),
+                None => steps.count_within(first.t + offset, last.t + offset + self.lookback),
+            });
             let mut j = 0;
             for i in 0..steps.count() {
                 let ts = steps.ts(i);
@@ -448,8 +484,11 @@ impl Evaluator<'_> {
         hi: i64,
     ) -> Result<Vec<StepSeries>, QueryError> {
         let alternatives = matchers_of(vs)?;
+        // A source answers each label set once per select, so only the
+        // alternatives of `or` matchers can repeat one.
+        let check_seen = alternatives.len() > 1;
         let mut out: Vec<StepSeries> = Vec::new();
-        let mut seen: HashMap<Shared, ()> = HashMap::new();
+        let mut seen: FastSet<Shared> = FastSet::default();
         for matchers in alternatives {
             let selected = self.source.select(&matchers, TimeRange::new(lo, hi))?;
             self.warnings.extend(selected.warnings);
@@ -457,16 +496,20 @@ impl Evaluator<'_> {
                 self.check_deadline()?;
                 let data = item?;
                 let mut labels = data.labels;
-                labels.sort();
+                if !labels.is_sorted() {
+                    labels.sort();
+                }
                 let labels = Arc::new(labels);
-                if seen.contains_key(&labels) {
+                if check_seen && seen.contains(&labels) {
                     continue;
                 }
-                let points: Vec<Point> = data
-                    .timestamps
+                // Samples come in time order.
+                let ts = &data.timestamps;
+                let from = ts.partition_point(|t| *t < lo);
+                let to = ts.partition_point(|t| *t <= hi).max(from);
+                let points: Vec<Point> = ts[from..to]
                     .iter()
-                    .zip(&data.values)
-                    .filter(|(t, _)| lo <= **t && **t <= hi)
+                    .zip(data.values.get(from..).unwrap_or_default())
                     .map(|(t, v)| Point { t: *t, v: *v })
                     .collect();
                 if points.is_empty() {
@@ -475,7 +518,9 @@ impl Evaluator<'_> {
                 self.stats.series_loaded += 1;
                 self.stats.samples_loaded += points.len() as u64;
                 self.hold(points.len())?;
-                seen.insert(labels.clone(), ());
+                if check_seen {
+                    seen.insert(labels.clone());
+                }
                 out.push(StepSeries { labels, points });
                 if self.max_series > 0 && out.len() > self.max_series {
                     return Err(QueryError::Limit(format!(
@@ -514,10 +559,10 @@ impl Evaluator<'_> {
             })
             .collect();
         let mut out: Vec<StepSeries> = Vec::new();
-        let mut index: HashMap<Shared, usize> = HashMap::new();
+        let mut index: FastMap<Shared, usize> = FastMap::default();
         // Most outputs reuse one label set allocation at every step; finding
         // it by address skips hashing the labels.
-        let mut by_address: HashMap<usize, usize> = HashMap::new();
+        let mut by_address: FastMap<usize, usize> = FastMap::default();
         let mut step_args = Vec::with_capacity(args.len());
         for i in 0..steps.count() {
             self.check_deadline()?;
@@ -591,9 +636,9 @@ pub(crate) fn duplicate_labelset() -> QueryError {
 
 /// Errors when two series of a result share a label set.
 pub(crate) fn check_unique_labelsets(series: &[StepSeries]) -> Result<(), QueryError> {
-    let mut seen = HashMap::with_capacity(series.len());
+    let mut seen = FastSet::with_capacity_and_hasher(series.len(), Default::default());
     for s in series {
-        if seen.insert(&s.labels, ()).is_some() {
+        if !seen.insert(&s.labels) {
             return Err(duplicate_labelset());
         }
     }
@@ -603,7 +648,17 @@ pub(crate) fn check_unique_labelsets(series: &[StepSeries]) -> Result<(), QueryE
 /// Merges series that share a label set (after a label change); two points
 /// at one step are an error.
 pub(crate) fn merge_same_labels(series: Vec<StepSeries>) -> Result<Vec<StepSeries>, QueryError> {
-    let mut index: HashMap<Shared, usize> = HashMap::with_capacity(series.len());
+    merge_disjoint(series).map_err(|Collision| duplicate_labelset())
+}
+
+/// Two series with one label set had a point at the same step.
+#[derive(Debug)]
+pub(crate) struct Collision;
+
+/// Merges series that share a label set, in the order of first appearance,
+/// if no two of them have a point at the same step.
+pub(crate) fn merge_disjoint(series: Vec<StepSeries>) -> Result<Vec<StepSeries>, Collision> {
+    let mut index: FastMap<Shared, usize> = map_with_capacity(series.len());
     let mut out: Vec<StepSeries> = Vec::with_capacity(series.len());
     for s in series {
         match index.get(&s.labels) {
@@ -613,7 +668,7 @@ pub(crate) fn merge_same_labels(series: Vec<StepSeries>) -> Result<Vec<StepSerie
                 let (mut a, mut b) = (target.points.iter().peekable(), s.points.iter().peekable());
                 loop {
                     match (a.peek(), b.peek()) {
-                        (Some(x), Some(y)) if x.t == y.t => return Err(duplicate_labelset()),
+                        (Some(x), Some(y)) if x.t == y.t => return Err(Collision),
                         (Some(x), Some(y)) => {
                             if x.t < y.t {
                                 merged.push(**x);
