@@ -41,6 +41,11 @@ impl Steps {
         self.start + i as i64 * self.step
     }
 
+    /// The index of the step at `t`, which must be a step's timestamp.
+    pub fn index(&self, t: i64) -> usize {
+        ((t - self.start) / self.step) as usize
+    }
+
     /// How many steps lie in `[lo, hi]`.
     pub fn count_within(&self, lo: i64, hi: i64) -> usize {
         let lo = lo.max(self.start);
