@@ -316,20 +316,25 @@ fn range_call(
         .collect();
     let mut step_args = vec![0.0; scalars.len()];
     let mut validated = vec![false; steps.count()];
-    data.for_each_window(steps, ev.deadline, |si, i, window| {
-        for (slot, s) in step_args.iter_mut().zip(&scalars) {
-            *slot = s.get(i).copied().unwrap_or(f64::NAN);
-        }
-        if !validated[i] {
-            range::validate_args(name, &step_args)
-                .map_err(|e| QueryError::Execution(e.to_string()))?;
-            validated[i] = true;
-        }
-        if let Some(v) = f(window, &step_args) {
-            out[si].points.push(Point { t: steps.ts(i), v });
-        }
-        Ok(())
-    })?;
+    data.for_each_window(
+        steps,
+        ev.deadline,
+        range::counts_drops(name),
+        |si, i, window| {
+            for (slot, s) in step_args.iter_mut().zip(&scalars) {
+                *slot = s.get(i).copied().unwrap_or(f64::NAN);
+            }
+            if !validated[i] {
+                range::validate_args(name, &step_args)
+                    .map_err(|e| QueryError::Execution(e.to_string()))?;
+                validated[i] = true;
+            }
+            if let Some(v) = f(window, &step_args) {
+                out[si].points.push(Point { t: steps.ts(i), v });
+            }
+            Ok(())
+        },
+    )?;
     ev.release(samples(&data.series));
     out.retain(|s| !s.points.is_empty());
     ev.hold(samples(&out))?;
@@ -490,7 +495,7 @@ fn absent_over_time(
     let a = arg(args, 0, "absent_over_time")?;
     let data = ev.matrix_arg(a, steps)?;
     let mut present = vec![false; steps.count()];
-    data.for_each_window(steps, ev.deadline, |_, i, w| {
+    data.for_each_window(steps, ev.deadline, false, |_, i, w| {
         if !w.points.is_empty() {
             present[i] = true;
         }

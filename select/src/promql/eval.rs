@@ -157,14 +157,19 @@ impl MatrixData {
     }
 
     /// Calls `f(series index, step index, window)` for every series and step,
-    /// sliding each window forward instead of searching per step.
+    /// sliding each window forward instead of searching per step. With
+    /// `count_drops`, windows carry their number of counter resets, counted
+    /// once per series.
     pub fn for_each_window(
         &self,
         steps: Steps,
         deadline: Instant,
+        count_drops: bool,
         mut f: impl FnMut(usize, usize, &RangeWindow<'_>) -> Result<(), QueryError>,
     ) -> Result<(), QueryError> {
         let mut fresh: Vec<Point> = Vec::new();
+        // drops_until[k]: points in 1..=k lower than the one before them.
+        let mut drops_until: Vec<u32> = Vec::new();
         for (si, series) in self.series.iter().enumerate() {
             if si % 256 == 0 && Instant::now() > deadline {
                 return Err(QueryError::Timeout("expression evaluation"));
@@ -178,6 +183,15 @@ impl MatrixData {
             } else {
                 &series.points
             };
+            if count_drops {
+                drops_until.clear();
+                drops_until.push(0);
+                let mut drops = 0;
+                for pair in points.windows(2) {
+                    drops += u32::from(pair[1].v < pair[0].v);
+                    drops_until.push(drops);
+                }
+            }
             let (mut lo, mut hi) = (0, 0);
             for i in 0..steps.count() {
                 let ts = steps.ts(i);
@@ -194,6 +208,8 @@ impl MatrixData {
                     start,
                     end,
                     eval_time: ts,
+                    drops: (count_drops && hi > lo)
+                        .then(|| (drops_until[hi - 1] - drops_until[lo]) as usize),
                 };
                 f(si, i, &window)?;
             }
@@ -281,7 +297,7 @@ impl Evaluator<'_> {
                 let data = self.matrix_arg(expr, steps)?;
                 let mut out = Vec::new();
                 let mut held = 0;
-                data.for_each_window(steps, self.deadline, |si, _, w| {
+                data.for_each_window(steps, self.deadline, false, |si, _, w| {
                     if !w.points.is_empty() {
                         held += w.points.len();
                         out.push(StepSeries {
