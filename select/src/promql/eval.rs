@@ -603,14 +603,21 @@ impl Evaluator<'_> {
                 let address = Arc::as_ptr(&e.labels) as usize;
                 let known = match by_address.get(&address) {
                     Some(&k) => Some(k),
-                    None => index.get(&e.labels).copied(),
+                    None => {
+                        let k = index.get(&e.labels).copied();
+                        // Only addresses `out` keeps alive may be remembered:
+                        // a freed one can come back with other labels.
+                        if let Some(k) = k
+                            && Arc::ptr_eq(&out[k].labels, &e.labels)
+                        {
+                            by_address.insert(address, k);
+                        }
+                        k
+                    }
                 };
                 match known {
                     Some(k) => {
                         let series = &mut out[k];
-                        if Arc::ptr_eq(&series.labels, &e.labels) {
-                            by_address.insert(address, k);
-                        }
                         if series.points.last().is_some_and(|p| p.t == ts) {
                             return Err(duplicate_labelset());
                         }

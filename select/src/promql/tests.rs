@@ -447,3 +447,187 @@ fn limits_and_warnings() {
     assert_eq!(got.warnings, vec!["block skipped".to_string()]);
     assert_eq!(got.stats.series_loaded, 1);
 }
+
+/// Ragged data for `range_equals_instants`: counters and gauges with gaps,
+/// resets, stale markers, NaN and negative values, and series that differ
+/// only in `__name__`, some overlapping in time and some not.
+fn ragged() -> MemSource {
+    use strata_storage::encoding::synthetic::SplitMix64;
+    let mut rng = SplitMix64::new(7);
+    let mut series = Vec::new();
+    let mut add = |pairs: &[(&str, &str)], from: i64, to: i64, rng: &mut SplitMix64| {
+        let mut labels: Vec<Label> = pairs.iter().map(|(n, v)| Label::new(*n, *v)).collect();
+        labels.sort();
+        let mut d = SeriesData {
+            labels,
+            timestamps: Vec::new(),
+            values: Vec::new(),
+        };
+        let mut counter = 0.0;
+        let mut t = from * 1000 + (rng.next_u64() % 5000) as i64;
+        while t <= to * 1000 {
+            let roll = rng.next_f64();
+            counter += (rng.next_u64() % 10) as f64;
+            let v = if roll < 0.1 {
+                t += 15_000;
+                continue;
+            } else if roll < 0.13 {
+                f64::from_bits(STALE_NAN_BITS)
+            } else if roll < 0.15 {
+                f64::NAN
+            } else if roll < 0.18 {
+                counter = 0.0;
+                -1.5
+            } else {
+                counter
+            };
+            d.timestamps.push(t);
+            d.values.push(v);
+            t += 10_000 + (rng.next_u64() % 10_000) as i64;
+        }
+        series.push(d);
+    };
+    for job in ["a", "b"] {
+        for inst in ["1", "2", "3"] {
+            add(
+                &[("__name__", "m"), ("job", job), ("inst", inst)],
+                0,
+                900,
+                &mut rng,
+            );
+            add(
+                &[("__name__", "n"), ("job", job), ("inst", inst)],
+                100,
+                800,
+                &mut rng,
+            );
+        }
+    }
+    // Disjoint in time: one series once the name is gone.
+    add(&[("__name__", "x1"), ("k", "1")], 0, 400, &mut rng);
+    add(&[("__name__", "x2"), ("k", "1")], 700, 900, &mut rng);
+    // Overlapping: an error at the steps where both have a value.
+    add(&[("__name__", "y1"), ("k", "1")], 0, 600, &mut rng);
+    add(&[("__name__", "y2"), ("k", "1")], 500, 900, &mut rng);
+    MemSource {
+        series,
+        warnings: Vec::new(),
+    }
+}
+
+/// Every (labels, time) -> value bits of a result.
+fn points_of(v: &Value, t: i64) -> std::collections::BTreeMap<(String, i64), u64> {
+    let mut out = std::collections::BTreeMap::new();
+    match v {
+        Value::Scalar { v, .. } => {
+            out.insert((String::new(), t), v.to_bits());
+        }
+        Value::Vector(samples) => {
+            for s in samples {
+                let dup = out.insert((labels_string(&s.labels), t), s.v.to_bits());
+                assert!(dup.is_none(), "two samples of {:?} at {t}", s.labels);
+            }
+        }
+        Value::Matrix(series) => {
+            for s in series {
+                for p in &s.points {
+                    let dup = out.insert((labels_string(&s.labels), p.t), p.v.to_bits());
+                    assert!(dup.is_none(), "two points of {:?} at {}", s.labels, p.t);
+                }
+            }
+        }
+        Value::String { .. } => {}
+    }
+    out
+}
+
+/// A range query is its instant queries stacked: every operation the
+/// evaluator runs series by series over the whole range must answer, to
+/// the bit, what it answers one step at a time, and fail when some step
+/// fails.
+#[test]
+fn range_equals_instants() {
+    let src = ragged();
+    let engine = Engine::default();
+    let options = QueryOptions::default();
+    let queries = [
+        "m",
+        "sum(m)",
+        "sum by (job) (m)",
+        "avg without (inst) (m)",
+        "count by (inst) (m)",
+        "group by (job) (m)",
+        "min by (job) (m)",
+        "max(m)",
+        "stddev by (job) (m)",
+        "stdvar(m)",
+        "sum by (job) (rate(m[1m]))",
+        "increase(m[2m])",
+        "resets(m[3m])",
+        "avg_over_time(m[1m])",
+        "max_over_time(rate(m[1m])[2m:20s])",
+        "m * 2",
+        "2 - m",
+        "m > 3",
+        "3 < m",
+        "m > bool 3",
+        "-m",
+        "m + n",
+        "m / on(job, inst) n",
+        "m > n",
+        "m >= bool n",
+        "m - ignoring(inst) group_left sum by (job) (n)",
+        "sum by (job) (n) * on(job) group_right m",
+        "m and n",
+        "m unless n",
+        "m or n",
+        "m and on(job) n",
+        "n or on(job) m",
+        "m unless on(inst) n",
+        "{__name__=~\"x.\"} * 1",
+        "{__name__=~\"y.\"} * 1",
+        "{__name__=~\"x.\"} > bool 2",
+        "sum({__name__=~\"y.\"})",
+        "{__name__=~\"x.\"} + on(k) {__name__=~\"y.\"}",
+        "topk(2, m)",
+        "quantile by (job) (0.5, m)",
+        "count_values(\"v\", m)",
+    ];
+    let (mut answered, mut failed_queries) = (0, Vec::new());
+    for (start, end, step) in [(0, 900, 30), (50, 850, 7), (300, 300, 1)] {
+        for query in queries {
+            let range = engine.range(&src, query, start * 1000, end * 1000, step * 1000, &options);
+            let mut stacked = std::collections::BTreeMap::new();
+            let mut failed = None;
+            let mut t = start * 1000;
+            while t <= end * 1000 {
+                match engine.instant(&src, query, t, &options) {
+                    Ok(r) => stacked.extend(points_of(&r.value, t)),
+                    Err(e) => failed = failed.or(Some(e)),
+                }
+                t += step * 1000;
+            }
+            match (range, failed) {
+                (Ok(r), None) => {
+                    assert_eq!(
+                        points_of(&r.value, 0),
+                        stacked,
+                        "{query} over {start}..{end} by {step}"
+                    );
+                    answered += usize::from(!stacked.is_empty());
+                }
+                (Err(_), Some(_)) => failed_queries.push(query),
+                (Ok(_), Some(e)) => panic!("{query}: range ok, an instant failed: {e}"),
+                (Err(e), None) => panic!("{query}: range failed, no instant did: {e}"),
+            }
+        }
+    }
+    // The data must exercise both outcomes: answers, and the labels
+    // collision that only some steps have.
+    assert!(answered > 100, "only {answered} non-empty answers");
+    assert!(
+        failed_queries.contains(&"{__name__=~\"y.\"} * 1")
+            && !failed_queries.contains(&"{__name__=~\"x.\"} * 1"),
+        "failed: {failed_queries:?}"
+    );
+}
