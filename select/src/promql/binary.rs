@@ -11,7 +11,7 @@ use strata_storage::{Label, METRIC_NAME_LABEL};
 use super::engine::QueryError;
 use super::eval::{
     Elem, Evaluator, Shared, StepSeries, Steps, Val, drop_name, format_labels, merge_disjoint,
-    merge_same_labels,
+    merge_same_labels, strip_name,
 };
 use super::hash::{FastMap, FastSet, map_with_capacity};
 use super::value::Point;
@@ -226,9 +226,7 @@ impl Operands<'_> {
                 continue;
             }
             if !keeps_name {
-                let dropped = drop_name(&s.labels);
-                renamed |= !Arc::ptr_eq(&dropped, &s.labels);
-                s.labels = dropped;
+                renamed |= strip_name(&mut s.labels);
             }
             out.push(s);
         }
@@ -309,7 +307,7 @@ impl Operands<'_> {
             }
             let mut labels = result_labels(&e.labels, &other.labels, m, self.comparison);
             if self.return_bool {
-                labels = drop_name(&labels);
+                strip_name(&mut labels);
             }
             out.push(StepSeries { labels, points });
         }

@@ -13,7 +13,7 @@ use strata_storage::{Label, METRIC_NAME_LABEL};
 use super::engine::QueryError;
 use super::eval::{
     Elem, Evaluator, Shared, StepSeries, Steps, Val, check_unique_labelsets, drop_name,
-    duplicate_labelset, label_value, merge_same_labels,
+    duplicate_labelset, label_value, merge_same_labels, strip_name,
 };
 use super::functions::{elementwise, histogram, labels as label_fns, range};
 use super::hash::FastMap;
@@ -85,7 +85,7 @@ pub(crate) fn eval(ev: &mut Evaluator<'_>, c: &Call, steps: Steps) -> Result<Val
                 }
             };
             for s in &mut series {
-                s.labels = drop_name(&s.labels);
+                strip_name(&mut s.labels);
             }
             Ok(Val::Vector(merge_same_labels(series)?))
         }
@@ -301,18 +301,10 @@ fn range_call(
         }
     }
     let data = ev.matrix_arg(arg(args, matrix_index, name)?, steps)?;
-    let keep_name = name == "last_over_time";
-    let mut out: Vec<StepSeries> = data
+    let mut out: Vec<Vec<Point>> = data
         .series
         .iter()
-        .map(|s| StepSeries {
-            labels: if keep_name {
-                s.labels.clone()
-            } else {
-                drop_name(&s.labels)
-            },
-            points: Vec::with_capacity(data.window_steps(s, steps)),
-        })
+        .map(|s| Vec::with_capacity(data.window_steps(s, steps)))
         .collect();
     let mut step_args = vec![0.0; scalars.len()];
     let mut validated = vec![false; steps.count()];
@@ -330,15 +322,33 @@ fn range_call(
                 validated[i] = true;
             }
             if let Some(v) = f(window, &step_args) {
-                out[si].points.push(Point { t: steps.ts(i), v });
+                out[si].push(Point { t: steps.ts(i), v });
             }
             Ok(())
         },
     )?;
     ev.release(samples(&data.series));
-    out.retain(|s| !s.points.is_empty());
+    let keep_name = name == "last_over_time";
+    let mut renamed = false;
+    let out: Vec<StepSeries> = data
+        .series
+        .into_iter()
+        .zip(out)
+        .filter(|(_, points)| !points.is_empty())
+        .map(|(s, points)| {
+            let mut labels = s.labels;
+            if !keep_name {
+                renamed |= strip_name(&mut labels);
+            }
+            StepSeries { labels, points }
+        })
+        .collect();
     ev.hold(samples(&out))?;
-    check_unique_labelsets(&out)?;
+    // Series that differ only in `__name__` now share labels, an error even
+    // at different steps (as in Prometheus).
+    if renamed {
+        check_unique_labelsets(&out)?;
+    }
     Ok(Val::Vector(out))
 }
 
@@ -358,7 +368,7 @@ fn elementwise_call(
     }
     let mut out = Vec::with_capacity(input.len());
     let mut step_args = vec![0.0; scalars.len()];
-    for s in input {
+    for mut s in input {
         let mut points = Vec::with_capacity(s.points.len());
         for p in &s.points {
             let i = ((p.t - steps.start) / steps.step) as usize;
@@ -374,8 +384,9 @@ fn elementwise_call(
             });
         }
         if !points.is_empty() {
+            strip_name(&mut s.labels);
             out.push(StepSeries {
-                labels: drop_name(&s.labels),
+                labels: s.labels,
                 points,
             });
         }

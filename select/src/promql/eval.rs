@@ -280,7 +280,7 @@ impl Evaluator<'_> {
                     }
                     Val::Vector(mut series) => {
                         for s in &mut series {
-                            s.labels = drop_name(&s.labels);
+                            strip_name(&mut s.labels);
                             s.points.iter_mut().for_each(|p| p.v = -p.v);
                         }
                         check_unique_labelsets(&series)?;
@@ -726,6 +726,17 @@ pub(crate) fn merge_disjoint(series: Vec<StepSeries>) -> Result<Vec<StepSeries>,
         }
     }
     Ok(out)
+}
+
+/// Removes `__name__` from `labels`, in place when nothing else holds
+/// them (a series owned by the operation at hand: no copy of every label).
+/// Returns whether there was one.
+pub(crate) fn strip_name(labels: &mut Shared) -> bool {
+    if !labels.iter().any(|l| l.name == METRIC_NAME_LABEL) {
+        return false;
+    }
+    Arc::make_mut(labels).retain(|l| l.name != METRIC_NAME_LABEL);
+    true
 }
 
 /// `labels` without `__name__`.
