@@ -12,8 +12,9 @@ use strata_storage::{Label, METRIC_NAME_LABEL};
 
 use super::engine::QueryError;
 use super::eval::{
-    Elem, Evaluator, Shared, StepSeries, Steps, Val, check_unique_labelsets, drop_name,
-    duplicate_labelset, label_value, merge_same_labels, strip_name,
+    Elem, Evaluator, RangeArg, Shared, StepSeries, Steps, Val, Walker, WindowShape,
+    check_unique_labelsets, drop_name, duplicate_labelset, label_value, merge_same_labels,
+    strip_name,
 };
 use super::functions::{elementwise, histogram, labels as label_fns, range};
 use super::hash::FastMap;
@@ -300,19 +301,17 @@ fn range_call(
             scalars.push(ev.eval_scalar(a, steps)?);
         }
     }
-    let data = ev.matrix_arg(arg(args, matrix_index, name)?, steps)?;
-    let mut out: Vec<Vec<Point>> = data
-        .series
-        .iter()
-        .map(|s| Vec::with_capacity(data.window_steps(s, steps)))
-        .collect();
+    let keep_name = name == "last_over_time";
+    let mut walker = Walker::new(range::counts_drops(name));
     let mut step_args = vec![0.0; scalars.len()];
     let mut validated = vec![false; steps.count()];
-    data.for_each_window(
-        steps,
-        ev.deadline,
-        range::counts_drops(name),
-        |si, i, window| {
+    let mut renamed = false;
+    let mut out: Vec<StepSeries> = Vec::new();
+    // One series' windows, then its result; its raw samples are dropped
+    // right after.
+    let mut apply = |ev: &mut Evaluator<'_>, shape: &WindowShape, series: StepSeries| {
+        let mut points = Vec::with_capacity(shape.window_steps(&series.points, steps));
+        walker.walk(shape, &series.points, steps, |i, window| {
             for (slot, s) in step_args.iter_mut().zip(&scalars) {
                 *slot = s.get(i).copied().unwrap_or(f64::NAN);
             }
@@ -322,28 +321,35 @@ fn range_call(
                 validated[i] = true;
             }
             if let Some(v) = f(window, &step_args) {
-                out[si].push(Point { t: steps.ts(i), v });
+                points.push(Point { t: steps.ts(i), v });
             }
             Ok(())
-        },
-    )?;
-    ev.release(samples(&data.series));
-    let keep_name = name == "last_over_time";
-    let mut renamed = false;
-    let out: Vec<StepSeries> = data
-        .series
-        .into_iter()
-        .zip(out)
-        .filter(|(_, points)| !points.is_empty())
-        .map(|(s, points)| {
-            let mut labels = s.labels;
-            if !keep_name {
-                renamed |= strip_name(&mut labels);
+        })?;
+        ev.release(series.points.len());
+        if points.is_empty() {
+            return Ok(());
+        }
+        ev.hold(points.len())?;
+        let mut labels = series.labels;
+        if !keep_name {
+            renamed |= strip_name(&mut labels);
+        }
+        out.push(StepSeries { labels, points });
+        Ok::<(), QueryError>(())
+    };
+    match ev.range_arg(arg(args, matrix_index, name)?, steps)? {
+        RangeArg::Selector { vs, shape, lo, hi } => {
+            ev.stream(vs, lo, hi, |ev, series| apply(ev, &shape, series))?;
+        }
+        RangeArg::Data(data) => {
+            for (si, series) in data.series.into_iter().enumerate() {
+                if si % 256 == 0 {
+                    ev.check_deadline()?;
+                }
+                apply(ev, &data.shape, series)?;
             }
-            StepSeries { labels, points }
-        })
-        .collect();
-    ev.hold(samples(&out))?;
+        }
+    }
     // Series that differ only in `__name__` now share labels, an error even
     // at different steps (as in Prometheus).
     if renamed {

@@ -130,24 +130,25 @@ impl Arg {
     }
 }
 
-/// Range-vector input of a function: raw samples (stale markers included)
-/// or a subquery's points, with the window's width and placement.
-pub(crate) struct MatrixData {
-    pub series: Vec<StepSeries>,
+/// Where the windows of a range vector sit: their width, and the offset and
+/// `@` time that move them.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct WindowShape {
     pub range: i64,
     pub offset: i64,
     pub at: Option<i64>,
 }
 
-impl MatrixData {
+impl WindowShape {
     /// Last millisecond of the window at step `ts`.
     pub fn window_end(&self, ts: i64) -> i64 {
         self.at.unwrap_or(ts) - self.offset
     }
 
-    /// The most steps at which `series` can have a non-empty window.
-    pub fn window_steps(&self, series: &StepSeries, steps: Steps) -> usize {
-        match (self.at, series.points.first(), series.points.last()) {
+    /// The most steps at which a series with `points` can have a non-empty
+    /// window.
+    pub fn window_steps(&self, points: &[Point], steps: Steps) -> usize {
+        match (self.at, points.first(), points.last()) {
             (Some(_), _, _) => steps.count(),
             (None, Some(first), Some(last)) => {
                 steps.count_within(first.t + self.offset, last.t + self.offset + self.range)
@@ -155,11 +156,91 @@ impl MatrixData {
             _ => 0,
         }
     }
+}
 
-    /// Calls `f(series index, step index, window)` for every series and step,
-    /// sliding each window forward instead of searching per step. With
-    /// `count_drops`, windows carry their number of counter resets, counted
-    /// once per series.
+/// Slides the windows of a [`WindowShape`] over one series after another,
+/// keeping its scratch space from series to series.
+#[derive(Default)]
+pub(crate) struct Walker {
+    /// Count the counter resets of each window (see
+    /// `functions::range::counts_drops`).
+    pub count_drops: bool,
+    fresh: Vec<Point>,
+    /// drops_until[k]: points in 1..=k lower than the one before them.
+    drops_until: Vec<u32>,
+}
+
+impl Walker {
+    pub fn new(count_drops: bool) -> Walker {
+        Walker {
+            count_drops,
+            ..Walker::default()
+        }
+    }
+
+    /// Calls `f(step index, window)` at every step over the points of one
+    /// series, moving the window's bounds forward instead of searching.
+    pub fn walk(
+        &mut self,
+        shape: &WindowShape,
+        series: &[Point],
+        steps: Steps,
+        mut f: impl FnMut(usize, &RangeWindow<'_>) -> Result<(), QueryError>,
+    ) -> Result<(), QueryError> {
+        // Stale markers never count in a window; most series have none, so
+        // they are read in place.
+        let points: &[Point] = if series.iter().any(|p| is_stale_nan(p.v)) {
+            self.fresh.clear();
+            self.fresh
+                .extend(series.iter().filter(|p| !is_stale_nan(p.v)));
+            &self.fresh
+        } else {
+            series
+        };
+        let drops_until = &mut self.drops_until;
+        if self.count_drops {
+            drops_until.clear();
+            drops_until.push(0);
+            let mut drops = 0;
+            for pair in points.windows(2) {
+                drops += u32::from(pair[1].v < pair[0].v);
+                drops_until.push(drops);
+            }
+        }
+        let (mut lo, mut hi) = (0, 0);
+        for i in 0..steps.count() {
+            let ts = steps.ts(i);
+            let end = shape.window_end(ts);
+            let start = end - shape.range;
+            while hi < points.len() && points[hi].t <= end {
+                hi += 1;
+            }
+            while lo < hi && points[lo].t < start {
+                lo += 1;
+            }
+            let window = RangeWindow {
+                points: &points[lo..hi],
+                start,
+                end,
+                eval_time: ts,
+                drops: (self.count_drops && hi > lo)
+                    .then(|| (drops_until[hi - 1] - drops_until[lo]) as usize),
+            };
+            f(i, &window)?;
+        }
+        Ok(())
+    }
+}
+
+/// Range-vector input of a function: raw samples (stale markers included)
+/// or a subquery's points, with the windows' shape.
+pub(crate) struct MatrixData {
+    pub series: Vec<StepSeries>,
+    pub shape: WindowShape,
+}
+
+impl MatrixData {
+    /// Calls `f(series index, step index, window)` for every series and step.
     pub fn for_each_window(
         &self,
         steps: Steps,
@@ -167,55 +248,28 @@ impl MatrixData {
         count_drops: bool,
         mut f: impl FnMut(usize, usize, &RangeWindow<'_>) -> Result<(), QueryError>,
     ) -> Result<(), QueryError> {
-        let mut fresh: Vec<Point> = Vec::new();
-        // drops_until[k]: points in 1..=k lower than the one before them.
-        let mut drops_until: Vec<u32> = Vec::new();
+        let mut walker = Walker::new(count_drops);
         for (si, series) in self.series.iter().enumerate() {
             if si % 256 == 0 && Instant::now() > deadline {
                 return Err(QueryError::Timeout("expression evaluation"));
             }
-            // Stale markers never count in a window; most series have none,
-            // so they are read in place.
-            let points: &[Point] = if series.points.iter().any(|p| is_stale_nan(p.v)) {
-                fresh.clear();
-                fresh.extend(series.points.iter().filter(|p| !is_stale_nan(p.v)));
-                &fresh
-            } else {
-                &series.points
-            };
-            if count_drops {
-                drops_until.clear();
-                drops_until.push(0);
-                let mut drops = 0;
-                for pair in points.windows(2) {
-                    drops += u32::from(pair[1].v < pair[0].v);
-                    drops_until.push(drops);
-                }
-            }
-            let (mut lo, mut hi) = (0, 0);
-            for i in 0..steps.count() {
-                let ts = steps.ts(i);
-                let end = self.window_end(ts);
-                let start = end - self.range;
-                while hi < points.len() && points[hi].t <= end {
-                    hi += 1;
-                }
-                while lo < hi && points[lo].t < start {
-                    lo += 1;
-                }
-                let window = RangeWindow {
-                    points: &points[lo..hi],
-                    start,
-                    end,
-                    eval_time: ts,
-                    drops: (count_drops && hi > lo)
-                        .then(|| (drops_until[hi - 1] - drops_until[lo]) as usize),
-                };
-                f(si, i, &window)?;
-            }
+            walker.walk(&self.shape, &series.points, steps, |i, w| f(si, i, w))?;
         }
         Ok(())
     }
+}
+
+/// The range-vector argument of a function: a selector whose series can be
+/// read and used one at a time, or data already evaluated (a subquery).
+pub(crate) enum RangeArg<'e> {
+    Selector {
+        vs: &'e VectorSelector,
+        shape: WindowShape,
+        /// The span of samples to read.
+        lo: i64,
+        hi: i64,
+    },
+    Data(MatrixData),
 }
 
 /// Per-query evaluation state: limits, counters and warnings.
@@ -413,6 +467,30 @@ impl Evaluator<'_> {
     pub fn matrix_arg(&mut self, expr: &Expr, steps: Steps) -> Result<MatrixData, QueryError> {
         match expr {
             Expr::Paren(p) => self.matrix_arg(&p.expr, steps),
+            Expr::MatrixSelector(_) => match self.range_arg(expr, steps)? {
+                RangeArg::Selector { vs, shape, lo, hi } => Ok(MatrixData {
+                    series: self.load(vs, lo, hi)?,
+                    shape,
+                }),
+                RangeArg::Data(data) => Ok(data),
+            },
+            Expr::Subquery(sq) => self.subquery(sq, steps),
+            other => Err(QueryError::BadData(format!(
+                "expected type range vector, got {}",
+                value_type_name(other)
+            ))),
+        }
+    }
+
+    /// The range-vector argument `expr` of a function, a selector left
+    /// unread so that its series can be taken one at a time.
+    pub fn range_arg<'e>(
+        &mut self,
+        expr: &'e Expr,
+        steps: Steps,
+    ) -> Result<RangeArg<'e>, QueryError> {
+        match expr {
+            Expr::Paren(p) => self.range_arg(&p.expr, steps),
             Expr::MatrixSelector(ms) => {
                 let offset = offset_ms(&ms.vs.offset);
                 let at = self.at_ms(&ms.vs.at);
@@ -421,19 +499,14 @@ impl Evaluator<'_> {
                     Some(at) => (at - offset - range, at - offset),
                     None => (steps.start - offset - range, steps.end - offset),
                 };
-                let series = self.load(&ms.vs, lo, hi)?;
-                Ok(MatrixData {
-                    series,
-                    range,
-                    offset,
-                    at,
+                Ok(RangeArg::Selector {
+                    vs: &ms.vs,
+                    shape: WindowShape { range, offset, at },
+                    lo,
+                    hi,
                 })
             }
-            Expr::Subquery(sq) => self.subquery(sq, steps),
-            other => Err(QueryError::BadData(format!(
-                "expected type range vector, got {}",
-                value_type_name(other)
-            ))),
+            other => Ok(RangeArg::Data(self.matrix_arg(other, steps)?)),
         }
     }
 
@@ -490,9 +563,7 @@ impl Evaluator<'_> {
         };
         Ok(MatrixData {
             series,
-            range,
-            offset,
-            at,
+            shape: WindowShape { range, offset, at },
         })
     }
 
@@ -504,11 +575,29 @@ impl Evaluator<'_> {
         lo: i64,
         hi: i64,
     ) -> Result<Vec<StepSeries>, QueryError> {
+        let mut out = Vec::new();
+        self.stream(vs, lo, hi, |_, series| {
+            out.push(series);
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
+    /// Hands the series of `vs` with samples in `[lo, hi]` to `f` one at a
+    /// time, as they are read. Their samples count as held when `f` gets
+    /// them; `f` releases what it drops.
+    pub fn stream(
+        &mut self,
+        vs: &VectorSelector,
+        lo: i64,
+        hi: i64,
+        mut f: impl FnMut(&mut Self, StepSeries) -> Result<(), QueryError>,
+    ) -> Result<(), QueryError> {
         let alternatives = matchers_of(vs)?;
         // A source answers each label set once per select, so only the
         // alternatives of `or` matchers can repeat one.
         let check_seen = alternatives.len() > 1;
-        let mut out: Vec<StepSeries> = Vec::new();
+        let mut count = 0;
         let mut seen: FastSet<Shared> = FastSet::default();
         for matchers in alternatives {
             let selected = self.source.select(&matchers, TimeRange::new(lo, hi))?;
@@ -542,16 +631,17 @@ impl Evaluator<'_> {
                 if check_seen {
                     seen.insert(labels.clone());
                 }
-                out.push(StepSeries { labels, points });
-                if self.max_series > 0 && out.len() > self.max_series {
+                count += 1;
+                if self.max_series > 0 && count > self.max_series {
                     return Err(QueryError::Limit(format!(
                         "the selector {vs} matches more than {} series (limit --query.max-series)",
                         self.max_series
                     )));
                 }
+                f(self, StepSeries { labels, points })?;
             }
         }
-        Ok(out)
+        Ok(())
     }
 
     /// The time an `@` modifier pins evaluation to, in ms.
