@@ -11,9 +11,11 @@
 //! STRATA_BENCH_CPU=20 cargo bench -p strata-select --bench dashboard
 //! ```
 //!
-//! `STRATA_BENCH_CPU=<runs>` skips criterion and prints the CPU time of the
-//! evaluating thread per query (mean over `runs`): on a shared machine
-//! this moves much less with other processes' load than wall time does.
+//! `STRATA_BENCH_CPU=<runs>` skips criterion and prints the process's CPU
+//! time and the wall time per query (means over `runs`): on a shared
+//! machine CPU time moves much less with other processes' load than wall
+//! time does. `STRATA_BENCH_READ_AHEAD=0` turns the engine's read-ahead
+//! thread off.
 //! `STRATA_BENCH_FILTER` keeps only queries whose name contains it. Under
 //! `valgrind --tool=callgrind --dump-after='*Engine::instant*'
 //! --dump-after='*Engine::range*'` with `STRATA_BENCH_CPU=2`, the dump
@@ -150,9 +152,10 @@ fn env_number(name: &str) -> Option<u64> {
     )
 }
 
-/// CPU time (user + system) of the calling thread.
-fn thread_cpu() -> Duration {
-    let stat = std::fs::read_to_string("/proc/thread-self/stat").expect("read thread stat");
+/// CPU time (user + system) of the process: the evaluating thread, the one
+/// that reads ahead for it, and storage's (idle once the data is merged).
+fn process_cpu() -> Duration {
+    let stat = std::fs::read_to_string("/proc/self/stat").expect("read process stat");
     // Fields after the command name, which is in parentheses.
     let rest = &stat[stat.rfind(')').expect("stat has a command") + 2..];
     let fields: Vec<&str> = rest.split(' ').collect();
@@ -170,7 +173,10 @@ fn main() {
     let storage = open(dir.path(), end + INTERVAL);
     load(&storage, hosts, end);
     let source = StorageSource::new(storage.clone(), Tenant::DEFAULT);
-    let engine = Engine::new(EngineOptions::default());
+    let engine = Engine::new(EngineOptions {
+        read_ahead: env_number("STRATA_BENCH_READ_AHEAD") != Some(0),
+        ..EngineOptions::default()
+    });
     let options = QueryOptions::default();
     let run = |shape: Shape, query: &str| match shape {
         Shape::Instant => engine.instant(&source, query, end, &options),
@@ -180,14 +186,18 @@ fn main() {
 
     if let Some(runs) = env_number("STRATA_BENCH_CPU") {
         let runs = runs.max(1) as u32;
-        println!("{hosts} hosts; CPU ms per query, mean of {runs}");
+        println!("{hosts} hosts; CPU ms and wall ms per query, means of {runs}");
         for &(name, shape, query) in suite {
-            let started = thread_cpu();
+            let (cpu, wall) = (process_cpu(), std::time::Instant::now());
             for _ in 0..runs {
                 run(shape, query).expect("query");
             }
-            let took = (thread_cpu() - started) / runs;
-            println!("{name:<32} {:>9.2}", took.as_secs_f64() * 1000.0);
+            let (cpu, wall) = ((process_cpu() - cpu) / runs, wall.elapsed() / runs);
+            println!(
+                "{name:<32} {:>9.2} {:>9.2}",
+                cpu.as_secs_f64() * 1000.0,
+                wall.as_secs_f64() * 1000.0
+            );
         }
     } else {
         let mut c = Criterion::default().configure_from_args();

@@ -339,7 +339,11 @@ fn range_call(
     };
     match ev.range_arg(arg(args, matrix_index, name)?, steps)? {
         RangeArg::Selector { vs, shape, lo, hi } => {
-            ev.stream(vs, lo, hi, |ev, series| apply(ev, &shape, series))?;
+            // Many steps make real work per series: read ahead meanwhile.
+            let read_ahead = steps.count() > 1;
+            ev.stream(vs, lo, hi, read_ahead, |ev, series| {
+                apply(ev, &shape, series)
+            })?;
         }
         RangeArg::Data(data) => {
             for (si, series) in data.series.into_iter().enumerate() {

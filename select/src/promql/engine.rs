@@ -32,6 +32,10 @@ pub struct EngineOptions {
     /// Step of subqueries written without one (`x[1h:]`), like Prometheus'
     /// global evaluation interval. Default 1m.
     pub subquery_step: Duration,
+    /// Range functions of range queries read their selector's series on a
+    /// second thread while evaluating the ones already read (storage
+    /// decoding and window arithmetic overlap on two cores). Default true.
+    pub read_ahead: bool,
 }
 
 impl Default for EngineOptions {
@@ -43,6 +47,7 @@ impl Default for EngineOptions {
             max_points_per_series: 11_000,
             timeout: Duration::from_secs(120),
             subquery_step: Duration::from_secs(60),
+            read_ahead: true,
         }
     }
 }
@@ -283,6 +288,7 @@ impl Engine {
             current_samples: 0,
             stats: QueryStats::default(),
             warnings: Vec::new(),
+            read_ahead: self.options.read_ahead,
         }
     }
 }

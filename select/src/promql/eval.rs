@@ -4,17 +4,18 @@
 //! so operators and functions run step by step over the whole grid, and each
 //! selector reads storage once for the whole query range.
 
-use std::sync::Arc;
+use std::sync::{Arc, mpsc};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use promql_parser::label::MatchOp as PromMatchOp;
 use promql_parser::parser::{AtModifier, Expr, Offset, SubqueryExpr, VectorSelector};
-use strata_storage::{METRIC_NAME_LABEL, MatchOp, Matcher, TimeRange, is_stale_nan};
+use strata_storage::{METRIC_NAME_LABEL, MatchOp, Matcher, SeriesData, TimeRange, is_stale_nan};
 
 use super::engine::{QueryError, QueryStats};
 use super::functions::RangeWindow;
 use super::hash::{FastMap, FastSet, map_with_capacity};
 use super::value::{Labels, Point};
+use crate::source::SeriesStream;
 
 /// A label set shared by the points of a series and by the per-step
 /// elements built from it, so steps do not copy labels.
@@ -272,6 +273,70 @@ pub(crate) enum RangeArg<'e> {
     Data(MatrixData),
 }
 
+/// Series read in line before a selector's reading moves to a second
+/// thread, and per message between that thread and the evaluation: enough
+/// to make the channel's cost per series small.
+const READ_AHEAD_SERIES: usize = 64;
+/// Messages the reading thread may be ahead by.
+const READ_AHEAD_BATCHES: usize = 4;
+
+/// What a selector's reading needs from series to series: turns storage's
+/// answers into series on the query's terms (range cut, labels shared,
+/// limits counted).
+pub(crate) struct Intake<'v> {
+    vs: &'v VectorSelector,
+    lo: i64,
+    hi: i64,
+    check_seen: bool,
+    seen: FastSet<Shared>,
+    count: usize,
+}
+
+impl Intake<'_> {
+    /// The series of `data` within the selector's range, counted against
+    /// the limits; `None` when it has no sample there or was seen before.
+    fn take(
+        &mut self,
+        ev: &mut Evaluator<'_>,
+        data: SeriesData,
+    ) -> Result<Option<StepSeries>, QueryError> {
+        let mut labels = data.labels;
+        if !labels.is_sorted() {
+            labels.sort();
+        }
+        let labels = Arc::new(labels);
+        if self.check_seen && self.seen.contains(&labels) {
+            return Ok(None);
+        }
+        // Samples come in time order.
+        let ts = &data.timestamps;
+        let from = ts.partition_point(|t| *t < self.lo);
+        let to = ts.partition_point(|t| *t <= self.hi).max(from);
+        let points: Vec<Point> = ts[from..to]
+            .iter()
+            .zip(data.values.get(from..).unwrap_or_default())
+            .map(|(t, v)| Point { t: *t, v: *v })
+            .collect();
+        if points.is_empty() {
+            return Ok(None);
+        }
+        ev.stats.series_loaded += 1;
+        ev.stats.samples_loaded += points.len() as u64;
+        ev.hold(points.len())?;
+        if self.check_seen {
+            self.seen.insert(labels.clone());
+        }
+        self.count += 1;
+        if ev.max_series > 0 && self.count > ev.max_series {
+            return Err(QueryError::Limit(format!(
+                "the selector {} matches more than {} series (limit --query.max-series)",
+                self.vs, ev.max_series
+            )));
+        }
+        Ok(Some(StepSeries { labels, points }))
+    }
+}
+
 /// Per-query evaluation state: limits, counters and warnings.
 pub(crate) struct Evaluator<'a> {
     pub source: &'a dyn crate::source::Source,
@@ -287,6 +352,8 @@ pub(crate) struct Evaluator<'a> {
     pub current_samples: usize,
     pub stats: QueryStats,
     pub warnings: Vec<String>,
+    /// See [`EngineOptions::read_ahead`](super::engine::EngineOptions).
+    pub read_ahead: bool,
 }
 
 impl Evaluator<'_> {
@@ -576,7 +643,7 @@ impl Evaluator<'_> {
         hi: i64,
     ) -> Result<Vec<StepSeries>, QueryError> {
         let mut out = Vec::new();
-        self.stream(vs, lo, hi, |_, series| {
+        self.stream(vs, lo, hi, false, |_, series| {
             out.push(series);
             Ok(())
         })?;
@@ -585,63 +652,107 @@ impl Evaluator<'_> {
 
     /// Hands the series of `vs` with samples in `[lo, hi]` to `f` one at a
     /// time, as they are read. Their samples count as held when `f` gets
-    /// them; `f` releases what it drops.
+    /// them; `f` releases what it drops. With `read_ahead` (and the engine's
+    /// `read_ahead` option), once a batch of series has gone through `f`, a
+    /// second thread reads and decodes the rest from storage while `f` works
+    /// on the ones already read: worth it when `f` has real work per series
+    /// (windows at many steps), and small selections never start a thread.
     pub fn stream(
         &mut self,
         vs: &VectorSelector,
         lo: i64,
         hi: i64,
+        read_ahead: bool,
         mut f: impl FnMut(&mut Self, StepSeries) -> Result<(), QueryError>,
     ) -> Result<(), QueryError> {
         let alternatives = matchers_of(vs)?;
-        // A source answers each label set once per select, so only the
-        // alternatives of `or` matchers can repeat one.
-        let check_seen = alternatives.len() > 1;
-        let mut count = 0;
-        let mut seen: FastSet<Shared> = FastSet::default();
-        for matchers in alternatives {
-            let selected = self.source.select(&matchers, TimeRange::new(lo, hi))?;
+        let mut intake = Intake {
+            vs,
+            lo,
+            hi,
+            // A source answers each label set once per select, so only the
+            // alternatives of `or` matchers can repeat one.
+            check_seen: alternatives.len() > 1,
+            seen: FastSet::default(),
+            count: 0,
+        };
+        let read_ahead = read_ahead && self.read_ahead;
+        for matchers in &alternatives {
+            let selected = self.source.select(matchers, TimeRange::new(lo, hi))?;
             self.warnings.extend(selected.warnings);
-            for item in selected.series {
+            let mut series = selected.series;
+            let mut in_line = 0;
+            loop {
+                if read_ahead && in_line == READ_AHEAD_SERIES {
+                    self.read_ahead(series, &mut intake, &mut f)?;
+                    break;
+                }
+                let Some(item) = series.next() else {
+                    break;
+                };
+                in_line += 1;
                 self.check_deadline()?;
-                let data = item?;
-                let mut labels = data.labels;
-                if !labels.is_sorted() {
-                    labels.sort();
+                if let Some(series) = intake.take(self, item?)? {
+                    f(self, series)?;
                 }
-                let labels = Arc::new(labels);
-                if check_seen && seen.contains(&labels) {
-                    continue;
-                }
-                // Samples come in time order.
-                let ts = &data.timestamps;
-                let from = ts.partition_point(|t| *t < lo);
-                let to = ts.partition_point(|t| *t <= hi).max(from);
-                let points: Vec<Point> = ts[from..to]
-                    .iter()
-                    .zip(data.values.get(from..).unwrap_or_default())
-                    .map(|(t, v)| Point { t: *t, v: *v })
-                    .collect();
-                if points.is_empty() {
-                    continue;
-                }
-                self.stats.series_loaded += 1;
-                self.stats.samples_loaded += points.len() as u64;
-                self.hold(points.len())?;
-                if check_seen {
-                    seen.insert(labels.clone());
-                }
-                count += 1;
-                if self.max_series > 0 && count > self.max_series {
-                    return Err(QueryError::Limit(format!(
-                        "the selector {vs} matches more than {} series (limit --query.max-series)",
-                        self.max_series
-                    )));
-                }
-                f(self, StepSeries { labels, points })?;
             }
         }
         Ok(())
+    }
+
+    /// Hands the rest of `series` to `f` through `intake`, read on a second
+    /// thread a few batches ahead.
+    fn read_ahead(
+        &mut self,
+        mut series: SeriesStream,
+        intake: &mut Intake<'_>,
+        mut f: impl FnMut(&mut Self, StepSeries) -> Result<(), QueryError>,
+    ) -> Result<(), QueryError> {
+        let deadline = self.deadline;
+        std::thread::scope(|scope| {
+            let (sender, batches) = mpsc::sync_channel::<Vec<SeriesData>>(READ_AHEAD_BATCHES);
+            let reader = scope.spawn(move || -> Result<(), QueryError> {
+                let mut batch = Vec::with_capacity(READ_AHEAD_SERIES);
+                for item in series.by_ref() {
+                    if Instant::now() > deadline {
+                        return Err(QueryError::Timeout("expression evaluation"));
+                    }
+                    batch.push(item?);
+                    if batch.len() == READ_AHEAD_SERIES {
+                        let full =
+                            std::mem::replace(&mut batch, Vec::with_capacity(READ_AHEAD_SERIES));
+                        // The evaluation gave up: nothing more to read.
+                        if sender.send(full).is_err() {
+                            return Ok(());
+                        }
+                    }
+                }
+                if !batch.is_empty() {
+                    // Nobody to tell if the evaluation gave up meanwhile.
+                    let _ = sender.send(batch);
+                }
+                Ok(())
+            });
+            let mut consume = || {
+                for batch in &batches {
+                    for data in batch {
+                        self.check_deadline()?;
+                        if let Some(series) = intake.take(self, data)? {
+                            f(self, series)?;
+                        }
+                    }
+                }
+                Ok::<(), QueryError>(())
+            };
+            let consumed = consume();
+            // Stops the reader at its next batch if evaluation failed.
+            drop(batches);
+            let read = match reader.join() {
+                Ok(read) => read,
+                Err(panic) => std::panic::resume_unwind(panic),
+            };
+            consumed.and(read)
+        })
     }
 
     /// The time an `@` modifier pins evaluation to, in ms.

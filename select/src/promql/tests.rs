@@ -15,6 +15,8 @@ use crate::source::{Selected, Source};
 struct MemSource {
     series: Vec<SeriesData>,
     warnings: Vec<String>,
+    /// Fail a select's stream after this many series.
+    fail_after: Option<usize>,
 }
 
 impl Source for MemSource {
@@ -36,6 +38,14 @@ impl Source for MemSource {
                 }
             }
             if !d.timestamps.is_empty() {
+                if self.fail_after == Some(out.len()) {
+                    out.push(Err(StorageError::Corrupted {
+                        path: "part".into(),
+                        offset: 0,
+                        what: "block checksum".into(),
+                    }));
+                    break;
+                }
                 out.push(Ok(d));
             }
         }
@@ -113,6 +123,7 @@ fn source(lines: &[&str]) -> MemSource {
     MemSource {
         series,
         warnings: Vec::new(),
+        fail_after: None,
     }
 }
 
@@ -448,6 +459,80 @@ fn limits_and_warnings() {
     assert_eq!(got.stats.series_loaded, 1);
 }
 
+/// Range functions of range queries read their series on a second thread
+/// once a first batch (64) went through: its limits, warnings, errors and
+/// counters must reach the query as they do without it.
+#[test]
+fn read_ahead_reports_like_reading_in_line() {
+    let lines: Vec<String> = (0..300)
+        .map(|i| {
+            let values: Vec<String> = (0..=60).map(|v| (v * 60).to_string()).collect();
+            format!("counter{{i=\"{i:03}\"}} 0 60 {}", values.join(" "))
+        })
+        .collect();
+    let lines: Vec<&str> = lines.iter().map(String::as_str).collect();
+    let run = |src: &MemSource, options: EngineOptions| {
+        Engine::new(options).range(
+            src,
+            "rate(counter[5m])",
+            0,
+            3_600_000,
+            60_000,
+            &QueryOptions::default(),
+        )
+    };
+    for read_ahead in [false, true] {
+        let options = EngineOptions {
+            read_ahead,
+            ..EngineOptions::default()
+        };
+        let err = run(
+            &source(&lines),
+            EngineOptions {
+                max_series: 200,
+                ..options.clone()
+            },
+        )
+        .expect_err("too many series");
+        assert!(matches!(err, QueryError::Limit(_)), "{read_ahead}: {err}");
+        let err = run(
+            &source(&lines),
+            EngineOptions {
+                max_samples: 100 * 61,
+                ..options.clone()
+            },
+        )
+        .expect_err("too many samples");
+        assert!(matches!(err, QueryError::Limit(_)), "{read_ahead}: {err}");
+        let failing = MemSource {
+            fail_after: Some(250),
+            ..source(&lines)
+        };
+        let err = run(&failing, options.clone()).expect_err("storage error");
+        assert!(matches!(err, QueryError::Storage(_)), "{read_ahead}: {err}");
+        let warned = MemSource {
+            warnings: vec!["block skipped".into()],
+            ..source(&lines)
+        };
+        let got = run(&warned, options).expect("query");
+        assert_eq!(
+            got.warnings,
+            vec!["block skipped".to_string()],
+            "{read_ahead}"
+        );
+        assert_eq!(got.stats.series_loaded, 300, "{read_ahead}");
+        let rendered = render(&got.value);
+        assert_eq!(rendered.lines().count(), 300, "{read_ahead}");
+        // One per second everywhere.
+        assert!(
+            rendered
+                .lines()
+                .all(|l| l.ends_with(" 3600:1") && l.contains(" 300:1 ")),
+            "{read_ahead}: {rendered}"
+        );
+    }
+}
+
 /// Ragged data for `range_equals_instants`: counters and gauges with gaps,
 /// resets, stale markers, NaN and negative values, and series that differ
 /// only in `__name__`, some overlapping in time and some not.
@@ -512,6 +597,7 @@ fn ragged() -> MemSource {
     MemSource {
         series,
         warnings: Vec::new(),
+        fail_after: None,
     }
 }
 
