@@ -47,6 +47,15 @@ impl Steps {
         ((t - self.start) / self.step) as usize
     }
 
+    /// The index of the first step at or after `t`: `count()` when none is.
+    pub fn first_at_or_after(&self, t: i64) -> usize {
+        if t <= self.start {
+            return 0;
+        }
+        let i = (t - self.start + self.step - 1) / self.step;
+        (i as usize).min(self.count())
+    }
+
     /// How many steps lie in `[lo, hi]`.
     pub fn count_within(&self, lo: i64, hi: i64) -> usize {
         let lo = lo.max(self.start);
@@ -179,8 +188,11 @@ impl Walker {
         }
     }
 
-    /// Calls `f(step index, window)` at every step over the points of one
-    /// series, moving the window's bounds forward instead of searching.
+    /// Calls `f(step index, window)` at every step whose window holds
+    /// points of one series (never for an empty window, as the range
+    /// functions' contract asks), moving the window's bounds forward instead
+    /// of searching, and skipping the steps before the series' first point
+    /// and after its last.
     pub fn walk(
         &mut self,
         shape: &WindowShape,
@@ -208,8 +220,20 @@ impl Walker {
                 drops_until.push(drops);
             }
         }
+        let (Some(first), Some(last)) = (points.first(), points.last()) else {
+            return Ok(());
+        };
+        // Windows reach points only from the step whose window ends at the
+        // first point to the one whose window starts at the last.
+        let (from, to) = match shape.at {
+            Some(_) => (0, steps.count()),
+            None => (
+                steps.first_at_or_after(first.t + shape.offset),
+                steps.first_at_or_after(last.t + shape.offset + shape.range + 1),
+            ),
+        };
         let (mut lo, mut hi) = (0, 0);
-        for i in 0..steps.count() {
+        for i in from..to {
             let ts = steps.ts(i);
             let end = shape.window_end(ts);
             let start = end - shape.range;
@@ -219,12 +243,16 @@ impl Walker {
             while lo < hi && points[lo].t < start {
                 lo += 1;
             }
+            if lo == hi {
+                continue;
+            }
             let window = RangeWindow {
                 points: &points[lo..hi],
                 start,
                 end,
                 eval_time: ts,
-                drops: (self.count_drops && hi > lo)
+                drops: self
+                    .count_drops
                     .then(|| (drops_until[hi - 1] - drops_until[lo]) as usize),
             };
             f(i, &window)?;

@@ -717,3 +717,32 @@ fn range_equals_instants() {
         "failed: {failed_queries:?}"
     );
 }
+
+#[test]
+fn steps_locate_times() {
+    use super::eval::Steps;
+    let steps = Steps {
+        start: 10,
+        end: 50,
+        step: 10,
+    };
+    let check = |t: i64, want: usize| assert_eq!(steps.first_at_or_after(t), want, "{t}");
+    check(-100, 0);
+    check(10, 0);
+    check(11, 1);
+    check(20, 1);
+    check(49, 4);
+    check(50, 4);
+    check(51, 5);
+    check(1_000, 5);
+    let within = |lo: i64, hi: i64, want: usize| {
+        assert_eq!(steps.count_within(lo, hi), want, "[{lo}, {hi}]")
+    };
+    within(0, 100, 5);
+    within(10, 10, 1);
+    within(11, 19, 0);
+    within(15, 35, 2);
+    within(50, 60, 1);
+    within(51, 60, 0);
+    within(30, 20, 0);
+}
