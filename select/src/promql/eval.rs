@@ -510,21 +510,28 @@ impl Evaluator<'_> {
             Some(at) => (at - offset - self.lookback, at - offset),
             None => (steps.start - offset - self.lookback, steps.end - offset),
         };
-        let raw = self.load(vs, lo, hi)?;
-        let raw_samples: usize = raw.iter().map(|s| s.points.len()).sum();
-        let mut out = Vec::with_capacity(raw.len());
-        let mut held = 0;
-        for series in raw {
+        let lookback = self.lookback;
+        let mut out = Vec::new();
+        // Each series is turned into its values at the steps as it is read,
+        // and its raw samples dropped; ahead on a second thread when there
+        // are many steps.
+        self.stream(vs, lo, hi, steps.count() > 1, |ev, series| {
             let pts = &series.points;
             let (Some(first), Some(last)) = (pts.first(), pts.last()) else {
-                continue;
+                return Ok(());
             };
-            let mut points = Vec::with_capacity(match at {
-                Some(_) => steps.count(),
-                None => steps.count_within(first.t + offset, last.t + offset + self.lookback),
-            });
+            // Only steps from the first point to the last plus the lookback
+            // can see a sample.
+            let (from, to) = match at {
+                Some(_) => (0, steps.count()),
+                None => (
+                    steps.first_at_or_after(first.t + offset),
+                    steps.first_at_or_after(last.t + offset + lookback + 1),
+                ),
+            };
+            let mut points = Vec::with_capacity(to.saturating_sub(from));
             let mut j = 0;
-            for i in 0..steps.count() {
+            for i in from..to {
                 let ts = steps.ts(i);
                 let reference = at.unwrap_or(ts) - offset;
                 while j < pts.len() && pts[j].t <= reference {
@@ -534,7 +541,7 @@ impl Evaluator<'_> {
                     continue;
                 }
                 let p = pts[j - 1];
-                if p.t < reference - self.lookback || is_stale_nan(p.v) {
+                if p.t < reference - lookback || is_stale_nan(p.v) {
                     continue;
                 }
                 let v = if sample_time {
@@ -544,16 +551,16 @@ impl Evaluator<'_> {
                 };
                 points.push(Point { t: ts, v });
             }
+            ev.release(pts.len());
             if !points.is_empty() {
-                held += points.len();
+                ev.hold(points.len())?;
                 out.push(StepSeries {
                     labels: series.labels,
                     points,
                 });
             }
-        }
-        self.release(raw_samples);
-        self.hold(held)?;
+            Ok(())
+        })?;
         Ok(out)
     }
 
