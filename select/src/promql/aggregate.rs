@@ -2,15 +2,15 @@
 //! `by`/`without` grouping, step by step, with Prometheus 2.53's float
 //! arithmetic (incremental mean for `avg`, NaN rules of `min`/`max`).
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use promql_parser::parser::{AggregateExpr, Expr, LabelModifier};
 use strata_storage::{Label, METRIC_NAME_LABEL};
 
 use super::engine::QueryError;
-use super::eval::{Arg, Elem, Evaluator, Shared, Steps, Val};
+use super::eval::{Arg, Elem, Evaluator, Shared, StepSeries, Steps, Val};
 use super::functions::stats;
+use super::hash::FastMap;
 
 pub(crate) fn eval(
     ev: &mut Evaluator<'_>,
@@ -47,6 +47,13 @@ pub(crate) fn eval(
         names.push(label.clone());
     }
     let grouping = Grouping { without, names };
+    if let (Some(fold), None, Val::Vector(series)) = (Fold::of(&op), &param, &input) {
+        let out = fold_series(ev, fold, &grouping, series, steps)?;
+        drop(input);
+        ev.release(held);
+        ev.hold(out.iter().map(|s| s.points.len()).sum())?;
+        return Ok(Val::Vector(out));
+    }
     let mut args: Vec<&Val> = vec![&input];
     if let Some(p) = &param {
         args.push(p);
@@ -100,20 +107,208 @@ impl Grouping {
 
     /// The group's key and output labels for an input label set.
     fn group(&self, labels: &[Label]) -> (String, Shared) {
-        let kept: Vec<Label> = labels
-            .iter()
-            .filter(|l| self.keeps(&l.name))
-            .cloned()
-            .collect();
         let mut key = String::new();
-        for l in &kept {
+        self.key(labels, &mut key);
+        (key, self.labels(labels))
+    }
+
+    /// Replaces `key` with the group key of an input label set.
+    fn key(&self, labels: &[Label], key: &mut String) {
+        key.clear();
+        for l in labels.iter().filter(|l| self.keeps(&l.name)) {
             key.push_str(&l.name);
             key.push('\u{ff}');
             key.push_str(&l.value);
             key.push('\u{ff}');
         }
-        (key, Arc::new(kept))
     }
+
+    /// The output labels of the group of an input label set.
+    fn labels(&self, labels: &[Label]) -> Shared {
+        Arc::new(
+            labels
+                .iter()
+                .filter(|l| self.keeps(&l.name))
+                .cloned()
+                .collect(),
+        )
+    }
+}
+
+/// Aggregations whose state per group and step is a few numbers. They run
+/// series by series instead of step by step: each input series' group is
+/// found once, then its points fold into the group's cells at their steps.
+/// At every step the values of a group still meet in input order, as they
+/// do step by step, so the results agree to the bit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Fold {
+    Sum,
+    Avg,
+    Count,
+    Group,
+    Min,
+    Max,
+    Stddev,
+    Stdvar,
+}
+
+impl Fold {
+    fn of(op: &str) -> Option<Fold> {
+        Some(match op {
+            "sum" => Fold::Sum,
+            "avg" => Fold::Avg,
+            "count" => Fold::Count,
+            "group" => Fold::Group,
+            "min" => Fold::Min,
+            "max" => Fold::Max,
+            "stddev" => Fold::Stddev,
+            "stdvar" => Fold::Stdvar,
+            _ => return None,
+        })
+    }
+}
+
+/// One group's cells, one per step; only the vectors its fold needs are
+/// allocated.
+struct FoldGroup {
+    labels: Shared,
+    /// Where the group first appears: the earliest step with a value, and
+    /// the first input series with a value there. Step-by-step evaluation
+    /// orders its output this way, and instant queries show that order.
+    first: (usize, usize),
+    counts: Vec<u32>,
+    values: Vec<f64>,
+    means: Vec<stats::Mean>,
+    variances: Vec<stats::Variance>,
+}
+
+impl FoldGroup {
+    fn new(fold: Fold, labels: Shared, steps: usize) -> FoldGroup {
+        let sized = |wanted: bool| if wanted { steps } else { 0 };
+        FoldGroup {
+            labels,
+            first: (usize::MAX, usize::MAX),
+            counts: vec![0; steps],
+            values: vec![0.0; sized(matches!(fold, Fold::Sum | Fold::Min | Fold::Max))],
+            means: vec![stats::Mean::default(); sized(fold == Fold::Avg)],
+            variances: vec![
+                stats::Variance::default();
+                sized(matches!(fold, Fold::Stddev | Fold::Stdvar))
+            ],
+        }
+    }
+
+    fn value(&self, fold: Fold, i: usize) -> f64 {
+        match fold {
+            Fold::Sum | Fold::Min | Fold::Max => self.values[i],
+            Fold::Avg => self.means[i].value(),
+            Fold::Count => f64::from(self.counts[i]),
+            Fold::Group => 1.0,
+            Fold::Stddev => self.variances[i].stddev(),
+            Fold::Stdvar => self.variances[i].stdvar(),
+        }
+    }
+}
+
+/// `fold` of every group of `series` at every step.
+fn fold_series(
+    ev: &Evaluator<'_>,
+    fold: Fold,
+    grouping: &Grouping,
+    series: &[StepSeries],
+    steps: Steps,
+) -> Result<Vec<StepSeries>, QueryError> {
+    let n = steps.count();
+    let mut ids: FastMap<String, usize> = FastMap::default();
+    let mut groups: Vec<FoldGroup> = Vec::new();
+    let mut key = String::new();
+    for (si, s) in series.iter().enumerate() {
+        let Some(head) = s.points.first() else {
+            continue;
+        };
+        if si % 256 == 0 {
+            ev.check_deadline()?;
+        }
+        grouping.key(&s.labels, &mut key);
+        let gi = match ids.get(key.as_str()) {
+            Some(&gi) => gi,
+            None => {
+                ids.insert(key.clone(), groups.len());
+                groups.push(FoldGroup::new(fold, grouping.labels(&s.labels), n));
+                groups.len() - 1
+            }
+        };
+        let g = &mut groups[gi];
+        let first_step = steps.index(head.t);
+        if first_step < g.first.0 {
+            g.first = (first_step, si);
+        }
+        let counts = &mut g.counts;
+        match fold {
+            Fold::Sum => {
+                for p in &s.points {
+                    let i = steps.index(p.t);
+                    counts[i] += 1;
+                    if counts[i] == 1 {
+                        g.values[i] = p.v;
+                    } else {
+                        g.values[i] += p.v;
+                    }
+                }
+            }
+            Fold::Min | Fold::Max => {
+                let max = fold == Fold::Max;
+                for p in &s.points {
+                    let i = steps.index(p.t);
+                    counts[i] += 1;
+                    let current = g.values[i];
+                    let replaces = if max { current < p.v } else { current > p.v };
+                    if counts[i] == 1 || replaces || current.is_nan() {
+                        g.values[i] = p.v;
+                    }
+                }
+            }
+            Fold::Avg => {
+                for p in &s.points {
+                    let i = steps.index(p.t);
+                    counts[i] += 1;
+                    g.means[i].add(p.v);
+                }
+            }
+            Fold::Stddev | Fold::Stdvar => {
+                for p in &s.points {
+                    let i = steps.index(p.t);
+                    counts[i] += 1;
+                    g.variances[i].add(p.v);
+                }
+            }
+            Fold::Count | Fold::Group => {
+                for p in &s.points {
+                    counts[steps.index(p.t)] += 1;
+                }
+            }
+        }
+    }
+    groups.sort_by_key(|g| g.first);
+    Ok(groups
+        .into_iter()
+        .map(|g| {
+            let points = g
+                .counts
+                .iter()
+                .enumerate()
+                .filter(|(_, c)| **c > 0)
+                .map(|(i, _)| super::value::Point {
+                    t: steps.ts(i),
+                    v: g.value(fold, i),
+                })
+                .collect();
+            StepSeries {
+                labels: g.labels,
+                points,
+            }
+        })
+        .collect())
 }
 
 /// Groups seen so far across steps: the group of an input label set is
@@ -121,8 +316,8 @@ impl Grouping {
 /// whole evaluation), so steps after the first neither build nor hash keys.
 #[derive(Default)]
 struct GroupCache {
-    by_address: HashMap<usize, usize>,
-    by_key: HashMap<String, usize>,
+    by_address: FastMap<usize, usize>,
+    by_key: FastMap<String, usize>,
     labels: Vec<Shared>,
 }
 

@@ -2,7 +2,6 @@
 //! operators `and`/`or`/`unless`, and vector matching (`on`, `ignoring`,
 //! `group_left`, `group_right`) with Prometheus' cardinality errors.
 
-use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use promql_parser::label::Labels as NameList;
@@ -10,7 +9,12 @@ use promql_parser::parser::{BinaryExpr, LabelModifier, VectorMatchCardinality};
 use strata_storage::{Label, METRIC_NAME_LABEL};
 
 use super::engine::QueryError;
-use super::eval::{Elem, Evaluator, Shared, Steps, Val, drop_name, format_labels};
+use super::eval::{
+    Elem, Evaluator, Shared, StepSeries, Steps, Val, drop_name, format_labels, merge_disjoint,
+    merge_same_labels, strip_name,
+};
+use super::hash::{FastMap, FastSet, map_with_capacity};
+use super::value::Point;
 
 /// How two vectors are matched.
 struct Matching<'e> {
@@ -27,73 +31,370 @@ pub(crate) fn eval(
     b: &BinaryExpr,
     steps: Steps,
 ) -> Result<Val, QueryError> {
-    let op = b.op.to_string();
+    let name = b.op.to_string();
+    let op = Op::of(&name);
     let return_bool = b.return_bool();
     let lhs = ev.eval(&b.lhs, steps)?;
     let rhs = ev.eval(&b.rhs, steps)?;
     let held = lhs.samples() + rhs.samples();
     let comparison = b.op.is_comparison_operator();
-    let result = match (&lhs, &rhs) {
+    let vectors = Operands {
+        op,
+        name: &name,
+        return_bool,
+        comparison,
+        steps,
+    };
+    let out = match (lhs, rhs) {
         (Val::Scalar(a), Val::Scalar(c)) => {
             let mut out = Vec::with_capacity(a.len());
-            for (x, y) in a.iter().zip(c) {
-                let (v, keep) = apply(&op, *x, *y)?;
+            for (x, y) in a.iter().zip(&c) {
+                let (v, keep) = vectors.apply(*x, *y)?;
                 out.push(if comparison {
                     f64::from(u8::from(keep))
                 } else {
                     v
                 });
             }
+            ev.release(held);
             ev.hold(out.len())?;
-            Val::Scalar(out)
+            return Ok(Val::Scalar(out));
         }
-        (Val::Vector(_), Val::Scalar(_)) | (Val::Scalar(_), Val::Vector(_)) => {
-            let swap = matches!(lhs, Val::Scalar(_));
-            let mut names = NameDropper::default();
-            let out = ev.range_eval(steps, &[&lhs, &rhs], |_, _, args| {
-                let (vector, scalar) = if swap {
-                    (args[1].take_vector(), args[0].scalar())
-                } else {
-                    (args[0].take_vector(), args[1].scalar())
-                };
-                vector_scalar(
-                    &op,
-                    vector,
-                    scalar,
-                    swap,
-                    return_bool,
-                    comparison,
-                    &mut names,
-                )
-            })?;
-            Val::Vector(out)
+        (Val::Vector(series), Val::Scalar(scalars)) => {
+            vectors.vector_scalar(series, &scalars, false)?
         }
-        (Val::Vector(_), Val::Vector(_)) => {
+        (Val::Scalar(scalars), Val::Vector(series)) => {
+            vectors.vector_scalar(series, &scalars, true)?
+        }
+        (Val::Vector(left), Val::Vector(right)) => {
             let matching = matching_of(b);
-            let mut memo = Memo::default();
-            let out = ev.range_eval(steps, &[&lhs, &rhs], |_, _, args| {
-                let left = args[0].take_vector();
-                let right = args[1].take_vector();
-                let memo = &mut memo;
-                match op.as_str() {
-                    "and" => Ok(and(left, right, &matching, memo)),
-                    "or" => Ok(or(left, right, &matching, memo)),
-                    "unless" => Ok(unless(left, right, &matching, memo)),
-                    _ => vector_vector(&op, left, right, &matching, return_bool, comparison, memo),
-                }
-            })?;
-            Val::Vector(out)
+            match name.as_str() {
+                "and" => and_unless(left, &right, &matching, true, steps),
+                "unless" => and_unless(left, &right, &matching, false, steps),
+                "or" => or(left, right, &matching, steps)?,
+                _ => match vectors.vector_vector(&left, &right, &matching)? {
+                    Some(out) => out,
+                    None => {
+                        let (lhs, rhs) = (Val::Vector(left), Val::Vector(right));
+                        let mut memo = Memo::default();
+                        let out = ev.range_eval(steps, &[&lhs, &rhs], |_, _, args| {
+                            let left = args[0].take_vector();
+                            let right = args[1].take_vector();
+                            vector_vector(&vectors, left, right, &matching, &mut memo)
+                        })?;
+                        ev.release(held);
+                        return Ok(Val::Vector(out));
+                    }
+                },
+            }
         }
-        _ => {
+        (lhs, rhs) => {
             return Err(QueryError::BadData(format!(
-                "binary operator {op} is not defined between {} and {}",
+                "binary operator {name} is not defined between {} and {}",
                 lhs.type_name(),
                 rhs.type_name()
             )));
         }
     };
     ev.release(held);
-    Ok(result)
+    ev.hold(out.iter().map(|s| s.points.len()).sum())?;
+    Ok(Val::Vector(out))
+}
+
+/// An arithmetic or comparison operator.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Op {
+    Add,
+    Sub,
+    Mul,
+    Div,
+    Mod,
+    Pow,
+    Atan2,
+    Eq,
+    Ne,
+    Gt,
+    Lt,
+    Ge,
+    Le,
+}
+
+impl Op {
+    fn of(name: &str) -> Option<Op> {
+        Some(match name {
+            "+" => Op::Add,
+            "-" => Op::Sub,
+            "*" => Op::Mul,
+            "/" => Op::Div,
+            "%" => Op::Mod,
+            "^" => Op::Pow,
+            "atan2" => Op::Atan2,
+            "==" => Op::Eq,
+            "!=" => Op::Ne,
+            ">" => Op::Gt,
+            "<" => Op::Lt,
+            ">=" => Op::Ge,
+            "<=" => Op::Le,
+            _ => return None,
+        })
+    }
+
+    /// The value of `lhs op rhs`, and for comparisons whether it holds.
+    #[inline]
+    fn apply(self, lhs: f64, rhs: f64) -> (f64, bool) {
+        match self {
+            Op::Add => (lhs + rhs, true),
+            Op::Sub => (lhs - rhs, true),
+            Op::Mul => (lhs * rhs, true),
+            Op::Div => (lhs / rhs, true),
+            Op::Mod => (lhs % rhs, true),
+            Op::Pow => (lhs.powf(rhs), true),
+            Op::Atan2 => (lhs.atan2(rhs), true),
+            Op::Eq => (lhs, lhs == rhs),
+            Op::Ne => (lhs, lhs != rhs),
+            Op::Gt => (lhs, lhs > rhs),
+            Op::Lt => (lhs, lhs < rhs),
+            Op::Ge => (lhs, lhs >= rhs),
+            Op::Le => (lhs, lhs <= rhs),
+        }
+    }
+}
+
+/// An arithmetic or comparison operation between operands that hold every
+/// step: vectors are computed series by series (a series' labels are
+/// worked out once, not once per step) wherever the answer cannot differ
+/// from the step-by-step one.
+struct Operands<'n> {
+    /// `None` for names that are no such operator: an error once a pair of
+    /// values meets, as step by step.
+    op: Option<Op>,
+    name: &'n str,
+    return_bool: bool,
+    comparison: bool,
+    steps: Steps,
+}
+
+impl Operands<'_> {
+    fn op(&self) -> Result<Op, QueryError> {
+        self.op.ok_or_else(|| {
+            QueryError::BadData(format!(
+                "operator {:?} is not defined on scalars or vector elements",
+                self.name
+            ))
+        })
+    }
+
+    fn apply(&self, lhs: f64, rhs: f64) -> Result<(f64, bool), QueryError> {
+        Ok(self.op()?.apply(lhs, rhs))
+    }
+
+    /// `vector op scalar`, or `scalar op vector` when `swap`.
+    fn vector_scalar(
+        &self,
+        series: Vec<StepSeries>,
+        scalars: &[f64],
+        swap: bool,
+    ) -> Result<Vec<StepSeries>, QueryError> {
+        let keeps_name = self.comparison && !self.return_bool;
+        let mut renamed = false;
+        let mut out = Vec::with_capacity(series.len());
+        for mut s in series {
+            if s.points.is_empty() {
+                continue;
+            }
+            let op = self.op()?;
+            s.points.retain_mut(|p| {
+                let scalar = scalars
+                    .get(self.steps.index(p.t))
+                    .copied()
+                    .unwrap_or(f64::NAN);
+                let (l, r) = if swap { (scalar, p.v) } else { (p.v, scalar) };
+                let (mut v, mut keep) = op.apply(l, r);
+                // A comparison keeps the vector's value even with the scalar
+                // on the left.
+                if self.comparison && swap {
+                    v = r;
+                }
+                if self.return_bool {
+                    v = f64::from(u8::from(keep));
+                    keep = true;
+                }
+                p.v = v;
+                keep
+            });
+            if s.points.is_empty() {
+                continue;
+            }
+            if !keeps_name {
+                renamed |= strip_name(&mut s.labels);
+            }
+            out.push(s);
+        }
+        // Series that differ only in `__name__` now share labels: fine at
+        // different steps, an error at one.
+        if renamed {
+            merge_same_labels(out)
+        } else {
+            Ok(out)
+        }
+    }
+
+    /// Arithmetic or comparison between two vectors, series by series when
+    /// every matching key has at most one series on the "one" side (and on
+    /// both sides for one-to-one matching) and no two results share labels
+    /// at a step. `None` otherwise: then only a step-by-step evaluation
+    /// tells which step fails and how.
+    fn vector_vector(
+        &self,
+        left: &[StepSeries],
+        right: &[StepSeries],
+        m: &Matching<'_>,
+    ) -> Result<Option<Vec<StepSeries>>, QueryError> {
+        if matches!(m.card, VectorMatchCardinality::ManyToMany) {
+            return Ok(None);
+        }
+        let one_to_many = matches!(m.card, VectorMatchCardinality::OneToMany(_));
+        let one_to_one = matches!(m.card, VectorMatchCardinality::OneToOne);
+        let (many, one) = if one_to_many {
+            (right, left)
+        } else {
+            (left, right)
+        };
+        let mut one_by_key: FastMap<String, usize> = map_with_capacity(one.len());
+        for (i, s) in one.iter().enumerate() {
+            if !s.points.is_empty() && one_by_key.insert(signature(&s.labels, m), i).is_some() {
+                return Ok(None);
+            }
+        }
+        let mut many_keys: FastSet<String> = FastSet::default();
+        let mut out = Vec::new();
+        for e in many {
+            if e.points.is_empty() {
+                continue;
+            }
+            let key = signature(&e.labels, m);
+            let Some(&oi) = one_by_key.get(&key) else {
+                continue;
+            };
+            if one_to_one && !many_keys.insert(key) {
+                return Ok(None);
+            }
+            let other = &one[oi];
+            let mut points = Vec::with_capacity(e.points.len().min(other.points.len()));
+            let (mut a, mut b) = (0, 0);
+            while let (Some(x), Some(y)) = (e.points.get(a), other.points.get(b)) {
+                if x.t < y.t {
+                    a += 1;
+                    continue;
+                }
+                if x.t > y.t {
+                    b += 1;
+                    continue;
+                }
+                a += 1;
+                b += 1;
+                let (l, r) = if one_to_many { (y.v, x.v) } else { (x.v, y.v) };
+                let (mut v, keep) = self.apply(l, r)?;
+                if self.return_bool {
+                    v = f64::from(u8::from(keep));
+                } else if !keep {
+                    continue;
+                }
+                points.push(Point { t: x.t, v });
+            }
+            if points.is_empty() {
+                continue;
+            }
+            let mut labels = result_labels(&e.labels, &other.labels, m, self.comparison);
+            if self.return_bool {
+                strip_name(&mut labels);
+            }
+            out.push(StepSeries { labels, points });
+        }
+        Ok(merge_disjoint(out).ok())
+    }
+}
+
+/// `left and right` (`keep_matched`) or `left unless right`: the points of
+/// `left` at the steps where `right` has (or has not) a series with the
+/// same matching key.
+fn and_unless(
+    left: Vec<StepSeries>,
+    right: &[StepSeries],
+    m: &Matching<'_>,
+    keep_matched: bool,
+    steps: Steps,
+) -> Vec<StepSeries> {
+    let present = Presence::of(right, m, steps);
+    left.into_iter()
+        .filter_map(|mut s| {
+            match present.row(&s.labels, m) {
+                Some(row) => s.points.retain(|p| row[steps.index(p.t)] == keep_matched),
+                None if keep_matched => return None,
+                None => {}
+            }
+            (!s.points.is_empty()).then_some(s)
+        })
+        .collect()
+}
+
+/// `left or right`: all of `left`, and the points of `right` at the steps
+/// where `left` has no series with the same matching key.
+fn or(
+    left: Vec<StepSeries>,
+    right: Vec<StepSeries>,
+    m: &Matching<'_>,
+    steps: Steps,
+) -> Result<Vec<StepSeries>, QueryError> {
+    let present = Presence::of(&left, m, steps);
+    let mut out: Vec<StepSeries> = left.into_iter().filter(|s| !s.points.is_empty()).collect();
+    for mut s in right {
+        if let Some(row) = present.row(&s.labels, m) {
+            s.points.retain(|p| !row[steps.index(p.t)]);
+        }
+        if !s.points.is_empty() {
+            out.push(s);
+        }
+    }
+    // A series of `right` with the labels of one of `left` has points only
+    // at steps where that one has none: one series again.
+    merge_same_labels(out)
+}
+
+/// The steps at which a vector has a series of each matching key.
+struct Presence {
+    rows: FastMap<String, usize>,
+    /// One row of `steps` flags per key.
+    flags: Vec<bool>,
+    width: usize,
+}
+
+impl Presence {
+    fn of(series: &[StepSeries], m: &Matching<'_>, steps: Steps) -> Presence {
+        let width = steps.count();
+        let mut rows: FastMap<String, usize> = FastMap::default();
+        let mut flags = Vec::new();
+        for s in series {
+            if s.points.is_empty() {
+                continue;
+            }
+            let next = rows.len();
+            let row = *rows.entry(signature(&s.labels, m)).or_insert(next);
+            if row == next {
+                flags.resize(flags.len() + width, false);
+            }
+            for p in &s.points {
+                flags[row * width + steps.index(p.t)] = true;
+            }
+        }
+        Presence { rows, flags, width }
+    }
+
+    /// The flags of the key of `labels`, if the vector has it at all.
+    fn row(&self, labels: &[Label], m: &Matching<'_>) -> Option<&[bool]> {
+        let row = *self.rows.get(&signature(labels, m))?;
+        Some(&self.flags[row * self.width..(row + 1) * self.width])
+    }
 }
 
 fn matching_of(b: &BinaryExpr) -> Matching<'_> {
@@ -118,80 +419,6 @@ fn matching_of(b: &BinaryExpr) -> Matching<'_> {
         names: list,
         include: m.card.labels().map(names).unwrap_or_default(),
     }
-}
-
-/// `drop_name` that answers one allocation per input label set, so the
-/// results of every step share it.
-#[derive(Default)]
-struct NameDropper {
-    dropped: HashMap<usize, Shared>,
-}
-
-impl NameDropper {
-    fn drop_name(&mut self, labels: &Shared) -> Shared {
-        self.dropped
-            .entry(Arc::as_ptr(labels) as usize)
-            .or_insert_with(|| drop_name(labels))
-            .clone()
-    }
-}
-
-/// The value of `lhs op rhs`, and for comparisons whether it holds.
-pub(crate) fn apply(op: &str, lhs: f64, rhs: f64) -> Result<(f64, bool), QueryError> {
-    Ok(match op {
-        "+" => (lhs + rhs, true),
-        "-" => (lhs - rhs, true),
-        "*" => (lhs * rhs, true),
-        "/" => (lhs / rhs, true),
-        "%" => (lhs % rhs, true),
-        "^" => (lhs.powf(rhs), true),
-        "atan2" => (lhs.atan2(rhs), true),
-        "==" => (lhs, lhs == rhs),
-        "!=" => (lhs, lhs != rhs),
-        ">" => (lhs, lhs > rhs),
-        "<" => (lhs, lhs < rhs),
-        ">=" => (lhs, lhs >= rhs),
-        "<=" => (lhs, lhs <= rhs),
-        other => {
-            return Err(QueryError::BadData(format!(
-                "operator {other:?} is not defined on scalars or vector elements"
-            )));
-        }
-    })
-}
-
-fn vector_scalar(
-    op: &str,
-    vector: Vec<Elem>,
-    scalar: f64,
-    swap: bool,
-    return_bool: bool,
-    comparison: bool,
-    names: &mut NameDropper,
-) -> Result<Vec<Elem>, QueryError> {
-    let mut out = Vec::with_capacity(vector.len());
-    for e in vector {
-        let (l, r) = if swap { (scalar, e.v) } else { (e.v, scalar) };
-        let (mut v, mut keep) = apply(op, l, r)?;
-        // A comparison keeps the vector's value even with the scalar on the left.
-        if comparison && swap {
-            v = r;
-        }
-        if return_bool {
-            v = f64::from(u8::from(keep));
-            keep = true;
-        }
-        if !keep {
-            continue;
-        }
-        let labels = if !comparison || return_bool {
-            names.drop_name(&e.labels)
-        } else {
-            e.labels
-        };
-        out.push(Elem { labels, v });
-    }
-    Ok(out)
 }
 
 /// The matching key of a label set: the `on` labels, or every label but the
@@ -234,8 +461,8 @@ fn match_labels(labels: &[Label], m: &Matching<'_>) -> Vec<Label> {
 /// and result labels are computed once per series, not once per step.
 #[derive(Default)]
 struct Memo {
-    signatures: HashMap<usize, Arc<str>>,
-    results: HashMap<(usize, usize), Shared>,
+    signatures: FastMap<usize, Arc<str>>,
+    results: FastMap<(usize, usize), Shared>,
 }
 
 impl Memo {
@@ -247,40 +474,15 @@ impl Memo {
     }
 }
 
-fn and(left: Vec<Elem>, right: Vec<Elem>, m: &Matching<'_>, memo: &mut Memo) -> Vec<Elem> {
-    let keys: HashSet<Arc<str>> = right.iter().map(|e| memo.signature(&e.labels, m)).collect();
-    left.into_iter()
-        .filter(|e| keys.contains(&memo.signature(&e.labels, m)))
-        .collect()
-}
-
-fn or(left: Vec<Elem>, right: Vec<Elem>, m: &Matching<'_>, memo: &mut Memo) -> Vec<Elem> {
-    let keys: HashSet<Arc<str>> = left.iter().map(|e| memo.signature(&e.labels, m)).collect();
-    let mut out = left;
-    out.extend(
-        right
-            .into_iter()
-            .filter(|e| !keys.contains(&memo.signature(&e.labels, m))),
-    );
-    out
-}
-
-fn unless(left: Vec<Elem>, right: Vec<Elem>, m: &Matching<'_>, memo: &mut Memo) -> Vec<Elem> {
-    let keys: HashSet<Arc<str>> = right.iter().map(|e| memo.signature(&e.labels, m)).collect();
-    left.into_iter()
-        .filter(|e| !keys.contains(&memo.signature(&e.labels, m)))
-        .collect()
-}
-
+/// Arithmetic or comparison between two vectors at one step.
 fn vector_vector(
-    op: &str,
+    operands: &Operands<'_>,
     left: Vec<Elem>,
     right: Vec<Elem>,
     m: &Matching<'_>,
-    return_bool: bool,
-    comparison: bool,
     memo: &mut Memo,
 ) -> Result<Vec<Elem>, QueryError> {
+    let (return_bool, comparison) = (operands.return_bool, operands.comparison);
     if matches!(m.card, VectorMatchCardinality::ManyToMany) {
         return Err(QueryError::BadData(
             "many-to-many matching is only allowed for set operators".into(),
@@ -298,7 +500,7 @@ fn vector_vector(
     } else {
         (left, right)
     };
-    let mut one_by_key: HashMap<Arc<str>, &Elem> = HashMap::with_capacity(one.len());
+    let mut one_by_key: FastMap<Arc<str>, &Elem> = map_with_capacity(one.len());
     for e in &one {
         let key = memo.signature(&e.labels, m);
         if let Some(dup) = one_by_key.get(&key) {
@@ -315,7 +517,7 @@ fn vector_vector(
         one_by_key.insert(key, e);
     }
     let one_to_one = matches!(m.card, VectorMatchCardinality::OneToOne);
-    let mut matched: HashMap<Arc<str>, HashSet<Shared>> = HashMap::new();
+    let mut matched: FastMap<Arc<str>, FastSet<Shared>> = FastMap::default();
     let mut out = Vec::new();
     for e in &many {
         let key = memo.signature(&e.labels, m);
@@ -327,7 +529,7 @@ fn vector_vector(
         } else {
             (e.v, other.v)
         };
-        let (mut v, keep) = apply(op, l, r)?;
+        let (mut v, keep) = operands.apply(l, r)?;
         if return_bool {
             v = f64::from(u8::from(keep));
         } else if !keep {
@@ -351,7 +553,7 @@ fn vector_vector(
             .clone();
         match matched.get_mut(&key) {
             None => {
-                let mut set = HashSet::new();
+                let mut set = FastSet::default();
                 set.insert(labels.clone());
                 matched.insert(key, set);
             }

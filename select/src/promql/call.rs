@@ -3,7 +3,6 @@
 //! rather than on numbers (`absent`, `scalar`, `sort`, `label_replace`,
 //! `histogram_quantile`, ...). The math lives in `functions`.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use promql_parser::label::MatchOp as PromMatchOp;
@@ -13,10 +12,12 @@ use strata_storage::{Label, METRIC_NAME_LABEL};
 
 use super::engine::QueryError;
 use super::eval::{
-    Elem, Evaluator, Shared, StepSeries, Steps, Val, check_unique_labelsets, drop_name,
-    duplicate_labelset, label_value, merge_same_labels,
+    Elem, Evaluator, RangeArg, Shared, StepSeries, Steps, Val, Walker, WindowShape,
+    check_unique_labelsets, drop_name, duplicate_labelset, label_value, merge_same_labels,
+    strip_name,
 };
 use super::functions::{elementwise, histogram, labels as label_fns, range};
+use super::hash::FastMap;
 use super::value::Point;
 
 pub(crate) fn eval(ev: &mut Evaluator<'_>, c: &Call, steps: Steps) -> Result<Val, QueryError> {
@@ -85,7 +86,7 @@ pub(crate) fn eval(ev: &mut Evaluator<'_>, c: &Call, steps: Steps) -> Result<Val
                 }
             };
             for s in &mut series {
-                s.labels = drop_name(&s.labels);
+                strip_name(&mut s.labels);
             }
             Ok(Val::Vector(merge_same_labels(series)?))
         }
@@ -300,40 +301,64 @@ fn range_call(
             scalars.push(ev.eval_scalar(a, steps)?);
         }
     }
-    let data = ev.matrix_arg(arg(args, matrix_index, name)?, steps)?;
     let keep_name = name == "last_over_time";
-    let mut out: Vec<StepSeries> = data
-        .series
-        .iter()
-        .map(|s| StepSeries {
-            labels: if keep_name {
-                s.labels.clone()
-            } else {
-                drop_name(&s.labels)
-            },
-            points: Vec::new(),
-        })
-        .collect();
+    let mut walker = Walker::new(range::counts_drops(name));
     let mut step_args = vec![0.0; scalars.len()];
     let mut validated = vec![false; steps.count()];
-    data.for_each_window(steps, ev.deadline, |si, i, window| {
-        for (slot, s) in step_args.iter_mut().zip(&scalars) {
-            *slot = s.get(i).copied().unwrap_or(f64::NAN);
+    let mut renamed = false;
+    let mut out: Vec<StepSeries> = Vec::new();
+    // One series' windows, then its result; its raw samples are dropped
+    // right after.
+    let mut apply = |ev: &mut Evaluator<'_>, shape: &WindowShape, series: StepSeries| {
+        let mut points = Vec::with_capacity(shape.window_steps(&series.points, steps));
+        walker.walk(shape, &series.points, steps, |i, window| {
+            for (slot, s) in step_args.iter_mut().zip(&scalars) {
+                *slot = s.get(i).copied().unwrap_or(f64::NAN);
+            }
+            if !validated[i] {
+                range::validate_args(name, &step_args)
+                    .map_err(|e| QueryError::Execution(e.to_string()))?;
+                validated[i] = true;
+            }
+            if let Some(v) = f(window, &step_args) {
+                points.push(Point { t: steps.ts(i), v });
+            }
+            Ok(())
+        })?;
+        ev.release(series.points.len());
+        if points.is_empty() {
+            return Ok(());
         }
-        if !validated[i] {
-            range::validate_args(name, &step_args)
-                .map_err(|e| QueryError::Execution(e.to_string()))?;
-            validated[i] = true;
+        ev.hold(points.len())?;
+        let mut labels = series.labels;
+        if !keep_name {
+            renamed |= strip_name(&mut labels);
         }
-        if let Some(v) = f(window, &step_args) {
-            out[si].points.push(Point { t: steps.ts(i), v });
+        out.push(StepSeries { labels, points });
+        Ok::<(), QueryError>(())
+    };
+    match ev.range_arg(arg(args, matrix_index, name)?, steps)? {
+        RangeArg::Selector { vs, shape, lo, hi } => {
+            // Many steps make real work per series: read ahead meanwhile.
+            let read_ahead = steps.count() > 1;
+            ev.stream(vs, lo, hi, read_ahead, |ev, series| {
+                apply(ev, &shape, series)
+            })?;
         }
-        Ok(())
-    })?;
-    ev.release(samples(&data.series));
-    out.retain(|s| !s.points.is_empty());
-    ev.hold(samples(&out))?;
-    check_unique_labelsets(&out)?;
+        RangeArg::Data(data) => {
+            for (si, series) in data.series.into_iter().enumerate() {
+                if si % 256 == 0 {
+                    ev.check_deadline()?;
+                }
+                apply(ev, &data.shape, series)?;
+            }
+        }
+    }
+    // Series that differ only in `__name__` now share labels, an error even
+    // at different steps (as in Prometheus).
+    if renamed {
+        check_unique_labelsets(&out)?;
+    }
     Ok(Val::Vector(out))
 }
 
@@ -353,7 +378,7 @@ fn elementwise_call(
     }
     let mut out = Vec::with_capacity(input.len());
     let mut step_args = vec![0.0; scalars.len()];
-    for s in input {
+    for mut s in input {
         let mut points = Vec::with_capacity(s.points.len());
         for p in &s.points {
             let i = ((p.t - steps.start) / steps.step) as usize;
@@ -369,8 +394,9 @@ fn elementwise_call(
             });
         }
         if !points.is_empty() {
+            strip_name(&mut s.labels);
             out.push(StepSeries {
-                labels: drop_name(&s.labels),
+                labels: s.labels,
                 points,
             });
         }
@@ -388,11 +414,11 @@ fn histogram_quantile(
     let q = Val::Scalar(ev.eval_scalar(arg(args, 0, "histogram_quantile")?, steps)?);
     let input = Val::Vector(ev.eval_vector(arg(args, 1, "histogram_quantile")?, steps)?);
     let held = q.samples() + input.samples();
-    let mut keys: HashMap<usize, Option<(Shared, f64)>> = HashMap::new();
+    let mut keys: FastMap<usize, Option<(Shared, f64)>> = FastMap::default();
     let out = ev.range_eval(steps, &[&q, &input], |_, _, a| {
         let q = a[0].scalar();
         let vector = a[1].take_vector();
-        let mut index: HashMap<Shared, usize> = HashMap::new();
+        let mut index: FastMap<Shared, usize> = FastMap::default();
         let mut groups: Vec<(Shared, Vec<histogram::Bucket>)> = Vec::new();
         // `le` values seen per group: one twice means two input series
         // differ only in `__name__`.
@@ -490,7 +516,7 @@ fn absent_over_time(
     let a = arg(args, 0, "absent_over_time")?;
     let data = ev.matrix_arg(a, steps)?;
     let mut present = vec![false; steps.count()];
-    data.for_each_window(steps, ev.deadline, |_, i, w| {
+    data.for_each_window(steps, ev.deadline, false, |_, i, w| {
         if !w.points.is_empty() {
             present[i] = true;
         }

@@ -5,6 +5,7 @@
 //! a matrix (Prometheus semantics: one series per output label set, points at
 //! the steps where it had a value).
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use promql_parser::parser::{self, value::ValueType};
@@ -31,6 +32,10 @@ pub struct EngineOptions {
     /// Step of subqueries written without one (`x[1h:]`), like Prometheus'
     /// global evaluation interval. Default 1m.
     pub subquery_step: Duration,
+    /// Range functions of range queries read their selector's series on a
+    /// second thread while evaluating the ones already read (storage
+    /// decoding and window arithmetic overlap on two cores). Default true.
+    pub read_ahead: bool,
 }
 
 impl Default for EngineOptions {
@@ -42,6 +47,7 @@ impl Default for EngineOptions {
             max_points_per_series: 11_000,
             timeout: Duration::from_secs(120),
             subquery_step: Duration::from_secs(60),
+            read_ahead: true,
         }
     }
 }
@@ -156,7 +162,8 @@ impl Engine {
                     .filter_map(|s| {
                         let p = s.points.first()?;
                         Some(Sample {
-                            labels: (*s.labels).clone(),
+                            labels: Arc::try_unwrap(s.labels)
+                                .unwrap_or_else(|shared| (*shared).clone()),
                             t: time,
                             v: p.v,
                         })
@@ -167,7 +174,8 @@ impl Engine {
                 series
                     .into_iter()
                     .map(|s| Series {
-                        labels: (*s.labels).clone(),
+                        labels: Arc::try_unwrap(s.labels)
+                            .unwrap_or_else(|shared| (*shared).clone()),
                         points: s.points,
                     })
                     .collect(),
@@ -240,7 +248,7 @@ impl Engine {
                 .into_iter()
                 .filter(|s| !s.points.is_empty())
                 .map(|s| Series {
-                    labels: (*s.labels).clone(),
+                    labels: Arc::try_unwrap(s.labels).unwrap_or_else(|shared| (*shared).clone()),
                     points: s.points,
                 })
                 .collect(),
@@ -286,6 +294,7 @@ impl Engine {
             stats: QueryStats::default(),
             warnings: Vec::new(),
             partial: false,
+            read_ahead: self.options.read_ahead,
         }
     }
 }

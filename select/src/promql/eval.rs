@@ -4,17 +4,18 @@
 //! so operators and functions run step by step over the whole grid, and each
 //! selector reads storage once for the whole query range.
 
-use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, mpsc};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use promql_parser::label::MatchOp as PromMatchOp;
 use promql_parser::parser::{AtModifier, Expr, Offset, SubqueryExpr, VectorSelector};
-use strata_storage::{METRIC_NAME_LABEL, MatchOp, Matcher, TimeRange, is_stale_nan};
+use strata_storage::{METRIC_NAME_LABEL, MatchOp, Matcher, SeriesData, TimeRange, is_stale_nan};
 
 use super::engine::{QueryError, QueryStats};
 use super::functions::RangeWindow;
+use super::hash::{FastMap, FastSet, map_with_capacity};
 use super::value::{Labels, Point};
+use crate::source::SeriesStream;
 
 /// A label set shared by the points of a series and by the per-step
 /// elements built from it, so steps do not copy labels.
@@ -39,6 +40,32 @@ impl Steps {
 
     pub fn ts(&self, i: usize) -> i64 {
         self.start + i as i64 * self.step
+    }
+
+    /// The index of the step at `t`, which must be a step's timestamp.
+    pub fn index(&self, t: i64) -> usize {
+        ((t - self.start) / self.step) as usize
+    }
+
+    /// The index of the first step at or after `t`: `count()` when none is.
+    pub fn first_at_or_after(&self, t: i64) -> usize {
+        if t <= self.start {
+            return 0;
+        }
+        let i = (t - self.start + self.step - 1) / self.step;
+        (i as usize).min(self.count())
+    }
+
+    /// How many steps lie in `[lo, hi]`.
+    pub fn count_within(&self, lo: i64, hi: i64) -> usize {
+        let lo = lo.max(self.start);
+        let hi = hi.min(self.end);
+        if hi < lo || self.step <= 0 {
+            return 0;
+        }
+        let first = (lo - self.start + self.step - 1) / self.step;
+        let last = (hi - self.start) / self.step;
+        (last - first + 1).max(0) as usize
     }
 }
 
@@ -113,57 +140,228 @@ impl Arg {
     }
 }
 
-/// Range-vector input of a function: raw samples (stale markers included)
-/// or a subquery's points, with the window's width and placement.
-pub(crate) struct MatrixData {
-    pub series: Vec<StepSeries>,
+/// Where the windows of a range vector sit: their width, and the offset and
+/// `@` time that move them.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct WindowShape {
     pub range: i64,
     pub offset: i64,
     pub at: Option<i64>,
 }
 
-impl MatrixData {
+impl WindowShape {
     /// Last millisecond of the window at step `ts`.
     pub fn window_end(&self, ts: i64) -> i64 {
         self.at.unwrap_or(ts) - self.offset
     }
 
-    /// Calls `f(series index, step index, window)` for every series and step,
-    /// sliding each window forward instead of searching per step.
+    /// The most steps at which a series with `points` can have a non-empty
+    /// window.
+    pub fn window_steps(&self, points: &[Point], steps: Steps) -> usize {
+        match (self.at, points.first(), points.last()) {
+            (Some(_), _, _) => steps.count(),
+            (None, Some(first), Some(last)) => {
+                steps.count_within(first.t + self.offset, last.t + self.offset + self.range)
+            }
+            _ => 0,
+        }
+    }
+}
+
+/// Slides the windows of a [`WindowShape`] over one series after another,
+/// keeping its scratch space from series to series.
+#[derive(Default)]
+pub(crate) struct Walker {
+    /// Count the counter resets of each window (see
+    /// `functions::range::counts_drops`).
+    pub count_drops: bool,
+    fresh: Vec<Point>,
+    /// drops_until[k]: points in 1..=k lower than the one before them.
+    drops_until: Vec<u32>,
+}
+
+impl Walker {
+    pub fn new(count_drops: bool) -> Walker {
+        Walker {
+            count_drops,
+            ..Walker::default()
+        }
+    }
+
+    /// Calls `f(step index, window)` at every step whose window holds
+    /// points of one series (never for an empty window, as the range
+    /// functions' contract asks), moving the window's bounds forward instead
+    /// of searching, and skipping the steps before the series' first point
+    /// and after its last.
+    pub fn walk(
+        &mut self,
+        shape: &WindowShape,
+        series: &[Point],
+        steps: Steps,
+        mut f: impl FnMut(usize, &RangeWindow<'_>) -> Result<(), QueryError>,
+    ) -> Result<(), QueryError> {
+        // Stale markers never count in a window; most series have none, so
+        // they are read in place.
+        let points: &[Point] = if series.iter().any(|p| is_stale_nan(p.v)) {
+            self.fresh.clear();
+            self.fresh
+                .extend(series.iter().filter(|p| !is_stale_nan(p.v)));
+            &self.fresh
+        } else {
+            series
+        };
+        let drops_until = &mut self.drops_until;
+        if self.count_drops {
+            drops_until.clear();
+            drops_until.push(0);
+            let mut drops = 0;
+            for pair in points.windows(2) {
+                drops += u32::from(pair[1].v < pair[0].v);
+                drops_until.push(drops);
+            }
+        }
+        let (Some(first), Some(last)) = (points.first(), points.last()) else {
+            return Ok(());
+        };
+        // Windows reach points only from the step whose window ends at the
+        // first point to the one whose window starts at the last.
+        let (from, to) = match shape.at {
+            Some(_) => (0, steps.count()),
+            None => (
+                steps.first_at_or_after(first.t + shape.offset),
+                steps.first_at_or_after(last.t + shape.offset + shape.range + 1),
+            ),
+        };
+        let (mut lo, mut hi) = (0, 0);
+        for i in from..to {
+            let ts = steps.ts(i);
+            let end = shape.window_end(ts);
+            let start = end - shape.range;
+            while hi < points.len() && points[hi].t <= end {
+                hi += 1;
+            }
+            while lo < hi && points[lo].t < start {
+                lo += 1;
+            }
+            if lo == hi {
+                continue;
+            }
+            let window = RangeWindow {
+                points: &points[lo..hi],
+                start,
+                end,
+                eval_time: ts,
+                drops: self
+                    .count_drops
+                    .then(|| (drops_until[hi - 1] - drops_until[lo]) as usize),
+            };
+            f(i, &window)?;
+        }
+        Ok(())
+    }
+}
+
+/// Range-vector input of a function: raw samples (stale markers included)
+/// or a subquery's points, with the windows' shape.
+pub(crate) struct MatrixData {
+    pub series: Vec<StepSeries>,
+    pub shape: WindowShape,
+}
+
+impl MatrixData {
+    /// Calls `f(series index, step index, window)` for every series and step.
     pub fn for_each_window(
         &self,
         steps: Steps,
         deadline: Instant,
+        count_drops: bool,
         mut f: impl FnMut(usize, usize, &RangeWindow<'_>) -> Result<(), QueryError>,
     ) -> Result<(), QueryError> {
-        let mut points: Vec<Point> = Vec::new();
+        let mut walker = Walker::new(count_drops);
         for (si, series) in self.series.iter().enumerate() {
-            if Instant::now() > deadline {
+            if si % 256 == 0 && Instant::now() > deadline {
                 return Err(QueryError::Timeout("expression evaluation"));
             }
-            points.clear();
-            points.extend(series.points.iter().filter(|p| !is_stale_nan(p.v)));
-            let (mut lo, mut hi) = (0, 0);
-            for i in 0..steps.count() {
-                let ts = steps.ts(i);
-                let end = self.window_end(ts);
-                let start = end - self.range;
-                while hi < points.len() && points[hi].t <= end {
-                    hi += 1;
-                }
-                while lo < hi && points[lo].t < start {
-                    lo += 1;
-                }
-                let window = RangeWindow {
-                    points: &points[lo..hi],
-                    start,
-                    end,
-                    eval_time: ts,
-                };
-                f(si, i, &window)?;
-            }
+            walker.walk(&self.shape, &series.points, steps, |i, w| f(si, i, w))?;
         }
         Ok(())
+    }
+}
+
+/// The range-vector argument of a function: a selector whose series can be
+/// read and used one at a time, or data already evaluated (a subquery).
+pub(crate) enum RangeArg<'e> {
+    Selector {
+        vs: &'e VectorSelector,
+        shape: WindowShape,
+        /// The span of samples to read.
+        lo: i64,
+        hi: i64,
+    },
+    Data(MatrixData),
+}
+
+/// Series read in line before a selector's reading moves to a second
+/// thread, and per message between that thread and the evaluation: enough
+/// to make the channel's cost per series small.
+const READ_AHEAD_SERIES: usize = 64;
+/// Messages the reading thread may be ahead by.
+const READ_AHEAD_BATCHES: usize = 4;
+
+/// What a selector's reading needs from series to series: turns storage's
+/// answers into series on the query's terms (range cut, labels shared,
+/// limits counted).
+pub(crate) struct Intake<'v> {
+    vs: &'v VectorSelector,
+    lo: i64,
+    hi: i64,
+    check_seen: bool,
+    seen: FastSet<Shared>,
+    count: usize,
+}
+
+impl Intake<'_> {
+    /// The series of `data` within the selector's range, counted against
+    /// the limits; `None` when it has no sample there or was seen before.
+    fn take(
+        &mut self,
+        ev: &mut Evaluator<'_>,
+        data: SeriesData,
+    ) -> Result<Option<StepSeries>, QueryError> {
+        let mut labels = data.labels;
+        if !labels.is_sorted() {
+            labels.sort();
+        }
+        let labels = Arc::new(labels);
+        if self.check_seen && self.seen.contains(&labels) {
+            return Ok(None);
+        }
+        // Samples come in time order.
+        let ts = &data.timestamps;
+        let from = ts.partition_point(|t| *t < self.lo);
+        let to = ts.partition_point(|t| *t <= self.hi).max(from);
+        let points: Vec<Point> = ts[from..to]
+            .iter()
+            .zip(data.values.get(from..).unwrap_or_default())
+            .map(|(t, v)| Point { t: *t, v: *v })
+            .collect();
+        if points.is_empty() {
+            return Ok(None);
+        }
+        ev.stats.series_loaded += 1;
+        ev.stats.samples_loaded += points.len() as u64;
+        ev.hold(points.len())?;
+        if self.check_seen {
+            self.seen.insert(labels.clone());
+        }
+        self.count += 1;
+        if ev.max_series > 0 && self.count > ev.max_series {
+            return Err(QueryError::Limit(format!(
+                "the selector {} matches more than {} series (limit --query.max-series)",
+                self.vs, ev.max_series
+            )));
+        }
+        Ok(Some(StepSeries { labels, points }))
     }
 }
 
@@ -184,6 +382,8 @@ pub(crate) struct Evaluator<'a> {
     pub warnings: Vec<String>,
     /// A selector read a partial answer (storage nodes missing).
     pub partial: bool,
+    /// See [`EngineOptions::read_ahead`](super::engine::EngineOptions).
+    pub read_ahead: bool,
 }
 
 impl Evaluator<'_> {
@@ -231,7 +431,7 @@ impl Evaluator<'_> {
                     }
                     Val::Vector(mut series) => {
                         for s in &mut series {
-                            s.labels = drop_name(&s.labels);
+                            strip_name(&mut s.labels);
                             s.points.iter_mut().for_each(|p| p.v = -p.v);
                         }
                         check_unique_labelsets(&series)?;
@@ -248,7 +448,7 @@ impl Evaluator<'_> {
                 let data = self.matrix_arg(expr, steps)?;
                 let mut out = Vec::new();
                 let mut held = 0;
-                data.for_each_window(steps, self.deadline, |si, _, w| {
+                data.for_each_window(steps, self.deadline, false, |si, _, w| {
                     if !w.points.is_empty() {
                         held += w.points.len();
                         out.push(StepSeries {
@@ -312,15 +512,28 @@ impl Evaluator<'_> {
             Some(at) => (at - offset - self.lookback, at - offset),
             None => (steps.start - offset - self.lookback, steps.end - offset),
         };
-        let raw = self.load(vs, lo, hi)?;
-        let raw_samples: usize = raw.iter().map(|s| s.points.len()).sum();
-        let mut out = Vec::with_capacity(raw.len());
-        let mut held = 0;
-        for series in raw {
+        let lookback = self.lookback;
+        let mut out = Vec::new();
+        // Each series is turned into its values at the steps as it is read,
+        // and its raw samples dropped; ahead on a second thread when there
+        // are many steps.
+        self.stream(vs, lo, hi, steps.count() > 1, |ev, series| {
             let pts = &series.points;
-            let mut points = Vec::new();
+            let (Some(first), Some(last)) = (pts.first(), pts.last()) else {
+                return Ok(());
+            };
+            // Only steps from the first point to the last plus the lookback
+            // can see a sample.
+            let (from, to) = match at {
+                Some(_) => (0, steps.count()),
+                None => (
+                    steps.first_at_or_after(first.t + offset),
+                    steps.first_at_or_after(last.t + offset + lookback + 1),
+                ),
+            };
+            let mut points = Vec::with_capacity(to.saturating_sub(from));
             let mut j = 0;
-            for i in 0..steps.count() {
+            for i in from..to {
                 let ts = steps.ts(i);
                 let reference = at.unwrap_or(ts) - offset;
                 while j < pts.len() && pts[j].t <= reference {
@@ -330,7 +543,7 @@ impl Evaluator<'_> {
                     continue;
                 }
                 let p = pts[j - 1];
-                if p.t < reference - self.lookback || is_stale_nan(p.v) {
+                if p.t < reference - lookback || is_stale_nan(p.v) {
                     continue;
                 }
                 let v = if sample_time {
@@ -340,16 +553,16 @@ impl Evaluator<'_> {
                 };
                 points.push(Point { t: ts, v });
             }
+            ev.release(pts.len());
             if !points.is_empty() {
-                held += points.len();
+                ev.hold(points.len())?;
                 out.push(StepSeries {
                     labels: series.labels,
                     points,
                 });
             }
-        }
-        self.release(raw_samples);
-        self.hold(held)?;
+            Ok(())
+        })?;
         Ok(out)
     }
 
@@ -358,6 +571,30 @@ impl Evaluator<'_> {
     pub fn matrix_arg(&mut self, expr: &Expr, steps: Steps) -> Result<MatrixData, QueryError> {
         match expr {
             Expr::Paren(p) => self.matrix_arg(&p.expr, steps),
+            Expr::MatrixSelector(_) => match self.range_arg(expr, steps)? {
+                RangeArg::Selector { vs, shape, lo, hi } => Ok(MatrixData {
+                    series: self.load(vs, lo, hi)?,
+                    shape,
+                }),
+                RangeArg::Data(data) => Ok(data),
+            },
+            Expr::Subquery(sq) => self.subquery(sq, steps),
+            other => Err(QueryError::BadData(format!(
+                "expected type range vector, got {}",
+                value_type_name(other)
+            ))),
+        }
+    }
+
+    /// The range-vector argument `expr` of a function, a selector left
+    /// unread so that its series can be taken one at a time.
+    pub fn range_arg<'e>(
+        &mut self,
+        expr: &'e Expr,
+        steps: Steps,
+    ) -> Result<RangeArg<'e>, QueryError> {
+        match expr {
+            Expr::Paren(p) => self.range_arg(&p.expr, steps),
             Expr::MatrixSelector(ms) => {
                 let offset = offset_ms(&ms.vs.offset);
                 let at = self.at_ms(&ms.vs.at);
@@ -366,19 +603,14 @@ impl Evaluator<'_> {
                     Some(at) => (at - offset - range, at - offset),
                     None => (steps.start - offset - range, steps.end - offset),
                 };
-                let series = self.load(&ms.vs, lo, hi)?;
-                Ok(MatrixData {
-                    series,
-                    range,
-                    offset,
-                    at,
+                Ok(RangeArg::Selector {
+                    vs: &ms.vs,
+                    shape: WindowShape { range, offset, at },
+                    lo,
+                    hi,
                 })
             }
-            Expr::Subquery(sq) => self.subquery(sq, steps),
-            other => Err(QueryError::BadData(format!(
-                "expected type range vector, got {}",
-                value_type_name(other)
-            ))),
+            other => Ok(RangeArg::Data(self.matrix_arg(other, steps)?)),
         }
     }
 
@@ -435,9 +667,7 @@ impl Evaluator<'_> {
         };
         Ok(MatrixData {
             series,
-            range,
-            offset,
-            at,
+            shape: WindowShape { range, offset, at },
         })
     }
 
@@ -449,48 +679,120 @@ impl Evaluator<'_> {
         lo: i64,
         hi: i64,
     ) -> Result<Vec<StepSeries>, QueryError> {
+        let mut out = Vec::new();
+        self.stream(vs, lo, hi, false, |_, series| {
+            out.push(series);
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
+    /// Hands the series of `vs` with samples in `[lo, hi]` to `f` one at a
+    /// time, as they are read. Their samples count as held when `f` gets
+    /// them; `f` releases what it drops. With `read_ahead` (and the engine's
+    /// `read_ahead` option), once a batch of series has gone through `f`, a
+    /// second thread reads and decodes the rest from storage while `f` works
+    /// on the ones already read: worth it when `f` has real work per series
+    /// (windows at many steps), and small selections never start a thread.
+    pub fn stream(
+        &mut self,
+        vs: &VectorSelector,
+        lo: i64,
+        hi: i64,
+        read_ahead: bool,
+        mut f: impl FnMut(&mut Self, StepSeries) -> Result<(), QueryError>,
+    ) -> Result<(), QueryError> {
         let alternatives = matchers_of(vs)?;
-        let mut out: Vec<StepSeries> = Vec::new();
-        let mut seen: HashMap<Shared, ()> = HashMap::new();
-        for matchers in alternatives {
+        let mut intake = Intake {
+            vs,
+            lo,
+            hi,
+            // A source answers each label set once per select, so only the
+            // alternatives of `or` matchers can repeat one.
+            check_seen: alternatives.len() > 1,
+            seen: FastSet::default(),
+            count: 0,
+        };
+        let read_ahead = read_ahead && self.read_ahead;
+        for matchers in &alternatives {
             let selected = self
                 .source
-                .select(&matchers, TimeRange::new(lo, hi), self.deadline)?;
+                .select(matchers, TimeRange::new(lo, hi), self.deadline)?;
             self.warnings.extend(selected.warnings);
             self.partial |= selected.partial;
-            for item in selected.series {
+            let mut series = selected.series;
+            let mut in_line = 0;
+            loop {
+                if read_ahead && in_line == READ_AHEAD_SERIES {
+                    self.read_ahead(series, &mut intake, &mut f)?;
+                    break;
+                }
+                let Some(item) = series.next() else {
+                    break;
+                };
+                in_line += 1;
                 self.check_deadline()?;
-                let data = item?;
-                let mut labels = data.labels;
-                labels.sort();
-                let labels = Arc::new(labels);
-                if seen.contains_key(&labels) {
-                    continue;
-                }
-                let points: Vec<Point> = data
-                    .timestamps
-                    .iter()
-                    .zip(&data.values)
-                    .filter(|(t, _)| lo <= **t && **t <= hi)
-                    .map(|(t, v)| Point { t: *t, v: *v })
-                    .collect();
-                if points.is_empty() {
-                    continue;
-                }
-                self.stats.series_loaded += 1;
-                self.stats.samples_loaded += points.len() as u64;
-                self.hold(points.len())?;
-                seen.insert(labels.clone(), ());
-                out.push(StepSeries { labels, points });
-                if self.max_series > 0 && out.len() > self.max_series {
-                    return Err(QueryError::Limit(format!(
-                        "the selector {vs} matches more than {} series (limit --query.max-series)",
-                        self.max_series
-                    )));
+                if let Some(series) = intake.take(self, item?)? {
+                    f(self, series)?;
                 }
             }
         }
-        Ok(out)
+        Ok(())
+    }
+
+    /// Hands the rest of `series` to `f` through `intake`, read on a second
+    /// thread a few batches ahead.
+    fn read_ahead(
+        &mut self,
+        mut series: SeriesStream,
+        intake: &mut Intake<'_>,
+        mut f: impl FnMut(&mut Self, StepSeries) -> Result<(), QueryError>,
+    ) -> Result<(), QueryError> {
+        let deadline = self.deadline;
+        std::thread::scope(|scope| {
+            let (sender, batches) = mpsc::sync_channel::<Vec<SeriesData>>(READ_AHEAD_BATCHES);
+            let reader = scope.spawn(move || -> Result<(), QueryError> {
+                let mut batch = Vec::with_capacity(READ_AHEAD_SERIES);
+                for item in series.by_ref() {
+                    if Instant::now() > deadline {
+                        return Err(QueryError::Timeout("expression evaluation"));
+                    }
+                    batch.push(item?);
+                    if batch.len() == READ_AHEAD_SERIES {
+                        let full =
+                            std::mem::replace(&mut batch, Vec::with_capacity(READ_AHEAD_SERIES));
+                        // The evaluation gave up: nothing more to read.
+                        if sender.send(full).is_err() {
+                            return Ok(());
+                        }
+                    }
+                }
+                if !batch.is_empty() {
+                    // Nobody to tell if the evaluation gave up meanwhile.
+                    let _ = sender.send(batch);
+                }
+                Ok(())
+            });
+            let mut consume = || {
+                for batch in &batches {
+                    for data in batch {
+                        self.check_deadline()?;
+                        if let Some(series) = intake.take(self, data)? {
+                            f(self, series)?;
+                        }
+                    }
+                }
+                Ok::<(), QueryError>(())
+            };
+            let consumed = consume();
+            // Stops the reader at its next batch if evaluation failed.
+            drop(batches);
+            let read = match reader.join() {
+                Ok(read) => read,
+                Err(panic) => std::panic::resume_unwind(panic),
+            };
+            consumed.and(read)
+        })
     }
 
     /// The time an `@` modifier pins evaluation to, in ms.
@@ -519,10 +821,10 @@ impl Evaluator<'_> {
             })
             .collect();
         let mut out: Vec<StepSeries> = Vec::new();
-        let mut index: HashMap<Shared, usize> = HashMap::new();
+        let mut index: FastMap<Shared, usize> = FastMap::default();
         // Most outputs reuse one label set allocation at every step; finding
         // it by address skips hashing the labels.
-        let mut by_address: HashMap<usize, usize> = HashMap::new();
+        let mut by_address: FastMap<usize, usize> = FastMap::default();
         let mut step_args = Vec::with_capacity(args.len());
         for i in 0..steps.count() {
             self.check_deadline()?;
@@ -542,14 +844,21 @@ impl Evaluator<'_> {
                 let address = Arc::as_ptr(&e.labels) as usize;
                 let known = match by_address.get(&address) {
                     Some(&k) => Some(k),
-                    None => index.get(&e.labels).copied(),
+                    None => {
+                        let k = index.get(&e.labels).copied();
+                        // Only addresses `out` keeps alive may be remembered:
+                        // a freed one can come back with other labels.
+                        if let Some(k) = k
+                            && Arc::ptr_eq(&out[k].labels, &e.labels)
+                        {
+                            by_address.insert(address, k);
+                        }
+                        k
+                    }
                 };
                 match known {
                     Some(k) => {
                         let series = &mut out[k];
-                        if Arc::ptr_eq(&series.labels, &e.labels) {
-                            by_address.insert(address, k);
-                        }
                         if series.points.last().is_some_and(|p| p.t == ts) {
                             return Err(duplicate_labelset());
                         }
@@ -596,9 +905,9 @@ pub(crate) fn duplicate_labelset() -> QueryError {
 
 /// Errors when two series of a result share a label set.
 pub(crate) fn check_unique_labelsets(series: &[StepSeries]) -> Result<(), QueryError> {
-    let mut seen = HashMap::with_capacity(series.len());
+    let mut seen = FastSet::with_capacity_and_hasher(series.len(), Default::default());
     for s in series {
-        if seen.insert(&s.labels, ()).is_some() {
+        if !seen.insert(&s.labels) {
             return Err(duplicate_labelset());
         }
     }
@@ -608,7 +917,17 @@ pub(crate) fn check_unique_labelsets(series: &[StepSeries]) -> Result<(), QueryE
 /// Merges series that share a label set (after a label change); two points
 /// at one step are an error.
 pub(crate) fn merge_same_labels(series: Vec<StepSeries>) -> Result<Vec<StepSeries>, QueryError> {
-    let mut index: HashMap<Shared, usize> = HashMap::with_capacity(series.len());
+    merge_disjoint(series).map_err(|Collision| duplicate_labelset())
+}
+
+/// Two series with one label set had a point at the same step.
+#[derive(Debug)]
+pub(crate) struct Collision;
+
+/// Merges series that share a label set, in the order of first appearance,
+/// if no two of them have a point at the same step.
+pub(crate) fn merge_disjoint(series: Vec<StepSeries>) -> Result<Vec<StepSeries>, Collision> {
+    let mut index: FastMap<Shared, usize> = map_with_capacity(series.len());
     let mut out: Vec<StepSeries> = Vec::with_capacity(series.len());
     for s in series {
         match index.get(&s.labels) {
@@ -618,7 +937,7 @@ pub(crate) fn merge_same_labels(series: Vec<StepSeries>) -> Result<Vec<StepSerie
                 let (mut a, mut b) = (target.points.iter().peekable(), s.points.iter().peekable());
                 loop {
                     match (a.peek(), b.peek()) {
-                        (Some(x), Some(y)) if x.t == y.t => return Err(duplicate_labelset()),
+                        (Some(x), Some(y)) if x.t == y.t => return Err(Collision),
                         (Some(x), Some(y)) => {
                             if x.t < y.t {
                                 merged.push(**x);
@@ -648,6 +967,17 @@ pub(crate) fn merge_same_labels(series: Vec<StepSeries>) -> Result<Vec<StepSerie
         }
     }
     Ok(out)
+}
+
+/// Removes `__name__` from `labels`, in place when nothing else holds
+/// them (a series owned by the operation at hand: no copy of every label).
+/// Returns whether there was one.
+pub(crate) fn strip_name(labels: &mut Shared) -> bool {
+    if !labels.iter().any(|l| l.name == METRIC_NAME_LABEL) {
+        return false;
+    }
+    Arc::make_mut(labels).retain(|l| l.name != METRIC_NAME_LABEL);
+    true
 }
 
 /// `labels` without `__name__`.

@@ -15,6 +15,7 @@ mod call;
 pub mod engine;
 mod eval;
 pub mod functions;
+mod hash;
 pub mod value;
 
 pub use engine::{Engine, EngineOptions, QueryError, QueryOptions, QueryResult, QueryStats};

@@ -15,6 +15,8 @@ use crate::source::{Found, Selected, Source};
 struct MemSource {
     series: Vec<SeriesData>,
     warnings: Vec<String>,
+    /// Fail a select's stream after this many series.
+    fail_after: Option<usize>,
 }
 
 impl Source for MemSource {
@@ -41,6 +43,14 @@ impl Source for MemSource {
                 }
             }
             if !d.timestamps.is_empty() {
+                if self.fail_after == Some(out.len()) {
+                    out.push(Err(StorageError::Corrupted {
+                        path: "part".into(),
+                        offset: 0,
+                        what: "block checksum".into(),
+                    }));
+                    break;
+                }
                 out.push(Ok(d));
             }
         }
@@ -126,6 +136,7 @@ fn source(lines: &[&str]) -> MemSource {
     MemSource {
         series,
         warnings: Vec::new(),
+        fail_after: None,
     }
 }
 
@@ -459,4 +470,292 @@ fn limits_and_warnings() {
         .expect("query");
     assert_eq!(got.warnings, vec!["block skipped".to_string()]);
     assert_eq!(got.stats.series_loaded, 1);
+}
+
+/// Range functions of range queries read their series on a second thread
+/// once a first batch (64) went through: its limits, warnings, errors and
+/// counters must reach the query as they do without it.
+#[test]
+fn read_ahead_reports_like_reading_in_line() {
+    let lines: Vec<String> = (0..300)
+        .map(|i| {
+            let values: Vec<String> = (0..=60).map(|v| (v * 60).to_string()).collect();
+            format!("counter{{i=\"{i:03}\"}} 0 60 {}", values.join(" "))
+        })
+        .collect();
+    let lines: Vec<&str> = lines.iter().map(String::as_str).collect();
+    let run = |src: &MemSource, options: EngineOptions| {
+        Engine::new(options).range(
+            src,
+            "rate(counter[5m])",
+            0,
+            3_600_000,
+            60_000,
+            &QueryOptions::default(),
+        )
+    };
+    for read_ahead in [false, true] {
+        let options = EngineOptions {
+            read_ahead,
+            ..EngineOptions::default()
+        };
+        let err = run(
+            &source(&lines),
+            EngineOptions {
+                max_series: 200,
+                ..options.clone()
+            },
+        )
+        .expect_err("too many series");
+        assert!(matches!(err, QueryError::Limit(_)), "{read_ahead}: {err}");
+        let err = run(
+            &source(&lines),
+            EngineOptions {
+                max_samples: 100 * 61,
+                ..options.clone()
+            },
+        )
+        .expect_err("too many samples");
+        assert!(matches!(err, QueryError::Limit(_)), "{read_ahead}: {err}");
+        let failing = MemSource {
+            fail_after: Some(250),
+            ..source(&lines)
+        };
+        let err = run(&failing, options.clone()).expect_err("storage error");
+        assert!(matches!(err, QueryError::Storage(_)), "{read_ahead}: {err}");
+        let warned = MemSource {
+            warnings: vec!["block skipped".into()],
+            ..source(&lines)
+        };
+        let got = run(&warned, options).expect("query");
+        assert_eq!(
+            got.warnings,
+            vec!["block skipped".to_string()],
+            "{read_ahead}"
+        );
+        assert_eq!(got.stats.series_loaded, 300, "{read_ahead}");
+        let rendered = render(&got.value);
+        assert_eq!(rendered.lines().count(), 300, "{read_ahead}");
+        // One per second everywhere.
+        assert!(
+            rendered
+                .lines()
+                .all(|l| l.ends_with(" 3600:1") && l.contains(" 300:1 ")),
+            "{read_ahead}: {rendered}"
+        );
+    }
+}
+
+/// Ragged data for `range_equals_instants`: counters and gauges with gaps,
+/// resets, stale markers, NaN and negative values, and series that differ
+/// only in `__name__`, some overlapping in time and some not.
+fn ragged() -> MemSource {
+    use strata_storage::encoding::synthetic::SplitMix64;
+    let mut rng = SplitMix64::new(7);
+    let mut series = Vec::new();
+    let mut add = |pairs: &[(&str, &str)], from: i64, to: i64, rng: &mut SplitMix64| {
+        let mut labels: Vec<Label> = pairs.iter().map(|(n, v)| Label::new(*n, *v)).collect();
+        labels.sort();
+        let mut d = SeriesData {
+            labels,
+            timestamps: Vec::new(),
+            values: Vec::new(),
+        };
+        let mut counter = 0.0;
+        let mut t = from * 1000 + (rng.next_u64() % 5000) as i64;
+        while t <= to * 1000 {
+            let roll = rng.next_f64();
+            counter += (rng.next_u64() % 10) as f64;
+            let v = if roll < 0.1 {
+                t += 15_000;
+                continue;
+            } else if roll < 0.13 {
+                f64::from_bits(STALE_NAN_BITS)
+            } else if roll < 0.15 {
+                f64::NAN
+            } else if roll < 0.18 {
+                counter = 0.0;
+                -1.5
+            } else {
+                counter
+            };
+            d.timestamps.push(t);
+            d.values.push(v);
+            t += 10_000 + (rng.next_u64() % 10_000) as i64;
+        }
+        series.push(d);
+    };
+    for job in ["a", "b"] {
+        for inst in ["1", "2", "3"] {
+            add(
+                &[("__name__", "m"), ("job", job), ("inst", inst)],
+                0,
+                900,
+                &mut rng,
+            );
+            add(
+                &[("__name__", "n"), ("job", job), ("inst", inst)],
+                100,
+                800,
+                &mut rng,
+            );
+        }
+    }
+    // Disjoint in time: one series once the name is gone.
+    add(&[("__name__", "x1"), ("k", "1")], 0, 400, &mut rng);
+    add(&[("__name__", "x2"), ("k", "1")], 700, 900, &mut rng);
+    // Overlapping: an error at the steps where both have a value.
+    add(&[("__name__", "y1"), ("k", "1")], 0, 600, &mut rng);
+    add(&[("__name__", "y2"), ("k", "1")], 500, 900, &mut rng);
+    MemSource {
+        series,
+        warnings: Vec::new(),
+        fail_after: None,
+    }
+}
+
+/// Every (labels, time) -> value bits of a result.
+fn points_of(v: &Value, t: i64) -> std::collections::BTreeMap<(String, i64), u64> {
+    let mut out = std::collections::BTreeMap::new();
+    match v {
+        Value::Scalar { v, .. } => {
+            out.insert((String::new(), t), v.to_bits());
+        }
+        Value::Vector(samples) => {
+            for s in samples {
+                let dup = out.insert((labels_string(&s.labels), t), s.v.to_bits());
+                assert!(dup.is_none(), "two samples of {:?} at {t}", s.labels);
+            }
+        }
+        Value::Matrix(series) => {
+            for s in series {
+                for p in &s.points {
+                    let dup = out.insert((labels_string(&s.labels), p.t), p.v.to_bits());
+                    assert!(dup.is_none(), "two points of {:?} at {}", s.labels, p.t);
+                }
+            }
+        }
+        Value::String { .. } => {}
+    }
+    out
+}
+
+/// A range query is its instant queries stacked: every operation the
+/// evaluator runs series by series over the whole range must answer, to
+/// the bit, what it answers one step at a time, and fail when some step
+/// fails.
+#[test]
+fn range_equals_instants() {
+    let src = ragged();
+    let engine = Engine::default();
+    let options = QueryOptions::default();
+    let queries = [
+        "m",
+        "sum(m)",
+        "sum by (job) (m)",
+        "avg without (inst) (m)",
+        "count by (inst) (m)",
+        "group by (job) (m)",
+        "min by (job) (m)",
+        "max(m)",
+        "stddev by (job) (m)",
+        "stdvar(m)",
+        "sum by (job) (rate(m[1m]))",
+        "increase(m[2m])",
+        "resets(m[3m])",
+        "avg_over_time(m[1m])",
+        "max_over_time(rate(m[1m])[2m:20s])",
+        "m * 2",
+        "2 - m",
+        "m > 3",
+        "3 < m",
+        "m > bool 3",
+        "-m",
+        "m + n",
+        "m / on(job, inst) n",
+        "m > n",
+        "m >= bool n",
+        "m - ignoring(inst) group_left sum by (job) (n)",
+        "sum by (job) (n) * on(job) group_right m",
+        "m and n",
+        "m unless n",
+        "m or n",
+        "m and on(job) n",
+        "n or on(job) m",
+        "m unless on(inst) n",
+        "{__name__=~\"x.\"} * 1",
+        "{__name__=~\"y.\"} * 1",
+        "{__name__=~\"x.\"} > bool 2",
+        "sum({__name__=~\"y.\"})",
+        "{__name__=~\"x.\"} + on(k) {__name__=~\"y.\"}",
+        "topk(2, m)",
+        "quantile by (job) (0.5, m)",
+        "count_values(\"v\", m)",
+    ];
+    let (mut answered, mut failed_queries) = (0, Vec::new());
+    for (start, end, step) in [(0, 900, 30), (50, 850, 7), (300, 300, 1)] {
+        for query in queries {
+            let range = engine.range(&src, query, start * 1000, end * 1000, step * 1000, &options);
+            let mut stacked = std::collections::BTreeMap::new();
+            let mut failed = None;
+            let mut t = start * 1000;
+            while t <= end * 1000 {
+                match engine.instant(&src, query, t, &options) {
+                    Ok(r) => stacked.extend(points_of(&r.value, t)),
+                    Err(e) => failed = failed.or(Some(e)),
+                }
+                t += step * 1000;
+            }
+            match (range, failed) {
+                (Ok(r), None) => {
+                    assert_eq!(
+                        points_of(&r.value, 0),
+                        stacked,
+                        "{query} over {start}..{end} by {step}"
+                    );
+                    answered += usize::from(!stacked.is_empty());
+                }
+                (Err(_), Some(_)) => failed_queries.push(query),
+                (Ok(_), Some(e)) => panic!("{query}: range ok, an instant failed: {e}"),
+                (Err(e), None) => panic!("{query}: range failed, no instant did: {e}"),
+            }
+        }
+    }
+    // The data must exercise both outcomes: answers, and the labels
+    // collision that only some steps have.
+    assert!(answered > 100, "only {answered} non-empty answers");
+    assert!(
+        failed_queries.contains(&"{__name__=~\"y.\"} * 1")
+            && !failed_queries.contains(&"{__name__=~\"x.\"} * 1"),
+        "failed: {failed_queries:?}"
+    );
+}
+
+#[test]
+fn steps_locate_times() {
+    use super::eval::Steps;
+    let steps = Steps {
+        start: 10,
+        end: 50,
+        step: 10,
+    };
+    let check = |t: i64, want: usize| assert_eq!(steps.first_at_or_after(t), want, "{t}");
+    check(-100, 0);
+    check(10, 0);
+    check(11, 1);
+    check(20, 1);
+    check(49, 4);
+    check(50, 4);
+    check(51, 5);
+    check(1_000, 5);
+    let within = |lo: i64, hi: i64, want: usize| {
+        assert_eq!(steps.count_within(lo, hi), want, "[{lo}, {hi}]")
+    };
+    within(0, 100, 5);
+    within(10, 10, 1);
+    within(11, 19, 0);
+    within(15, 35, 2);
+    within(50, 60, 1);
+    within(51, 60, 0);
+    within(30, 20, 0);
 }

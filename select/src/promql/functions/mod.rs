@@ -43,6 +43,11 @@ pub struct RangeWindow<'a> {
     /// (`predict_linear(x[5m] @ 3000, 60)` evaluated at 600s predicts for
     /// 660s from a regression over the window ending at 3000s).
     pub eval_time: i64,
+    /// How many points are lower than the point before them (counter
+    /// resets), when the evaluator counted them once for the whole series
+    /// (see [`range::counts_drops`]); `None`: not counted, the function
+    /// looks at the points itself.
+    pub drops: Option<usize>,
 }
 
 /// A function of a range vector window and scalar arguments (in call order,

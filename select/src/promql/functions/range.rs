@@ -59,6 +59,13 @@ pub fn lookup(name: &str) -> Option<RangeFunction> {
     Some(f)
 }
 
+/// Whether the function called `name` reads [`RangeWindow::drops`]: with
+/// it counted once per series, a window without counter resets costs
+/// `rate` and `increase` a constant time instead of a pass over its points.
+pub fn counts_drops(name: &str) -> bool {
+    matches!(name, "rate" | "increase" | "resets")
+}
+
 /// How many scalar arguments the function called `name` takes besides the
 /// range vector (`None` for names [`lookup`] does not know).
 pub fn arg_count(name: &str) -> Option<usize> {
@@ -121,7 +128,7 @@ fn extrapolated_delta(w: &RangeWindow<'_>, is_counter: bool, per_second: bool) -
         _ => return None,
     };
     let mut change = last.v - first.v;
-    if is_counter {
+    if is_counter && w.drops != Some(0) {
         change += points
             .windows(2)
             .filter(|pair| pair[1].v < pair[0].v)
@@ -284,6 +291,9 @@ fn resets(w: &RangeWindow<'_>, _: &[f64]) -> Option<f64> {
     if w.points.is_empty() {
         return None;
     }
+    if let Some(drops) = w.drops {
+        return Some(drops as f64);
+    }
     let count = w
         .points
         .windows(2)
@@ -440,9 +450,24 @@ mod tests {
             start: (start * 1000.0) as i64,
             end: (end * 1000.0) as i64,
             eval_time: (eval * 1000.0) as i64,
+            drops: None,
         };
         let f = lookup(name).expect("function exists");
         let got = f(&w, args);
+        // With the drops counted beforehand the answer must not change.
+        let drops = pts.windows(2).filter(|p| p[1].v < p[0].v).count();
+        let counted = f(
+            &RangeWindow {
+                drops: Some(drops),
+                ..w
+            },
+            args,
+        );
+        assert_eq!(
+            format!("{got:?}"),
+            format!("{counted:?}"),
+            "{name}({args:?}) over {pts:?} with drops counted"
+        );
         let ok = match (got, want) {
             (None, None) => true,
             (Some(g), Some(w)) => {
