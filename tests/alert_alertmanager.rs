@@ -3,7 +3,9 @@
 //! 1s interval against it (query API and remote write), the alert goes
 //! pending, fires, reaches Alertmanager (checked through Alertmanager's own
 //! API), survives a restart of `strata alert` with the same `activeAt`, and
-//! resolves when the data changes.
+//! resolves when the data changes. `strata single --rule` does the same in
+//! one process, and with two Alertmanagers, one of them stopped, the other
+//! is served without delay.
 //!
 //! Alertmanager comes from `scripts/fetch-peers prometheus`; missing, the
 //! test fails, unless `STRATA_SKIP_PEER_TESTS=1` skips it.
@@ -350,4 +352,107 @@ fn single_evaluates_rules_in_process() {
         );
         sleep(Duration::from_millis(200));
     }
+}
+
+/// Sends a signal (`STOP`, `CONT`) to a process.
+fn signal(pid: u32, name: &str) {
+    let status = Command::new("kill")
+        .args([&format!("-{name}"), &pid.to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill -{name} {pid} failed");
+}
+
+/// Every Alertmanager has its own queue: with one of two real Alertmanagers
+/// stopped (SIGSTOP: it accepts connections and never answers, the worst
+/// case for a sender), the other gets the firing alert and its resolution
+/// at once, well within the 10s request timeout the stopped one holds its
+/// sender for (3 attempts each); once continued, the stopped one catches up.
+#[test]
+fn stopped_alertmanager_does_not_delay_the_other() {
+    if !present_or_skip(
+        "stopped_alertmanager_does_not_delay_the_other",
+        &["prometheus-alertmanager"],
+    ) {
+        return;
+    }
+    let live = start_alertmanager();
+    let stopped = start_alertmanager();
+    signal(stopped.pid(), "STOP");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let rules = dir.path().join("rules.yml");
+    std::fs::write(&rules, RULES.replace("for: 5s", "for: 0s")).expect("write rules");
+    let rules = rules.display().to_string();
+    let (stopped_url, live_url) = (stopped.base_url(), live.base_url());
+    // The stopped Alertmanager comes first, so a shared sender would
+    // meet it first.
+    let single = Single::start_with_args(
+        BIN,
+        &[
+            "--rule",
+            &rules,
+            "--notifier.url",
+            &stopped_url,
+            "--notifier.url",
+            &live_url,
+            "--notifier.timeout",
+            "10s",
+            "--evaluation-interval",
+            "1s",
+        ],
+    );
+    let within = |what: &str, limit: Duration, done: &dyn Fn() -> bool| {
+        let started = Instant::now();
+        while !done() {
+            assert!(
+                started.elapsed() < limit,
+                "{what} did not happen within {limit:?}; single's metrics:\n{}",
+                single
+                    .metrics()
+                    .lines()
+                    .filter(|l| l.starts_with("strata_alert_notification"))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            );
+            sleep(Duration::from_millis(100));
+        }
+        started.elapsed()
+    };
+
+    import_temp(&single, 90.0);
+    let took = within(
+        "the live Alertmanager receiving the alert",
+        Duration::from_secs(6),
+        &|| !alertmanager_alerts(&live).is_empty(),
+    );
+    eprintln!("live Alertmanager got the alert {took:?} after the data");
+    // Resolution: the stopped Alertmanager's sender is still waiting on its
+    // first request; the live one hears at once.
+    import_temp(&single, 20.0);
+    let took = within(
+        "the live Alertmanager seeing the resolution",
+        Duration::from_secs(6),
+        &|| alertmanager_alerts(&live).is_empty(),
+    );
+    eprintln!("live Alertmanager saw the resolution {took:?} after the data");
+    let metrics = single.metrics();
+    let sent_to_stopped = metrics.lines().any(|l| {
+        l.starts_with("strata_alert_notifications_sent_total") && l.contains(&stopped_url)
+    });
+    assert!(
+        !sent_to_stopped,
+        "the stopped Alertmanager cannot have accepted alerts:\n{metrics}"
+    );
+
+    // Continued, it answers the request it holds and the ones queued after.
+    signal(stopped.pid(), "CONT");
+    within(
+        "the continued Alertmanager hearing of the alert",
+        Duration::from_secs(40),
+        &|| {
+            single.metrics().lines().any(|l| {
+                l.starts_with("strata_alert_notifications_sent_total") && l.contains(&stopped_url)
+            })
+        },
+    );
 }

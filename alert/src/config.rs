@@ -72,7 +72,8 @@ pub struct EvalConfig {
     #[serde(with = "humantime_serde_compat")]
     pub outage_tolerance: Duration,
 
-    /// Alerts waiting to be sent; the oldest are dropped beyond. Default: 10000.
+    /// Alerts waiting to be sent to each Alertmanager; the oldest are
+    /// dropped beyond. Default: 10000.
     #[arg(
         long = "notifier.queue-capacity",
         env = "STRATA_NOTIFIER_QUEUE_CAPACITY",

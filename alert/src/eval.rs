@@ -16,7 +16,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use parking_lot::Mutex;
 use strata_select::promql::Value;
-use strata_storage::{Label, METRIC_NAME_LABEL, Sample, SeriesSamples, Tenant};
+use strata_storage::{Label, METRIC_NAME_LABEL, MatchOp, Matcher, Sample, SeriesSamples, Tenant};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -120,7 +120,8 @@ pub struct RuleRuntime {
     pub alert: Option<AlertingRule>,
     pub health: Health,
     pub last_error: String,
-    /// Time of the last evaluation (ms); 0 before the first.
+    /// Wall time the last evaluation of the rule started (ms), as
+    /// Prometheus reports it; 0 before the first.
     pub last_evaluation: i64,
     pub evaluation_seconds: f64,
     /// Series written by the last evaluation, to mark the vanished stale.
@@ -190,26 +191,47 @@ pub struct GroupRuntime {
     pub query_offset: Duration,
     pub tenant: Tenant,
     pub rules: Vec<RuleRuntime>,
+    /// Wall time the last evaluation started (ms); 0 before the first.
     pub last_evaluation: i64,
     pub evaluation_seconds: f64,
-    /// Whether the start-up restore from `ALERTS_FOR_STATE` is still due.
-    restore_due: bool,
+    /// Evaluations still to run before alert state is restored from
+    /// `ALERTS_FOR_STATE`; None when no restore is due. Like Prometheus, the
+    /// restore follows the second evaluation, so that recording rules the
+    /// alerts read have been evaluated once in time.
+    restore_after: Option<u32>,
+    /// Series of rules a reload removed, marked stale after the next
+    /// evaluation unless a rule of the group wrote them again.
+    stale_series: Vec<Labels>,
 }
 
 pub type SharedGroup = Arc<Mutex<GroupRuntime>>;
 
 impl GroupRuntime {
-    pub fn new(file: &Path, group: RuleGroup, ctx: &Context) -> Result<GroupRuntime, String> {
+    /// A group as loaded from `file`. `restore`: whether its alert state is
+    /// restored (groups of the first load); otherwise its alerts write
+    /// `ALERTS` from the first evaluation, as Prometheus does for groups that
+    /// a reload adds.
+    pub fn new(
+        file: &Path,
+        group: RuleGroup,
+        ctx: &Context,
+        restore: bool,
+    ) -> Result<GroupRuntime, String> {
         let tenant = match &group.tenant {
             Some(t) => Tenant::from_str(t)
                 .map_err(|_| format!("group {:?}: invalid tenant {t:?}", group.name))?,
             None => ctx.default_tenant,
         };
-        let rules = group
+        let mut rules: Vec<RuleRuntime> = group
             .rules
             .into_iter()
             .map(|r| RuleRuntime::new(r, &group.labels))
             .collect();
+        if !restore {
+            for alert in rules.iter_mut().filter_map(|r| r.alert.as_mut()) {
+                alert.restored = true;
+            }
+        }
         Ok(GroupRuntime {
             file: file.to_path_buf(),
             name: group.name,
@@ -223,18 +245,18 @@ impl GroupRuntime {
             rules,
             last_evaluation: 0,
             evaluation_seconds: 0.0,
-            restore_due: true,
+            restore_after: restore.then_some(2),
+            stale_series: Vec::new(),
         })
     }
 
     /// Where this group's evaluations fall within its interval (ms).
     pub fn offset(&self) -> i64 {
-        let key = format!("{}\u{0}{}", self.file.display(), self.name);
-        let interval = millis(self.interval).max(1) as u64;
-        (xxhash_rust::xxh64::xxh64(key.as_bytes(), 0) % interval) as i64
+        group_offset(&self.file.to_string_lossy(), &self.name, self.interval)
     }
 
-    /// Takes over the state of `old` for rules with the same identity.
+    /// Takes over the state of `old` for rules with the same identity; the
+    /// series of its other rules are to be marked stale.
     fn adopt(&mut self, old: &mut GroupRuntime) {
         let mut by_identity: HashMap<_, Vec<&mut RuleRuntime>> = HashMap::new();
         for rule in &mut old.rules {
@@ -258,10 +280,35 @@ impl GroupRuntime {
             rule.last_evaluation = old.last_evaluation;
             rule.evaluation_seconds = old.evaluation_seconds;
         }
-        self.restore_due = old.restore_due;
+        for unmatched in by_identity.into_values().flatten() {
+            self.stale_series.extend(unmatched.previous.drain());
+        }
+        self.stale_series.append(&mut old.stale_series);
+        self.restore_after = old.restore_after;
         self.last_evaluation = old.last_evaluation;
         self.evaluation_seconds = old.evaluation_seconds;
     }
+}
+
+/// Where the evaluations of group `name` of `file` fall within `interval`
+/// (ms), the way Prometheus places them so that both evaluate a group at
+/// the same times: the xxHash64 of the label set `{file, name}` as
+/// Prometheus hashes labels (each name and value followed by `0xff`, names
+/// in order), modulo the interval in nanoseconds, truncated to milliseconds
+/// (Prometheus' evaluation times carry nanoseconds; its queries and samples
+/// the truncated milliseconds).
+pub fn group_offset(file: &str, name: &str, interval: Duration) -> i64 {
+    let mut key = Vec::with_capacity(file.len() + name.len() + 12);
+    for (label, value) in [("file", file), ("name", name)] {
+        key.extend_from_slice(label.as_bytes());
+        key.push(0xff);
+        key.extend_from_slice(value.as_bytes());
+        key.push(0xff);
+    }
+    let interval_ns = u64::try_from(interval.as_nanos())
+        .unwrap_or(u64::MAX)
+        .max(1);
+    ((xxhash_rust::xxh64::xxh64(&key, 0) % interval_ns) / 1_000_000) as i64
 }
 
 /// The first evaluation time of a group after `now`: the next `k * interval
@@ -276,6 +323,7 @@ pub fn next_eval_time(now: i64, interval: i64, offset: i64) -> i64 {
 /// Evaluates every rule of `group` at `ts` (ms), in order.
 pub async fn evaluate_group(group: &SharedGroup, ctx: &Context, ts: i64) {
     let started = Instant::now();
+    let started_at = ctx.clock.now_ms();
     let (count, tenant, query_offset, limit, interval, name) = {
         let g = group.lock();
         (
@@ -294,6 +342,7 @@ pub async fn evaluate_group(group: &SharedGroup, ctx: &Context, ts: i64) {
     let mut written = 0u64;
     for index in 0..count {
         let rule_started = Instant::now();
+        let rule_started_at = ctx.clock.now_ms();
         let Some(expr) = group.lock().rules.get(index).map(|r| r.rule.expr.clone()) else {
             break;
         };
@@ -335,7 +384,7 @@ pub async fn evaluate_group(group: &SharedGroup, ctx: &Context, ts: i64) {
         let Some(rule) = g.rules.get_mut(index) else {
             break;
         };
-        rule.last_evaluation = ts;
+        rule.last_evaluation = rule_started_at;
         rule.evaluation_seconds = rule_started.elapsed().as_secs_f64();
         match outcome {
             Ok(()) => {
@@ -357,21 +406,29 @@ pub async fn evaluate_group(group: &SharedGroup, ctx: &Context, ts: i64) {
         }
     }
 
+    written += mark_removed_stale(group, ctx, tenant, query_ts).await;
+
     let restore = {
         let mut g = group.lock();
-        std::mem::replace(&mut g.restore_due, false)
+        g.restore_after = g.restore_after.and_then(|n| n.checked_sub(1));
+        g.restore_after == Some(0)
     };
     if restore {
-        restore_group(group, ctx, ts).await;
+        restore_group(group, ctx).await;
+        group.lock().restore_after = None;
     }
 
     let elapsed = started.elapsed().as_secs_f64();
     {
         let mut g = group.lock();
-        g.last_evaluation = ts;
+        g.last_evaluation = started_at;
         g.evaluation_seconds = elapsed;
     }
     ctx.metrics.evaluations.get_or_create(&group_labels).inc();
+    ctx.metrics
+        .last_evaluation
+        .get_or_create(&group_labels)
+        .set(ts as f64 / 1000.0);
     ctx.metrics
         .evaluation_duration
         .get_or_create(&group_labels)
@@ -380,6 +437,111 @@ pub async fn evaluate_group(group: &SharedGroup, ctx: &Context, ts: i64) {
         .samples_written
         .get_or_create(&group_labels)
         .inc_by(written);
+}
+
+/// Writes staleness markers at `query_ts` for the series of rules a reload
+/// removed from `group`, except those its rules wrote again; returns how
+/// many. On a failed write they are kept for the next evaluation.
+async fn mark_removed_stale(
+    group: &SharedGroup,
+    ctx: &Context,
+    tenant: Tenant,
+    query_ts: i64,
+) -> u64 {
+    let Some(writer) = &ctx.writer else {
+        return 0;
+    };
+    let series = {
+        let mut g = group.lock();
+        if g.stale_series.is_empty() {
+            return 0;
+        }
+        let pending = std::mem::take(&mut g.stale_series);
+        let current: HashSet<&Labels> = g.rules.iter().flat_map(|r| r.previous.iter()).collect();
+        let gone: Vec<Labels> = pending
+            .into_iter()
+            .filter(|l| !current.contains(l))
+            .collect();
+        gone
+    };
+    let n = series.len() as u64;
+    match writer.write(tenant, stale_markers(&series, query_ts)).await {
+        Ok(()) => n,
+        Err(e) => {
+            tracing::warn!(error = %e, series = n, "Cannot mark the series of removed rules stale; retrying next evaluation.");
+            group.lock().stale_series.extend(series);
+            0
+        }
+    }
+}
+
+/// One staleness marker at `ts` for each of `series`.
+fn stale_markers(series: &[Labels], ts: i64) -> Vec<SeriesSamples> {
+    series
+        .iter()
+        .map(|labels| SeriesSamples {
+            labels: labels.clone(),
+            samples: vec![Sample {
+                timestamp: ts,
+                value: f64::from_bits(strata_storage::STALE_NAN_BITS),
+            }],
+        })
+        .collect()
+}
+
+/// After a reload removed `group` (stopped at `stopped_at`), waits two of
+/// its intervals, so that a renamed group writes its series first, then
+/// marks stale every series the group wrote that no running group writes,
+/// as Prometheus does.
+async fn retire_group(
+    group: SharedGroup,
+    ctx: Arc<Context>,
+    running: Arc<Mutex<Vec<Running>>>,
+    stopped_at: i64,
+) {
+    let (interval, tenant, query_offset, series) = {
+        let mut g = group.lock();
+        let mut series: Vec<Labels> = std::mem::take(&mut g.stale_series);
+        for rule in &mut g.rules {
+            series.extend(rule.previous.drain());
+        }
+        (g.interval, g.tenant, millis(g.query_offset), series)
+    };
+    let Some(writer) = &ctx.writer else {
+        return;
+    };
+    if series.is_empty() {
+        return;
+    }
+    tokio::time::sleep(interval * 2).await;
+    let live: HashSet<Labels> = running
+        .lock()
+        .iter()
+        .flat_map(|r| {
+            let g = r.group.lock();
+            if g.tenant != tenant {
+                return Vec::new();
+            }
+            g.rules
+                .iter()
+                .flat_map(|rule| rule.previous.iter().cloned())
+                .collect()
+        })
+        .collect();
+    let gone: Vec<Labels> = series.into_iter().filter(|l| !live.contains(l)).collect();
+    if gone.is_empty() {
+        return;
+    }
+    let n = gone.len();
+    match writer
+        .write(tenant, stale_markers(&gone, stopped_at - query_offset))
+        .await
+    {
+        Ok(()) => tracing::info!(series = n, "Series of a removed rule group marked stale."),
+        Err(e) => {
+            tracing::warn!(error = %e, series = n, "Cannot mark the series of a removed rule group stale.")
+        }
+    }
 }
 
 /// A query result as (labels, value) pairs; a scalar is one element
@@ -462,7 +624,8 @@ impl Expansion {
         mut labels: Labels,
         value: f64,
     ) -> Firing {
-        labels.retain(|l| l.name != METRIC_NAME_LABEL);
+        // Templates see `__name__` in `$labels` (as in Prometheus); the
+        // alert's own labels do not keep it.
         let data = Data {
             labels: labels
                 .iter()
@@ -472,6 +635,7 @@ impl Expansion {
             external_labels: external_labels.clone(),
             external_url: external_url.to_string(),
         };
+        labels.retain(|l| l.name != METRIC_NAME_LABEL);
         let expand = |template: &Template| match template.expand(&data, Some(querier)) {
             Ok(text) => text,
             Err(e) => format!("<error expanding template: {e}>"),
@@ -591,17 +755,9 @@ fn apply(
     // Series written last time and not now get a staleness marker, so that
     // queries stop seeing them at once rather than after the lookback.
     let current: HashSet<Labels> = series.iter().map(|s| s.labels.clone()).collect();
-    let mut gone: Vec<&Labels> = rule.previous.difference(&current).collect();
+    let mut gone: Vec<Labels> = rule.previous.difference(&current).cloned().collect();
     gone.sort();
-    for gone in gone {
-        series.push(SeriesSamples {
-            labels: gone.clone(),
-            samples: vec![Sample {
-                timestamp: query_ts,
-                value: f64::from_bits(strata_storage::STALE_NAN_BITS),
-            }],
-        });
-    }
+    series.extend(stale_markers(&gone, query_ts));
     rule.previous = current;
     Ok(series)
 }
@@ -614,43 +770,43 @@ fn set_or_remove(labels: &mut Labels, name: &str, value: String) {
     }
 }
 
-/// Restores `active_at` of every alerting rule of `group` from the last
-/// `ALERTS_FOR_STATE` samples within `--outage-tolerance` before `ts`.
-async fn restore_group(group: &SharedGroup, ctx: &Context, ts: i64) {
+/// Restores `active_at` of every alerting rule of `group` from the newest
+/// `ALERTS_FOR_STATE` sample of each alert within `--outage-tolerance`
+/// before now (Prometheus restores at the wall time, not at an evaluation
+/// time). A newest sample that is a staleness marker means the alert had
+/// resolved: it starts over.
+async fn restore_group(group: &SharedGroup, ctx: &Context) {
+    let now = ctx.clock.now_ms();
     let (tenant, rules) = {
         let g = group.lock();
-        let rules: Vec<(usize, String)> = g
+        let rules: Vec<(usize, String, bool)> = g
             .rules
             .iter()
             .enumerate()
             .filter_map(|(i, r)| {
                 let alert = r.alert.as_ref()?;
-                Some((i, alert.name.clone()))
+                let restorable = alert.hold >= ctx.for_grace_period && !alert.active.is_empty();
+                Some((i, alert.name.clone(), restorable))
             })
             .collect();
         (g.tenant, rules)
     };
-    for (index, name) in rules {
-        let mut last: HashMap<Labels, (i64, f64)> = HashMap::new();
-        if ctx.writer.is_some() {
-            let query = format!(
-                "{ALERTS_FOR_STATE_METRIC}{{{ALERT_NAME_LABEL}={}}}[{}s]",
-                quote(&name),
-                ctx.outage_tolerance.as_secs().max(1)
-            );
-            match ctx.querier.query(tenant, &query, ts).await {
-                Ok(Value::Matrix(series)) => {
-                    for s in series {
-                        if let Some(p) = s.points.last() {
-                            let mut labels = s.labels;
-                            labels.retain(|l| l.name != METRIC_NAME_LABEL);
-                            last.insert(labels, (p.t, p.v));
-                        }
+    for (index, name, restorable) in rules {
+        let mut newest: HashMap<Labels, (i64, f64)> = HashMap::new();
+        if restorable && ctx.writer.is_some() {
+            match for_state_matchers(&name) {
+                Ok(matchers) => match ctx
+                    .querier
+                    .newest_samples(tenant, &matchers, now, ctx.outage_tolerance)
+                    .await
+                {
+                    Ok(samples) => {
+                        newest.extend(samples.into_iter().map(|n| (n.labels, (n.t, n.v))));
                     }
-                }
-                Ok(other) => {
-                    tracing::warn!(alert = %name, result = other.type_name(), "Unexpected answer restoring alert state.")
-                }
+                    Err(e) => {
+                        tracing::warn!(alert = %name, error = %e, "Cannot restore alert state; alerts start over.")
+                    }
+                },
                 Err(e) => {
                     tracing::warn!(alert = %name, error = %e, "Cannot restore alert state; alerts start over.")
                 }
@@ -658,25 +814,45 @@ async fn restore_group(group: &SharedGroup, ctx: &Context, ts: i64) {
         }
         let mut g = group.lock();
         if let Some(alert) = g.rules.get_mut(index).and_then(|r| r.alert.as_mut()) {
-            let restored = last.len();
-            alert.restore(ts, ctx.for_grace_period, |labels| last.get(labels).copied());
-            tracing::info!(alert = %name, series = restored, "Alert state restored.");
+            let restored = alert.restore(now, ctx.for_grace_period, |labels| {
+                newest.get(labels).copied()
+            });
+            if restorable {
+                tracing::info!(alert = %name, restored, "Alert state restored.");
+            }
         }
     }
 }
 
-/// A PromQL double-quoted string.
-fn quote(s: &str) -> String {
-    format!("{s:?}")
+/// Selects the `ALERTS_FOR_STATE` series of alerting rule `name`.
+fn for_state_matchers(name: &str) -> Result<[Matcher; 2], strata_storage::MatcherError> {
+    Ok([
+        Matcher::new(MatchOp::Equal, METRIC_NAME_LABEL, ALERTS_FOR_STATE_METRIC)?,
+        Matcher::new(MatchOp::Equal, ALERT_NAME_LABEL, name)?,
+    ])
 }
 
 /// Runs `group` until `stop` turns true.
-pub async fn run_group(group: SharedGroup, ctx: Arc<Context>, mut stop: watch::Receiver<bool>) {
-    let (interval, offset, name) = {
+pub async fn run_group(group: SharedGroup, ctx: Arc<Context>, stop: watch::Receiver<bool>) {
+    let (interval, offset) = {
         let g = group.lock();
-        (millis(g.interval).max(1), g.offset(), g.name.clone())
+        (millis(g.interval).max(1), g.offset())
     };
-    let mut next = next_eval_time(ctx.clock.now_ms(), interval, offset);
+    let first = next_eval_time(ctx.clock.now_ms(), interval, offset);
+    run_group_from(group, ctx, stop, first).await;
+}
+
+/// Runs `group` from its evaluation time `next` until `stop` turns true.
+async fn run_group_from(
+    group: SharedGroup,
+    ctx: Arc<Context>,
+    mut stop: watch::Receiver<bool>,
+    mut next: i64,
+) {
+    let (interval, name) = {
+        let g = group.lock();
+        (millis(g.interval).max(1), g.name.clone())
+    };
     loop {
         let wait = (next - ctx.clock.now_ms()).max(0) as u64;
         tokio::select! {
@@ -713,9 +889,13 @@ struct Running {
 pub struct Manager {
     ctx: Arc<Context>,
     patterns: Vec<String>,
-    running: Mutex<Vec<Running>>,
+    running: Arc<Mutex<Vec<Running>>>,
+    /// Tasks marking the series of removed groups stale; aborted at stop.
+    retiring: Mutex<Vec<JoinHandle<()>>>,
     /// Modification time and length of every loaded file, to notice changes.
     seen: Mutex<BTreeMap<PathBuf, Option<(SystemTime, u64)>>>,
+    /// Whether a load succeeded already.
+    loaded: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -733,8 +913,10 @@ impl Manager {
         Arc::new(Manager {
             ctx,
             patterns,
-            running: Mutex::new(Vec::new()),
+            running: Arc::new(Mutex::new(Vec::new())),
+            retiring: Mutex::new(Vec::new()),
             seen: Mutex::new(BTreeMap::new()),
+            loaded: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -757,10 +939,15 @@ impl Manager {
     pub fn load(&self) -> Result<usize, LoadError> {
         let paths = expand_patterns(&self.patterns)?;
         let files = load_files(&paths).map_err(LoadError::Rules)?;
+        // Only the groups of the first load restore alert state.
+        let restore = !self.loaded.load(std::sync::atomic::Ordering::Relaxed);
         let mut groups = Vec::new();
         for (path, file) in files {
             for group in file.groups {
-                groups.push(GroupRuntime::new(&path, group, &self.ctx).map_err(LoadError::Group)?);
+                groups.push(
+                    GroupRuntime::new(&path, group, &self.ctx, restore)
+                        .map_err(LoadError::Group)?,
+                );
             }
         }
         let count = groups.len();
@@ -790,11 +977,22 @@ impl Manager {
                 task,
             });
         }
+        let stopped_at = self.ctx.clock.now_ms();
+        let mut retiring = self.retiring.lock();
+        retiring.retain(|task| !task.is_finished());
         for (_, gone) in old {
             let _ = gone.stop.send(true);
             gone.task.abort();
+            retiring.push(tokio::spawn(retire_group(
+                gone.group,
+                self.ctx.clone(),
+                self.running.clone(),
+                stopped_at,
+            )));
         }
         *self.seen.lock() = paths.iter().map(|p| (p.clone(), file_stamp(p))).collect();
+        self.loaded
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         Ok(count)
     }
 
@@ -808,8 +1006,12 @@ impl Manager {
         *self.seen.lock() != now
     }
 
-    /// Stops every group task.
+    /// Stops every group task (series of removed groups are not marked
+    /// stale then: the evaluator is going away, not the rules).
     pub async fn stop(&self) {
+        for task in self.retiring.lock().drain(..) {
+            task.abort();
+        }
         let running: Vec<Running> = self.running.lock().drain(..).collect();
         for r in &running {
             let _ = r.stop.send(true);
@@ -838,18 +1040,23 @@ pub fn expand_patterns(patterns: &[String]) -> Result<Vec<PathBuf>, LoadError> {
             out.push(path.to_path_buf());
             continue;
         }
-        let dir = match path.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
-        let entries = std::fs::read_dir(&dir).map_err(|e| LoadError::Pattern {
-            pattern: pattern.clone(),
-            message: e.to_string(),
+        // A match is named like the pattern (`rules/*.yml` gives
+        // `rules/a.yml`, `*.yml` gives `a.yml`): the name is part of the
+        // group's identity and of its evaluation offset, as in Prometheus.
+        let parent = path.parent().filter(|p| !p.as_os_str().is_empty());
+        let entries = std::fs::read_dir(parent.unwrap_or(Path::new("."))).map_err(|e| {
+            LoadError::Pattern {
+                pattern: pattern.clone(),
+                message: e.to_string(),
+            }
         })?;
         let mut matched: Vec<PathBuf> = entries
             .filter_map(|e| e.ok())
             .filter(|e| wildcard_match(&name, &e.file_name().to_string_lossy()))
-            .map(|e| e.path())
+            .map(|e| match parent {
+                Some(dir) => dir.join(e.file_name()),
+                None => PathBuf::from(e.file_name()),
+            })
             .collect();
         matched.sort();
         out.extend(matched);
@@ -984,7 +1191,7 @@ groups:
         let file = crate::rules::parse_rule_file(Path::new("r.yml"), RULES).expect("rules");
         let group = file.groups.into_iter().next().expect("group");
         let group: SharedGroup = Arc::new(Mutex::new(
-            GroupRuntime::new(Path::new("r.yml"), group, &ctx).expect("group"),
+            GroupRuntime::new(Path::new("r.yml"), group, &ctx, true).expect("group"),
         ));
         let up = |instance: &str| {
             vec![
@@ -1002,12 +1209,15 @@ groups:
             .lock()
             .insert("up == 0".into(), vec![(up("a"), 0.0)]);
 
-        // t=0: pending; nothing of ALERTS before the restore ran.
-        evaluate_group(&group, &ctx, 0).await;
-        assert_eq!(
-            series_names(&std::mem::take(&mut *writer.0.lock())),
-            [r#"{__name__="job:up:sum", job="node", team="db"}"#]
-        );
+        // t=0 and 3s: pending; nothing of ALERTS before the restore, which
+        // follows the second evaluation.
+        for t in [0, 3_000] {
+            evaluate_group(&group, &ctx, t).await;
+            assert_eq!(
+                series_names(&std::mem::take(&mut *writer.0.lock())),
+                [r#"{__name__="job:up:sum", job="node", team="db"}"#]
+            );
+        }
         // t=5s: still pending, now written; t=10s: firing.
         evaluate_group(&group, &ctx, 5_000).await;
         writer.0.lock().clear();
@@ -1040,7 +1250,122 @@ groups:
         );
         let g = group.lock();
         assert_eq!(g.rules[1].health, Health::Ok);
-        assert_eq!(g.last_evaluation, 15_000);
+        assert_eq!(
+            g.last_evaluation, 0,
+            "the wall time, which the test clock keeps at 0"
+        );
+    }
+
+    fn context(querier: Arc<Scripted>, writer: Arc<Captured>, clock: Arc<dyn Clock>) -> Context {
+        let metrics = Metrics::default();
+        Context {
+            querier,
+            writer: Some(writer),
+            notifier: Notifier::new(Vec::new(), 10, Duration::from_secs(1), metrics.clone()),
+            clock,
+            metrics,
+            external_labels: BTreeMap::new(),
+            external_url: "http://x".into(),
+            default_interval: Duration::from_millis(100),
+            default_query_offset: Duration::ZERO,
+            default_tenant: Tenant::DEFAULT,
+            resend_delay: Duration::from_secs(60),
+            for_grace_period: Duration::from_secs(600),
+            outage_tolerance: Duration::from_secs(3600),
+        }
+    }
+
+    /// Reloads mark stale what removed rules and groups wrote (as Prometheus:
+    /// a group's removed rules after its next evaluation, a removed group
+    /// two intervals later), never what a kept rule still writes.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn reload_marks_series_of_removed_rules_and_groups_stale() {
+        let querier = Arc::new(Scripted::default());
+        for expr in ["vector(1)", "vector(2)", "vector(3)"] {
+            querier
+                .0
+                .lock()
+                .insert(expr.into(), vec![(Vec::new(), 1.0)]);
+        }
+        let writer = Arc::new(Captured::default());
+        let ctx = Arc::new(context(querier, writer.clone(), Arc::new(SystemClock)));
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("rules.yml");
+        let both = "groups:\n  - name: a\n    rules:\n      - record: kept\n        expr: vector(1)\n      - record: dropped\n        expr: vector(2)\n  - name: b\n    rules:\n      - record: other\n        expr: vector(3)\n";
+        std::fs::write(&path, both).expect("write rules");
+        let manager = Manager::new(ctx, vec![path.display().to_string()]);
+        manager.load().expect("load");
+        tokio::time::sleep(Duration::from_millis(350)).await;
+        let first = series_names(&std::mem::take(&mut *writer.0.lock()));
+        for name in ["kept", "dropped", "other"] {
+            let series = format!(r#"{{__name__="{name}"}}"#);
+            assert!(first.contains(&series), "{name} not written: {first:?}");
+        }
+        std::fs::write(
+            &path,
+            "groups:\n  - name: a\n    rules:\n      - record: kept\n        expr: vector(1)\n",
+        )
+        .expect("write rules");
+        manager.load().expect("reload");
+        tokio::time::sleep(Duration::from_millis(450)).await;
+        manager.stop().await;
+        let after: HashSet<String> = series_names(&writer.0.lock()).into_iter().collect();
+        let want: HashSet<String> = [
+            r#"{__name__="kept"}"#,
+            r#"{__name__="dropped"} stale"#,
+            r#"{__name__="other"} stale"#,
+        ]
+        .into_iter()
+        .map(String::from)
+        .collect();
+        assert_eq!(after, want);
+    }
+
+    /// A group that wakes up more than an interval late skips the missed
+    /// slots, counts them, and evaluates at the latest slot passed.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn late_wakeup_skips_and_counts_missed_iterations() {
+        let querier = Arc::new(Scripted::default());
+        querier
+            .0
+            .lock()
+            .insert("vector(1)".into(), vec![(Vec::new(), 1.0)]);
+        let writer = Arc::new(Captured::default());
+        let clock = Arc::new(ManualClock::default());
+        let ctx = Arc::new(context(querier, writer.clone(), clock.clone()));
+        let rules =
+            "groups:\n  - name: g\n    rules:\n      - record: r\n        expr: vector(1)\n";
+        let file = crate::rules::parse_rule_file(Path::new("r.yml"), rules).expect("rules");
+        let group = file.groups.into_iter().next().expect("group");
+        let group: SharedGroup = Arc::new(Mutex::new(
+            GroupRuntime::new(Path::new("r.yml"), group, &ctx, true).expect("group"),
+        ));
+        let offset = group.lock().offset();
+        let start = 1_000_000;
+        clock.0.store(start, std::sync::atomic::Ordering::Relaxed);
+        let first = next_eval_time(start, 100, offset);
+        // The group wakes up for `first` 3.5 intervals late.
+        clock
+            .0
+            .store(first + 350, std::sync::atomic::Ordering::Relaxed);
+        let (stop, stopped) = watch::channel(false);
+        let task = tokio::spawn(run_group_from(group.clone(), ctx.clone(), stopped, first));
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let _ = stop.send(true);
+        let _ = task.await;
+        let missed = ctx
+            .metrics
+            .missed_iterations
+            .get_or_create(&GroupLabels { group: "g".into() })
+            .get();
+        assert_eq!(missed, 3);
+        let times: Vec<i64> = writer
+            .0
+            .lock()
+            .iter()
+            .map(|s| s.samples[0].timestamp)
+            .collect();
+        assert_eq!(times.first(), Some(&(first + 300)), "{times:?}");
     }
 
     #[test]

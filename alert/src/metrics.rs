@@ -7,6 +7,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
+use std::sync::atomic::AtomicU64;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct GroupLabels {
@@ -27,6 +28,7 @@ pub struct NotifierLabels {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct DropLabels {
+    pub alertmanager: String,
     /// `queue_full`.
     pub reason: &'static str,
 }
@@ -41,12 +43,15 @@ pub struct Metrics {
     pub evaluations: Family<GroupLabels, Counter>,
     pub evaluation_failures: Family<FailureLabels, Counter>,
     pub missed_iterations: Family<GroupLabels, Counter>,
+    /// Evaluation time (slot, seconds) of each group's last evaluation: an
+    /// evaluator that stops evaluating shows here first.
+    pub last_evaluation: Family<GroupLabels, Gauge<f64, AtomicU64>>,
     pub evaluation_duration: Family<GroupLabels, Histogram, fn() -> Histogram>,
     pub samples_written: Family<GroupLabels, Counter>,
     pub notifications_sent: Family<NotifierLabels, Counter>,
     pub notifications_failed: Family<NotifierLabels, Counter>,
     pub notifications_dropped: Family<DropLabels, Counter>,
-    pub queue_length: Gauge,
+    pub queue_length: Family<NotifierLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -55,12 +60,13 @@ impl Default for Metrics {
             evaluations: Family::default(),
             evaluation_failures: Family::default(),
             missed_iterations: Family::default(),
+            last_evaluation: Family::default(),
             evaluation_duration: Family::new_with_constructor(duration_histogram),
             samples_written: Family::default(),
             notifications_sent: Family::default(),
             notifications_failed: Family::default(),
             notifications_dropped: Family::default(),
-            queue_length: Gauge::default(),
+            queue_length: Family::default(),
         }
     }
 }
@@ -84,6 +90,11 @@ impl Metrics {
             m.missed_iterations.clone(),
         );
         registry.register(
+            "strata_alert_group_last_evaluation_timestamp_seconds",
+            "Time of the last evaluation of a group (the evaluation time its results carry), by group",
+            m.last_evaluation.clone(),
+        );
+        registry.register(
             "strata_alert_group_evaluation_duration_seconds",
             "Time one evaluation of a group took, by group",
             m.evaluation_duration.clone(),
@@ -105,12 +116,12 @@ impl Metrics {
         );
         registry.register(
             "strata_alert_notifications_dropped",
-            "Alerts dropped before sending, by reason (queue_full)",
+            "Alerts dropped before sending, by Alertmanager and reason (queue_full)",
             m.notifications_dropped.clone(),
         );
         registry.register(
             "strata_alert_notification_queue_length",
-            "Alerts waiting to be sent",
+            "Alerts waiting to be sent, by Alertmanager",
             m.queue_length.clone(),
         );
         m

@@ -1,9 +1,10 @@
 //! Sending alerts to Alertmanager (API v2): `POST {url}/api/v2/alerts` with a
 //! JSON array of `{labels, annotations, startsAt, endsAt, generatorURL}`.
 //!
-//! Alerts wait in one bounded queue (the oldest are dropped when it is full,
-//! counted with `reason="queue_full"`); a sender task takes batches and posts
-//! each batch to every Alertmanager concurrently, retrying with backoff.
+//! Every Alertmanager has its own bounded queue and sender task, so that a
+//! slow or unreachable one never delays the others. Each queue drops its
+//! oldest alerts when full (counted with `reason="queue_full"`); its sender
+//! takes batches of up to 64 and posts them, retrying with backoff.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
@@ -16,7 +17,7 @@ use crate::metrics::{DropLabels, Metrics, NotifierLabels};
 use crate::state::Alert;
 
 /// Most alerts in one request, like Prometheus.
-pub const MAX_BATCH: usize = 256;
+pub const MAX_BATCH: usize = 64;
 /// Attempts per batch and Alertmanager.
 const ATTEMPTS: u32 = 3;
 const FIRST_BACKOFF: Duration = Duration::from_millis(200);
@@ -80,14 +81,19 @@ pub fn rfc3339(ms: i64) -> String {
         .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
-/// The queue and the Alertmanagers; cheap to share.
+/// The Alertmanagers, each with its queue; cheap to share.
 pub struct Notifier {
-    urls: Vec<String>,
+    targets: Vec<Target>,
     capacity: usize,
-    queue: Mutex<VecDeque<AmAlert>>,
-    wake: Notify,
     client: reqwest::Client,
     metrics: Metrics,
+}
+
+/// One Alertmanager and the alerts waiting for it.
+struct Target {
+    url: String,
+    queue: Mutex<VecDeque<AmAlert>>,
+    wake: Notify,
 }
 
 impl Notifier {
@@ -102,65 +108,99 @@ impl Notifier {
             .build()
             .unwrap_or_default();
         Arc::new(Notifier {
-            urls: urls
+            targets: urls
                 .into_iter()
-                .map(|u| u.trim_end_matches('/').to_string())
+                .map(|u| Target {
+                    url: u.trim_end_matches('/').to_string(),
+                    queue: Mutex::new(VecDeque::new()),
+                    wake: Notify::new(),
+                })
                 .collect(),
             capacity: capacity.max(1),
-            queue: Mutex::new(VecDeque::new()),
-            wake: Notify::new(),
             client,
             metrics,
         })
     }
 
-    /// Queues `alerts`; drops the oldest when the queue is full.
+    /// Queues `alerts` for every Alertmanager; a full queue drops its oldest.
     pub fn send(&self, alerts: Vec<AmAlert>) {
-        if alerts.is_empty() || self.urls.is_empty() {
+        if alerts.is_empty() {
             return;
         }
-        let mut queue = self.queue.lock();
-        queue.extend(alerts);
-        let over = queue.len().saturating_sub(self.capacity);
-        if over > 0 {
-            queue.drain(..over);
-            self.metrics
-                .notifications_dropped
-                .get_or_create(&DropLabels {
-                    reason: "queue_full",
-                })
-                .inc_by(over as u64);
-            tracing::warn!(
-                dropped = over,
-                capacity = self.capacity,
-                "Notification queue full; oldest alerts dropped."
-            );
+        for target in &self.targets {
+            let mut queue = target.queue.lock();
+            queue.extend(alerts.iter().cloned());
+            let over = queue.len().saturating_sub(self.capacity);
+            if over > 0 {
+                queue.drain(..over);
+                self.metrics
+                    .notifications_dropped
+                    .get_or_create(&DropLabels {
+                        alertmanager: target.url.clone(),
+                        reason: "queue_full",
+                    })
+                    .inc_by(over as u64);
+                tracing::warn!(
+                    alertmanager = %target.url,
+                    dropped = over,
+                    capacity = self.capacity,
+                    "Notification queue full; oldest alerts dropped."
+                );
+            }
+            self.set_queue_length(target, queue.len());
+            drop(queue);
+            target.wake.notify_one();
         }
-        self.metrics.queue_length.set(queue.len() as i64);
-        drop(queue);
-        self.wake.notify_one();
     }
 
-    /// Sends queued alerts until `stop` completes, then sends what is left once.
+    fn set_queue_length(&self, target: &Target, length: usize) {
+        self.metrics
+            .queue_length
+            .get_or_create(&NotifierLabels {
+                alertmanager: target.url.clone(),
+            })
+            .set(length as i64);
+    }
+
+    /// Sends queued alerts until `stop` completes, then what is left once:
+    /// one sender per Alertmanager.
     pub async fn run(self: Arc<Self>, stop: impl std::future::Future<Output = ()>) {
-        tokio::pin!(stop);
+        let (stopping, stopped) = tokio::sync::watch::channel(false);
+        let senders: Vec<_> = (0..self.targets.len())
+            .map(|index| {
+                let notifier = self.clone();
+                let stopped = stopped.clone();
+                tokio::spawn(async move { notifier.run_target(index, stopped).await })
+            })
+            .collect();
+        stop.await;
+        let _ = stopping.send(true);
+        for sender in senders {
+            let _ = sender.await;
+        }
+    }
+
+    async fn run_target(&self, index: usize, mut stop: tokio::sync::watch::Receiver<bool>) {
+        let Some(target) = self.targets.get(index) else {
+            return;
+        };
         loop {
             let stopping = tokio::select! {
-                () = self.wake.notified() => false,
-                () = &mut stop => true,
+                () = target.wake.notified() => false,
+                _ = stop.wait_for(|s| *s) => true,
             };
             loop {
                 let batch: Vec<AmAlert> = {
-                    let mut queue = self.queue.lock();
+                    let mut queue = target.queue.lock();
                     let n = queue.len().min(MAX_BATCH);
                     let batch = queue.drain(..n).collect();
-                    self.metrics.queue_length.set(queue.len() as i64);
+                    self.set_queue_length(target, queue.len());
                     batch
                 };
                 if batch.is_empty() {
                     break;
                 }
-                self.send_batch(&batch).await;
+                self.send_batch(&target.url, &batch).await;
             }
             if stopping {
                 return;
@@ -168,7 +208,7 @@ impl Notifier {
         }
     }
 
-    async fn send_batch(&self, batch: &[AmAlert]) {
+    async fn send_batch(&self, url: &str, batch: &[AmAlert]) {
         let body = match serde_json::to_vec(batch) {
             Ok(body) => body,
             Err(e) => {
@@ -176,29 +216,23 @@ impl Notifier {
                 return;
             }
         };
-        let sends = self.urls.iter().map(|url| {
-            let body = body.clone();
-            async move {
-                let labels = NotifierLabels {
-                    alertmanager: url.clone(),
-                };
-                match self.post(url, body).await {
-                    Ok(()) => self
-                        .metrics
-                        .notifications_sent
-                        .get_or_create(&labels)
-                        .inc_by(batch.len() as u64),
-                    Err(e) => {
-                        tracing::warn!(alertmanager = %url, alerts = batch.len(), error = %e, "Cannot send alerts.");
-                        self.metrics
-                            .notifications_failed
-                            .get_or_create(&labels)
-                            .inc_by(batch.len() as u64)
-                    }
-                };
+        let labels = NotifierLabels {
+            alertmanager: url.to_string(),
+        };
+        match self.post(url, body).await {
+            Ok(()) => self
+                .metrics
+                .notifications_sent
+                .get_or_create(&labels)
+                .inc_by(batch.len() as u64),
+            Err(e) => {
+                tracing::warn!(alertmanager = %url, alerts = batch.len(), error = %e, "Cannot send alerts.");
+                self.metrics
+                    .notifications_failed
+                    .get_or_create(&labels)
+                    .inc_by(batch.len() as u64)
             }
-        });
-        futures_util::future::join_all(sends).await;
+        };
     }
 
     async fn post(&self, url: &str, body: Vec<u8>) -> Result<(), String> {
@@ -291,7 +325,7 @@ mod tests {
             generator_url: String::new(),
         };
         notifier.send(vec![alert("1"), alert("2"), alert("3")]);
-        let kept: Vec<String> = notifier
+        let kept: Vec<String> = notifier.targets[0]
             .queue
             .lock()
             .iter()
@@ -301,6 +335,7 @@ mod tests {
         let dropped = metrics
             .notifications_dropped
             .get_or_create(&DropLabels {
+                alertmanager: "http://127.0.0.1:1".into(),
                 reason: "queue_full",
             })
             .get();

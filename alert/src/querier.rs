@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use strata_select::promql::{Engine, Point, QueryOptions, Sample, Series, Value};
 use strata_select::source::Source;
-use strata_storage::{Label, Tenant};
+use strata_storage::{Label, METRIC_NAME_LABEL, Matcher, STALE_NAN_BITS, Tenant, TimeRange};
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
@@ -22,6 +22,20 @@ pub enum QueryError {
     BadAnswer { url: String, message: String },
 }
 
+/// The newest raw sample of one series: a staleness marker counts (its
+/// value is the staleness NaN), unlike in query results.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Newest {
+    /// The series' labels without `__name__`.
+    pub labels: Vec<Label>,
+    pub t: i64,
+    pub v: f64,
+}
+
+/// How far back the datasource's instant queries look for a sample (its
+/// lookback delta; Prometheus' and Strata's default).
+pub const DATASOURCE_LOOKBACK_MS: i64 = 5 * 60 * 1000;
+
 /// Runs instant queries for one tenant at one time (ms).
 pub trait Querier: Send + Sync {
     fn query<'a>(
@@ -30,6 +44,108 @@ pub trait Querier: Send + Sync {
         query: &'a str,
         time: i64,
     ) -> BoxFuture<'a, Result<Value, QueryError>>;
+
+    /// The newest raw sample of every series matching `matchers` in
+    /// `[end - window, end]`.
+    ///
+    /// Query results hide staleness markers, so this default works them out
+    /// with two kinds of query: a range selector gives each series' newest
+    /// non-stale sample at `t`; an instant selector at `min(end, t +
+    /// lookback - 1ms)` shows the series again unless a staleness marker
+    /// came after `t` (instant selectors stop at one), and the series is
+    /// reported stale. A marker more than the datasource's lookback after
+    /// the sample is not seen this way (only groups with an interval of 5m
+    /// or more write one that late); a datasource with a shorter lookback
+    /// reports series stale that are not (restore then errs towards waiting
+    /// the full `for`). Queriers with raw access override it.
+    fn newest_samples<'a>(
+        &'a self,
+        tenant: Tenant,
+        matchers: &'a [Matcher],
+        end: i64,
+        window: Duration,
+    ) -> BoxFuture<'a, Result<Vec<Newest>, QueryError>> {
+        Box::pin(async move {
+            let selector = selector(matchers);
+            let range = format!("{selector}[{}ms]", window.as_millis().max(1));
+            let newest: Vec<Newest> = match self.query(tenant, &range, end).await? {
+                Value::Matrix(series) => series
+                    .into_iter()
+                    .filter_map(|s| {
+                        let p = s.points.last()?;
+                        Some(Newest {
+                            labels: without_name(s.labels),
+                            t: p.t,
+                            v: p.v,
+                        })
+                    })
+                    .collect(),
+                other => {
+                    return Err(QueryError::Failed {
+                        query: range,
+                        message: format!("answer is a {}, not a matrix", other.type_name()),
+                    });
+                }
+            };
+            let mut probes: Vec<i64> = newest
+                .iter()
+                .map(|n| end.min(n.t + DATASOURCE_LOOKBACK_MS - 1))
+                .collect();
+            probes.sort_unstable();
+            probes.dedup();
+            let mut visible: std::collections::HashSet<(i64, Vec<Label>)> = Default::default();
+            for probe in probes {
+                if let Value::Vector(samples) = self.query(tenant, &selector, probe).await? {
+                    visible.extend(samples.into_iter().map(|s| (probe, without_name(s.labels))));
+                }
+            }
+            Ok(newest
+                .into_iter()
+                .map(|mut n| {
+                    let probe = end.min(n.t + DATASOURCE_LOOKBACK_MS - 1);
+                    if !visible.contains(&(probe, n.labels.clone())) {
+                        n.v = f64::from_bits(STALE_NAN_BITS);
+                    }
+                    n
+                })
+                .collect())
+        })
+    }
+}
+
+fn without_name(mut labels: Vec<Label>) -> Vec<Label> {
+    labels.retain(|l| l.name != METRIC_NAME_LABEL);
+    labels
+}
+
+/// `{name="value",...}` in PromQL, values quoted as PromQL reads them.
+pub fn selector(matchers: &[Matcher]) -> String {
+    let inner: Vec<String> = matchers
+        .iter()
+        .map(|m| format!("{}{}{}", m.name, m.op, promql_string(&m.value)))
+        .collect();
+    format!("{{{}}}", inner.join(","))
+}
+
+/// `s` as a double-quoted PromQL string literal.
+pub fn promql_string(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x20 || c == '\u{7f}' => {
+                out.push_str(&format!("\\x{:02x}", c as u32));
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
 }
 
 /// Queries `{url}/api/v1/query`. A `{tenant}` in the URL is replaced by
@@ -224,11 +340,81 @@ impl Querier for EngineQuerier {
             .map_err(|e| failed(e.to_string()))
         })
     }
+
+    /// Reads the samples themselves, staleness markers included.
+    fn newest_samples<'a>(
+        &'a self,
+        tenant: Tenant,
+        matchers: &'a [Matcher],
+        end: i64,
+        window: Duration,
+    ) -> BoxFuture<'a, Result<Vec<Newest>, QueryError>> {
+        let source = (self.source_for)(tenant);
+        let owned = matchers.to_vec();
+        let start = end.saturating_sub(i64::try_from(window.as_millis()).unwrap_or(i64::MAX));
+        Box::pin(async move {
+            let failed = |message: String| QueryError::Failed {
+                query: selector(matchers),
+                message,
+            };
+            tokio::task::spawn_blocking(move || {
+                let selected = source
+                    .select(&owned, TimeRange::new(start, end))
+                    .map_err(|e| e.to_string())?;
+                let mut out = Vec::new();
+                for series in selected.series {
+                    let series = series.map_err(|e| e.to_string())?;
+                    if let (Some(&t), Some(&v)) = (series.timestamps.last(), series.values.last()) {
+                        out.push(Newest {
+                            labels: without_name(series.labels),
+                            t,
+                            v,
+                        });
+                    }
+                }
+                Ok(out)
+            })
+            .await
+            .map_err(|e| failed(e.to_string()))?
+            .map_err(failed)
+        })
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A selector built from matchers reads back as the same matchers.
+    #[test]
+    fn selectors_round_trip() {
+        use strata_storage::MatchOp;
+        for value in [
+            "A",
+            "a\"b",
+            "back\\slash",
+            "new\nline\ttab",
+            "\u{1}ctl",
+            "ünï",
+        ] {
+            let matchers = vec![
+                Matcher::new(MatchOp::Equal, "__name__", "ALERTS_FOR_STATE").expect("matcher"),
+                Matcher::new(MatchOp::Equal, "alertname", value).expect("matcher"),
+            ];
+            let text = selector(&matchers);
+            let parsed = strata_select::selector::parse_series_selector(&text)
+                .unwrap_or_else(|e| panic!("{text}: {e}"));
+            let got: Vec<(String, String)> = parsed[0]
+                .iter()
+                .map(|m| (m.name.clone(), m.value.clone()))
+                .collect();
+            let want: Vec<(String, String)> = matchers
+                .iter()
+                .map(|m| (m.name.clone(), m.value.clone()))
+                .collect();
+            assert_eq!(got, want, "{text}");
+        }
+    }
 
     #[test]
     fn parses_answers() {

@@ -220,29 +220,33 @@ impl AlertingRule {
         Ok(out)
     }
 
-    /// Restores `active_at` of the alerts active after the first evaluation
-    /// from their last `ALERTS_FOR_STATE` sample `(t ms, active_at seconds)`
-    /// (`last` gives it by label set), at `ts`. A rule whose `for` is shorter
-    /// than `grace` is not restored: it would otherwise wait `for + grace`.
+    /// Restores `active_at` of the alerts active at `ts` from the newest
+    /// `ALERTS_FOR_STATE` sample of each `(t ms, active_at seconds)` (`newest`
+    /// gives it by label set; a staleness marker there means the alert had
+    /// resolved, and it starts over). A rule whose `for` is shorter than
+    /// `grace` is not restored: it would otherwise wait `for + grace`.
+    /// Returns how many alerts were restored.
     pub fn restore(
         &mut self,
         ts: i64,
         grace: Duration,
-        last: impl Fn(&Labels) -> Option<(i64, f64)>,
-    ) {
+        newest: impl Fn(&Labels) -> Option<(i64, f64)>,
+    ) -> usize {
         self.restored = true;
         if self.hold < grace {
-            return;
+            return 0;
         }
         let hold = millis(self.hold);
         let grace = millis(grace);
+        let mut restored = 0;
         for alert in self.active.values_mut() {
-            let Some((down_at, active_at_secs)) = last(&alert.labels) else {
+            let Some((down_at, active_at_secs)) = newest(&alert.labels) else {
                 continue;
             };
             if strata_storage::is_stale_nan(active_at_secs) || !active_at_secs.is_finite() {
                 continue;
             }
+            restored += 1;
             let mut active_at = (active_at_secs * 1000.0).round() as i64;
             let remaining = hold - (down_at - active_at);
             if remaining <= 0 {
@@ -255,6 +259,7 @@ impl AlertingRule {
             }
             alert.active_at = active_at;
         }
+        restored
     }
 
     /// Marks the alerts to send at `now` as sent and returns them, with

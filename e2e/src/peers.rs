@@ -86,6 +86,11 @@ impl Peer {
         self.addr
     }
 
+    /// The process id, e.g. to stop (`SIGSTOP`) and continue the peer.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn base_url(&self) -> String {
         format!("http://{}", self.addr)
     }

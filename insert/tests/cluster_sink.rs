@@ -17,7 +17,8 @@ use strata_storage::cluster::{
     SeriesQuery, Topology, TopologyNode, series_key,
 };
 use strata_storage::{
-    AddOutcome, Cardinality, Label, Matcher, Sample, SeriesSamples, Storage, Tenant, TimeRange,
+    AddOutcome, Cardinality, Label, LabelRef, Matcher, Sample, SeriesRef, SeriesSamples, Storage,
+    Tenant, TimeRange,
 };
 use tempfile::TempDir;
 use tokio::sync::watch;
@@ -865,5 +866,67 @@ async fn a_node_whose_engine_stopped_is_down_not_refusing() {
         sink.backlog()[&addr(1)].rows,
         rows(&cluster.owned(&batch)[&addr(1)])
     );
+    sink.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn borrowed_series_are_placed_and_queued_like_owned_ones() {
+    let cluster = Cluster::new(3, 2);
+    let sink = cluster.sink();
+    let down = cluster.node(2);
+    down.set(Mode::Down);
+    let batch = batch("up", 120, 2);
+    let written = {
+        let (sink, batch) = (sink.clone(), batch.clone());
+        tokio::task::spawn_blocking(move || {
+            let labels: Vec<Vec<LabelRef<'_>>> = batch
+                .iter()
+                .map(|s| s.labels.iter().map(LabelRef::from).collect())
+                .collect();
+            let refs: Vec<SeriesRef<'_>> = batch
+                .iter()
+                .zip(&labels)
+                .map(|(s, l)| SeriesRef {
+                    labels: l,
+                    samples: &s.samples,
+                })
+                .collect();
+            sink.write_refs(TENANT, &refs)
+        })
+        .await
+        .expect("task")
+    };
+    assert_eq!(written.expect("write").accepted, 240);
+    let owned = cluster.owned(&batch);
+    for i in [0, 1] {
+        assert_eq!(stored(&cluster.node(i)), expected(&[&owned[&addr(i)]]));
+    }
+    down.set(Mode::Up);
+    eventually("the backlog drains", || {
+        sink.backlog()[&addr(2)] == Default::default()
+    })
+    .await;
+    assert_eq!(stored(&down), expected(&[&owned[&addr(2)]]));
+    sink.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queued_rows_a_node_refuses_are_dropped_and_counted() {
+    let cluster = Cluster::new(3, 2);
+    let sink = cluster.sink();
+    let node = cluster.node(0);
+    node.set(Mode::Down);
+    let batch = batch("up", 80, 2);
+    write(&sink, &batch).await.expect("write");
+    let queued = sink.backlog()[&addr(0)].rows;
+    assert!(queued > 0);
+    node.set(Mode::Refuse);
+    eventually("the refused rows leave the queue", || {
+        sink.backlog()[&addr(0)] == Default::default()
+    })
+    .await;
+    assert_eq!(cluster.metrics.dropped_rows(&addr(0), "refused"), queued);
+    assert_eq!(cluster.metrics.replayed_rows(&addr(0)), 0);
+    assert!(stored(&node).is_empty());
     sink.stop().await;
 }

@@ -1,8 +1,12 @@
 //! Execution of a parsed template against alert data.
 
 use super::funcs::{Value, call};
-use super::parse::{Arg, Node, Pipeline};
+use super::parse::{Arg, Defines, Node, Pipeline};
 use super::{Data, QueryFn};
+
+/// Most nested `{{template}}` calls, so that a template calling itself
+/// fails instead of exhausting the stack.
+const MAX_CALL_DEPTH: usize = 100;
 
 /// Why a list stopped early.
 enum Flow {
@@ -14,8 +18,11 @@ enum Flow {
 pub(super) struct Exec<'a> {
     pub data: &'a Data,
     pub query: Option<&'a dyn QueryFn>,
+    pub defines: &'a Defines,
     pub vars: Vec<(String, Value)>,
     pub out: String,
+    /// Nested `{{template}}` calls.
+    pub depth: usize,
 }
 
 impl Exec<'_> {
@@ -108,6 +115,34 @@ impl Exec<'_> {
                         }
                     }
                     self.vars.truncate(depth);
+                }
+                Node::Call { name, pipe } => {
+                    let body = self
+                        .defines
+                        .get(name)
+                        .ok_or_else(|| format!("template {name:?} not defined"))?;
+                    if self.depth >= MAX_CALL_DEPTH {
+                        return Err(format!(
+                            "exceeded maximum template depth ({MAX_CALL_DEPTH})"
+                        ));
+                    }
+                    let value = match pipe {
+                        Some(pipe) => {
+                            let depth = self.vars.len();
+                            let value = self.pipeline(pipe, dot)?;
+                            self.vars.truncate(depth);
+                            value
+                        }
+                        None => Value::Nil,
+                    };
+                    // A defined template sees only `$`, set to its dot.
+                    let vars =
+                        std::mem::replace(&mut self.vars, vec![("$".to_string(), value.clone())]);
+                    self.depth += 1;
+                    let result = self.list(body, &value);
+                    self.depth -= 1;
+                    self.vars = vars;
+                    result?;
                 }
                 Node::Break => return Ok(Flow::Break),
                 Node::Continue => return Ok(Flow::Continue),

@@ -168,11 +168,13 @@ fn format_e(v: f64, prec: usize) -> String {
     format!("{mantissa}e{sign}{:02}", exp.abs())
 }
 
-/// Go's `time.Time.String()` in UTC: `2006-01-02 15:04:05.999999999 +0000 UTC`.
+/// Go's `time.Time.String()` in UTC (`2006-01-02 15:04:05.999 +0000 UTC`)
+/// of the time Prometheus makes of `seconds`: whole nanoseconds (truncated),
+/// then whole milliseconds (truncated towards zero).
 fn format_time(seconds: f64) -> String {
-    let total_nanos = (seconds * 1e9).round() as i128;
-    let secs = total_nanos.div_euclid(1_000_000_000) as i64;
-    let nanos = total_nanos.rem_euclid(1_000_000_000) as u32;
+    let millis = ((seconds * 1e9) as i64) / 1_000_000;
+    let secs = millis.div_euclid(1000);
+    let nanos = (millis.rem_euclid(1000) * 1_000_000) as u32;
     let days = secs.div_euclid(86_400);
     let day_secs = secs.rem_euclid(86_400);
     let (year, month, day) = civil_from_days(days);
@@ -189,6 +191,18 @@ fn format_time(seconds: f64) -> String {
     }
     out.push_str(" +0000 UTC");
     out
+}
+
+/// Whether `seconds` as nanoseconds fits an i64, as a time must.
+fn nanoseconds_fit(seconds: f64) -> Result<(), String> {
+    let nanos = seconds * 1e9;
+    if nanos > i64::MAX as f64 || nanos < i64::MIN as f64 {
+        return Err(format!(
+            "{} cannot be represented as a nanoseconds timestamp since it overflows int64",
+            format_g(seconds, None)
+        ));
+    }
+    Ok(())
 }
 
 /// Days since 1970-01-01 to a proleptic Gregorian date.
@@ -520,17 +534,19 @@ pub(super) fn call(
         }
         "humanizeTimestamp" => {
             let v = one_float(&args)?;
-            Value::Str(if v.is_finite() {
-                format_time(v)
+            if v.is_finite() {
+                nanoseconds_fit(v)?;
+                Value::Str(format_time(v))
             } else {
-                format_g(v, Some(4))
-            })
+                Value::Str(format_g(v, Some(4)))
+            }
         }
         "toTime" => {
             let v = one_float(&args)?;
             if !v.is_finite() {
                 return Err(format!("cannot convert {} to time", format_g(v, None)));
             }
+            nanoseconds_fit(v)?;
             Value::Time(v)
         }
         "externalURL" => Value::Str(data.external_url.clone()),

@@ -10,8 +10,11 @@
 //! le gt ge slice`; Prometheus' `query first label value strvalue sortByLabel
 //! args reReplaceAll match title toUpper toLower safeHtml stripPort stripDomain
 //! humanize humanize1024 humanizeDuration humanizePercentage humanizeTimestamp
-//! toTime pathPrefix externalURL graphLink tableLink`. Not supported: `define`,
-//! `template`, `block`, `call`, method calls.
+//! toTime pathPrefix externalURL graphLink tableLink`; `{{define "name"}}`
+//! (top level only), `{{template "name" pipeline}}` and `{{block "name"
+//! pipeline}}`: a defined template sees only `$` (its dot), not the
+//! predefined variables, and calls nest at most 100 deep. Not supported:
+//! `call`, method calls.
 //!
 //! Each template sees `$labels`, `$externalLabels`, `$externalURL` and `$value`,
 //! as Prometheus defines them before the template text.
@@ -64,12 +67,13 @@ const PREDEFINED: [&str; 5] = ["$", "$labels", "$externalLabels", "$externalURL"
 pub struct Template {
     name: String,
     nodes: Vec<parse::Node>,
+    defines: std::sync::Arc<parse::Defines>,
 }
 
 impl Template {
     /// Parses `text`; `name` appears in errors.
     pub fn parse(name: &str, text: &str) -> Result<Template, TemplateError> {
-        let nodes =
+        let (nodes, defines) =
             parse::parse(text, &PREDEFINED).map_err(|(line, message)| TemplateError::Parse {
                 name: name.to_string(),
                 line,
@@ -78,6 +82,7 @@ impl Template {
         Ok(Template {
             name: name.to_string(),
             nodes,
+            defines: std::sync::Arc::new(defines),
         })
     }
 
@@ -102,6 +107,8 @@ impl Template {
         let mut exec = exec::Exec {
             data,
             query,
+            defines: &self.defines,
+            depth: 0,
             vars: vec![
                 ("$".to_string(), dot.clone()),
                 ("$labels".to_string(), labels),

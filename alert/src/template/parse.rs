@@ -24,7 +24,16 @@ pub(super) enum Node {
     },
     Break,
     Continue,
+    /// `{{template "name" pipeline}}` (and the call half of `{{block}}`):
+    /// runs a defined template with dot set to the pipeline's value.
+    Call {
+        name: String,
+        pipe: Option<Pipeline>,
+    },
 }
+
+/// Templates defined with `{{define}}` or `{{block}}`, by name.
+pub(super) type Defines = std::collections::BTreeMap<String, Vec<Node>>;
 
 #[derive(Debug, Clone)]
 pub(super) struct Pipeline {
@@ -67,19 +76,25 @@ enum Token {
     Comma,
 }
 
-pub(super) fn parse(text: &str, predefined: &[&str]) -> Result<Vec<Node>, (usize, String)> {
+/// Parses `text` into its nodes and the templates it defines.
+pub(super) fn parse(
+    text: &str,
+    predefined: &[&str],
+) -> Result<(Vec<Node>, Defines), (usize, String)> {
     let items = split(text)?;
     let mut parser = Parser {
         items,
         pos: 0,
         vars: predefined.iter().map(|v| v.to_string()).collect(),
         loops: 0,
+        nesting: 0,
+        defines: Defines::new(),
     };
     let (nodes, end) = parser.list()?;
     if let Some((line, word)) = end {
         return Err((line, format!("unexpected {{{{{word}}}}}")));
     }
-    Ok(nodes)
+    Ok((nodes, parser.defines))
 }
 
 /// Text or one action's contents, with the line where it starts.
@@ -315,6 +330,10 @@ struct Parser {
     /// Variables in scope, innermost last.
     vars: Vec<String>,
     loops: usize,
+    /// How many control structures enclose the current list (`define`
+    /// is allowed only outside all of them).
+    nesting: usize,
+    defines: Defines,
 }
 
 /// The keyword ending a list (`end`, `else`) with its line and the rest of the action.
@@ -342,6 +361,7 @@ impl Parser {
             match keyword {
                 "end" | "else" => return Ok((nodes, Some((line, content.clone())))),
                 "if" | "with" => {
+                    self.nesting += 1;
                     let is_if = keyword == "if";
                     let mut branches = Vec::new();
                     let mut condition = rest.to_string();
@@ -375,6 +395,7 @@ impl Parser {
                         }
                     };
                     self.vars.truncate(depth);
+                    self.nesting -= 1;
                     nodes.push(if is_if {
                         Node::If {
                             branches,
@@ -388,6 +409,7 @@ impl Parser {
                     });
                 }
                 "range" => {
+                    self.nesting += 1;
                     let depth = self.vars.len();
                     let pipe = self.pipeline(rest).map_err(err)?;
                     if pipe.decl.len() > 2 {
@@ -408,6 +430,7 @@ impl Parser {
                         _ => return Err(err("unexpected EOF in range".to_string())),
                     };
                     self.vars.truncate(depth);
+                    self.nesting -= 1;
                     nodes.push(Node::Range {
                         pipe,
                         body,
@@ -424,8 +447,36 @@ impl Parser {
                         Node::Continue
                     });
                 }
-                "define" | "template" | "block" => {
-                    return Err(err(format!("{keyword} is not supported")));
+                "define" => {
+                    if self.nesting > 0 {
+                        return Err(err("unexpected <define> in command".to_string()));
+                    }
+                    let (name, rest) = self.template_name(rest).map_err(err)?;
+                    if !rest.is_empty() {
+                        return Err(err(format!("unexpected {rest:?} in define clause")));
+                    }
+                    let body = self.definition(line, "define")?;
+                    self.define(name, body).map_err(err)?;
+                }
+                "template" => {
+                    let (name, rest) = self.template_name(rest).map_err(err)?;
+                    let pipe = if rest.is_empty() {
+                        None
+                    } else {
+                        Some(self.pipeline(&rest).map_err(err)?)
+                    };
+                    nodes.push(Node::Call { name, pipe });
+                }
+                "block" => {
+                    let (name, rest) = self.template_name(rest).map_err(err)?;
+                    let pipe = if rest.is_empty() {
+                        None
+                    } else {
+                        Some(self.pipeline(&rest).map_err(err)?)
+                    };
+                    let body = self.definition(line, "block")?;
+                    self.define(name.clone(), body).map_err(err)?;
+                    nodes.push(Node::Call { name, pipe });
                 }
                 _ => {
                     let pipe = self.pipeline(&content).map_err(err)?;
@@ -434,6 +485,78 @@ impl Parser {
             }
         }
         Ok((nodes, None))
+    }
+
+    /// The quoted template name at the start of `rest`, and what follows.
+    fn template_name(&self, rest: &str) -> Result<(String, String), String> {
+        let rest = rest.trim_start();
+        let quote = rest.chars().next().filter(|c| *c == '"' || *c == '`');
+        let Some(quote) = quote else {
+            return Err(format!("unexpected {rest:?} in template clause"));
+        };
+        // The name ends at the first closing quote not escaped.
+        let mut end = None;
+        let mut escaped = false;
+        for (i, c) in rest.char_indices().skip(1) {
+            if escaped {
+                escaped = false;
+            } else if c == '\\' && quote == '"' {
+                escaped = true;
+            } else if c == quote {
+                end = Some(i);
+                break;
+            }
+        }
+        let end = end.ok_or_else(|| "unterminated quoted string".to_string())?;
+        let name = match lex(&rest[..=end])?.as_slice() {
+            [Token::Str(name)] => name.clone(),
+            _ => return Err(format!("unexpected {rest:?} in template clause")),
+        };
+        Ok((name, rest[end + 1..].trim().to_string()))
+    }
+
+    /// The body of a `define` or `block` up to its `{{end}}`, parsed with
+    /// only `$` in scope (a defined template sees no caller's variables).
+    fn definition(&mut self, line: usize, keyword: &str) -> Result<Vec<Node>, (usize, String)> {
+        let vars = std::mem::replace(&mut self.vars, vec!["$".to_string()]);
+        let loops = std::mem::replace(&mut self.loops, 0);
+        self.nesting += 1;
+        let parsed = self.list();
+        self.nesting -= 1;
+        self.vars = vars;
+        self.loops = loops;
+        let (body, end) = parsed?;
+        match end {
+            Some((_, end)) if end == "end" => Ok(body),
+            Some((end_line, end)) => {
+                Err((end_line, format!("unexpected {{{{{end}}}}} in {keyword}")))
+            }
+            None => Err((line, format!("unexpected EOF in {keyword}"))),
+        }
+    }
+
+    /// Records a definition; like Go, a second non-empty one of a name is an
+    /// error and an empty one never replaces a non-empty one.
+    fn define(&mut self, name: String, body: Vec<Node>) -> Result<(), String> {
+        let empty = |nodes: &[Node]| {
+            nodes
+                .iter()
+                .all(|n| matches!(n, Node::Text(t) if t.trim().is_empty()))
+        };
+        match self.defines.get(&name) {
+            Some(old) if !empty(old) => {
+                if empty(&body) {
+                    return Ok(());
+                }
+                Err(format!(
+                    "template: multiple definition of template {name:?}"
+                ))
+            }
+            _ => {
+                self.defines.insert(name, body);
+                Ok(())
+            }
+        }
     }
 
     fn pipeline(&mut self, text: &str) -> Result<Pipeline, String> {

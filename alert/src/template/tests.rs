@@ -57,6 +57,17 @@ fn humanize() {
         0.0,
         "1970-01-01 00:00:01.5 +0000 UTC",
     );
+    // Whole milliseconds, truncated towards zero, as Prometheus keeps them.
+    check(
+        "{{ humanizeTimestamp 1700000000.25 }}|{{ humanizeTimestamp -1.5 }}",
+        0.0,
+        "2023-11-14 22:13:20.249 +0000 UTC|1969-12-31 23:59:58.5 +0000 UTC",
+    );
+    check(
+        "{{ humanizeTimestamp 1e300 }}",
+        0.0,
+        "error: template t: cannot expand: error calling humanizeTimestamp: 1e+300 cannot be represented as a nanoseconds timestamp since it overflows int64",
+    );
     check("{{ title \"foo bar-baz\" }}", 0.0, "Foo Bar-Baz");
 }
 
@@ -68,6 +79,55 @@ fn parse_errors() {
         "{{ $undefined }}",
         "{{ if 1 }}",
         "{{ end }}",
+    ] {
+        assert!(Template::parse("t", bad).is_err(), "{bad:?} parsed");
+    }
+}
+
+#[test]
+fn defined_templates() {
+    check(
+        r#"{{ define "j" }}<{{ .Labels.job }}>{{ end }}{{ template "j" . }}{{ template "j" . }}"#,
+        0.0,
+        "<x><x>",
+    );
+    check(
+        r#"{{ block "b" $labels }}[{{ .job }}]{{ end }}"#,
+        0.0,
+        "[x]",
+    );
+    check(
+        r#"{{ define "n" }}{{ . }}{{ end }}{{ template "n" }}"#,
+        0.0,
+        "<no value>",
+    );
+    // `$` inside a defined template is its dot; the caller's variables stay.
+    check(
+        r#"{{ $a := 1 }}{{ define "d" }}{{ $ }}{{ end }}{{ template "d" "s" }}{{ $a }}"#,
+        0.0,
+        "s1",
+    );
+    check(
+        r#"{{ define "r" }}{{ template "r" . }}{{ end }}{{ template "r" . }}"#,
+        0.0,
+        "error: template t: cannot expand: exceeded maximum template depth (100)",
+    );
+    check(
+        r#"{{ template "missing" . }}"#,
+        0.0,
+        "error: template t: cannot expand: template \"missing\" not defined",
+    );
+}
+
+#[test]
+fn defined_template_errors() {
+    for bad in [
+        r#"{{ if true }}{{ define "x" }}{{ end }}{{ end }}"#,
+        r#"{{ define "x" }}{{ $labels.job }}{{ end }}"#,
+        r#"{{ define "x" }}a{{ end }}{{ define "x" }}b{{ end }}"#,
+        r#"{{ define x }}{{ end }}"#,
+        r#"{{ define "x" }}"#,
+        r#"{{ range $labels }}{{ define "x" }}{{ break }}{{ end }}{{ end }}"#,
     ] {
         assert!(Template::parse("t", bad).is_err(), "{bad:?} parsed");
     }

@@ -40,6 +40,8 @@
 //! `status()` every `--rpc.health-check-interval`; once it answers and is
 //! not read-only it is up again and its queue is replayed in order, records
 //! leaving the queue only after the node acked them (see [`handoff`]).
+//! Queued rows a node refuses as invalid on replay are dropped and counted
+//! (`reason="refused"`) rather than holding up everything behind them.
 //!
 //! # Topology changes
 //!

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant};
 
 use strata_storage::cluster::{Node, NodeError, NodeState, Placement, Topology, series_key};
-use strata_storage::{AddOutcome, RejectReason, SeriesSamples, Tenant};
+use strata_storage::{AddOutcome, RejectReason, SeriesRef, SeriesSamples, Tenant};
 use tokio::runtime::Handle;
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
@@ -265,6 +265,93 @@ impl RowSink for ClusterSink {
     fn write(&self, tenant: Tenant, batch: &[SeriesSamples]) -> Result<AddOutcome, SinkError> {
         self.shared.write(tenant, batch)
     }
+
+    /// [`RowSink::write`] of borrowed series: each node's share is copied
+    /// once, straight from the request buffer.
+    fn write_refs(&self, tenant: Tenant, batch: &[SeriesRef<'_>]) -> Result<AddOutcome, SinkError> {
+        self.shared.write(tenant, batch)
+    }
+}
+
+/// A batch of series, owned or borrowed from a request body.
+trait Rows {
+    fn count(&self) -> usize;
+    /// Placement key of series `i` (labels in any order).
+    fn key(&self, i: usize, tenant: Tenant, scratch: &mut Vec<u8>) -> u64;
+    fn samples(&self, i: usize) -> usize;
+    fn to_owned(&self, i: usize) -> SeriesSamples;
+    /// Series `i` for messages: `name{label="value",...}`.
+    fn describe(&self, i: usize) -> String;
+}
+
+/// [`series_key`] of labels in any order: ingestion sorts them, other
+/// writers may not, and the key must not depend on the order.
+fn key_of<'a>(
+    tenant: Tenant,
+    labels: impl Iterator<Item = (&'a str, &'a str)> + Clone,
+    scratch: &mut Vec<u8>,
+) -> u64 {
+    if labels.clone().is_sorted_by(|a, b| a.0 <= b.0) {
+        return series_key(tenant, labels, scratch);
+    }
+    let mut sorted: Vec<(&str, &str)> = labels.collect();
+    sorted.sort_unstable();
+    series_key(tenant, sorted, scratch)
+}
+
+impl Rows for [SeriesSamples] {
+    fn count(&self) -> usize {
+        self.len()
+    }
+
+    fn key(&self, i: usize, tenant: Tenant, scratch: &mut Vec<u8>) -> u64 {
+        let labels = self[i]
+            .labels
+            .iter()
+            .map(|l| (l.name.as_str(), l.value.as_str()));
+        key_of(tenant, labels, scratch)
+    }
+
+    fn samples(&self, i: usize) -> usize {
+        self[i].samples.len()
+    }
+
+    fn to_owned(&self, i: usize) -> SeriesSamples {
+        self[i].clone()
+    }
+
+    fn describe(&self, i: usize) -> String {
+        crate::ingest::format_series(&self[i].labels)
+    }
+}
+
+impl Rows for [SeriesRef<'_>] {
+    fn count(&self) -> usize {
+        self.len()
+    }
+
+    fn key(&self, i: usize, tenant: Tenant, scratch: &mut Vec<u8>) -> u64 {
+        key_of(
+            tenant,
+            self[i].labels.iter().map(|l| (l.name, l.value)),
+            scratch,
+        )
+    }
+
+    fn samples(&self, i: usize) -> usize {
+        self[i].samples.len()
+    }
+
+    fn to_owned(&self, i: usize) -> SeriesSamples {
+        SeriesSamples {
+            labels: self[i].labels.iter().map(|l| l.to_label()).collect(),
+            samples: self[i].samples.to_vec(),
+        }
+    }
+
+    fn describe(&self, i: usize) -> String {
+        crate::ingest::format_series_of(self[i].labels)
+    }
 }
 
 impl Drop for ClusterSink {
@@ -380,8 +467,8 @@ impl Shared {
     }
 
     /// The write of one batch: see the module doc for the rule.
-    fn write(&self, tenant: Tenant, batch: &[SeriesSamples]) -> Result<AddOutcome, SinkError> {
-        if batch.is_empty() {
+    fn write<R: Rows + ?Sized>(&self, tenant: Tenant, batch: &R) -> Result<AddOutcome, SinkError> {
+        if batch.count() == 0 {
             return Ok(AddOutcome::default());
         }
         let route = self.route();
@@ -395,27 +482,14 @@ impl Shared {
         let need = self.config.min_replicas_acked.min(per);
 
         // Owners of every series, and every node's series.
-        let mut owners: Vec<usize> = Vec::with_capacity(batch.len() * per);
+        let mut owners: Vec<usize> = Vec::with_capacity(batch.count() * per);
         let mut per_node: Vec<Vec<usize>> = vec![Vec::new(); route.nodes.len()];
         let mut scratch = Vec::new();
         let mut one = Vec::with_capacity(per);
-        let mut sorted: Vec<(&str, &str)> = Vec::new();
-        for (i, series) in batch.iter().enumerate() {
-            let labels = series
-                .labels
-                .iter()
-                .map(|l| (l.name.as_str(), l.value.as_str()));
-            // Ingestion sorts labels; other writers may not, and the key
-            // must not depend on the order.
-            let key = if series.labels.is_sorted_by(|a, b| a.name <= b.name) {
-                series_key(tenant, labels, &mut scratch)
-            } else {
-                sorted.clear();
-                sorted.extend(labels);
-                sorted.sort_unstable();
-                series_key(tenant, sorted.iter().copied(), &mut scratch)
-            };
-            route.placement.owners(key, &mut one);
+        for i in 0..batch.count() {
+            route
+                .placement
+                .owners(batch.key(i, tenant, &mut scratch), &mut one);
             for &n in &one {
                 per_node[n].push(i);
             }
@@ -429,7 +503,7 @@ impl Shared {
         let clients: Vec<Option<Arc<dyn Node>>> =
             route.nodes.iter().map(|n| n.client_if_up()).collect();
         let up: Vec<bool> = clients.iter().map(Option::is_some).collect();
-        if let Some(i) = (0..batch.len()).find(|i| {
+        if let Some(i) = (0..batch.count()).find(|i| {
             owners[i * per..(i + 1) * per]
                 .iter()
                 .filter(|n| up[**n])
@@ -445,7 +519,7 @@ impl Shared {
                 "storage nodes {} are down and series {} needs {need} of its {per} replicas \
                  (--insert.min-replicas-acked) to take it; nothing was written",
                 down.join(", "),
-                crate::ingest::format_series(&batch[i].labels),
+                batch.describe(i),
             )));
         }
 
@@ -459,7 +533,7 @@ impl Shared {
                 continue;
             }
             if let Some(client) = clients[n].clone() {
-                let rows: Vec<SeriesSamples> = series.iter().map(|i| batch[*i].clone()).collect();
+                let rows: Vec<SeriesSamples> = series.iter().map(|i| batch.to_owned(*i)).collect();
                 let metrics = self.metrics.clone();
                 calls.push((
                     n,
@@ -519,7 +593,7 @@ impl Shared {
         }
 
         // The ack rule, series by series.
-        let mut acked_per_series = vec![0u32; batch.len()];
+        let mut acked_per_series = vec![0u32; batch.count()];
         let mut failed_series = 0usize;
         let mut failing_nodes = BTreeSet::new();
         for (i, acked) in acked_per_series.iter_mut().enumerate() {
@@ -547,7 +621,7 @@ impl Shared {
                 &fates,
                 &failing_nodes,
                 failed_series,
-                batch.len(),
+                batch.count(),
                 need,
             ));
         }
@@ -555,15 +629,16 @@ impl Shared {
     }
 
     /// Queues the rows of `series` (indexes into `batch`) for `node`.
-    fn queue_rows(
+    fn queue_rows<R: Rows + ?Sized>(
         &self,
         node: &NodeHandle,
         tenant: Tenant,
-        batch: &[SeriesSamples],
+        batch: &R,
         series: &[usize],
         why: String,
     ) -> Fate {
-        let rows: Vec<&SeriesSamples> = series.iter().map(|i| &batch[*i]).collect();
+        let owned: Vec<SeriesSamples> = series.iter().map(|i| batch.to_owned(*i)).collect();
+        let rows: Vec<&SeriesSamples> = owned.iter().collect();
         match node.queue.append(tenant, &rows) {
             Ok(Appended::Queued) => Fate::Queued { why },
             Ok(Appended::Full) => Fate::Dropped {
@@ -694,7 +769,7 @@ impl Shared {
                 let record = t.record.clone();
                 let rows = record.rows();
                 let written = tokio::task::spawn_blocking(move || {
-                    shared.write(record.tenant, &record.series)
+                    shared.write(record.tenant, record.series.as_slice())
                 })
                 .await;
                 match written {
@@ -902,13 +977,13 @@ fn tenant_groups(batch: &Batch) -> Vec<(Tenant, Vec<SeriesSamples>, usize)> {
 /// `a` replicas is counted `a` times over the nodes, so each node's
 /// rejections are weighed by its series' `1/a`: exact when every series of
 /// a node has the same number of acks (the usual case), close otherwise.
-fn merge_outcomes(
-    batch: &[SeriesSamples],
+fn merge_outcomes<R: Rows + ?Sized>(
+    batch: &R,
     per_node: &[Vec<usize>],
     fates: &[Option<Fate>],
     acked_per_series: &[u32],
 ) -> AddOutcome {
-    let total: u64 = batch.iter().map(|s| s.samples.len() as u64).sum();
+    let total: u64 = (0..batch.count()).map(|i| batch.samples(i) as u64).sum();
     let mut rejected = 0f64;
     let mut by_reason: Vec<(RejectReason, f64)> = Vec::new();
     let mut first_rejection = None;
@@ -921,7 +996,7 @@ fn merge_outcomes(
         }
         let (mut sent, mut weighed) = (0f64, 0f64);
         for i in &per_node[n] {
-            let rows = batch[*i].samples.len() as f64;
+            let rows = batch.samples(*i) as f64;
             sent += rows;
             weighed += rows / f64::from(acked_per_series[*i].max(1));
         }
@@ -1022,7 +1097,7 @@ mod tests {
         let batch = vec![series(2), series(2), series(2)];
         let per_node = vec![vec![0, 1], vec![0, 1, 2]];
         let fates = vec![Some(outcome(2)), Some(outcome(3))];
-        let got = merge_outcomes(&batch, &per_node, &fates, &[2, 2, 1]);
+        let got = merge_outcomes(batch.as_slice(), &per_node, &fates, &[2, 2, 1]);
         assert_eq!(got.rejected, 3);
         assert_eq!(got.accepted, 3);
         assert_eq!(got.rejected_by_reason, [(RejectReason::TooOld, 3)]);
@@ -1032,7 +1107,7 @@ mod tests {
             Some(Fate::Acked(AddOutcome::default())),
             Some(Fate::Queued { why: String::new() }),
         ];
-        let got = merge_outcomes(&batch, &per_node, &clean, &[1, 1, 1]);
+        let got = merge_outcomes(batch.as_slice(), &per_node, &clean, &[1, 1, 1]);
         assert_eq!((got.accepted, got.rejected), (6, 0));
         assert!(got.rejected_by_reason.is_empty());
     }
