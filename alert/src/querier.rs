@@ -352,6 +352,8 @@ impl Querier for EngineQuerier {
         let source = (self.source_for)(tenant);
         let owned = matchers.to_vec();
         let start = end.saturating_sub(i64::try_from(window.as_millis()).unwrap_or(i64::MAX));
+        // The same bound a query of this engine gets.
+        let deadline = std::time::Instant::now() + self.engine.options.timeout;
         Box::pin(async move {
             let failed = |message: String| QueryError::Failed {
                 query: selector(matchers),
@@ -359,7 +361,7 @@ impl Querier for EngineQuerier {
             };
             tokio::task::spawn_blocking(move || {
                 let selected = source
-                    .select(&owned, TimeRange::new(start, end))
+                    .select(&owned, TimeRange::new(start, end), deadline)
                     .map_err(|e| e.to_string())?;
                 let mut out = Vec::new();
                 for series in selected.series {
