@@ -26,6 +26,7 @@ use strata_storage::cluster::{Node, SeriesQuery};
 use strata_storage::rpc::{ClientConfig, ClientMetrics, RpcClient};
 use strata_storage::{MatchOp, Matcher, Tenant, TimeRange};
 
+use crate::compare::sum_metric;
 use crate::{POLL, READY_TIMEOUT, Response, StorageNode, free_port, read_from};
 
 /// The shape of a cluster.
@@ -175,7 +176,7 @@ impl Cluster {
     /// Rows waiting in insert's hand-off queues, over every node
     /// (`strata_insert_handoff_backlog_rows`).
     pub fn handoff_backlog(&self) -> f64 {
-        metric_sum(&self.insert.metrics(), "strata_insert_handoff_backlog_rows")
+        sum_metric(&self.insert.metrics(), "strata_insert_handoff_backlog_rows")
     }
 
     /// Waits until insert's hand-off queues are empty; panics after `timeout`.
@@ -193,21 +194,6 @@ impl Cluster {
             sleep(Duration::from_millis(100));
         }
     }
-}
-
-/// The sum of every sample of metric `name` in a `/metrics` page (all
-/// label sets), 0 when absent.
-pub fn metric_sum(page: &str, name: &str) -> f64 {
-    page.lines()
-        .filter(|line| !line.starts_with('#'))
-        .filter_map(|line| {
-            let rest = line.strip_prefix(name)?;
-            if !(rest.starts_with('{') || rest.starts_with(' ')) {
-                return None;
-            }
-            line.rsplit(' ').next()?.parse::<f64>().ok()
-        })
-        .sum()
 }
 
 /// A `strata insert` or `strata select` child process on a loopback port
@@ -431,20 +417,5 @@ impl Drop for RoleProcess {
                 tail.join("\n")
             );
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn metric_sums_add_every_label_set() {
-        let page = "# HELP x_rows Rows.\n# TYPE x_rows gauge\n\
-                    x_rows{node=\"a\"} 3\nx_rows{node=\"b\"} 4.5\nx_rows_total 100\nx_rows 1\n";
-        let check = |name: &str, want: f64| assert_eq!(metric_sum(page, name), want, "{name}");
-        check("x_rows", 8.5);
-        check("x_rows_total", 100.0);
-        check("y", 0.0);
     }
 }

@@ -96,11 +96,23 @@ impl Running {
         }
     }
 
-    fn cpu_seconds(&self) -> Result<f64, ClusterBenchError> {
+    /// The role of each process of [`Running::pids`], in that order.
+    fn roles(&self) -> Vec<String> {
+        match self {
+            Running::Cluster(c) => (0..c.storage.len())
+                .map(|i| format!("storage-{i}"))
+                .chain(["insert".to_string(), "select".to_string()])
+                .collect(),
+            Running::Peer(_) => vec!["server".to_string()],
+        }
+    }
+
+    /// CPU seconds so far of each process of [`Running::pids`].
+    fn cpu_seconds(&self) -> Result<Vec<f64>, ClusterBenchError> {
         self.pids()
             .into_iter()
             .map(|pid| process_cpu_seconds(pid).ok_or(ClusterBenchError::Cpu(pid)))
-            .sum()
+            .collect()
     }
 
     fn write_url(&self) -> String {
@@ -181,6 +193,8 @@ pub struct Ingest {
     pub report: Report,
     /// CPU of the side's processes during the push.
     pub cpu_seconds: f64,
+    /// The same by process role (`storage-0`, ..., `insert`, `select`).
+    pub cpu_by_role: Vec<(String, f64)>,
     /// The generator's CPU during the push, in cores.
     pub generator_cores: f64,
     /// Other processes' CPU during the push, in cores (the machine is shared).
@@ -291,7 +305,13 @@ fn measure(
         let before = side.cpu_seconds()?;
         let machine_before = MachineCpu::now();
         let report = runtime.block_on(run_at(&config, now, progress))?;
-        let cpu_seconds = side.cpu_seconds()? - before;
+        let after = side.cpu_seconds()?;
+        let cpu_by_role: Vec<(String, f64)> = side
+            .roles()
+            .into_iter()
+            .zip(after.iter().zip(&before).map(|(a, b)| a - b))
+            .collect();
+        let cpu_seconds = cpu_by_role.iter().map(|(_, s)| s).sum::<f64>();
         let (generator_cores, other_cores) = match (machine_before, MachineCpu::now()) {
             (Some(b), Some(a)) => {
                 let own = a.own_seconds - b.own_seconds;
@@ -301,12 +321,21 @@ fn measure(
             }
             _ => (f64::NAN, f64::NAN),
         };
-        progress(&format!("{}:\n{report}", side.name()));
+        progress(&format!(
+            "{}:\n{report}\nCPU s by process: {}",
+            side.name(),
+            cpu_by_role
+                .iter()
+                .map(|(role, s)| format!("{role} {s:.2}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
         ingest.push(Ingest {
             side: side.name(),
             processes: side.pids().len(),
             report,
             cpu_seconds,
+            cpu_by_role,
             generator_cores,
             other_cores,
         });
@@ -388,6 +417,27 @@ pub fn markdown(bench: &Bench) -> String {
     });
     row("CPU s per 1M samples (all processes)", &|i| {
         format!("{:.2}", i.cpu_per_million())
+    });
+    row("of which storage / insert / select", &|i| {
+        let sum = |prefix: &str| -> f64 {
+            i.cpu_by_role
+                .iter()
+                .filter(|(role, _)| role.starts_with(prefix))
+                .map(|(_, s)| s)
+                .sum::<f64>()
+                * 1e6
+                / i.report.samples_accepted.max(1) as f64
+        };
+        if i.cpu_by_role.len() > 1 {
+            format!(
+                "{:.2} / {:.2} / {:.2}",
+                sum("storage"),
+                sum("insert"),
+                sum("select")
+            )
+        } else {
+            "-".to_string()
+        }
     });
     row("write latency p50 / p99 ms", &|i| {
         format!(
