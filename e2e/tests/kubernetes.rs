@@ -1,8 +1,10 @@
 //! The operator on a real Kubernetes cluster, driven with the real `helm`
 //! and `kubectl`: install the chart, apply the examples (sized down for a
 //! test cluster), wait for the workloads and `Ready=True`, change the image
-//! tag and watch the storage pods be replaced one at a time, apply an
-//! invalid StrataRule and see `Accepted=False`.
+//! tag and watch the storage pods be replaced one at a time (insert only
+//! after them), scale storage out and see the new node in the topology,
+//! apply an invalid StrataRule and see `Accepted=False`, delete the cluster
+//! and see its children garbage-collected.
 //!
 //! Runs when `KUBECONFIG` names a kubeconfig file; otherwise it prints why
 //! it skipped. With a cluster it needs:
@@ -230,10 +232,10 @@ fn storage_pods(kube: &Kube) -> Vec<(String, String, bool, bool)> {
 }
 
 #[test]
-fn operator_installs_upgrades_and_rejects_rules() {
+fn operator_installs_upgrades_scales_rejects_rules_and_deletes() {
     let Some(kubeconfig) = std::env::var_os("KUBECONFIG").filter(|k| !k.is_empty()) else {
         eprintln!(
-            "SKIPPED operator_installs_upgrades_and_rejects_rules: KUBECONFIG is not set, so there is no Kubernetes cluster to test against"
+            "SKIPPED operator_installs_upgrades_scales_rejects_rules_and_deletes: KUBECONFIG is not set, so there is no Kubernetes cluster to test against"
         );
         return;
     };
@@ -343,6 +345,7 @@ fn operator_installs_upgrades_and_rejects_rules() {
     ]);
     let mut order: Vec<String> = Vec::new();
     let mut most_unavailable = 0;
+    let mut insert_before_storage = false;
     kube.wait_until(
         "storage pods to be replaced",
         Duration::from_secs(900),
@@ -354,6 +357,9 @@ fn operator_installs_upgrades_and_rejects_rules() {
                 if !before.contains(revision) && !order.contains(name) {
                     order.push(name.clone());
                 }
+            }
+            if order.len() < 3 && insert_image(&kube) == format!("{image}:{upgrade}") {
+                insert_before_storage = true;
             }
             let c = kube.json(&["get", "stratacluster", "metrics"]);
             let ready = condition(&c, "Ready").map(|r| r.0).as_deref() == Some("True");
@@ -373,12 +379,39 @@ fn operator_installs_upgrades_and_rejects_rules() {
         most_unavailable <= 1,
         "{most_unavailable} storage pods were down at once"
     );
-    let d = kube.json(&["get", "deployment", "metrics-insert"]);
-    let insert_image = d["spec"]["template"]["spec"]["containers"][0]["image"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
-    assert_eq!(insert_image, format!("{image}:{upgrade}"));
+    assert!(
+        !insert_before_storage,
+        "insert got the new image before every storage pod was replaced"
+    );
+    assert_eq!(insert_image(&kube), format!("{image}:{upgrade}"));
+
+    // Scale-out: the fourth node joins the topology once it is Ready.
+    kube.kubectl(&[
+        "patch",
+        "stratacluster",
+        "metrics",
+        "--type",
+        "merge",
+        "-p",
+        &json!({"spec": {"storage": {"replicas": 4}}}).to_string(),
+    ]);
+    kube.wait_until(
+        "the fourth storage node in the topology",
+        Duration::from_secs(600),
+        || {
+            let topology = kube.json(&["get", "configmap", "metrics-topology"]);
+            let text = topology["data"]["topology.yaml"]
+                .as_str()
+                .unwrap_or_default();
+            let c = kube.json(&["get", "stratacluster", "metrics"]);
+            let ready = condition(&c, "Ready").map(|r| r.0).as_deref() == Some("True");
+            (text.contains("metrics-storage-3.") && ready).then(String::new)
+        },
+    );
+    assert_eq!(
+        kube.json(&["get", "statefulset", "metrics-storage"])["status"]["readyReplicas"],
+        4
+    );
 
     // An invalid rule is rejected in its status.
     let mut bad = kube.example("stratarule.yaml");
@@ -406,4 +439,32 @@ fn operator_installs_upgrades_and_rejects_rules() {
         .map(|d| d.keys().cloned().collect::<Vec<_>>())
         .unwrap_or_default();
     assert!(!files.iter().any(|f| f.contains("broken")), "{files:?}");
+
+    // Deleting the cluster leaves nothing of it behind (owner references).
+    kube.kubectl(&["delete", "stratacluster", "metrics", "--wait=true"]);
+    kube.wait_until(
+        "the cluster's objects to be garbage-collected",
+        Duration::from_secs(300),
+        || {
+            let left = kube.json(&[
+                "get",
+                "statefulsets,deployments,services,configmaps,poddisruptionbudgets",
+                "-l",
+                "app.kubernetes.io/instance=metrics",
+            ]);
+            left["items"]
+                .as_array()
+                .is_none_or(|items| items.is_empty())
+                .then(String::new)
+        },
+    );
+}
+
+/// The image of the insert Deployment's pod template.
+fn insert_image(kube: &Kube) -> String {
+    let d = kube.json(&["get", "deployment", "metrics-insert"]);
+    d["spec"]["template"]["spec"]["containers"][0]["image"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
 }
