@@ -311,3 +311,72 @@ async fn maintenance(
         }
     }
 }
+
+/// What the router of a role process serves from: readiness, metrics, and
+/// the role's own routes once what they need is open.
+#[derive(Clone)]
+pub struct ProcessState {
+    pub readiness: Readiness,
+    pub registries: Arc<Registries>,
+    /// The role's routes; until they are set every other path answers 503
+    /// with `Retry-After` and `starting` as the body.
+    pub routes: Arc<OnceLock<Router>>,
+    /// E.g. `"storage is starting\n"`.
+    pub starting: &'static str,
+}
+
+impl ProcessState {
+    pub fn new(
+        readiness: Readiness,
+        registries: Arc<Registries>,
+        starting: &'static str,
+    ) -> ProcessState {
+        ProcessState {
+            readiness,
+            registries,
+            routes: Arc::new(OnceLock::new()),
+            starting,
+        }
+    }
+}
+
+/// The process router of a role: `/health`, `/ready` and `/metrics` always;
+/// everything else goes to the role's routes once they are set.
+pub fn process_router(state: ProcessState, http_metrics: HttpMetrics) -> Router {
+    Router::new()
+        .route("/health", axum::routing::get(health))
+        .route("/ready", axum::routing::get(process_ready))
+        .route("/metrics", axum::routing::get(process_metrics))
+        .route_layer(axum::middleware::from_fn(tag_route))
+        .fallback(process_routes)
+        .layer(axum::middleware::from_fn_with_state(
+            http_metrics,
+            count_requests,
+        ))
+        .with_state(state)
+}
+
+async fn process_ready(State(state): State<ProcessState>) -> Response {
+    ready_response(&state.readiness)
+}
+
+async fn process_metrics(State(state): State<ProcessState>) -> Response {
+    metrics_response(&state.registries)
+}
+
+async fn process_routes(State(state): State<ProcessState>, request: Request) -> Response {
+    use tower::ServiceExt;
+    match state.routes.get() {
+        Some(routes) => match routes.clone().oneshot(request).await {
+            Ok(response) => response,
+            Err(never) => match never {},
+        },
+        None => {
+            let mut response = (StatusCode::SERVICE_UNAVAILABLE, state.starting).into_response();
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+            response
+        }
+    }
+}

@@ -17,11 +17,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use axum::Router;
-use axum::extract::{Request, State};
-use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware;
-use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use prometheus_client::registry::Registry;
 use strata_insert::cluster::{ClusterConfig, ClusterError, ClusterMetrics, ClusterSink, Connect};
 use strata_storage::cluster::topology::TopologySource;
@@ -31,9 +27,8 @@ use strata_storage::rpc::{ClientConfig, ClientMetrics, RpcClient};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
-use tower::ServiceExt;
 
-use crate::http::{self, HttpMetrics, Phase, Readiness, Registries};
+use crate::http::{self, HttpMetrics, Phase, ProcessState, Readiness, Registries};
 use crate::tenant_routes::{MakeRouter, tenant_routes};
 
 /// How often a `--topology-file` is checked for changes.
@@ -113,15 +108,6 @@ fn rpc_connect(config: &ClientConfig, metrics: ClientMetrics) -> Connect {
     })
 }
 
-/// What the HTTP handlers of the process share.
-#[derive(Clone)]
-struct AppState {
-    readiness: Readiness,
-    registries: Arc<Registries>,
-    /// The ingestion routes, set once the sink is open.
-    api: Arc<OnceLock<Router>>,
-}
-
 /// Runs until `shutdown` completes, then stops gracefully.
 pub async fn run(
     config: Config,
@@ -133,14 +119,14 @@ pub async fn run(
     let insert_metrics = strata_insert::Metrics::register(&mut registry);
     let cluster_metrics = ClusterMetrics::register(&mut registry);
     let connect = rpc_connect(&config.rpc, ClientMetrics::register(&mut registry));
-    let state = AppState {
-        readiness: Readiness::default(),
-        registries: Arc::new(Registries {
+    let state = ProcessState::new(
+        Readiness::default(),
+        Arc::new(Registries {
             process: registry,
             storage: OnceLock::new(),
         }),
-        api: Arc::new(OnceLock::new()),
-    };
+        "insert is starting\n",
+    );
     let source =
         TopologySource::from_flags(&config.storage_nodes, config.topology_file.as_deref())?;
 
@@ -154,7 +140,7 @@ pub async fn run(
     let addr = listener
         .local_addr()
         .map_or_else(|_| config.listen.clone(), |a| a.to_string());
-    let mut server = Server::start(listener, router(state.clone(), http_metrics));
+    let mut server = Server::start(listener, http::process_router(state.clone(), http_metrics));
     tracing::info!(%addr, "Serving HTTP.");
 
     let sink = match open_sink(&config, source, connect, cluster_metrics).await {
@@ -164,7 +150,7 @@ pub async fn run(
             return Err(e);
         }
     };
-    let _ = state.api.set(
+    let _ = state.routes.set(
         insert_routes(sink.clone(), &config.insert, insert_metrics)
             .route_layer(middleware::from_fn(http::tag_route)),
     );
@@ -246,46 +232,6 @@ fn insert_routes(
     strata_insert::http::with_admission(tenant_routes("/insert", "/prometheus", make), config)
 }
 
-/// Health, readiness and metrics always; ingestion once the sink is open.
-fn router(state: AppState, http_metrics: HttpMetrics) -> Router {
-    Router::new()
-        .route("/health", get(http::health))
-        .route("/ready", get(ready))
-        .route("/metrics", get(metrics))
-        .route_layer(middleware::from_fn(http::tag_route))
-        .fallback(api)
-        .layer(middleware::from_fn_with_state(
-            http_metrics,
-            http::count_requests,
-        ))
-        .with_state(state)
-}
-
-async fn ready(State(state): State<AppState>) -> Response {
-    http::ready_response(&state.readiness)
-}
-
-async fn metrics(State(state): State<AppState>) -> Response {
-    http::metrics_response(&state.registries)
-}
-
-async fn api(State(state): State<AppState>, request: Request) -> Response {
-    match state.api.get() {
-        Some(api) => match api.clone().oneshot(request).await {
-            Ok(response) => response,
-            Err(never) => match never {},
-        },
-        None => {
-            let mut response =
-                (StatusCode::SERVICE_UNAVAILABLE, "insert is starting\n").into_response();
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
-            response
-        }
-    }
-}
-
 /// The running HTTP server and the switch that starts its graceful stop.
 struct Server {
     task: JoinHandle<std::io::Result<()>>,
@@ -347,8 +293,11 @@ mod tests {
     use std::collections::HashMap;
 
     use axum::body::{Body, to_bytes};
+    use axum::extract::Request;
+    use axum::http::StatusCode;
     use strata_storage::cluster::{LocalNode, NodeError};
     use strata_storage::{Matcher, Storage, Tenant, TimeRange};
+    use tower::ServiceExt;
 
     use super::*;
 
@@ -417,15 +366,15 @@ mod tests {
         let http_metrics = HttpMetrics::register(&mut registry);
         let insert_metrics = strata_insert::Metrics::register(&mut registry);
         let cluster_metrics = ClusterMetrics::register(&mut registry);
-        let state = AppState {
-            readiness: Readiness::default(),
-            registries: Arc::new(Registries {
+        let state = ProcessState::new(
+            Readiness::default(),
+            Arc::new(Registries {
                 process: registry,
                 storage: OnceLock::new(),
             }),
-            api: Arc::new(OnceLock::new()),
-        };
-        let app = router(state.clone(), http_metrics);
+            "insert is starting\n",
+        );
+        let app = http::process_router(state.clone(), http_metrics);
         let path = "/insert/5:6/prometheus/api/v1/import/prometheus";
         assert_eq!(
             fetch(&app, "POST", path, "").await.0,
@@ -436,7 +385,7 @@ mod tests {
         let sink = open_sink(&config, source, connect, cluster_metrics)
             .await
             .expect("sink");
-        let _ = state.api.set(
+        let _ = state.routes.set(
             insert_routes(sink.clone(), &config.insert, insert_metrics)
                 .route_layer(middleware::from_fn(http::tag_route)),
         );

@@ -15,20 +15,15 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use axum::Router;
-use axum::extract::{Request, State};
-use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware;
-use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use prometheus_client::registry::Registry;
 use strata_storage::config::parse_duration;
 use strata_storage::{Storage, StorageError, Tenant};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
-use tower::ServiceExt;
 
-use crate::http::{self, HttpMetrics, Phase, Readiness, Registries};
+use crate::http::{self, HttpMetrics, Phase, ProcessState, Readiness, Registries};
 use crate::tenant_routes::{MakeRouter, tenant_routes};
 
 /// Flags of `strata single`. Every field states its default.
@@ -95,15 +90,6 @@ pub enum SingleError {
     Rules(#[source] crate::alert::AlertError),
 }
 
-/// What the HTTP handlers of the process share.
-#[derive(Clone)]
-struct AppState {
-    readiness: Readiness,
-    registries: Arc<Registries>,
-    /// The API routes, set once storage is open.
-    api: Arc<OnceLock<Router>>,
-}
-
 /// Ingestion for tenant 0 on the plain paths and for every tenant on
 /// `/insert/<tenant>/...`, behind one admission gate.
 fn insert_routes(
@@ -160,14 +146,14 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     let select_metrics = strata_select::Metrics::register(&mut process_registry);
     let alert_metrics = (!config.rules.rule.is_empty())
         .then(|| strata_alert::metrics::Metrics::register(&mut process_registry));
-    let state = AppState {
-        readiness: Readiness::default(),
-        registries: Arc::new(Registries {
+    let state = ProcessState::new(
+        Readiness::default(),
+        Arc::new(Registries {
             process: process_registry,
             storage: OnceLock::new(),
         }),
-        api: Arc::new(OnceLock::new()),
-    };
+        "storage is starting\n",
+    );
 
     let listener =
         TcpListener::bind(&config.listen)
@@ -179,7 +165,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     let addr = listener
         .local_addr()
         .map_or_else(|_| config.listen.clone(), |a| a.to_string());
-    let mut server = Server::start(listener, router(state.clone(), http_metrics));
+    let mut server = Server::start(listener, http::process_router(state.clone(), http_metrics));
     tracing::info!(%addr, "Serving HTTP.");
 
     tokio::pin!(shutdown);
@@ -245,7 +231,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         api = api.merge(strata_alert::api::router(evaluation.manager.clone()));
     }
     let api = api.route_layer(middleware::from_fn(http::tag_route));
-    let _ = state.api.set(api);
+    let _ = state.routes.set(api);
     state.readiness.set(Phase::Ready);
     tracing::info!(
         %addr,
@@ -307,47 +293,6 @@ fn start_rules(
         format!("http://{addr}"),
     )
     .map_err(SingleError::Rules)
-}
-
-/// The process router: health, readiness and metrics always; the API once
-/// storage is open (until then API calls get 503).
-fn router(state: AppState, http_metrics: HttpMetrics) -> Router {
-    Router::new()
-        .route("/health", get(http::health))
-        .route("/ready", get(ready))
-        .route("/metrics", get(metrics))
-        .route_layer(middleware::from_fn(http::tag_route))
-        .fallback(api)
-        .layer(middleware::from_fn_with_state(
-            http_metrics,
-            http::count_requests,
-        ))
-        .with_state(state)
-}
-
-async fn ready(State(state): State<AppState>) -> Response {
-    http::ready_response(&state.readiness)
-}
-
-async fn metrics(State(state): State<AppState>) -> Response {
-    http::metrics_response(&state.registries)
-}
-
-async fn api(State(state): State<AppState>, request: Request) -> Response {
-    match state.api.get() {
-        Some(api) => match api.clone().oneshot(request).await {
-            Ok(response) => response,
-            Err(never) => match never {},
-        },
-        None => {
-            let mut response =
-                (StatusCode::SERVICE_UNAVAILABLE, "storage is starting\n").into_response();
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
-            response
-        }
-    }
 }
 
 /// The running HTTP server and the switch that starts its graceful stop.
@@ -429,20 +374,24 @@ async fn close_storage(storage: Arc<Storage>) -> Result<(), SingleError> {
 #[cfg(test)]
 mod tests {
     use axum::body::{Body, to_bytes};
+    use axum::extract::Request;
+    use axum::http::StatusCode;
+    use axum::routing::get;
+    use tower::ServiceExt;
 
     use super::*;
 
-    fn test_state() -> (AppState, HttpMetrics) {
+    fn test_state() -> (ProcessState, HttpMetrics) {
         let mut registry = Registry::default();
         let http_metrics = HttpMetrics::register(&mut registry);
-        let state = AppState {
-            readiness: Readiness::default(),
-            registries: Arc::new(Registries {
+        let state = ProcessState::new(
+            Readiness::default(),
+            Arc::new(Registries {
                 process: registry,
                 storage: OnceLock::new(),
             }),
-            api: Arc::new(OnceLock::new()),
-        };
+            "storage is starting\n",
+        );
         (state, http_metrics)
     }
 
@@ -457,7 +406,7 @@ mod tests {
     #[tokio::test]
     async fn readiness_follows_the_phase_and_health_stays_ok() {
         let (state, http_metrics) = test_state();
-        let app = router(state.clone(), http_metrics);
+        let app = http::process_router(state.clone(), http_metrics);
         assert_eq!(
             fetch(&app, "/ready").await.0,
             StatusCode::SERVICE_UNAVAILABLE
@@ -476,7 +425,7 @@ mod tests {
     #[tokio::test]
     async fn api_waits_for_storage_then_routes() {
         let (state, http_metrics) = test_state();
-        let app = router(state.clone(), http_metrics);
+        let app = http::process_router(state.clone(), http_metrics);
         assert_eq!(
             fetch(&app, "/api/v1/export").await,
             (
@@ -487,7 +436,7 @@ mod tests {
         let api = Router::new()
             .route("/api/v1/thing", get(|| async { "thing" }))
             .route_layer(middleware::from_fn(http::tag_route));
-        state.api.set(api).expect("set once");
+        state.routes.set(api).expect("set once");
         assert_eq!(
             fetch(&app, "/api/v1/thing").await,
             (StatusCode::OK, "thing".into())
@@ -498,11 +447,11 @@ mod tests {
     #[tokio::test]
     async fn metrics_count_requests_by_route_and_status() {
         let (state, http_metrics) = test_state();
-        let app = router(state.clone(), http_metrics);
+        let app = http::process_router(state.clone(), http_metrics);
         let api = Router::new()
             .route("/api/v1/thing/{id}", get(|| async { "thing" }))
             .route_layer(middleware::from_fn(http::tag_route));
-        state.api.set(api).expect("set once");
+        state.routes.set(api).expect("set once");
         fetch(&app, "/health").await;
         fetch(&app, "/health").await;
         fetch(&app, "/api/v1/thing/1").await;
@@ -526,7 +475,7 @@ mod tests {
         use prometheus_client::metrics::counter::Counter;
 
         let (state, http_metrics) = test_state();
-        let app = router(state.clone(), http_metrics);
+        let app = http::process_router(state.clone(), http_metrics);
         let (_, before) = fetch(&app, "/metrics").await;
         assert!(!before.contains("strata_storage_test"));
         let mut storage_registry = Registry::default();

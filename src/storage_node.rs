@@ -17,12 +17,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use axum::Router;
-use axum::extract::{Request, State};
-use axum::http::StatusCode;
 use axum::middleware;
-use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use prometheus_client::registry::Registry;
 use strata_storage::cluster::{FreeDisk, LocalNode};
 use strata_storage::config::parse_duration;
@@ -30,9 +25,8 @@ use strata_storage::rpc::{RpcServer, ServerConfig, ServerMetrics};
 use strata_storage::{Storage, StorageError};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
-use tower::ServiceExt;
 
-use crate::http::{self, HttpMetrics, HttpServer, Phase, Readiness, Registries};
+use crate::http::{self, HttpMetrics, HttpServer, Phase, ProcessState, Readiness, Registries};
 
 /// How often free disk space is checked against `--storage.min-free-disk-bytes`.
 const FREE_DISK_CHECK_INTERVAL: Duration = Duration::from_secs(5);
@@ -106,14 +100,6 @@ pub enum StorageNodeError {
     Serve(String),
 }
 
-#[derive(Clone)]
-struct AppState {
-    readiness: Readiness,
-    registries: Arc<Registries>,
-    /// Maintenance routes, set once storage is open.
-    admin: Arc<OnceLock<Router>>,
-}
-
 async fn bind(addr: &str) -> Result<TcpListener, StorageNodeError> {
     TcpListener::bind(addr)
         .await
@@ -132,20 +118,23 @@ pub async fn run(
     let mut process_registry = Registry::default();
     let http_metrics = HttpMetrics::register(&mut process_registry);
     let rpc_metrics = ServerMetrics::register(&mut process_registry);
-    let state = AppState {
-        readiness: Readiness::default(),
-        registries: Arc::new(Registries {
+    let state = ProcessState::new(
+        Readiness::default(),
+        Arc::new(Registries {
             process: process_registry,
             storage: OnceLock::new(),
         }),
-        admin: Arc::new(OnceLock::new()),
-    };
+        "storage is starting\n",
+    );
 
     let http_listener = bind(&config.listen).await?;
     let rpc_listener = bind(&config.rpc_listen).await?;
     let http_addr = local_addr(&http_listener, &config.listen);
     let rpc_addr = local_addr(&rpc_listener, &config.rpc_listen);
-    let mut http_server = HttpServer::start(http_listener, router(state.clone(), http_metrics));
+    let mut http_server = HttpServer::start(
+        http_listener,
+        http::process_router(state.clone(), http_metrics),
+    );
     tracing::info!(addr = %http_addr, "Serving HTTP.");
 
     tokio::pin!(shutdown);
@@ -208,7 +197,7 @@ pub async fn run(
     tracing::info!(addr = %rpc_addr, "Serving the storage RPC.");
     let admin =
         http::admin_router(storage.clone()).route_layer(middleware::from_fn(http::tag_route));
-    let _ = state.admin.set(admin);
+    let _ = state.routes.set(admin);
     state.readiness.set(Phase::Ready);
     tracing::info!(
         http = %http_addr,
@@ -263,39 +252,6 @@ fn local_addr(listener: &TcpListener, configured: &str) -> String {
     listener
         .local_addr()
         .map_or_else(|_| configured.to_string(), |a| a.to_string())
-}
-
-/// Health, readiness and metrics always; maintenance once storage is open.
-fn router(state: AppState, http_metrics: HttpMetrics) -> Router {
-    Router::new()
-        .route("/health", get(http::health))
-        .route("/ready", get(ready))
-        .route("/metrics", get(metrics))
-        .route_layer(middleware::from_fn(http::tag_route))
-        .fallback(admin)
-        .layer(middleware::from_fn_with_state(
-            http_metrics,
-            http::count_requests,
-        ))
-        .with_state(state)
-}
-
-async fn ready(State(state): State<AppState>) -> Response {
-    http::ready_response(&state.readiness)
-}
-
-async fn metrics(State(state): State<AppState>) -> Response {
-    http::metrics_response(&state.registries)
-}
-
-async fn admin(State(state): State<AppState>, request: Request) -> Response {
-    match state.admin.get() {
-        Some(admin) => match admin.clone().oneshot(request).await {
-            Ok(response) => response,
-            Err(never) => match never {},
-        },
-        None => (StatusCode::SERVICE_UNAVAILABLE, "storage is starting\n").into_response(),
-    }
 }
 
 async fn close_storage(storage: Arc<Storage>) -> Result<(), StorageNodeError> {
