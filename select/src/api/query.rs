@@ -272,6 +272,10 @@ fn query_error(state: &ApiState, e: QueryError) -> ApiError {
             state.metrics.query_rejected("timeout");
             ApiError::new(ErrorType::Timeout, e.to_string())
         }
+        QueryError::Storage(strata_storage::StorageError::LimitExceeded(message)) => {
+            state.metrics.query_rejected("engine_limit");
+            ApiError::new(ErrorType::Execution, message)
+        }
         QueryError::Storage(e) => ApiError::storage(&e),
     }
 }

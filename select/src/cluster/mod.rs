@@ -581,6 +581,15 @@ impl Source for ClusterSource {
         let merged = self
             .cluster
             .search(self.tenant, matchers, range, deadline)?;
+        if merged.over_limit {
+            // The merged series are incomplete: answering them would be a
+            // silently wrong result.
+            return Err(StorageError::LimitExceeded(
+                "a selector reads more series or samples than the query limits allow \
+                 (--query.max-series, --query.max-samples)"
+                    .to_string(),
+            ));
+        }
         Ok(Selected {
             series: Box::new(merged.series.into_iter().map(Ok)),
             warnings: merged.warnings,

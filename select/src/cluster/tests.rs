@@ -16,7 +16,7 @@ use strata_storage::config::SyncSetting;
 use strata_storage::wal::SyncMode;
 use strata_storage::{
     Cardinality, Label, Matcher, STALE_NAN_BITS, Sample as StorageSample, SeriesData,
-    SeriesSamples, Storage, Tenant, TimeRange,
+    SeriesSamples, Storage, StorageError, Tenant, TimeRange,
 };
 use tokio::sync::watch;
 use tower::ServiceExt;
@@ -1100,6 +1100,17 @@ fn limits_fail_the_query_as_over_one_engine() {
         ] {
             let want = engine.instant(&reference, query, END, &QueryOptions::default());
             let got = engine.instant(&cluster, query, END, &QueryOptions::default());
+            // The cluster merges replicas in memory before the engine
+            // streams them, so it may refuse where one engine (holding one
+            // step of each series) does not; it must never answer a
+            // truncated result.
+            if let Err(QueryError::Storage(StorageError::LimitExceeded(_))) = &got {
+                assert!(
+                    matches!(want, Ok(_) | Err(QueryError::Limit(_))),
+                    "{query} with {config:?}: {want:?}"
+                );
+                continue;
+            }
             same_answer(&want, &got).unwrap_or_else(|e| panic!("{query} with {config:?}: {e}"));
         }
     }

@@ -78,6 +78,10 @@ pub enum StorageError {
     /// too few nodes answered for a complete answer, or none at all).
     #[error("{0}")]
     NodesUnavailable(String),
+    /// A read would hold more than the query limits allow (select's fan-out
+    /// merges replicas in memory, so it enforces them while reading).
+    #[error("{0}")]
+    LimitExceeded(String),
 }
 
 impl StorageError {
