@@ -5,6 +5,9 @@
 //!
 //! `cargo bench -p strata-storage --bench query`
 //!
+//! `query_head/*`: the same reads with 688,500 rows in the head, as a live
+//! server has between flushes.
+//!
 //! The dataset takes a while to write; `STRATA_BENCH_QUERY_DIR=<dir>`
 //! keeps it there for the next run.
 
@@ -23,13 +26,16 @@ fn queries(c: &mut Criterion) {
     };
     common::build(&dir);
     let storage = common::open(&dir);
-    let mut group = c.benchmark_group("query");
-    group.sample_size(20);
-    for q in common::queries() {
-        assert!(common::run(&storage, &q) > 0, "{} finds nothing", q.name);
-        group.bench_function(q.name, |b| b.iter(|| common::run(&storage, &q)));
+    let (_copy, with_head) = common::with_head(&dir);
+    for (name, storage) in [("query", &storage), ("query_head", &with_head)] {
+        let mut group = c.benchmark_group(name);
+        group.sample_size(20);
+        for q in common::queries() {
+            assert!(common::run(storage, &q) > 0, "{} finds nothing", q.name);
+            group.bench_function(q.name, |b| b.iter(|| common::run(storage, &q)));
+        }
+        group.finish();
     }
-    group.finish();
     storage.close().expect("close");
 }
 

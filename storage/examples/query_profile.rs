@@ -2,7 +2,7 @@
 //! dataset of `benches/common/mod.rs`, built into `<dir>` on the first run):
 //!
 //! ```text
-//! cargo run --release -p strata-storage --example query_profile -- <dir> [filter] [repetitions]
+//! cargo run --release -p strata-storage --example query_profile -- <dir> [filter] [repetitions] [head]
 //! valgrind --tool=callgrind --toggle-collect='query_profile::warm*' <binary> <dir> load1 5
 //! valgrind --tool=callgrind --toggle-collect='query_profile::cold*' <binary> <dir> load1 0
 //! ```
@@ -10,7 +10,8 @@
 //! Per query: the first run (cold caches) and the median of the
 //! repetitions that follow, as wall time and as this thread's CPU time
 //! (`/proc/thread-self/schedstat`, which other processes on the machine do
-//! not inflate as much as wall time).
+//! not inflate as much as wall time). With `head` as the fourth argument the
+//! reads run on a copy of the dataset with rows in the head (`with_head`).
 
 #[path = "../benches/common/mod.rs"]
 mod common;
@@ -60,7 +61,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let Some(dir) = args.first() else {
-        eprintln!("usage: query_profile <dir> [filter] [repetitions]");
+        eprintln!("usage: query_profile <dir> [filter] [repetitions] [head]");
         std::process::exit(2);
     };
     let filter = args.get(1).cloned().unwrap_or_default();
@@ -72,7 +73,13 @@ fn main() {
         "dataset: {samples} samples, ready in {:?}",
         started.elapsed()
     );
-    let storage = common::open(dir);
+    let (_copy, storage) = match args.get(3).map(String::as_str) {
+        Some("head") => {
+            let (copy, storage) = common::with_head(dir);
+            (Some(copy), storage)
+        }
+        _ => (None, common::open(dir)),
+    };
     println!("| query | answer | cold ms | warm ms | warm CPU ms |");
     println!("|---|---:|---:|---:|---:|");
     for q in common::queries()

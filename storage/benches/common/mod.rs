@@ -9,6 +9,10 @@
 //! one of the rest. The build adds each host's samples in two slices and
 //! flushes after each, which gives the same two parts (series ids in host
 //! order, one block per series and part).
+//!
+//! A live server also holds the rows since its last flush in memory, and
+//! every search looks through them: `with_head` opens a copy of the
+//! dataset with `HEAD_SCRAPES` more scrapes of the fleet in the head.
 
 #![allow(dead_code)]
 
@@ -31,6 +35,9 @@ pub const INTERVAL_MS: i64 = 15_000;
 pub const END: i64 = 1_795_267_800_000;
 /// Scrapes in the first part (a loadgen run left 358 of 480 there).
 pub const FIRST_PART_POINTS: usize = 358;
+/// Scrapes in the head for `with_head`: 688,500 rows, what 5 s of ingestion
+/// at 138k samples/s leaves.
+pub const HEAD_SCRAPES: i64 = 10;
 
 const MINUTE: i64 = 60_000;
 const HOUR: i64 = 60 * MINUTE;
@@ -90,6 +97,53 @@ pub fn build(dir: &Path) -> u64 {
     storage.close().expect("close");
     std::fs::write(&done, b"").expect("mark the dataset built");
     samples
+}
+
+/// A copy of the dataset in `dir` opened with `HEAD_SCRAPES` scrapes of
+/// every series in the head, within the last minute before `END` (the
+/// copy lives as long as the returned directory).
+pub fn with_head(dir: &Path) -> (tempfile::TempDir, Arc<Storage>) {
+    let copy = tempfile::tempdir().expect("tempdir");
+    copy_dir(dir, copy.path());
+    let storage = open(copy.path());
+    let mut scrape: Vec<SeriesSamples> = NodeExporter {
+        hosts: HOSTS,
+        points: 1,
+        interval_ms: INTERVAL_MS,
+        start_ms: 0,
+        seed: 1,
+    }
+    .series()
+    .map(|s| SeriesSamples {
+        labels: s
+            .labels
+            .into_iter()
+            .map(|(n, v)| Label::new(n, v))
+            .collect(),
+        samples: vec![Sample::new(0, 1.0)],
+    })
+    .collect();
+    for i in 0..HEAD_SCRAPES {
+        for s in &mut scrape {
+            // Between the parts' scrapes, so nothing collapses.
+            s.samples[0] = Sample::new(END - MINUTE + i * 1000 + 1, i as f64);
+        }
+        storage.add(Tenant::DEFAULT, &scrape).expect("add");
+    }
+    (copy, storage)
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("create dir");
+    for entry in std::fs::read_dir(from).expect("read dir") {
+        let entry = entry.expect("dir entry");
+        let (src, dst) = (entry.path(), to.join(entry.file_name()));
+        if entry.file_type().expect("file type").is_dir() {
+            copy_dir(&src, &dst);
+        } else if entry.file_name() != "lock" {
+            std::fs::copy(&src, &dst).expect("copy");
+        }
+    }
 }
 
 fn series_per_host() -> u64 {

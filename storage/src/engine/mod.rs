@@ -36,7 +36,7 @@ use roaring::RoaringTreemap;
 use tracing::{error, info, warn};
 
 use self::fsutil::{create_dir_all, io_err};
-use self::head::{Gathered, Head, Row};
+use self::head::{Gathered, Head, IdSet, Row};
 use self::keys::{MS_PER_DAY, Month, day_of};
 use self::partition::{Caches, Partition};
 use self::resolve::IndexErrors;
@@ -1050,7 +1050,7 @@ impl Storage {
         let (found, partitions) = self.find_series(tenant, matchers, range, &mut errs);
         self.count_index_errors(&errs);
         let mut gathered = Gathered::new();
-        let wanted = |id: SeriesId| found.ids.contains(id);
+        let wanted = IdSet::new(&found.ids);
         let (flushing, parts) = {
             let _shared = self.barrier.read();
             self.head.gather(&wanted, range, &mut gathered);
@@ -1189,7 +1189,7 @@ impl Storage {
         // The index knows days, not samples: keep the series with a sample
         // in `range`, settled by block headers where possible.
         let mut in_head = Gathered::new();
-        let wanted = |id: SeriesId| found.ids.contains(id);
+        let wanted = IdSet::new(&found.ids);
         let parts: Vec<Arc<Part>> = {
             let _shared = self.barrier.read();
             self.head.gather(&wanted, range, &mut in_head);

@@ -390,8 +390,10 @@ impl Part {
     }
 
     /// Whether `series_id` has a sample within `range`, from the block
-    /// headers alone where they settle it (a block wholly inside `range`);
-    /// only blocks that straddle an end of `range` are decompressed.
+    /// headers alone where they settle it: a block's first and last
+    /// timestamps are samples, so a block with either inside `range` has
+    /// one. Only a block that starts before `range` and ends after it is
+    /// decompressed.
     pub fn has_samples(
         &self,
         cache: &mut ReadCache,
@@ -416,10 +418,10 @@ impl Part {
                 .iter()
                 .take_while(|b| b.series == series_id)
             {
-                if range.start <= b.min_ts && b.max_ts <= range.end {
+                if range.contains(b.min_ts) || range.contains(b.max_ts) {
                     return Ok(true);
                 }
-                straddling |= range.overlaps(b.min_ts, b.max_ts);
+                straddling |= b.min_ts < range.start && range.end < b.max_ts;
             }
         }
         if !straddling {

@@ -417,6 +417,38 @@ fn corrupted_data_page_fails_only_its_blocks() {
 }
 
 #[test]
+fn has_samples_agrees_with_reading() {
+    let model = sample_model(120);
+    let tmp = tempfile::tempdir().expect("tempdir");
+    for (i, limits) in [Limits::DEFAULT, SMALL].into_iter().enumerate() {
+        let dir = tmp.path().join(format!("p{i}"));
+        write(&dir, limits, &model);
+        let part = Part::open(&dir).expect("open");
+        let mut cache = ReadCache::default();
+        // Ranges inside blocks, inside the gap between the two runs of
+        // samples (10 s .. 61 s), across it, at its ends, and outside.
+        let ranges = [
+            TimeRange::ALL,
+            TimeRange::new(2_000, 2_500),
+            TimeRange::new(3_000, 3_000),
+            TimeRange::new(3_001, 3_999),
+            TimeRange::new(20_000, 40_000),
+            TimeRange::new(10_001, 61_000),
+            TimeRange::new(i64::MIN, 0),
+            TimeRange::new(200_000, i64::MAX),
+            TimeRange::new(5, 4),
+        ];
+        for &id in model.keys().chain(&[0, 2, 1_000]) {
+            for r in ranges {
+                let want = !want(&model, id, r).is_empty();
+                let got = part.has_samples(&mut cache, id, r).expect("has_samples");
+                assert_eq!(got, want, "series {id} range {r:?}");
+            }
+        }
+    }
+}
+
+#[test]
 fn shared_page_cache_serves_every_part_and_never_keeps_a_damaged_page() {
     let model = sample_model(200);
     // Same series and timestamps, so pages sit at the same offsets in both
