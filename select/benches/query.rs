@@ -8,8 +8,9 @@
 //! - `cpu_seconds_total`: 1,000 counters (125 instances x 8 modes) scraped
 //!   every 30s for 24h.
 //!
-//! Instant queries at the end of the data; the range query spans 24h at a
-//! 1m step (1,441 steps). `series` reads label sets only.
+//! Instant queries at the end of the data; the range queries span 24h at a
+//! 1m step (1,441 steps), and 1h at 15s for the histogram. `series` reads
+//! label sets only.
 //!
 //! `cargo bench -p strata-select --bench query`
 
@@ -280,6 +281,24 @@ fn bench(c: &mut Criterion) {
             b.iter(|| {
                 engine
                     .range(source, query, end - 24 * HOUR, end, 60_000, &options)
+                    .expect("query")
+            })
+        });
+    }
+    for (name, query) in [
+        (
+            "histogram_quantile by job",
+            "histogram_quantile(0.9, sum by (job, le) (rate(http_request_duration_seconds_bucket[5m])))",
+        ),
+        (
+            "histogram_quantile per instance",
+            "histogram_quantile(0.9, rate(http_request_duration_seconds_bucket[5m]))",
+        ),
+    ] {
+        group.bench_function(format!("range 1h/15s {name} 1k x 10 buckets"), |b| {
+            b.iter(|| {
+                engine
+                    .range(&source, query, end - HOUR, end, 15_000, &options)
                     .expect("query")
             })
         });

@@ -411,9 +411,15 @@ fn histogram_quantile(
     args: &[&Expr],
     steps: Steps,
 ) -> Result<Val, QueryError> {
-    let q = Val::Scalar(ev.eval_scalar(arg(args, 0, "histogram_quantile")?, steps)?);
-    let input = Val::Vector(ev.eval_vector(arg(args, 1, "histogram_quantile")?, steps)?);
-    let held = q.samples() + input.samples();
+    let q = ev.eval_scalar(arg(args, 0, "histogram_quantile")?, steps)?;
+    let input = ev.eval_vector(arg(args, 1, "histogram_quantile")?, steps)?;
+    let held = q.len() + samples(&input);
+    if let Some(out) = quantiles_by_group(&q, &input, steps) {
+        ev.release(held);
+        ev.hold(samples(&out))?;
+        return Ok(Val::Vector(out));
+    }
+    let (q, input) = (Val::Scalar(q), Val::Vector(input));
     let mut keys: FastMap<usize, Option<(Shared, f64)>> = FastMap::default();
     let out = ev.range_eval(steps, &[&q, &input], |_, _, a| {
         let q = a[0].scalar();
@@ -465,6 +471,100 @@ fn histogram_quantile(
     })?;
     ev.release(held);
     Ok(Val::Vector(out))
+}
+
+/// `histogram_quantile` group by group instead of step by step: each input
+/// series' group (its labels but `le` and `__name__`) and bucket bound are
+/// worked out once, then each group's buckets at each step come from its
+/// members in input order, as step by step. `None` when two members of a
+/// group share an `le` (they differ only in `__name__`): whether that is an
+/// error depends on whether both have a value at one step, which the
+/// step-by-step path tells.
+fn quantiles_by_group(q: &[f64], input: &[StepSeries], steps: Steps) -> Option<Vec<StepSeries>> {
+    struct Group {
+        labels: Shared,
+        /// First step with a bucket, and the first input series there.
+        first: (usize, usize),
+        /// Input series and their bucket bound, in input order.
+        members: Vec<(usize, f64)>,
+        les: Vec<String>,
+    }
+    let mut ids: FastMap<Shared, usize> = FastMap::default();
+    let mut groups: Vec<Group> = Vec::new();
+    for (si, s) in input.iter().enumerate() {
+        let Some(head) = s.points.first() else {
+            continue;
+        };
+        let le = label_value(&s.labels, "le");
+        // Series without a parsable `le` are not buckets.
+        let Some(upper) = histogram::parse_le(le) else {
+            continue;
+        };
+        let labels: Shared = Arc::new(
+            s.labels
+                .iter()
+                .filter(|l| l.name != "le" && l.name != METRIC_NAME_LABEL)
+                .cloned()
+                .collect(),
+        );
+        let next = groups.len();
+        let gi = *ids.entry(labels.clone()).or_insert(next);
+        if gi == next {
+            groups.push(Group {
+                labels,
+                first: (usize::MAX, usize::MAX),
+                members: Vec::new(),
+                les: Vec::new(),
+            });
+        }
+        let g = &mut groups[gi];
+        if g.les.iter().any(|l| l == le) {
+            return None;
+        }
+        g.les.push(le.to_owned());
+        g.members.push((si, upper));
+        let step = steps.index(head.t);
+        if step < g.first.0 {
+            g.first = (step, si);
+        }
+    }
+    groups.sort_by_key(|g| g.first);
+    let mut buckets = Vec::new();
+    let mut out = Vec::with_capacity(groups.len());
+    for g in groups {
+        let mut cursors = vec![0; g.members.len()];
+        let mut points = Vec::new();
+        for i in g.first.0..steps.count() {
+            let ts = steps.ts(i);
+            buckets.clear();
+            for (&(si, upper), cursor) in g.members.iter().zip(&mut cursors) {
+                let member = &input[si].points;
+                while member.get(*cursor).is_some_and(|p| p.t < ts) {
+                    *cursor += 1;
+                }
+                if let Some(p) = member.get(*cursor)
+                    && p.t == ts
+                {
+                    buckets.push(histogram::Bucket {
+                        upper_bound: upper,
+                        count: p.v,
+                    });
+                }
+            }
+            if !buckets.is_empty() {
+                let q = q.get(i).copied().unwrap_or(f64::NAN);
+                points.push(Point {
+                    t: ts,
+                    v: histogram::bucket_quantile(q, &mut buckets),
+                });
+            }
+        }
+        out.push(StepSeries {
+            labels: g.labels,
+            points,
+        });
+    }
+    Some(out)
 }
 
 /// Labels `absent` gives its answer: the equality matchers of a selector

@@ -601,6 +601,30 @@ fn ragged() -> MemSource {
             );
         }
     }
+    for job in ["a", "b"] {
+        for le in ["0.1", "1", "1.0", "10", "+Inf", "x"] {
+            add(
+                &[("__name__", "h_bucket"), ("job", job), ("le", le)],
+                0,
+                900,
+                &mut rng,
+            );
+        }
+    }
+    // Buckets that differ only in `__name__`, at some steps both.
+    add(&[("__name__", "g1_bucket"), ("le", "1")], 0, 600, &mut rng);
+    add(
+        &[("__name__", "g2_bucket"), ("le", "1")],
+        500,
+        900,
+        &mut rng,
+    );
+    add(
+        &[("__name__", "g1_bucket"), ("le", "+Inf")],
+        0,
+        900,
+        &mut rng,
+    );
     // Disjoint in time: one series once the name is gone.
     add(&[("__name__", "x1"), ("k", "1")], 0, 400, &mut rng);
     add(&[("__name__", "x2"), ("k", "1")], 700, 900, &mut rng);
@@ -691,6 +715,11 @@ fn range_equals_instants() {
         "topk(2, m)",
         "quantile by (job) (0.5, m)",
         "count_values(\"v\", m)",
+        "histogram_quantile(0.9, h_bucket)",
+        "histogram_quantile(0.5, rate(h_bucket[1m]))",
+        "histogram_quantile(0.75, sum by (le) (rate(h_bucket[2m])))",
+        "histogram_quantile(scalar(m{job=\"a\",inst=\"1\"}) / 10, h_bucket)",
+        "histogram_quantile(0.5, {__name__=~\"g._bucket\"})",
     ];
     let (mut answered, mut failed_queries) = (0, Vec::new());
     for (start, end, step) in [(0, 900, 30), (50, 850, 7), (300, 300, 1)] {
@@ -726,7 +755,9 @@ fn range_equals_instants() {
     assert!(answered > 100, "only {answered} non-empty answers");
     assert!(
         failed_queries.contains(&"{__name__=~\"y.\"} * 1")
-            && !failed_queries.contains(&"{__name__=~\"x.\"} * 1"),
+            && !failed_queries.contains(&"{__name__=~\"x.\"} * 1")
+            && failed_queries.contains(&"histogram_quantile(0.5, {__name__=~\"g._bucket\"})")
+            && !failed_queries.contains(&"histogram_quantile(0.9, h_bucket)"),
         "failed: {failed_queries:?}"
     );
 }
