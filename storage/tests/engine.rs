@@ -545,3 +545,67 @@ fn tenants_are_listed_by_the_days_they_have_series_on() {
     check(TimeRange::new(NOW - DAY / 2, NOW), vec![b]);
     check(TimeRange::ALL, vec![a, b, c]);
 }
+
+/// Enough series and samples that a search reads in growing batches, on the
+/// pool and ahead of the caller (see `engine::series_iter`): every series
+/// still comes out whole, from parts and the head, within the range asked.
+#[test]
+fn large_searches_read_in_batches_return_every_sample() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = config(dir.path());
+    let clock = TestClock::new(NOW);
+    let s = open(&cfg, &clock);
+    let (hosts, points) = (4_000, 200);
+    let base = NOW - points * 15_000;
+    let sample = |h: i64, i: i64| (base + i * 15_000, (h * 1_000 + i) as f64);
+    let write = |from: i64, to: i64, every: i64| {
+        let batch: Vec<_> = (0..hosts)
+            .filter(|h| h % every == 0)
+            .map(|h| {
+                let samples: Vec<(i64, f64)> = (from..to).map(|i| sample(h, i)).collect();
+                series(
+                    &[("__name__", "m"), ("host", &format!("h{h:05}"))],
+                    &samples,
+                )
+            })
+            .collect();
+        s.add(T0, &batch).expect("add");
+    };
+    // Parts hold the first 150 points of every series; the head holds the
+    // rest of every third series only.
+    write(0, 150, 1);
+    s.flush().expect("flush");
+    write(150, points, 3);
+    let name = Matcher::new(MatchOp::Equal, "__name__", "m").expect("matcher");
+    for (from, to) in [(0, points - 1), (140, 160), (190, points - 1)] {
+        let range = TimeRange::new(base + from * 15_000, base + to * 15_000);
+        let mut iter = s
+            .search(T0, std::slice::from_ref(&name), range)
+            .expect("search");
+        let mut got = Vec::new();
+        for next in iter.by_ref() {
+            got.push(next.expect("series"));
+        }
+        assert_eq!(iter.remaining(), 0);
+        let want: Vec<(String, Vec<(i64, f64)>)> = (0..hosts)
+            .map(|h| {
+                let end = if h % 3 == 0 { points } else { 150 };
+                let samples = (from..=to).filter(|&i| i < end).map(|i| sample(h, i));
+                (format!("h{h:05}"), samples.collect::<Vec<_>>())
+            })
+            .filter(|(_, samples)| !samples.is_empty())
+            .collect();
+        let mut got: Vec<(String, Vec<(i64, f64)>)> = got
+            .into_iter()
+            .map(|d| {
+                let host = d.labels[1].value.clone();
+                (host, d.timestamps.into_iter().zip(d.values).collect())
+            })
+            .collect();
+        got.sort_by(|a, b| a.0.cmp(&b.0));
+        assert_eq!(got.len(), want.len(), "series in {from}..={to}");
+        for (g, w) in got.iter().zip(&want) {
+            assert_eq!(g, w, "samples in {from}..={to}");
+        }
+    }
+}

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use promql_parser::label::MatchOp as PromMatchOp;
 use promql_parser::parser::value::ValueType;
 use promql_parser::parser::{Call, Expr};
+use rayon::prelude::*;
 use strata_storage::{Label, METRIC_NAME_LABEL};
 
 use super::engine::QueryError;
@@ -338,8 +339,37 @@ fn range_call(
         Ok::<(), QueryError>(())
     };
     match ev.range_arg(arg(args, matrix_index, name)?, steps)? {
+        // Many steps make real work per series: windows of several series
+        // are walked at once on the pool (functions without scalar
+        // arguments, whose validation is per step), reading ahead meanwhile.
+        RangeArg::Selector { vs, shape, lo, hi } if steps.count() > 1 && scalars.is_empty() => {
+            let mut batch: Vec<StepSeries> = Vec::with_capacity(PARALLEL_WALK_SERIES);
+            let mut take = |ev: &mut Evaluator<'_>, batch: &mut Vec<StepSeries>| {
+                for (held, walked) in
+                    walk_on_pool(f, range::counts_drops(name), &shape, steps, batch)
+                {
+                    ev.release(held);
+                    let Some(mut series) = walked? else {
+                        continue;
+                    };
+                    ev.hold(series.points.len())?;
+                    if !keep_name {
+                        renamed |= strip_name(&mut series.labels);
+                    }
+                    out.push(series);
+                }
+                Ok::<(), QueryError>(())
+            };
+            ev.stream(vs, lo, hi, true, |ev, series| {
+                batch.push(series);
+                if batch.len() == PARALLEL_WALK_SERIES {
+                    take(ev, &mut batch)?;
+                }
+                Ok(())
+            })?;
+            take(ev, &mut batch)?;
+        }
         RangeArg::Selector { vs, shape, lo, hi } => {
-            // Many steps make real work per series: read ahead meanwhile.
             let read_ahead = steps.count() > 1;
             ev.stream(vs, lo, hi, read_ahead, |ev, series| {
                 apply(ev, &shape, series)
@@ -360,6 +390,45 @@ fn range_call(
         check_unique_labelsets(&out)?;
     }
     Ok(Val::Vector(out))
+}
+
+/// Series whose windows `range_call` walks at once on the pool: enough to
+/// keep every core busy, few enough to hold little more than one series.
+const PARALLEL_WALK_SERIES: usize = 64;
+
+/// Walks the windows of every series of `batch` (emptied) with `f` on
+/// rayon's pool, in order: for each, the input points it held and its
+/// result series (`None` when no window had points).
+fn walk_on_pool(
+    f: super::functions::RangeFunction,
+    count_drops: bool,
+    shape: &WindowShape,
+    steps: Steps,
+    batch: &mut Vec<StepSeries>,
+) -> Vec<(usize, Result<Option<StepSeries>, QueryError>)> {
+    batch
+        .par_drain(..)
+        .map_init(
+            || Walker::new(count_drops),
+            |walker, series| {
+                let held = series.points.len();
+                let mut points = Vec::with_capacity(shape.window_steps(&series.points, steps));
+                let walked = walker.walk(shape, &series.points, steps, |i, window| {
+                    if let Some(v) = f(window, &[]) {
+                        points.push(Point { t: steps.ts(i), v });
+                    }
+                    Ok(())
+                });
+                let result = walked.map(|()| {
+                    (!points.is_empty()).then_some(StepSeries {
+                        labels: series.labels,
+                        points,
+                    })
+                });
+                (held, result)
+            },
+        )
+        .collect()
 }
 
 /// A function of each element's value (and scalar arguments): `__name__`

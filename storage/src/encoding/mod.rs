@@ -262,6 +262,16 @@ pub fn decompress_frame(frame: &[u8], max: usize) -> Option<Vec<u8>> {
 /// Largest number of samples in one block.
 pub const MAX_BLOCK_SAMPLES: usize = 8192;
 
+/// Samples per block the part writer aims at (the last block of a series
+/// in a part holds the rest). A read decodes every block it touches from
+/// its first sample, so the block size bounds what a query over the last
+/// minutes of a long series decodes: with 8192-sample blocks a 5-minute
+/// `rate` over 15 s scrapes (20 samples) decoded up to 34 hours of them.
+/// Cost of 256 against 8192, page bytes per sample: real scrape sample
+/// 0.148 -> 0.154 (+4%), node_exporter fleet of 240 points unchanged; at
+/// 120 it was +12%.
+pub const BLOCK_TARGET_SAMPLES: usize = 256;
+
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum DecodeError {
     #[error("block is truncated at byte {0}")]

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use super::{MAX_BLOCK_SAMPLES, PAGE_TARGET_BYTES, compress_page_with, encode_block};
+use super::{BLOCK_TARGET_SAMPLES, PAGE_TARGET_BYTES, compress_page_with, encode_block};
 
 /// One series: its labels (`__name__` first from the generator, sorted by
 /// name from an import file) and its samples in time order.
@@ -937,7 +937,7 @@ impl SizeEstimate {
     }
 }
 
-/// Encodes each series in blocks of at most `MAX_BLOCK_SAMPLES`, packs the
+/// Encodes each series in blocks of at most `BLOCK_TARGET_SAMPLES`, packs the
 /// blocks in order into pages closed at `PAGE_TARGET_BYTES`, compresses each
 /// page at zstd `level` and adds it all up.
 pub fn estimate_size<'a>(series: impl IntoIterator<Item = &'a Series>, level: i32) -> SizeEstimate {
@@ -969,8 +969,8 @@ pub fn estimate_size_with<'a>(
         est.samples += s.timestamps.len();
         for (ts, vs) in s
             .timestamps
-            .chunks(MAX_BLOCK_SAMPLES)
-            .zip(s.values.chunks(MAX_BLOCK_SAMPLES))
+            .chunks(BLOCK_TARGET_SAMPLES)
+            .zip(s.values.chunks(BLOCK_TARGET_SAMPLES))
         {
             encode_block(ts, vs, &mut page);
             est.blocks += 1;

@@ -18,6 +18,7 @@ mod head;
 mod keys;
 mod partition;
 mod resolve;
+mod series_iter;
 mod tombstones;
 mod walrec;
 
@@ -40,9 +41,9 @@ use self::head::{Gathered, Head, IdSet, Row};
 use self::keys::{MS_PER_DAY, Month, day_of};
 use self::partition::{Caches, Partition};
 use self::resolve::IndexErrors;
+pub use self::series_iter::SeriesIter;
 use self::tombstones::Tombstones;
 use crate::config::Config;
-use crate::dedup::sort_and_dedup;
 use crate::metrics::StorageMetrics;
 use crate::part::{Part, ReadCache};
 use crate::types::{
@@ -1022,11 +1023,8 @@ impl Storage {
             }
             ids -= &*deleted;
             ids -= &ids_seen;
-            for id in &ids {
-                if let Some((_, labels, key)) = resolve::lookup_series_keyed(&mut s, id, errs) {
-                    series.push((id, key, labels));
-                }
-            }
+            let wanted: Vec<SeriesId> = ids.iter().collect();
+            series.extend(resolve::lookup_all(&p.index, &wanted, errs));
             ids_seen |= ids;
         }
         if partitions.len() > 1 {
@@ -1073,16 +1071,15 @@ impl Storage {
                 range.overlaps(m.min_timestamp, m.max_timestamp)
             })
             .collect();
-        Ok(SeriesIter {
-            series: found.groups.into_iter(),
-            caches: parts.iter().map(|_| ReadCache::default()).collect(),
+        Ok(SeriesIter::new(
+            found.groups,
             gathered,
             parts,
             range,
-            dedup_interval_ms: self.dedup_interval_ms(),
-            metrics: self.metrics.clone(),
-            warnings: errs.first.into_iter().collect(),
-        })
+            self.dedup_interval_ms(),
+            self.metrics.clone(),
+            errs.first.into_iter().collect(),
+        ))
     }
 
     fn count_index_errors(&self, errs: &IndexErrors) {
@@ -1723,74 +1720,4 @@ fn top(mut v: Vec<(String, u64)>, limit: usize) -> Vec<(String, u64)> {
         v.truncate(limit);
     }
     v
-}
-
-/// Streams the series of a search; samples are read when the series is reached.
-pub struct SeriesIter {
-    /// Label sets with every id each had (see `evict_inactive_series`), in
-    /// order of their first id: parts are laid out by id, so neighbouring
-    /// series share pages and each page is decompressed once.
-    series: std::vec::IntoIter<SeriesGroup>,
-    /// One per entry of `parts`.
-    caches: Vec<ReadCache>,
-    gathered: Gathered,
-    parts: Vec<Arc<Part>>,
-    range: TimeRange,
-    dedup_interval_ms: i64,
-    metrics: StorageMetrics,
-    warnings: Vec<String>,
-}
-
-impl SeriesIter {
-    /// Problems met so far (corrupted blocks skipped); results are partial when not empty.
-    pub fn warnings(&self) -> &[String] {
-        &self.warnings
-    }
-
-    /// Series left to read (an upper bound: series without samples are skipped).
-    pub fn remaining(&self) -> usize {
-        self.series.len()
-    }
-}
-
-impl Iterator for SeriesIter {
-    type Item = Result<SeriesData, StorageError>;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        for group in self.series.by_ref() {
-            let labels = group.labels;
-            let (mut ts, mut vs) = (Vec::new(), Vec::new());
-            for id in std::iter::once(group.first).chain(group.more) {
-                if let Some((t, v)) = self.gathered.remove(&id) {
-                    ts.extend(t);
-                    vs.extend(v);
-                }
-                for (part, cache) in self.parts.iter().zip(&mut self.caches) {
-                    let m = part.meta();
-                    if id < m.min_series_id || id > m.max_series_id {
-                        continue;
-                    }
-                    if let Err(e) = part.read_series_cached(cache, id, self.range, &mut ts, &mut vs)
-                    {
-                        error!(error = %e, series = %format_series(&labels), "Skipping a corrupted block.");
-                        self.metrics
-                            .corrupted_blocks
-                            .get_or_create(&vec![("kind", "data".to_string())])
-                            .inc();
-                        self.warnings.push(e.to_string());
-                    }
-                }
-            }
-            sort_and_dedup(&mut ts, &mut vs, self.dedup_interval_ms);
-            if ts.is_empty() {
-                continue;
-            }
-            return Some(Ok(SeriesData {
-                labels,
-                timestamps: ts,
-                values: vs,
-            }));
-        }
-        None
-    }
 }

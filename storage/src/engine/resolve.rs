@@ -8,11 +8,12 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use rayon::prelude::*;
 use roaring::RoaringTreemap;
 use tracing::error;
 
 use super::keys;
-use crate::mergeset::{MergesetError, Search};
+use crate::mergeset::{MergesetError, Search, Table};
 use crate::types::{Label, MatchOp, Matcher, SeriesId, Tenant};
 
 /// Counts index errors met while resolving, to report them once.
@@ -23,6 +24,14 @@ pub struct IndexErrors {
 }
 
 impl IndexErrors {
+    /// Adds what another search met.
+    fn absorb(&mut self, other: IndexErrors) {
+        self.count += other.count;
+        if self.first.is_none() {
+            self.first = other.first;
+        }
+    }
+
     fn record(&mut self, e: MergesetError) {
         error!(error = %e, "Index block unreadable; results may miss series.");
         self.count += 1;
@@ -345,6 +354,44 @@ pub fn lookup_series_keyed(
             Err(e) => errs.record(e),
         }
     }
+}
+
+/// Series looked up by one search of `lookup_all`: enough that a search's
+/// setup is noise, few enough that a query over thousands of series keeps
+/// every core busy.
+const LOOKUP_RUN: usize = 1024;
+
+/// `lookup_series_keyed` of every id in `ids` that has a label set, as
+/// (id, key, labels) in the order of `ids`. Many ids are looked up in runs on
+/// rayon's pool, one search per run: each lookup is a seek and a parse, and
+/// a query over thousands of series would otherwise wait for them on one core.
+pub fn lookup_all(
+    index: &Table,
+    ids: &[SeriesId],
+    errs: &mut IndexErrors,
+) -> Vec<(SeriesId, u128, Vec<Label>)> {
+    let run = |ids: &[SeriesId], errs: &mut IndexErrors| {
+        let mut s = index.search();
+        ids.iter()
+            .filter_map(|&id| lookup_series_keyed(&mut s, id, errs).map(|(_, l, k)| (id, k, l)))
+            .collect::<Vec<_>>()
+    };
+    if ids.len() <= LOOKUP_RUN {
+        return run(ids, errs);
+    }
+    let runs: Vec<(Vec<_>, IndexErrors)> = ids
+        .par_chunks(LOOKUP_RUN)
+        .map(|ids| {
+            let mut errs = IndexErrors::default();
+            (run(ids, &mut errs), errs)
+        })
+        .collect();
+    let mut out = Vec::with_capacity(ids.len());
+    for (found, run_errs) in runs {
+        out.extend(found);
+        errs.absorb(run_errs);
+    }
+    out
 }
 
 /// Per-day cardinality: series count per label pair and distinct values per name.

@@ -11,8 +11,9 @@
 //!   meta.json    PartMeta as JSON, then its crc32c; written last
 //! ```
 //!
-//! **Blocks.** The samples of one series are cut into blocks of at most
-//! `encoding::MAX_BLOCK_SAMPLES` samples, each encoded by
+//! **Blocks.** The samples of one series are cut into blocks of
+//! `encoding::BLOCK_TARGET_SAMPLES` samples (the last holds the rest;
+//! readers accept up to `encoding::MAX_BLOCK_SAMPLES`), each encoded by
 //! `encoding::encode_block`. Blocks are written in (series id, min timestamp)
 //! order; the blocks of one series never overlap in time.
 //!

@@ -6,7 +6,7 @@ use proptest::prelude::*;
 
 use super::writer::Limits;
 use super::*;
-use crate::encoding::{self, MAX_BLOCK_SAMPLES};
+use crate::encoding::{self, BLOCK_TARGET_SAMPLES};
 
 type Model = BTreeMap<SeriesId, Vec<(i64, f64)>>;
 
@@ -131,12 +131,12 @@ fn round_trip_many_series() {
 }
 
 #[test]
-fn blocks_split_at_max_block_samples() {
-    let n = 2 * MAX_BLOCK_SAMPLES + 3;
+fn blocks_split_at_the_block_target() {
+    let n = 2 * BLOCK_TARGET_SAMPLES + 3;
     let ts: Vec<i64> = (0..n as i64).collect();
     let vs: Vec<f64> = ts.iter().map(|&t| t as f64).collect();
     // One call, or many calls of odd sizes: the same blocks come out.
-    for chunk in [n, 1_000, 7] {
+    for chunk in [n, 100, 7] {
         let tmp = tempfile::tempdir().expect("tempdir");
         let dir = tmp.path().join("p");
         let mut w = PartWriter::create(&dir).expect("create");
@@ -156,14 +156,15 @@ fn blocks_split_at_max_block_samples() {
             sizes,
             [
                 (1, 1),
-                (2, MAX_BLOCK_SAMPLES),
-                (2, MAX_BLOCK_SAMPLES),
+                (2, BLOCK_TARGET_SAMPLES),
+                (2, BLOCK_TARGET_SAMPLES),
                 (2, 3)
             ]
         );
-        let got = read(&part, 2, TimeRange::new(8_000, 8_300));
-        assert_eq!(got.len(), 301);
-        assert_eq!(got.first().map(|s| s.0), Some(8_000));
+        // A range across the first block boundary.
+        let got = read(&part, 2, TimeRange::new(200, 300));
+        assert_eq!(got.len(), 101);
+        assert_eq!(got.first().map(|s| s.0), Some(200));
     }
 }
 

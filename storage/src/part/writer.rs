@@ -22,7 +22,7 @@ pub(super) struct Limits {
     /// A header page is closed at the first data page boundary at or after
     /// this many blocks.
     pub header_page_blocks: usize,
-    /// At most `encoding::MAX_BLOCK_SAMPLES`.
+    /// At most `encoding::MAX_BLOCK_SAMPLES`; `encoding::BLOCK_TARGET_SAMPLES` by default.
     pub max_block_samples: usize,
 }
 
@@ -30,7 +30,7 @@ impl Limits {
     pub(super) const DEFAULT: Limits = Limits {
         page_target_bytes: encoding::PAGE_TARGET_BYTES,
         header_page_blocks: super::HEADER_PAGE_BLOCKS,
-        max_block_samples: encoding::MAX_BLOCK_SAMPLES,
+        max_block_samples: encoding::BLOCK_TARGET_SAMPLES,
     };
 }
 
@@ -119,7 +119,7 @@ impl PartWriter {
     /// Adds the samples of one series. Calls come in ascending series id; for
     /// one series, timestamps are ascending without duplicates (already
     /// deduplicated) and may span several calls in ascending time. Long runs
-    /// are split into blocks of at most `encoding::MAX_BLOCK_SAMPLES`.
+    /// are split into blocks of `encoding::BLOCK_TARGET_SAMPLES`.
     pub fn add(
         &mut self,
         series_id: SeriesId,
