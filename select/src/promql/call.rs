@@ -360,7 +360,7 @@ fn range_call(
                 }
                 Ok::<(), QueryError>(())
             };
-            ev.stream(vs, lo, hi, true, |ev, series| {
+            ev.stream(vs, lo, hi, false, |ev, series| {
                 batch.push(series);
                 if batch.len() == PARALLEL_WALK_SERIES {
                     take(ev, &mut batch)?;
@@ -394,7 +394,7 @@ fn range_call(
 
 /// Series whose windows `range_call` walks at once on the pool: enough to
 /// keep every core busy, few enough to hold little more than one series.
-const PARALLEL_WALK_SERIES: usize = 64;
+const PARALLEL_WALK_SERIES: usize = 256;
 
 /// Walks the windows of every series of `batch` (emptied) with `f` on
 /// rayon's pool, in order: for each, the input points it held and its

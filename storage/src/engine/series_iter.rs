@@ -30,9 +30,11 @@ use crate::types::TimeRange;
 const FIRST_BATCH_SERIES: usize = 32;
 /// Most series in one batch.
 const MAX_BATCH_SERIES: usize = 4096;
-/// Batches grow while they decode fewer samples than this (16 MiB of
+/// Batches grow while they decode fewer samples than this (2 MiB of
 /// timestamps and values) and shrink when they decode more than twice it.
-const BATCH_SAMPLES: usize = 1 << 20;
+/// Small enough that a batch is still in the caches when the caller takes
+/// it: at 16 MiB a 1 h range query over 9,600 series took 10% more CPU.
+const BATCH_SAMPLES: usize = 1 << 17;
 /// A batch expected to decode fewer samples than this stays on the
 /// caller's thread: handing it to the pool would cost more than it saves.
 const PARALLEL_MIN_SAMPLES: usize = 32 * 1024;
