@@ -194,17 +194,40 @@ pub(super) fn decode(
     out: &mut Vec<i64>,
 ) -> Result<(), DecodeError> {
     let base = out.len();
+    out.resize(base + n, 0);
+    let xs = &mut out[base..];
     match code.packing {
-        Packing::Dense => {
-            out.reserve(n);
-            for _ in 0..n {
-                out.push(r.varint()?);
+        // Dense streams undo the transform as they read: one pass, and the
+        // running sums stay in registers.
+        Packing::Dense => match code.transform {
+            Transform::Plain => {
+                for x in xs {
+                    *x = r.varint()?;
+                }
             }
-        }
+            Transform::Delta => {
+                let mut acc = 0i64;
+                for x in xs {
+                    acc = acc.wrapping_add(r.varint()?);
+                    *x = acc;
+                }
+            }
+            Transform::DeltaOfDelta => {
+                let Some((first, rest)) = xs.split_first_mut() else {
+                    return Ok(());
+                };
+                let mut acc = r.varint()?;
+                *first = acc;
+                let mut delta = 0i64;
+                for x in rest {
+                    delta = delta.wrapping_add(r.varint()?);
+                    acc = acc.wrapping_add(delta);
+                    *x = acc;
+                }
+            }
+        },
         Packing::Sparse => {
             let count = r.count(n, "sparse stream has more entries than samples")?;
-            out.resize(base + n, 0);
-            let slots = &mut out[base..];
             let mut next = 0u64;
             for _ in 0..count {
                 let at = r.pos();
@@ -215,22 +238,21 @@ pub(super) fn decode(
                         what: "sparse stream runs past the sample count",
                     },
                 )?;
-                slots[slot as usize] = r.varint()?;
+                xs[slot as usize] = r.varint()?;
                 next = slot + 1;
             }
-        }
-    }
-    let xs = &mut out[base..];
-    match code.transform {
-        Transform::Plain => {}
-        Transform::Delta => prefix_sum(xs),
-        Transform::DeltaOfDelta => {
-            // First pass turns residuals 1.. into deltas, the second turns
-            // (x[0], deltas...) into values.
-            if let Some(rest) = xs.get_mut(1..) {
-                prefix_sum(rest);
+            match code.transform {
+                Transform::Plain => {}
+                Transform::Delta => prefix_sum(xs),
+                Transform::DeltaOfDelta => {
+                    // First pass turns residuals 1.. into deltas, the second
+                    // turns (x[0], deltas...) into values.
+                    if let Some(rest) = xs.get_mut(1..) {
+                        prefix_sum(rest);
+                    }
+                    prefix_sum(xs);
+                }
             }
-            prefix_sum(xs);
         }
     }
     Ok(())
