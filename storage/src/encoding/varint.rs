@@ -344,7 +344,7 @@ mod tests {
                     state ^= state >> 7;
                     state ^= state << 17;
                     // Mostly continuation bytes, so long varints occur.
-                    if state % 4 == 0 {
+                    if state.is_multiple_of(4) {
                         state as u8 & 0x7f
                     } else {
                         state as u8 | 0x80
