@@ -226,34 +226,40 @@ pub(super) fn decode(
                 }
             }
         },
-        Packing::Sparse => {
-            let count = r.count(n, "sparse stream has more entries than samples")?;
-            let mut next = 0u64;
-            for _ in 0..count {
-                let at = r.pos();
-                let skip = r.uvarint()?;
-                let slot = next.checked_add(skip).filter(|&s| s < n as u64).ok_or(
-                    DecodeError::Malformed {
-                        at,
-                        what: "sparse stream runs past the sample count",
-                    },
-                )?;
-                xs[slot as usize] = r.varint()?;
-                next = slot + 1;
+        // Sparse streams fill the runs of zero residuals between entries
+        // directly: a constant under delta, an arithmetic progression under
+        // delta², neither with a loop-carried sum, so the fills vectorize.
+        Packing::Sparse => match code.transform {
+            // `resize` already zeroed the slots.
+            Transform::Plain => for_each_sparse(r, n, |slot, v| xs[slot] = v)?,
+            Transform::Delta => {
+                let (mut acc, mut next) = (0i64, 0usize);
+                for_each_sparse(r, n, |slot, v| {
+                    xs[next..slot].fill(acc);
+                    acc = acc.wrapping_add(v);
+                    xs[slot] = acc;
+                    next = slot + 1;
+                })?;
+                xs[next..].fill(acc);
             }
-            match code.transform {
-                Transform::Plain => {}
-                Transform::Delta => prefix_sum(xs),
-                Transform::DeltaOfDelta => {
-                    // First pass turns residuals 1.. into deltas, the second
-                    // turns (x[0], deltas...) into values.
-                    if let Some(rest) = xs.get_mut(1..) {
-                        prefix_sum(rest);
+            Transform::DeltaOfDelta => {
+                // Before any entry every value is 0 (acc 0, delta 0). The
+                // first residual is the first value, not a change of delta.
+                let (mut acc, mut delta, mut next) = (0i64, 0i64, 0usize);
+                for_each_sparse(r, n, |slot, v| {
+                    if slot == 0 {
+                        acc = v;
+                    } else {
+                        acc = progression(&mut xs[next..slot], acc, delta);
+                        delta = delta.wrapping_add(v);
+                        acc = acc.wrapping_add(delta);
                     }
-                    prefix_sum(xs);
-                }
+                    xs[slot] = acc;
+                    next = slot + 1;
+                })?;
+                progression(&mut xs[next..], acc, delta);
             }
-        }
+        },
     }
     Ok(())
 }
@@ -272,33 +278,45 @@ pub(super) fn for_each_plain(
                 f(i, r.varint()?);
             }
         }
-        Packing::Sparse => {
-            let count = r.count(n, "sparse stream has more entries than samples")?;
-            let mut next = 0usize;
-            for _ in 0..count {
-                let at = r.pos();
-                let slot = next
-                    .checked_add(r.count(n, "sparse stream runs past the sample count")?)
-                    .filter(|&s| s < n)
-                    .ok_or(DecodeError::Malformed {
-                        at,
-                        what: "sparse stream runs past the sample count",
-                    })?;
-                f(slot, r.varint()?);
-                next = slot + 1;
-            }
-        }
+        Packing::Sparse => for_each_sparse(r, n, f)?,
     }
     Ok(())
 }
 
+/// Reads a sparse stream's entries of a block of `n` samples, calling
+/// `f(slot, residual)` for each in increasing slot order.
 #[inline]
-fn prefix_sum(xs: &mut [i64]) {
-    let mut acc = 0i64;
-    for x in xs {
-        acc = acc.wrapping_add(*x);
-        *x = acc;
+fn for_each_sparse(
+    r: &mut Reader<'_>,
+    n: usize,
+    mut f: impl FnMut(usize, i64),
+) -> Result<(), DecodeError> {
+    let count = r.count(n, "sparse stream has more entries than samples")?;
+    let mut next = 0u64;
+    for _ in 0..count {
+        let at = r.pos();
+        let skip = r.uvarint()?;
+        let slot =
+            next.checked_add(skip)
+                .filter(|&s| s < n as u64)
+                .ok_or(DecodeError::Malformed {
+                    at,
+                    what: "sparse stream runs past the sample count",
+                })?;
+        f(slot as usize, r.varint()?);
+        next = slot + 1;
     }
+    Ok(())
+}
+
+/// Fills `xs` with `from + step`, `from + 2 * step`, ... (wrapping) and
+/// returns the last value written (`from` if `xs` is empty).
+#[inline]
+fn progression(xs: &mut [i64], from: i64, step: i64) -> i64 {
+    for (k, x) in (1i64..).zip(xs.iter_mut()) {
+        *x = from.wrapping_add(step.wrapping_mul(k));
+    }
+    from.wrapping_add(step.wrapping_mul(xs.len() as i64))
 }
 
 #[cfg(test)]
