@@ -200,17 +200,13 @@ pub(super) fn decode(
         // Dense streams undo the transform as they read: one pass, and the
         // running sums stay in registers.
         Packing::Dense => match code.transform {
-            Transform::Plain => {
-                for x in xs {
-                    *x = r.varint()?;
-                }
-            }
+            Transform::Plain => r.varints(xs, |v| v)?,
             Transform::Delta => {
                 let mut acc = 0i64;
-                for x in xs {
-                    acc = acc.wrapping_add(r.varint()?);
-                    *x = acc;
-                }
+                r.varints(xs, |v| {
+                    acc = acc.wrapping_add(v);
+                    acc
+                })?;
             }
             Transform::DeltaOfDelta => {
                 let Some((first, rest)) = xs.split_first_mut() else {
@@ -219,11 +215,11 @@ pub(super) fn decode(
                 let mut acc = r.varint()?;
                 *first = acc;
                 let mut delta = 0i64;
-                for x in rest {
-                    delta = delta.wrapping_add(r.varint()?);
+                r.varints(rest, |v| {
+                    delta = delta.wrapping_add(v);
                     acc = acc.wrapping_add(delta);
-                    *x = acc;
-                }
+                    acc
+                })?;
             }
         },
         // Sparse streams fill the runs of zero residuals between entries
@@ -313,10 +309,15 @@ fn for_each_sparse(
 /// returns the last value written (`from` if `xs` is empty).
 #[inline]
 fn progression(xs: &mut [i64], from: i64, step: i64) -> i64 {
-    for (k, x) in (1i64..).zip(xs.iter_mut()) {
-        *x = from.wrapping_add(step.wrapping_mul(k));
+    // A running sum, which the compiler turns into vector lanes each
+    // stepping by lanes * step; a multiply per slot does not vectorize
+    // without 64-bit vector multiplies.
+    let mut x = from;
+    for slot in xs {
+        x = x.wrapping_add(step);
+        *slot = x;
     }
-    from.wrapping_add(step.wrapping_mul(xs.len() as i64))
+    x
 }
 
 #[cfg(test)]
@@ -348,6 +349,18 @@ mod tests {
         round_trip(&[1000, 2000, 3000, 4000]);
         round_trip(&[0, 0, 0, 1, 0, 0]);
         round_trip(&[i64::MIN, i64::MAX, i64::MIN, 0, -1, i64::MAX]);
+        // Sparse fills: runs before the first entry, between entries and
+        // after the last; entries at the first and last slot; progressions
+        // that wrap.
+        round_trip(&[0, 0, 0, 9]);
+        round_trip(&[0, 0, 4, 8, 12, 16]);
+        round_trip(&[7, 7, 7, 7, 7]);
+        round_trip(&[5, 10, 15, 20, 26, 32, 38]);
+        round_trip(&[i64::MAX - 2, i64::MAX - 1, i64::MAX, i64::MIN, i64::MIN + 1]);
+        let mut late: Vec<i64> = (0..700).map(|i| 1_700_000_000_000 + i * 15_000).collect();
+        late[350] += 40;
+        late[699] -= 1;
+        round_trip(&late);
     }
 
     #[test]
