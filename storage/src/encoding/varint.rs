@@ -185,6 +185,17 @@ impl<'a> Reader<'a> {
                 i += 1;
                 continue;
             }
+            // Eight one-byte varints: small residuals come in runs.
+            if stops == HIGH_BITS
+                && let Some(run) = out.get_mut(i..i + 8)
+            {
+                for (k, x) in run.iter_mut().enumerate() {
+                    *x = f(unzigzag((word >> (8 * k)) & 0x7f));
+                }
+                i += 8;
+                self.pos += 8;
+                continue;
+            }
             let mut consumed = 0;
             while stops != 0 && i < out.len() {
                 let upto = stops ^ (stops - 1);
@@ -456,6 +467,19 @@ mod tests {
         for start in 0..data.len() {
             for n in 0..=13 {
                 check_varints(&data, start, n);
+            }
+        }
+        // Runs of one-byte varints longer than a word, broken by longer
+        // ones at every offset.
+        for brk in 0..20 {
+            let mut data = Vec::new();
+            for v in 0..20u64 {
+                put_uvarint(&mut data, if v == brk { 1 << 20 } else { v * 5 });
+            }
+            for start in 0..data.len() {
+                for n in 0..=20 {
+                    check_varints(&data, start, n);
+                }
             }
         }
         let mut got = vec![0i64; 13];
