@@ -3,6 +3,9 @@
 //!
 //! `cargo bench -p strata-storage --bench encoding`; the setup prints the
 //! on-disk bytes per sample of each dataset (pages + 24-byte block headers).
+//! `-- decode` runs only the decoding groups (`decode_blocks`: every block
+//! of the dataset; `decompress_and_decode_pages`: with zstd), throughput in
+//! samples; docs/benchmarks.md ("Block decoding") records their figures.
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use strata_storage::encoding::synthetic::{self, NodeExporter, Series};
