@@ -395,9 +395,12 @@ fn rules_evaluate_like_prometheus() {
     );
     let data_from = now_ms();
 
-    // Both wrote ALERTS (third evaluation) and read scraped data through
-    // `offset 5s` at least one evaluation ago; then the next closed phase.
-    let ready = (started + 4 * INTERVAL_MS).max(data_from + 5_000 + 2 * INTERVAL_MS);
+    // Both wrote ALERTS (third evaluation), and every window the rules read
+    // (20s at most, `offset 5s`) starts after the first sample of every
+    // series: over a series' start Prometheus 2.42 extrapolates `rate` and
+    // `increase` differently from the 2.53 rules Strata follows. Then the
+    // next closed phase.
+    let ready = (started + 4 * INTERVAL_MS).max(data_from + 25_000 + 2 * INTERVAL_MS);
     let mut from = ready - ready.rem_euclid(CYCLE_MS) + WINDOW_PHASE_MS;
     if from < ready {
         from += CYCLE_MS;
