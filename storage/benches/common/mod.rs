@@ -78,11 +78,7 @@ pub fn build(dir: &Path) -> u64 {
                 .host(host)
                 .into_iter()
                 .map(|s| SeriesSamples {
-                    labels: s
-                        .labels
-                        .into_iter()
-                        .map(|(n, v)| Label::new(n, v))
-                        .collect(),
+                    labels: to_labels(s.labels),
                     samples: s.timestamps[slice.clone()]
                         .iter()
                         .zip(&s.values[slice.clone()])
@@ -115,11 +111,7 @@ pub fn with_head(dir: &Path) -> (tempfile::TempDir, Arc<Storage>) {
     }
     .series()
     .map(|s| SeriesSamples {
-        labels: s
-            .labels
-            .into_iter()
-            .map(|(n, v)| Label::new(n, v))
-            .collect(),
+        labels: to_labels(s.labels),
         samples: vec![Sample::new(0, 1.0)],
     })
     .collect();
@@ -263,4 +255,8 @@ pub fn run(storage: &Storage, q: &Query) -> u64 {
             .expect("label values")
             .len() as u64,
     }
+}
+
+fn to_labels(pairs: Vec<(String, String)>) -> Vec<Label> {
+    pairs.into_iter().map(|(n, v)| Label::new(n, v)).collect()
 }
