@@ -61,9 +61,10 @@ pub struct Config {
     )]
     pub max_head_rows: usize,
 
-    /// Memory for decoded index blocks, block headers and data pages kept
-    /// between queries, in MiB (a quarter each for index blocks and block
-    /// headers, half for data pages); 0 disables the caches. Default: 256.
+    /// Memory for decoded index blocks, series label sets, block headers
+    /// and data pages kept between queries, in MiB (a quarter each for index
+    /// blocks and block headers, an eighth for label sets, the rest for
+    /// data pages); 0 disables the caches. Default: 256.
     #[arg(
         long = "storage.cache-mib",
         env = "STRATA_CACHE_MIB",

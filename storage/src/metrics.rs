@@ -154,12 +154,12 @@ impl StorageMetrics {
         );
         r.register(
             "cache_requests",
-            "Lookups in the read caches, by cache (index, headers, pages) and result (hit, miss)",
+            "Lookups in the read caches, by cache (index, labels, headers, pages) and result (hit, miss)",
             m.cache_requests.clone(),
         );
         r.register(
             "cache_bytes",
-            "Memory held by the read caches, by cache (index, headers, pages)",
+            "Memory held by the read caches, by cache (index, labels, headers, pages)",
             m.cache_bytes.clone(),
         );
         m

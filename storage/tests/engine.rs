@@ -609,3 +609,38 @@ fn large_searches_read_in_batches_return_every_sample() {
         }
     }
 }
+
+/// Label sets are looked up in the index once, then served from the label
+/// set cache, and the second search answers exactly like the first.
+#[test]
+fn label_sets_come_from_the_cache_the_second_time() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = config(dir.path());
+    let clock = TestClock::new(NOW);
+    let mut registry = Registry::default();
+    let s = Storage::open_with_clock(cfg, &mut registry, clock.clock()).expect("open");
+    s.add(
+        T0,
+        &[
+            series(&[("__name__", "m"), ("host", "a")], &[(NOW, 1.0)]),
+            series(&[("__name__", "m"), ("host", "b")], &[(NOW, 2.0)]),
+            series(&[("__name__", "other")], &[(NOW, 3.0)]),
+        ],
+    )
+    .expect("add");
+    s.flush().expect("flush");
+    let name = Matcher::new(MatchOp::Equal, "__name__", "m").expect("matcher");
+    let first = dump(&s, T0, std::slice::from_ref(&name));
+    let second = dump(&s, T0, std::slice::from_ref(&name));
+    assert_eq!(first.len(), 2);
+    assert_eq!(first, second);
+    // A flush updates the cache figures.
+    s.flush().expect("flush");
+    let text = metric_text(&registry);
+    for want in [
+        "strata_storage_cache_requests_total{cache=\"labels\",result=\"miss\"} 2",
+        "strata_storage_cache_requests_total{cache=\"labels\",result=\"hit\"} 2",
+    ] {
+        assert!(text.contains(want), "{want} in\n{text}");
+    }
+}

@@ -1024,7 +1024,12 @@ impl Storage {
             ids -= &*deleted;
             ids -= &ids_seen;
             let wanted: Vec<SeriesId> = ids.iter().collect();
-            series.extend(resolve::lookup_all(&p.index, &wanted, errs));
+            series.extend(resolve::lookup_all(
+                &p.index,
+                &self.caches.labels,
+                &wanted,
+                errs,
+            ));
             ids_seen |= ids;
         }
         if partitions.len() > 1 {
@@ -1506,7 +1511,13 @@ impl Storage {
         self.metrics.head_rows.set(self.head.len() as i64);
         let (headers, pages) = self.caches.pages.take_counts();
         let index = self.caches.index.take_counts();
-        for (cache, counts) in [("index", index), ("headers", headers), ("pages", pages)] {
+        let labels = self.caches.labels.take_counts();
+        for (cache, counts) in [
+            ("index", index),
+            ("labels", labels),
+            ("headers", headers),
+            ("pages", pages),
+        ] {
             for (result, n) in [("hit", counts.hits), ("miss", counts.misses)] {
                 self.metrics
                     .cache_requests

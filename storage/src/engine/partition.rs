@@ -26,6 +26,7 @@ use super::StorageError;
 use super::fsutil::{create_dir_all, io_err, sync_dir, write_atomically};
 use super::head::Row;
 use super::keys::{self, Month};
+use super::resolve::LabelSetCache;
 use crate::dedup::sort_and_dedup;
 use crate::mergeset::{IndexCache, Table, TableOptions};
 use crate::part::{PageCache, Part, PartWriter, merge_parts};
@@ -39,20 +40,23 @@ const MIN_PARTS_TO_MERGE: usize = 4;
 const MAX_PARTS_PER_MERGE: usize = 16;
 
 /// The read caches every partition of a storage instance shares.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Caches {
     pub index: Arc<IndexCache>,
+    pub labels: Arc<LabelSetCache>,
     pub pages: Arc<PageCache>,
 }
 
 impl Caches {
     /// Splits `bytes`: a quarter for index blocks, a quarter for block
     /// headers (one covers hundreds of blocks, and every read needs one),
-    /// half for data pages.
+    /// an eighth for label sets (32 MiB of the default hold those of about
+    /// 100k series), the rest for data pages.
     pub fn with_budget(bytes: usize) -> Caches {
         Caches {
             index: IndexCache::new(bytes / 4),
-            pages: PageCache::new(bytes / 4, bytes - bytes / 4 * 2),
+            labels: Arc::new(LabelSetCache::new(bytes / 8)),
+            pages: PageCache::new(bytes / 4, bytes - bytes / 4 * 2 - bytes / 8),
         }
     }
 }

@@ -7,12 +7,14 @@
 //! first kind, the day's whole series set is the starting point.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use rayon::prelude::*;
 use roaring::RoaringTreemap;
 use tracing::error;
 
 use super::keys;
+use crate::cache::Cache;
 use crate::mergeset::{MergesetError, Search, Table};
 use crate::types::{Label, MatchOp, Matcher, SeriesId, Tenant};
 
@@ -361,19 +363,39 @@ pub fn lookup_series_keyed(
 /// every core busy.
 const LOOKUP_RUN: usize = 1024;
 
+/// Label sets (with their `lookup_series_keyed` key) by series id, shared
+/// by every partition. An id names one label set for as long as it exists,
+/// so entries never go stale; a dashboard's refreshes find its series'
+/// label sets here instead of seeking the index for each.
+pub type LabelSetCache = Cache<SeriesId, Arc<(u128, Vec<Label>)>>;
+
 /// `lookup_series_keyed` of every id in `ids` that has a label set, as
-/// (id, key, labels) in the order of `ids`. Many ids are looked up in runs on
-/// rayon's pool, one search per run: each lookup is a seek and a parse, and
-/// a query over thousands of series would otherwise wait for them on one core.
+/// (id, key, labels) in the order of `ids`, through `cache`. Many ids are
+/// looked up in runs on rayon's pool, one search per run: each lookup is a
+/// seek and a parse, and a query over thousands of series would otherwise
+/// wait for them on one core.
 pub fn lookup_all(
     index: &Table,
+    cache: &LabelSetCache,
     ids: &[SeriesId],
     errs: &mut IndexErrors,
 ) -> Vec<(SeriesId, u128, Vec<Label>)> {
     let run = |ids: &[SeriesId], errs: &mut IndexErrors| {
         let mut s = index.search();
         ids.iter()
-            .filter_map(|&id| lookup_series_keyed(&mut s, id, errs).map(|(_, l, k)| (id, k, l)))
+            .filter_map(|&id| {
+                if let Some(hit) = cache.get(id) {
+                    return Some((id, hit.0, hit.1.clone()));
+                }
+                let (_, labels, key) = lookup_series_keyed(&mut s, id, errs)?;
+                let bytes = std::mem::size_of::<(u128, Vec<Label>)>()
+                    + labels
+                        .iter()
+                        .map(|l| std::mem::size_of::<Label>() + l.name.len() + l.value.len())
+                        .sum::<usize>();
+                cache.insert(id, Arc::new((key, labels.clone())), bytes);
+                Some((id, key, labels))
+            })
             .collect::<Vec<_>>()
     };
     if ids.len() <= LOOKUP_RUN {
