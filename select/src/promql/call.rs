@@ -341,7 +341,8 @@ fn range_call(
     match ev.range_arg(arg(args, matrix_index, name)?, steps)? {
         // Many steps make real work per series: windows of several series
         // are walked at once on the pool (functions without scalar
-        // arguments, whose validation is per step), reading ahead meanwhile.
+        // arguments, whose validation is per step); the storage reads the
+        // next series meanwhile, so the selector needs no reading thread.
         RangeArg::Selector { vs, shape, lo, hi } if steps.count() > 1 && scalars.is_empty() => {
             let mut batch: Vec<StepSeries> = Vec::with_capacity(PARALLEL_WALK_SERIES);
             let mut take = |ev: &mut Evaluator<'_>, batch: &mut Vec<StepSeries>| {
@@ -392,8 +393,9 @@ fn range_call(
     Ok(Val::Vector(out))
 }
 
-/// Series whose windows `range_call` walks at once on the pool: enough to
-/// keep every core busy, few enough to hold little more than one series.
+/// Series whose windows `range_call` walks at once on the pool: enough
+/// that waking the pool is cheap next to the work, few enough that the
+/// points held meanwhile stay small (256 x a range's points).
 const PARALLEL_WALK_SERIES: usize = 256;
 
 /// Walks the windows of every series of `batch` (emptied) with `f` on
