@@ -27,14 +27,6 @@ pub(crate) fn eval(
     {
         return Err(QueryError::BadData(format!("invalid label name {label:?}")));
     }
-    let input = ev.eval(&a.expr, steps)?;
-    if !matches!(input, Val::Vector(_)) {
-        return Err(QueryError::BadData(format!(
-            "expected type instant vector in aggregation expression, got {}",
-            input.type_name()
-        )));
-    }
-    let held = input.samples() + param.as_ref().map_or(0, Val::samples);
     let (without, mut names) = match &a.modifier {
         Some(LabelModifier::Include(l)) => (false, l.labels.clone()),
         Some(LabelModifier::Exclude(l)) => (true, l.labels.clone()),
@@ -47,13 +39,30 @@ pub(crate) fn eval(
         names.push(label.clone());
     }
     let grouping = Grouping { without, names };
-    if let (Some(fold), None, Val::Vector(series)) = (Fold::of(&op), &param, &input) {
-        let out = fold_series(ev, fold, &grouping, series, steps)?;
-        drop(input);
-        ev.release(held);
+    if let (Some(fold), None) = (Fold::of(&op), &param) {
+        // Each input series is folded as it comes and dropped: the input is
+        // never held whole.
+        let mut folder = Folder::new(fold, &grouping, steps);
+        let other = ev.eval_each(&a.expr, steps, &mut |ev, series| {
+            if folder.series.is_multiple_of(256) {
+                ev.check_deadline()?;
+            }
+            folder.add(&series);
+            ev.release(series.points.len());
+            Ok(())
+        })?;
+        if let Some(input) = other {
+            return Err(not_a_vector(&input));
+        }
+        let out = folder.finish();
         ev.hold(out.iter().map(|s| s.points.len()).sum())?;
         return Ok(Val::Vector(out));
     }
+    let input = ev.eval(&a.expr, steps)?;
+    if !matches!(input, Val::Vector(_)) {
+        return Err(not_a_vector(&input));
+    }
+    let held = input.samples() + param.as_ref().map_or(0, Val::samples);
     let mut args: Vec<&Val> = vec![&input];
     if let Some(p) = &param {
         args.push(p);
@@ -67,6 +76,13 @@ pub(crate) fn eval(
     })?;
     ev.release(held);
     Ok(Val::Vector(out))
+}
+
+fn not_a_vector(input: &Val) -> QueryError {
+    QueryError::BadData(format!(
+        "expected type instant vector in aggregation expression, got {}",
+        input.type_name()
+    ))
 }
 
 fn eval_param(ev: &mut Evaluator<'_>, op: &str, p: &Expr, steps: Steps) -> Result<Val, QueryError> {
@@ -210,35 +226,53 @@ impl FoldGroup {
     }
 }
 
-/// `fold` of every group of `series` at every step.
-fn fold_series(
-    ev: &Evaluator<'_>,
+/// Folds series one at a time into their groups' cells.
+struct Folder<'g> {
     fold: Fold,
-    grouping: &Grouping,
-    series: &[StepSeries],
+    grouping: &'g Grouping,
     steps: Steps,
-) -> Result<Vec<StepSeries>, QueryError> {
-    let n = steps.count();
-    let mut ids: FastMap<String, usize> = FastMap::default();
-    let mut groups: Vec<FoldGroup> = Vec::new();
-    let mut key = String::new();
-    for (si, s) in series.iter().enumerate() {
-        let Some(head) = s.points.first() else {
-            continue;
-        };
-        if si % 256 == 0 {
-            ev.check_deadline()?;
+    ids: FastMap<String, usize>,
+    groups: Vec<FoldGroup>,
+    key: String,
+    /// Series added so far.
+    series: usize,
+}
+
+impl<'g> Folder<'g> {
+    fn new(fold: Fold, grouping: &'g Grouping, steps: Steps) -> Folder<'g> {
+        Folder {
+            fold,
+            grouping,
+            steps,
+            ids: FastMap::default(),
+            groups: Vec::new(),
+            key: String::new(),
+            series: 0,
         }
-        grouping.key(&s.labels, &mut key);
-        let gi = match ids.get(key.as_str()) {
+    }
+
+    /// Folds the next input series.
+    fn add(&mut self, s: &StepSeries) {
+        let si = self.series;
+        self.series += 1;
+        let Some(head) = s.points.first() else {
+            return;
+        };
+        let (fold, steps) = (self.fold, self.steps);
+        self.grouping.key(&s.labels, &mut self.key);
+        let gi = match self.ids.get(self.key.as_str()) {
             Some(&gi) => gi,
             None => {
-                ids.insert(key.clone(), groups.len());
-                groups.push(FoldGroup::new(fold, grouping.labels(&s.labels), n));
-                groups.len() - 1
+                self.ids.insert(self.key.clone(), self.groups.len());
+                self.groups.push(FoldGroup::new(
+                    fold,
+                    self.grouping.labels(&s.labels),
+                    steps.count(),
+                ));
+                self.groups.len() - 1
             }
         };
-        let g = &mut groups[gi];
+        let g = &mut self.groups[gi];
         let first_step = steps.index(head.t);
         if first_step < g.first.0 {
             g.first = (first_step, si);
@@ -289,26 +323,32 @@ fn fold_series(
             }
         }
     }
-    groups.sort_by_key(|g| g.first);
-    Ok(groups
-        .into_iter()
-        .map(|g| {
-            let points = g
-                .counts
-                .iter()
-                .enumerate()
-                .filter(|(_, c)| **c > 0)
-                .map(|(i, _)| super::value::Point {
-                    t: steps.ts(i),
-                    v: g.value(fold, i),
-                })
-                .collect();
-            StepSeries {
-                labels: g.labels,
-                points,
-            }
-        })
-        .collect())
+
+    /// Every group's series, in the order step-by-step evaluation gives.
+    fn finish(self) -> Vec<StepSeries> {
+        let (fold, steps) = (self.fold, self.steps);
+        let mut groups = self.groups;
+        groups.sort_by_key(|g| g.first);
+        groups
+            .into_iter()
+            .map(|g| {
+                let points = g
+                    .counts
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, c)| **c > 0)
+                    .map(|(i, _)| super::value::Point {
+                        t: steps.ts(i),
+                        v: g.value(fold, i),
+                    })
+                    .collect();
+                StepSeries {
+                    labels: g.labels,
+                    points,
+                }
+            })
+            .collect()
+    }
 }
 
 /// Groups seen so far across steps: the group of an input label set is

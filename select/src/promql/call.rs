@@ -3,7 +3,8 @@
 //! rather than on numbers (`absent`, `scalar`, `sort`, `label_replace`,
 //! `histogram_quantile`, ...). The math lives in `functions`.
 
-use std::sync::Arc;
+use std::panic::AssertUnwindSafe;
+use std::sync::{Arc, mpsc};
 
 use promql_parser::label::MatchOp as PromMatchOp;
 use promql_parser::parser::value::ValueType;
@@ -13,12 +14,11 @@ use strata_storage::{Label, METRIC_NAME_LABEL};
 
 use super::engine::QueryError;
 use super::eval::{
-    Elem, Evaluator, RangeArg, Shared, StepSeries, Steps, Val, Walker, WindowShape,
-    check_unique_labelsets, drop_name, duplicate_labelset, label_value, merge_same_labels,
-    strip_name,
+    Elem, Evaluator, RangeArg, RawSeries, Shared, StepSeries, Steps, Val, Walker, WindowShape,
+    drop_name, duplicate_labelset, label_value, merge_same_labels, strip_name,
 };
 use super::functions::{elementwise, histogram, labels as label_fns, range};
-use super::hash::FastMap;
+use super::hash::{FastMap, FastSet};
 use super::value::Point;
 
 pub(crate) fn eval(ev: &mut Evaluator<'_>, c: &Call, steps: Steps) -> Result<Val, QueryError> {
@@ -295,6 +295,56 @@ fn range_call(
     matrix_index: usize,
     steps: Steps,
 ) -> Result<Val, QueryError> {
+    let mut out: Vec<StepSeries> = Vec::new();
+    range_call_each(ev, name, args, matrix_index, steps, &mut |_, series| {
+        out.push(series);
+        Ok(())
+    })?;
+    Ok(Val::Vector(out))
+}
+
+/// Receives the series of an instant vector one at a time, in order. Each
+/// series' points are held (`Evaluator::hold`) when it arrives; the sink
+/// releases what it does not keep.
+pub(crate) type SeriesSink<'s> =
+    dyn FnMut(&mut Evaluator<'_>, StepSeries) -> Result<(), QueryError> + 's;
+
+/// Evaluates a call whose result can be handed on series by series without
+/// being gathered first (a range function): `None` once every series went to
+/// `sink`. Any other call is evaluated whole and returned.
+pub(crate) fn eval_each(
+    ev: &mut Evaluator<'_>,
+    c: &Call,
+    steps: Steps,
+    sink: &mut SeriesSink<'_>,
+) -> Result<Option<Val>, QueryError> {
+    let name = c.func.name;
+    let matrix_index = c
+        .func
+        .arg_types
+        .iter()
+        .position(|t| *t == ValueType::Matrix);
+    match matrix_index {
+        // `absent_over_time` answers for series that are not there.
+        Some(i) if name != "absent_over_time" => {
+            let args: Vec<&Expr> = c.args.args.iter().map(|a| a.as_ref()).collect();
+            range_call_each(ev, name, &args, i, steps, sink)?;
+            Ok(None)
+        }
+        _ => eval(ev, c, steps).map(Some),
+    }
+}
+
+/// `range_call`, handing each result series to `sink` as soon as it is
+/// computed.
+fn range_call_each(
+    ev: &mut Evaluator<'_>,
+    name: &str,
+    args: &[&Expr],
+    matrix_index: usize,
+    steps: Steps,
+    sink: &mut SeriesSink<'_>,
+) -> Result<(), QueryError> {
     let f = range::lookup(name).ok_or_else(|| unknown(name))?;
     let mut scalars = Vec::new();
     for (i, a) in args.iter().enumerate() {
@@ -302,12 +352,18 @@ fn range_call(
             scalars.push(ev.eval_scalar(a, steps)?);
         }
     }
-    let keep_name = name == "last_over_time";
+    let matrix = arg(args, matrix_index, name)?;
+    let mut output = RenamedOutput {
+        keep_name: name == "last_over_time",
+        // Series of one metric name differ in other labels, so dropping the
+        // name cannot make two of them equal (a subquery is never taken
+        // for one name).
+        may_collide: !selects_one_name(matrix),
+        seen: FastSet::default(),
+    };
     let mut walker = Walker::new(range::counts_drops(name));
     let mut step_args = vec![0.0; scalars.len()];
     let mut validated = vec![false; steps.count()];
-    let mut renamed = false;
-    let mut out: Vec<StepSeries> = Vec::new();
     // One series' windows, then its result; its raw samples are dropped
     // right after.
     let mut apply = |ev: &mut Evaluator<'_>, shape: &WindowShape, series: StepSeries| {
@@ -331,44 +387,57 @@ fn range_call(
             return Ok(());
         }
         ev.hold(points.len())?;
-        let mut labels = series.labels;
-        if !keep_name {
-            renamed |= strip_name(&mut labels);
-        }
-        out.push(StepSeries { labels, points });
-        Ok::<(), QueryError>(())
+        output.hand_on(
+            ev,
+            StepSeries {
+                labels: series.labels,
+                points,
+            },
+            sink,
+        )
     };
-    match ev.range_arg(arg(args, matrix_index, name)?, steps)? {
+    match ev.range_arg(matrix, steps)? {
         // Many steps make real work per series: windows of several series
         // are walked at once on the pool (functions without scalar
-        // arguments, whose validation is per step); the storage reads the
-        // next series meanwhile, so the selector needs no reading thread.
+        // arguments, whose validation is per step) while this thread takes
+        // the next series from storage, which reads ahead on the pool too.
         RangeArg::Selector { vs, shape, lo, hi } if steps.count() > 1 && scalars.is_empty() => {
-            let mut batch: Vec<StepSeries> = Vec::with_capacity(PARALLEL_WALK_SERIES);
-            let mut take = |ev: &mut Evaluator<'_>, batch: &mut Vec<StepSeries>| {
-                for (held, walked) in
-                    walk_on_pool(f, range::counts_drops(name), &shape, steps, batch)
-                {
+            let mut walks = PoolWalks {
+                f,
+                count_drops: range::counts_drops(name),
+                shape,
+                steps,
+                in_flight: None,
+            };
+            let mut batch: Vec<RawSeries> = Vec::with_capacity(PARALLEL_WALK_SERIES);
+            let mut take = |ev: &mut Evaluator<'_>, walked: Vec<Walked>| {
+                for (held, walked) in walked {
                     ev.release(held);
-                    let Some(mut series) = walked? else {
+                    let Some(series) = walked? else {
                         continue;
                     };
                     ev.hold(series.points.len())?;
-                    if !keep_name {
-                        renamed |= strip_name(&mut series.labels);
-                    }
-                    out.push(series);
+                    output.hand_on(ev, series, sink)?;
                 }
                 Ok::<(), QueryError>(())
             };
-            ev.stream(vs, lo, hi, false, |ev, series| {
+            ev.stream_raw(vs, lo, hi, false, |ev, series| {
                 batch.push(series);
                 if batch.len() == PARALLEL_WALK_SERIES {
-                    take(ev, &mut batch)?;
+                    let full =
+                        std::mem::replace(&mut batch, Vec::with_capacity(PARALLEL_WALK_SERIES));
+                    if let Some(walked) = walks.start(full) {
+                        take(ev, walked)?;
+                    }
                 }
                 Ok(())
             })?;
-            take(ev, &mut batch)?;
+            if let Some(walked) = walks.start(batch) {
+                take(ev, walked)?;
+            }
+            if let Some(walked) = walks.finish() {
+                take(ev, walked)?;
+            }
         }
         RangeArg::Selector { vs, shape, lo, hi } => {
             let read_ahead = steps.count() > 1;
@@ -385,37 +454,126 @@ fn range_call(
             }
         }
     }
-    // Series that differ only in `__name__` now share labels, an error even
-    // at different steps (as in Prometheus).
-    if renamed {
-        check_unique_labelsets(&out)?;
+    Ok(())
+}
+
+/// Whether every series a range argument reads has one metric name: a
+/// selector with the name or an equality matcher on `__name__` that every
+/// `or` alternative shares.
+fn selects_one_name(e: &Expr) -> bool {
+    let Expr::MatrixSelector(ms) = unparen(e) else {
+        return false;
+    };
+    ms.vs.name.is_some()
+        || ms
+            .vs
+            .matchers
+            .matchers
+            .iter()
+            .any(|m| m.name == METRIC_NAME_LABEL && matches!(m.op, PromMatchOp::Equal))
+}
+
+/// The output of a range function on its way to the sink: `__name__`
+/// dropped, and, where dropping it can make two series' labels equal, the
+/// label sets checked to be unique (an error even at different steps, as
+/// in Prometheus).
+struct RenamedOutput {
+    keep_name: bool,
+    may_collide: bool,
+    seen: FastSet<Shared>,
+}
+
+impl RenamedOutput {
+    fn hand_on(
+        &mut self,
+        ev: &mut Evaluator<'_>,
+        mut series: StepSeries,
+        sink: &mut SeriesSink<'_>,
+    ) -> Result<(), QueryError> {
+        if !self.keep_name
+            && strip_name(&mut series.labels)
+            && self.may_collide
+            && !self.seen.insert(series.labels.clone())
+        {
+            return Err(duplicate_labelset());
+        }
+        sink(ev, series)
     }
-    Ok(Val::Vector(out))
 }
 
 /// Series whose windows `range_call` walks at once on the pool: enough
 /// that waking the pool is cheap next to the work, few enough that the
-/// points held meanwhile stay small (256 x a range's points).
+/// points held meanwhile stay small (two batches of 256 x a range's
+/// points).
 const PARALLEL_WALK_SERIES: usize = 256;
 
-/// Walks the windows of every series of `batch` (emptied) with `f` on
-/// rayon's pool, in order: for each, the input points it held and its
-/// result series (`None` when no window had points).
+/// What walking one series gave: the input points it held, and its result
+/// series (`None` when no window had points).
+type Walked = (usize, Result<Option<StepSeries>, QueryError>);
+
+/// Batches of series whose windows are walked on rayon's pool, one batch in
+/// flight while the caller gathers the next.
+struct PoolWalks {
+    f: super::functions::RangeFunction,
+    count_drops: bool,
+    shape: WindowShape,
+    steps: Steps,
+    in_flight: Option<mpsc::Receiver<std::thread::Result<Vec<Walked>>>>,
+}
+
+impl PoolWalks {
+    /// Starts walking `batch`, and returns the batch walked before it (in
+    /// order), waiting for it if needed.
+    fn start(&mut self, batch: Vec<RawSeries>) -> Option<Vec<Walked>> {
+        let done = self.finish();
+        if batch.is_empty() {
+            return done;
+        }
+        let (sender, receiver) = mpsc::sync_channel(1);
+        let (f, count_drops, shape, steps) = (self.f, self.count_drops, self.shape, self.steps);
+        rayon::spawn(move || {
+            let walked = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                walk_on_pool(f, count_drops, &shape, steps, batch)
+            }));
+            // The query may have failed meanwhile: then nobody waits.
+            let _ = sender.send(walked);
+        });
+        self.in_flight = Some(receiver);
+        done
+    }
+
+    /// Waits for the batch in flight, if any.
+    fn finish(&mut self) -> Option<Vec<Walked>> {
+        let receiver = self.in_flight.take()?;
+        match receiver.recv() {
+            Ok(Ok(walked)) => Some(walked),
+            Ok(Err(panic)) => std::panic::resume_unwind(panic),
+            // The task catches panics, so it always sends before dropping
+            // its sender.
+            Err(mpsc::RecvError) => unreachable!("a walk task ended without an answer"),
+        }
+    }
+}
+
+/// Walks the windows of every series of `batch` with `f` on rayon's pool,
+/// in order. The samples become points there too, in a buffer each worker
+/// reuses.
 fn walk_on_pool(
     f: super::functions::RangeFunction,
     count_drops: bool,
     shape: &WindowShape,
     steps: Steps,
-    batch: &mut Vec<StepSeries>,
-) -> Vec<(usize, Result<Option<StepSeries>, QueryError>)> {
+    batch: Vec<RawSeries>,
+) -> Vec<Walked> {
     batch
-        .par_drain(..)
+        .into_par_iter()
         .map_init(
-            || Walker::new(count_drops),
-            |walker, series| {
-                let held = series.points.len();
-                let mut points = Vec::with_capacity(shape.window_steps(&series.points, steps));
-                let walked = walker.walk(shape, &series.points, steps, |i, window| {
+            || (Walker::new(count_drops), Vec::new()),
+            |(walker, input), series| {
+                let held = series.len();
+                series.fresh_points_into(input);
+                let mut points = Vec::with_capacity(shape.window_steps(input, steps));
+                let walked = walker.walk_fresh(shape, input, steps, |i, window| {
                     if let Some(v) = f(window, &[]) {
                         points.push(Point { t: steps.ts(i), v });
                     }

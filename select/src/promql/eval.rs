@@ -11,6 +11,7 @@ use promql_parser::label::MatchOp as PromMatchOp;
 use promql_parser::parser::{AtModifier, Expr, Offset, SubqueryExpr, VectorSelector};
 use strata_storage::{METRIC_NAME_LABEL, MatchOp, Matcher, SeriesData, TimeRange, is_stale_nan};
 
+use super::call::SeriesSink;
 use super::engine::{QueryError, QueryStats};
 use super::functions::RangeWindow;
 use super::hash::{FastMap, FastSet, map_with_capacity};
@@ -198,18 +199,30 @@ impl Walker {
         shape: &WindowShape,
         series: &[Point],
         steps: Steps,
-        mut f: impl FnMut(usize, &RangeWindow<'_>) -> Result<(), QueryError>,
+        f: impl FnMut(usize, &RangeWindow<'_>) -> Result<(), QueryError>,
     ) -> Result<(), QueryError> {
         // Stale markers never count in a window; most series have none, so
         // they are read in place.
-        let points: &[Point] = if series.iter().any(|p| is_stale_nan(p.v)) {
-            self.fresh.clear();
-            self.fresh
-                .extend(series.iter().filter(|p| !is_stale_nan(p.v)));
-            &self.fresh
+        if series.iter().any(|p| is_stale_nan(p.v)) {
+            let mut fresh = std::mem::take(&mut self.fresh);
+            fresh.clear();
+            fresh.extend(series.iter().filter(|p| !is_stale_nan(p.v)));
+            let walked = self.walk_fresh(shape, &fresh, steps, f);
+            self.fresh = fresh;
+            walked
         } else {
-            series
-        };
+            self.walk_fresh(shape, series, steps, f)
+        }
+    }
+
+    /// `walk` over points without stale markers.
+    pub fn walk_fresh(
+        &mut self,
+        shape: &WindowShape,
+        points: &[Point],
+        steps: Steps,
+        mut f: impl FnMut(usize, &RangeWindow<'_>) -> Result<(), QueryError>,
+    ) -> Result<(), QueryError> {
         let drops_until = &mut self.drops_until;
         if self.count_drops {
             drops_until.clear();
@@ -322,13 +335,19 @@ pub(crate) struct Intake<'v> {
 
 impl Intake<'_> {
     /// The series of `data` within the selector's range, counted against
-    /// the limits; `None` when it has no sample there or was seen before.
+    /// the limits, its samples left in the source's columns; `None` when it
+    /// has no sample there or was seen before.
     fn take(
         &mut self,
         ev: &mut Evaluator<'_>,
         data: SeriesData,
-    ) -> Result<Option<StepSeries>, QueryError> {
-        let mut labels = data.labels;
+    ) -> Result<Option<RawSeries>, QueryError> {
+        let SeriesData {
+            labels,
+            timestamps,
+            values,
+        } = data;
+        let mut labels = labels;
         // Sources answer labels sorted by name, and names are unique within
         // a set: comparing names alone is enough to tell.
         if !labels.windows(2).all(|w| w[0].name < w[1].name) {
@@ -339,20 +358,17 @@ impl Intake<'_> {
             return Ok(None);
         }
         // Samples come in time order.
-        let ts = &data.timestamps;
-        let from = ts.partition_point(|t| *t < self.lo);
-        let to = ts.partition_point(|t| *t <= self.hi).max(from);
-        let points: Vec<Point> = ts[from..to]
-            .iter()
-            .zip(data.values.get(from..).unwrap_or_default())
-            .map(|(t, v)| Point { t: *t, v: *v })
-            .collect();
-        if points.is_empty() {
+        let from = timestamps.partition_point(|t| *t < self.lo);
+        let to = timestamps
+            .partition_point(|t| *t <= self.hi)
+            .min(values.len());
+        if to <= from {
             return Ok(None);
         }
+        let samples = to - from;
         ev.stats.series_loaded += 1;
-        ev.stats.samples_loaded += points.len() as u64;
-        ev.hold(points.len())?;
+        ev.stats.samples_loaded += samples as u64;
+        ev.hold(samples)?;
         if self.check_seen {
             self.seen.insert(labels.clone());
         }
@@ -363,7 +379,62 @@ impl Intake<'_> {
                 self.vs, ev.max_series
             )));
         }
-        Ok(Some(StepSeries { labels, points }))
+        Ok(Some(RawSeries {
+            labels,
+            timestamps,
+            values,
+            from,
+            to,
+        }))
+    }
+}
+
+/// A series as the source answered it, its samples in columns: those at
+/// `from..to` lie in the selector's range and are held against the limits.
+pub(crate) struct RawSeries {
+    pub labels: Shared,
+    timestamps: Vec<i64>,
+    values: Vec<f64>,
+    from: usize,
+    to: usize,
+}
+
+impl RawSeries {
+    /// Samples held.
+    pub fn len(&self) -> usize {
+        self.to - self.from
+    }
+
+    pub fn into_step_series(self) -> StepSeries {
+        let (ts, vs) = (
+            &self.timestamps[self.from..self.to],
+            &self.values[self.from..self.to],
+        );
+        let points = ts
+            .iter()
+            .zip(vs)
+            .map(|(t, v)| Point { t: *t, v: *v })
+            .collect();
+        StepSeries {
+            labels: self.labels,
+            points,
+        }
+    }
+
+    /// Replaces `points` with the samples, stale markers left out (no
+    /// window counts them).
+    pub fn fresh_points_into(&self, points: &mut Vec<Point>) {
+        points.clear();
+        let (ts, vs) = (
+            &self.timestamps[self.from..self.to],
+            &self.values[self.from..self.to],
+        );
+        points.extend(
+            ts.iter()
+                .zip(vs)
+                .filter(|(_, v)| !is_stale_nan(**v))
+                .map(|(t, v)| Point { t: *t, v: *v }),
+        );
     }
 }
 
@@ -412,6 +483,35 @@ impl Evaluator<'_> {
             return Err(QueryError::Timeout("expression evaluation"));
         }
         Ok(())
+    }
+
+    /// Evaluates `expr` and hands the series of its instant vector to
+    /// `sink` one at a time, in order (see [`SeriesSink`] for what is
+    /// held); a range function's result is never gathered whole. A value
+    /// of another type is returned instead.
+    pub fn eval_each(
+        &mut self,
+        expr: &Expr,
+        steps: Steps,
+        sink: &mut SeriesSink<'_>,
+    ) -> Result<Option<Val>, QueryError> {
+        let val = match expr {
+            Expr::Paren(p) => return self.eval_each(&p.expr, steps, sink),
+            Expr::Call(c) => match super::call::eval_each(self, c, steps, sink)? {
+                Some(val) => val,
+                None => return Ok(None),
+            },
+            other => self.eval(other, steps)?,
+        };
+        match val {
+            Val::Vector(series) => {
+                for s in series {
+                    sink(self, s)?;
+                }
+                Ok(None)
+            }
+            other => Ok(Some(other)),
+        }
     }
 
     /// Evaluates `expr` at every step of `steps`.
@@ -704,6 +804,21 @@ impl Evaluator<'_> {
         read_ahead: bool,
         mut f: impl FnMut(&mut Self, StepSeries) -> Result<(), QueryError>,
     ) -> Result<(), QueryError> {
+        self.stream_raw(vs, lo, hi, read_ahead, |ev, raw| {
+            f(ev, raw.into_step_series())
+        })
+    }
+
+    /// `stream`, handing on each series with its samples in the source's
+    /// columns.
+    pub fn stream_raw(
+        &mut self,
+        vs: &VectorSelector,
+        lo: i64,
+        hi: i64,
+        read_ahead: bool,
+        mut f: impl FnMut(&mut Self, RawSeries) -> Result<(), QueryError>,
+    ) -> Result<(), QueryError> {
         let alternatives = matchers_of(vs)?;
         let mut intake = Intake {
             vs,
@@ -748,7 +863,7 @@ impl Evaluator<'_> {
         &mut self,
         mut series: SeriesStream,
         intake: &mut Intake<'_>,
-        mut f: impl FnMut(&mut Self, StepSeries) -> Result<(), QueryError>,
+        mut f: impl FnMut(&mut Self, RawSeries) -> Result<(), QueryError>,
     ) -> Result<(), QueryError> {
         let deadline = self.deadline;
         std::thread::scope(|scope| {

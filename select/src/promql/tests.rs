@@ -762,6 +762,105 @@ fn range_equals_instants() {
     );
 }
 
+/// Counters of 700 series (`w`, jobs a..d) with resets and gaps, and
+/// `v` with the labels of the first 10: enough series for range functions
+/// to walk several batches on the pool.
+fn wide() -> MemSource {
+    use strata_storage::encoding::synthetic::SplitMix64;
+    let mut rng = SplitMix64::new(11);
+    let mut series = Vec::new();
+    for i in 0..710 {
+        let name = if i < 700 { "w" } else { "v" };
+        let inst = (i % 700).to_string();
+        let job = ["a", "b", "c", "d"][i % 4];
+        let mut labels = vec![
+            Label::new("__name__", name),
+            Label::new("inst", inst),
+            Label::new("job", job),
+        ];
+        labels.sort();
+        let mut d = SeriesData {
+            labels,
+            timestamps: Vec::new(),
+            values: Vec::new(),
+        };
+        let mut counter = (rng.next_u64() % 1000) as f64;
+        let mut t = (rng.next_u64() % 15_000) as i64;
+        while t <= 900_000 {
+            let roll = rng.next_f64();
+            if roll < 0.05 {
+                counter = 0.0;
+            } else if roll > 0.02 {
+                counter += rng.next_f64() * 50.0;
+            }
+            if roll > 0.01 {
+                d.timestamps.push(t);
+                d.values.push(counter);
+            }
+            t += 15_000;
+        }
+        series.push(d);
+    }
+    MemSource {
+        series,
+        warnings: Vec::new(),
+        fail_after: None,
+    }
+}
+
+/// Range functions walked on the pool in batches, and aggregations that
+/// fold their output as it comes, answer to the bit what one step at a
+/// time answers (which walks in line).
+#[test]
+fn wide_range_equals_instants() {
+    let src = wide();
+    let engine = Engine::default();
+    let options = QueryOptions::default();
+    for query in [
+        "rate(w[1m])",
+        "sum by (job) (rate(w[1m]))",
+        "avg(increase(w[2m]))",
+        "max by (job) (irate(w[1m]))",
+        "stddev(delta(w[1m]))",
+        "count(resets(w[5m]))",
+        "sum by (job) (last_over_time(w[1m]))",
+    ] {
+        let (start, end, step) = (120_000, 900_000, 30_000);
+        let range = engine
+            .range(&src, query, start, end, step, &options)
+            .unwrap_or_else(|e| panic!("{query}: {e}"));
+        let mut stacked = std::collections::BTreeMap::new();
+        let mut t = start;
+        while t <= end {
+            let r = engine
+                .instant(&src, query, t, &options)
+                .unwrap_or_else(|e| panic!("{query} at {t}: {e}"));
+            stacked.extend(points_of(&r.value, t));
+            t += step;
+        }
+        assert!(stacked.len() > 20, "{query}: only {} points", stacked.len());
+        assert_eq!(points_of(&range.value, 0), stacked, "{query}");
+    }
+    // Dropping the name makes `v` and the first `w` series equal: an error
+    // whether or not an aggregation takes the result.
+    for query in [
+        r#"rate({__name__=~"w|v"}[1m])"#,
+        r#"sum(rate({__name__=~"w|v"}[1m]))"#,
+    ] {
+        match engine.range(&src, query, 120_000, 900_000, 30_000, &options) {
+            Ok(r) => panic!(
+                "{query}: want an error, got {} series",
+                points_of(&r.value, 0).len()
+            ),
+            Err(e) => assert!(
+                e.to_string()
+                    .contains("vector cannot contain metrics with the same labelset"),
+                "{query}: {e}"
+            ),
+        }
+    }
+}
+
 #[test]
 fn steps_locate_times() {
     use super::eval::Steps;
