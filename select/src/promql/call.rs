@@ -364,11 +364,16 @@ fn range_call_each(
     let mut walker = Walker::new(range::counts_drops(name));
     let mut step_args = vec![0.0; scalars.len()];
     let mut validated = vec![false; steps.count()];
-    // One series' windows, then its result; its raw samples are dropped
-    // right after.
-    let mut apply = |ev: &mut Evaluator<'_>, shape: &WindowShape, series: StepSeries| {
-        let mut points = Vec::with_capacity(shape.window_steps(&series.points, steps));
-        walker.walk(shape, &series.points, steps, |i, window| {
+    // One series' windows, then its result. `input` has no stale markers
+    // when `fresh`; the `held` samples it came from are released.
+    let mut apply = |ev: &mut Evaluator<'_>,
+                     shape: &WindowShape,
+                     labels: Shared,
+                     input: &[Point],
+                     fresh: bool,
+                     held: usize| {
+        let mut points = Vec::with_capacity(shape.window_steps(input, steps));
+        let at_step = |i: usize, window: &super::functions::RangeWindow<'_>| {
             for (slot, s) in step_args.iter_mut().zip(&scalars) {
                 *slot = s.get(i).copied().unwrap_or(f64::NAN);
             }
@@ -381,20 +386,18 @@ fn range_call_each(
                 points.push(Point { t: steps.ts(i), v });
             }
             Ok(())
-        })?;
-        ev.release(series.points.len());
+        };
+        if fresh {
+            walker.walk_fresh(shape, input, steps, at_step)?;
+        } else {
+            walker.walk(shape, input, steps, at_step)?;
+        }
+        ev.release(held);
         if points.is_empty() {
             return Ok(());
         }
         ev.hold(points.len())?;
-        output.hand_on(
-            ev,
-            StepSeries {
-                labels: series.labels,
-                points,
-            },
-            sink,
-        )
+        output.hand_on(ev, StepSeries { labels, points }, sink)
     };
     match ev.range_arg(matrix, steps)? {
         // Many steps make real work per series: windows of several series
@@ -441,8 +444,12 @@ fn range_call_each(
         }
         RangeArg::Selector { vs, shape, lo, hi } => {
             let read_ahead = steps.count() > 1;
-            ev.stream(vs, lo, hi, read_ahead, |ev, series| {
-                apply(ev, &shape, series)
+            // Each series' samples become points in one reused buffer.
+            let mut input = Vec::new();
+            ev.stream_raw(vs, lo, hi, read_ahead, |ev, series| {
+                series.fresh_points_into(&mut input);
+                let held = series.len();
+                apply(ev, &shape, series.labels, &input, true, held)
             })?;
         }
         RangeArg::Data(data) => {
@@ -450,7 +457,8 @@ fn range_call_each(
                 if si % 256 == 0 {
                     ev.check_deadline()?;
                 }
-                apply(ev, &data.shape, series)?;
+                let held = series.points.len();
+                apply(ev, &data.shape, series.labels, &series.points, false, held)?;
             }
         }
     }
