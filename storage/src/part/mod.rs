@@ -80,6 +80,7 @@
 
 mod cache;
 mod format;
+mod search;
 mod writer;
 
 #[cfg(test)]
@@ -323,7 +324,7 @@ impl Part {
         if range.start > range.end {
             return Ok(());
         }
-        let first = self.index.partition_point(|e| e.last_series < series_id);
+        let first = search::first_at_or_above(&self.index, |e| e.last_series, series_id);
         let mut first_err = None;
         // A damaged page is skipped within one call but reported again by the
         // next call that needs it, so no series loses its error.
@@ -343,7 +344,7 @@ impl Part {
                 }
             };
             let (page, scratch) = (&mut cache.page, &mut cache.scratch);
-            let start = hp.blocks.partition_point(|b| b.series < series_id);
+            let start = search::first_at_or_above(&hp.blocks, |b| b.series, series_id);
             for b in hp.blocks[start..]
                 .iter()
                 .take_while(|b| b.series == series_id)
@@ -404,7 +405,7 @@ impl Part {
         if range.start > range.end {
             return Ok(false);
         }
-        let first = self.index.partition_point(|e| e.last_series < series_id);
+        let first = search::first_at_or_above(&self.index, |e| e.last_series, series_id);
         let mut straddling = false;
         for (i, e) in self.index.iter().enumerate().skip(first) {
             if e.first_series > series_id {
@@ -414,7 +415,7 @@ impl Part {
                 continue;
             }
             let hp = cache.header_page(self, i)?;
-            let start = hp.blocks.partition_point(|b| b.series < series_id);
+            let start = search::first_at_or_above(&hp.blocks, |b| b.series, series_id);
             for b in hp.blocks[start..]
                 .iter()
                 .take_while(|b| b.series == series_id)

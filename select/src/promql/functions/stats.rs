@@ -1,14 +1,15 @@
 //! Statistics shared by functions and aggregations: compensated summation,
 //! the quantile of a set of floats, and streaming mean and variance with the
 //! exact arithmetic Prometheus 2.53 uses, so that results agree to the bit
-//! where its test files compare them.
+//! where its test files compare them (`avg_over_time` divides a compensated
+//! sum once unless it overflows, which may differ in the last bits).
 //!
 //! Which helper serves which PromQL operation:
 //!
 //! | operation                         | helper                                   |
 //! |-----------------------------------|------------------------------------------|
 //! | `sum_over_time`                   | [`KahanSum`]                             |
-//! | `avg_over_time`                   | [`KahanMean`]                            |
+//! | `avg_over_time`                   | [`KahanSum`], [`KahanMean`] on overflow  |
 //! | `stddev_over_time`, `stdvar_...`  | [`KahanVariance`]                        |
 //! | `avg` aggregation                 | [`Mean`]                                 |
 //! | `stddev`, `stdvar` aggregations   | [`Variance`]                             |
