@@ -8,6 +8,14 @@
 //!   aggregations and function calls on it.
 //! - `functions`: the math of every float function, free of evaluation
 //!   plumbing so it can be table-tested alone.
+//!
+//! Memory: selectors stream series from the source, and a range function
+//! hands each result series on as soon as its windows are walked
+//! (`Evaluator::eval_each`), so `sum`, `avg`, `count`, `min`, `max`,
+//! `group`, `stddev` and `stdvar` over a range function fold their input
+//! as it comes and hold only their groups. Over many steps, the windows of
+//! 256 series at a time are walked on rayon's pool while the evaluation
+//! gathers the next 256 from storage.
 
 mod aggregate;
 mod binary;
