@@ -8,6 +8,8 @@
 //!   aggregations and function calls on it.
 //! - `functions`: the math of every float function, free of evaluation
 //!   plumbing so it can be table-tested alone.
+//! - `syntax`: parsing, with parse errors placed (`line:column`) and worded
+//!   as Prometheus places and words them.
 
 mod aggregate;
 mod binary;
@@ -16,9 +18,11 @@ pub mod engine;
 mod eval;
 pub mod functions;
 mod hash;
+pub mod syntax;
 pub mod value;
 
 pub use engine::{Engine, EngineOptions, QueryError, QueryOptions, QueryResult, QueryStats};
+pub use syntax::ParseError;
 pub use value::{Point, Sample, Series, Value};
 
 #[cfg(test)]
