@@ -54,6 +54,7 @@ pub(super) fn first_error(query: &str) -> Option<Found> {
         tokens: lex::tokens(query),
         at: 0,
         catchers: Vec::new(),
+        depth: 0,
     };
     let result = parser
         .query()
@@ -161,10 +162,15 @@ const SUBQUERY_CLOSE: Catcher = catcher("subquery selector", "\"]\"");
 const OFFSET: Catcher = catcher("offset", "duration");
 const AT: Catcher = catcher("@", "timestamp");
 
+/// Deepest nesting of expressions the walk follows (parentheses,
+/// arguments, signs, right-hand sides); real queries stay far below.
+const MAX_NESTING: usize = 64;
+
 struct Parser {
     tokens: Vec<Token>,
     at: usize,
     catchers: Vec<Catcher>,
+    depth: usize,
 }
 
 impl Token {
@@ -227,6 +233,18 @@ impl Parser {
     /// An expression whose binary operators bind at least as tightly as
     /// `min` (precedence climbing).
     fn expr(&mut self, min: u8) -> Step<Node> {
+        // Every nesting passes here; past the limit the walk claims nothing
+        // rather than risk the stack on a hostile query.
+        self.depth += 1;
+        if self.depth > MAX_NESTING {
+            return Err(Stop::GiveUp);
+        }
+        let node = self.expr_at_depth(min);
+        self.depth -= 1;
+        node
+    }
+
+    fn expr_at_depth(&mut self, min: u8) -> Step<Node> {
         let mut lhs = self.unary()?;
         loop {
             let t = self.peek()?;

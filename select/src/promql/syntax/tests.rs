@@ -836,3 +836,27 @@ fn parse_keeps_an_unplaced_message_when_the_walk_finds_nothing() {
 fn holt_winters_parses_from_the_first_call() {
     parse("holt_winters(up[5m], 0.5, 0.5)").expect("holt_winters is registered");
 }
+
+/// The walk runs on whatever a client sends: deep nesting must not take the
+/// stack (it gives up instead), and nesting within the limit is followed.
+/// 2 MiB is the stack of tokio's threads, where queries are parsed; this
+/// build's frames are the large unoptimized ones.
+#[test]
+fn deep_nesting_gives_up_without_overflowing() {
+    let deep = std::thread::Builder::new()
+        .stack_size(2 << 20)
+        .spawn(|| {
+            for query in [
+                "(".repeat(100_000),
+                format!("{}1 +", "-".repeat(100_000)),
+                format!("{}up)", "abs(".repeat(100_000)),
+                format!("{}2 +", "1 ^ ".repeat(100_000)),
+            ] {
+                assert_eq!(first_error(&query), None, "{}...", &query[..20]);
+            }
+        })
+        .expect("spawn");
+    deep.join().expect("no overflow");
+    let query = format!("{}1 +{}", "abs(".repeat(60), ")".repeat(60));
+    assert_eq!(located(&query), "1:244: parse error: unexpected \")\"");
+}
