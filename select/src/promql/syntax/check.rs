@@ -470,7 +470,9 @@ impl Parser {
             match t.kind {
                 Kind::Comma => {
                     self.advance();
-                    if self.peek()?.kind == Kind::RightParen {
+                    // Prometheus' parser takes the comma as a trailing one
+                    // whenever no argument can follow it, `)` or not.
+                    if !self.peek()?.starts_expression() {
                         return Err(found(
                             t.start,
                             "trailing commas not allowed in function call args",

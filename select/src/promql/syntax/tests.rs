@@ -741,6 +741,19 @@ fn errors_are_placed_and_worded_as_prometheus() {
         "up == bool 1 and 2",
         "1:1: parse error: set operator \"and\" not allowed in binary scalar expression",
     );
+    // A comma that no argument can follow is a trailing one, `)` or not.
+    check(
+        "label_join(up,, \"job\", \"\", \"job\", \"instance\")",
+        "1:14: parse error: trailing commas not allowed in function call args",
+    );
+    check(
+        "topk(3,  ignoring up) by (job)",
+        "1:7: parse error: trailing commas not allowed in function call args",
+    );
+    check(
+        "predict_linear(node_memory_MemFree_bytes[1m], 5m  3600)",
+        "1:45: parse error: trailing commas not allowed in function call args",
+    );
     assert!(
         wrong.is_empty(),
         "{} differ:\n{}",
