@@ -12,11 +12,13 @@
 //! innermost open construct that has an error rule ("in aggregation", "in
 //! label matching, expected string"). The descent below keeps those as a
 //! stack of catchers, pushed and replaced at the same points. The token it
-//! fails on is the same by construction: both stop at the first token that
-//! no valid query can continue with.
+//! fails on is the same: both stop at the first token that no valid query
+//! can continue with, save where Prometheus' grammar blames an earlier one
+//! (a comma no argument follows is "trailing"), which is copied.
 //!
 //! When the walk meets something it does not model (a byte escape that is
-//! not UTF-8 in a label value) it claims nothing.
+//! not UTF-8 in a label value) or nesting deeper than `MAX_NESTING`, it
+//! claims nothing.
 
 use promql_parser::parser::value::ValueType;
 use strata_storage::{MatchOp, Matcher};
