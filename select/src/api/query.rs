@@ -185,7 +185,7 @@ fn finish_request(
     let query = params.get("query").unwrap_or_default().to_string();
     // Parse errors are refused here, before the query takes a slot; the
     // engine parses again (cheap next to evaluation).
-    promql_parser::parser::parse(&query)
+    crate::promql::syntax::parse(&query)
         .map_err(|e| ParamError::invalid("query", e.to_string()))?;
     Ok(QueryRequest {
         kind,
@@ -354,8 +354,8 @@ pub async fn format(
 ) -> Response {
     state
         .serve("format_query", query, headers, body, async |params, _| {
-            let expr = promql_parser::parser::parse(params.get("query").unwrap_or_default())
-                .map_err(|e| ParamError::invalid("query", e))?;
+            let expr = crate::promql::syntax::parse(params.get("query").unwrap_or_default())
+                .map_err(|e| ParamError::invalid("query", e.to_string()))?;
             let mut data = String::new();
             json::push_str(&mut data, &expr.prettify());
             Ok(Answer::new(data))
@@ -379,8 +379,8 @@ pub async fn exemplars(
                 "end timestamp must not be before start timestamp",
             ));
         }
-        let expr = promql_parser::parser::parse(params.get("query").unwrap_or_default())
-            .map_err(ApiError::bad_data)?;
+        let expr = crate::promql::syntax::parse(params.get("query").unwrap_or_default())
+            .map_err(|e| ApiError::bad_data(e.to_string()))?;
         Ok(has_selector(&expr))
     })();
     match result {

@@ -104,23 +104,9 @@ pub enum QueryError {
     Storage(#[from] strata_storage::StorageError),
 }
 
-/// Parses `query`, knowing the functions Prometheus 2.53 has that the
-/// parser does not (`holt_winters`, the older name of
-/// `double_exponential_smoothing`).
+/// Parses `query`; a refusal is `bad_data`, worded as Prometheus words it.
 fn parse(query: &str) -> Result<parser::Expr, QueryError> {
-    static EXTRA: std::sync::Once = std::sync::Once::new();
-    EXTRA.call_once(|| {
-        let holt_winters = parser::Function::new(
-            "holt_winters",
-            vec![ValueType::Matrix, ValueType::Scalar, ValueType::Scalar],
-            0,
-            ValueType::Vector,
-            false,
-        );
-        // Only fails when the parser already knows the name, which is fine.
-        let _ = parser::register_extra_functions(vec![holt_winters]);
-    });
-    parser::parse(query).map_err(QueryError::BadData)
+    super::syntax::parse(query).map_err(|e| QueryError::BadData(e.to_string()))
 }
 
 /// Evaluates PromQL over a [`Source`].

@@ -8,6 +8,8 @@
 //!   aggregations and function calls on it.
 //! - `functions`: the math of every float function, free of evaluation
 //!   plumbing so it can be table-tested alone.
+//! - `syntax`: parsing, with parse errors placed (`line:column`) and worded
+//!   as Prometheus places and words them.
 //!
 //! Memory: selectors stream series from the source, and a range function
 //! hands each result series on as soon as its windows are walked
@@ -24,9 +26,11 @@ pub mod engine;
 mod eval;
 pub mod functions;
 mod hash;
+pub mod syntax;
 pub mod value;
 
 pub use engine::{Engine, EngineOptions, QueryError, QueryOptions, QueryResult, QueryStats};
+pub use syntax::ParseError;
 pub use value::{Point, Sample, Series, Value};
 
 #[cfg(test)]
