@@ -25,7 +25,9 @@ pub(crate) fn eval(
     if let Some(Val::String(label)) = &param
         && !valid_label_name(label)
     {
-        return Err(QueryError::BadData(format!("invalid label name {label:?}")));
+        return Err(QueryError::Execution(format!(
+            "invalid label name {label:?}"
+        )));
     }
     let (without, mut names) = match &a.modifier {
         Some(LabelModifier::Include(l)) => (false, l.labels.clone()),

@@ -367,6 +367,11 @@ fn instant_query_errors() {
         r#"count_values("invalid-label", one)"#,
         "invalid label name",
     );
+    // An evaluation error (422), as in Prometheus, not a bad parameter.
+    assert!(matches!(
+        instant(&src, r#"count_values("invalid-label", one)"#, 0),
+        Err(QueryError::Execution(_))
+    ));
 }
 
 #[test]
