@@ -133,31 +133,21 @@ fn datasets() -> Vec<Dataset> {
     out
 }
 
-/// The series of a 150-host node_exporter fleet whose values are not short
-/// decimals (what `avg_over_time(node_load1[1h])` reads on a dashboard):
-/// load averages (moving averages in full precision, around 0..4), the
-/// clock-frequency ratio, and two clocks with nanoseconds (full-precision
-/// counters); 4 h at 15 s, in blocks of the part writer's size. Most
-/// load-average blocks are XOR-coded; the rest, and the clocks, are
-/// long decimals with ulp corrections, whichever is smaller.
+/// The full-precision series of a 150-host node_exporter fleet (what
+/// `avg_over_time(node_load1[1h])` reads on a dashboard): load averages
+/// (moving averages around 0..4), the clock-frequency ratio, and two clocks
+/// with nanoseconds (full-precision counters); 4 h at 15 s, in blocks of the
+/// part writer's size. Most load-average blocks are XOR-coded; the rest,
+/// and the clocks, are long decimals with ulp corrections, whichever is
+/// smaller.
 fn full_precision() -> Vec<Series> {
-    const NAMES: &[&str] = &[
-        "node_load1",
-        "node_load5",
-        "node_load15",
-        "node_timex_frequency_adjustment_ratio",
-        "node_time_seconds",
-        "go_memstats_last_gc_time_seconds",
-    ];
-    let fleet = NodeExporter {
+    NodeExporter {
         hosts: 150,
         points: 960,
         ..NodeExporter::default()
-    };
-    (0..fleet.hosts)
-        .flat_map(|h| fleet.host(h))
-        .filter(|s| NAMES.contains(&s.labels[0].1.as_str()))
-        .collect()
+    }
+    .full_precision()
+    .collect()
 }
 
 fn bench(c: &mut Criterion) {

@@ -65,14 +65,17 @@ struct Bits<'a> {
 }
 
 impl Bits<'_> {
-    /// The 64 bits from bit `pos` on, of which at least the first 57 come
-    /// from the byte-aligned word that holds `pos` (the rest are zero).
+    /// The 64 bits from bit `pos` on, of which the first 57 or more are the
+    /// stream's: the 8 bytes from the one that holds `pos`, shifted (the
+    /// bits shifted in are zero).
     #[inline]
     fn word_at(&self, pos: usize) -> u64 {
         let at = pos / 8;
-        let word = match self.data.get(at..).and_then(|rest| rest.first_chunk::<8>()) {
-            Some(bytes) => u64::from_be_bytes(*bytes),
-            None => self.tail_word(at),
+        let word = match self.data.get(at..at + 8) {
+            Some(&[b0, b1, b2, b3, b4, b5, b6, b7]) => {
+                u64::from_be_bytes([b0, b1, b2, b3, b4, b5, b6, b7])
+            }
+            _ => self.tail_word(at),
         };
         word << (pos % 8)
     }
@@ -176,7 +179,8 @@ pub(super) fn decode(
         if head >> 63 == 0 {
             pos += 1;
         } else {
-            if head >> 62 == 0b11 {
+            // Control bits, and the new window's header after '11'.
+            let header = if head >> 62 == 0b11 {
                 let lead = (head >> 56) as u32 & 63;
                 let sig = (head >> 50) as u32 & 63;
                 width = sig + 1;
@@ -187,7 +191,7 @@ pub(super) fn decode(
                     });
                 }
                 trail = 64 - lead - width;
-                pos += 14;
+                14
             } else {
                 if width == 0 {
                     return Err(DecodeError::Malformed {
@@ -195,10 +199,17 @@ pub(super) fn decode(
                         what: "xor value reuses a window before one was set",
                     });
                 }
-                pos += 2;
-            }
-            prev ^= bits.read(pos, width) << trail;
-            pos += width as usize;
+                2
+            };
+            // The head word holds 57 bits or more: most values end in it,
+            // and the rest take another read.
+            let x = if header + width <= 57 {
+                head << header >> (64 - width)
+            } else {
+                bits.read(pos + header as usize, width)
+            };
+            prev ^= x << trail;
+            pos += (header + width) as usize;
         }
         *slot = f64::from_bits(prev);
     }
