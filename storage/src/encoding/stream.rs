@@ -260,29 +260,10 @@ pub(super) fn decode(
     Ok(())
 }
 
-/// Reads `n` plain residuals without storing them: `f(index, value)` is
-/// called for every nonzero one (dense streams call it for zeros too).
-pub(super) fn for_each_plain(
-    r: &mut Reader<'_>,
-    n: usize,
-    packing: Packing,
-    mut f: impl FnMut(usize, i64),
-) -> Result<(), DecodeError> {
-    match packing {
-        Packing::Dense => {
-            for i in 0..n {
-                f(i, r.varint()?);
-            }
-        }
-        Packing::Sparse => for_each_sparse(r, n, f)?,
-    }
-    Ok(())
-}
-
 /// Reads a sparse stream's entries of a block of `n` samples, calling
 /// `f(slot, residual)` for each in increasing slot order.
 #[inline]
-fn for_each_sparse(
+pub(super) fn for_each_sparse(
     r: &mut Reader<'_>,
     n: usize,
     mut f: impl FnMut(usize, i64),

@@ -680,6 +680,19 @@ impl NodeExporter {
     pub fn series(&self) -> impl Iterator<Item = Series> + '_ {
         (0..self.hosts).flat_map(|h| self.host(h))
     }
+
+    /// The series of every host whose values are full-precision floats
+    /// rather than short decimals (load averages, ratios, clocks with
+    /// nanoseconds), host by host: what the XOR value coding is for.
+    pub fn full_precision(&self) -> impl Iterator<Item = Series> + '_ {
+        let names: Vec<String> = families()
+            .into_iter()
+            .filter(|f| matches!(f.shape, Shape::Computed { .. } | Shape::Clock))
+            .map(|f| f.name)
+            .collect();
+        self.series()
+            .filter(move |s| names.iter().any(|n| s.labels[0].1 == *n))
+    }
 }
 
 /// The series of one host and the state that moves their values, for

@@ -657,6 +657,42 @@ fn synthetic_is_deterministic_and_node_shaped() {
 }
 
 #[test]
+fn full_precision_series_are_not_short_decimals() {
+    let node = NodeExporter {
+        hosts: 2,
+        points: 40,
+        ..NodeExporter::default()
+    };
+    let series: Vec<_> = node.full_precision().collect();
+    let names: Vec<&str> = series.iter().map(|s| s.labels[0].1.as_str()).collect();
+    let want = [
+        "node_load1",
+        "node_load5",
+        "node_load15",
+        "node_time_seconds",
+        "node_timex_frequency_adjustment_ratio",
+        "go_memstats_last_gc_time_seconds",
+    ];
+    assert_eq!(names, [want, want].concat());
+    for s in &series {
+        // The shortest exact decimal of most values has 13 digits or more.
+        let long = s
+            .values
+            .iter()
+            .filter(|&&v| {
+                decimal::approx(v, 0)
+                    .is_none_or(|(m, _, _)| m.unsigned_abs() >= 10i64.pow(12) as u64)
+            })
+            .count();
+        assert!(
+            long * 2 > s.values.len(),
+            "{:?}: {long} long decimals",
+            s.labels
+        );
+    }
+}
+
+#[test]
 fn import_lines_merge_by_labels() {
     let text = r#"{"metric":{"__name__":"up","job":"a"},"values":[1,0],"timestamps":[2000,1000]}
 {"metric":{"job":"b","__name__":"up"},"values":[1],"timestamps":[1000]}

@@ -361,16 +361,26 @@ fn decode_decimal(
     res?;
     let decoded = values.len() - n;
     let out = &mut values[decoded..];
-    if flags & (CORRECTIONS_DENSE | CORRECTIONS_SPARSE) != 0 {
-        let packing = if flags & CORRECTIONS_DENSE != 0 {
-            Packing::Dense
-        } else {
-            Packing::Sparse
+    let correct = |v: &mut f64, c: i64| {
+        *v = f64::from_bits((v.to_bits() as i64).wrapping_add(c) as u64);
+    };
+    if flags & CORRECTIONS_DENSE != 0 {
+        // Through the scratch like the mantissas: the stream decoder reads
+        // runs of one-byte varints a word at a time.
+        let plain = StreamCode {
+            transform: Transform::Plain,
+            packing: Packing::Dense,
         };
-        stream::for_each_plain(r, n, packing, |i, c| {
-            let v = &mut out[i];
-            *v = f64::from_bits((v.to_bits() as i64).wrapping_add(c) as u64);
-        })?;
+        let res = stream::decode(r, n, plain, scratch);
+        if res.is_ok() {
+            for (v, &c) in out.iter_mut().zip(&scratch[scratch_base..]) {
+                correct(v, c);
+            }
+        }
+        scratch.truncate(scratch_base);
+        res?;
+    } else if flags & CORRECTIONS_SPARSE != 0 {
+        stream::for_each_sparse(r, n, |i, c| correct(&mut out[i], c))?;
     }
     if flags & HAS_EXCEPTIONS != 0 {
         let count = r.count(n, "more exceptions than samples")?;
