@@ -5,8 +5,6 @@
 //! [{"__name__":"up","job":"a"},{"__name__":"up","job":"b"}]
 //! ```
 
-use std::collections::BTreeSet;
-
 use axum::body::Bytes;
 use axum::extract::{RawQuery, State};
 use axum::http::HeaderMap;
@@ -36,9 +34,11 @@ pub async fn series(
             let source = state.source.clone();
             let max_series = state.config.max_series;
             let deadline = started + state.config.timeout;
-            let found = state
+            // Gathered, sorted and rendered on the blocking thread, so the
+            // label sets are freed by the thread that cloned them.
+            let rendered = state
                 .blocking(move || {
-                    let mut found: BTreeSet<Vec<Label>> = BTreeSet::new();
+                    let mut found: Vec<Vec<Label>> = Vec::new();
                     let mut warnings = Vec::new();
                     let mut partial = false;
                     // One more than the limits allow, to tell "exactly at the
@@ -56,6 +56,9 @@ pub async fn series(
                         warnings.extend(sets.warnings);
                         partial |= sets.partial;
                         found.extend(sets.labels);
+                        // Selectors may match the same series.
+                        found.sort_unstable();
+                        found.dedup();
                         if max_series > 0 && found.len() > max_series {
                             return Err(ApiError::new(
                                 ErrorType::Execution,
@@ -67,26 +70,26 @@ pub async fn series(
                             ));
                         }
                     }
-                    Ok((found, warnings, partial))
+                    let mut data = String::from("[");
+                    for (i, labels) in found.iter().enumerate() {
+                        if limit.is_some_and(|limit| i >= limit) {
+                            warnings.push(TRUNCATED_WARNING.to_string());
+                            break;
+                        }
+                        if i > 0 {
+                            data.push(',');
+                        }
+                        json::push_labels(&mut data, labels);
+                    }
+                    data.push(']');
+                    Ok((data, warnings, partial))
                 })
                 .await;
-            let (found, mut warnings, partial) = found.inspect_err(|e| {
+            let (data, warnings, partial) = rendered.inspect_err(|e| {
                 if e.kind == ErrorType::Execution {
                     state.metrics.query_rejected("max_series");
                 }
             })?;
-            let mut data = String::from("[");
-            for (i, labels) in found.iter().enumerate() {
-                if limit.is_some_and(|limit| i >= limit) {
-                    warnings.push(TRUNCATED_WARNING.to_string());
-                    break;
-                }
-                if i > 0 {
-                    data.push(',');
-                }
-                json::push_labels(&mut data, labels);
-            }
-            data.push(']');
             Ok(Answer {
                 data,
                 warnings,
