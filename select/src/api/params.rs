@@ -221,15 +221,6 @@ fn parse_prometheus_duration(text: &str) -> Option<Duration> {
     if text.is_empty() {
         return None;
     }
-    const UNITS: [(&str, u64); 7] = [
-        ("y", 365 * 86_400_000),
-        ("w", 7 * 86_400_000),
-        ("d", 86_400_000),
-        ("h", 3_600_000),
-        ("m", 60_000),
-        ("s", 1_000),
-        ("ms", 1),
-    ];
     let mut rest = text;
     let mut total_ms: u64 = 0;
     let mut last_unit = None;
@@ -241,7 +232,7 @@ fn parse_prometheus_duration(text: &str) -> Option<Duration> {
         let n: u64 = rest[..digits].parse().ok()?;
         rest = &rest[digits..];
         // "ms" before "m" so that "5ms" is not read as minutes.
-        let (index, (unit, ms)) = UNITS
+        let (index, (unit, ms)) = crate::promql::syntax::DURATION_UNITS
             .iter()
             .enumerate()
             .filter(|(_, (u, _))| rest.starts_with(u))

@@ -888,15 +888,6 @@ fn check_duration(t: &Token) -> Step<()> {
 }
 
 fn duration_ms(text: &str) -> Result<u128, String> {
-    const UNITS: [(&str, u128); 7] = [
-        ("y", 365 * 86_400_000),
-        ("w", 7 * 86_400_000),
-        ("d", 86_400_000),
-        ("h", 3_600_000),
-        ("m", 60_000),
-        ("s", 1_000),
-        ("ms", 1),
-    ];
     if text == "0" {
         return Ok(0);
     }
@@ -904,7 +895,7 @@ fn duration_ms(text: &str) -> Result<u128, String> {
     let mut rest = text;
     let mut total_ms: u128 = 0;
     let mut out_of_range = false;
-    for (unit, ms) in UNITS {
+    for (unit, ms) in super::DURATION_UNITS {
         let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
         if digits == 0 {
             continue;
@@ -917,7 +908,7 @@ fn duration_ms(text: &str) -> Result<u128, String> {
         }
         let n: u128 = rest[..digits].parse().unwrap_or(u128::MAX);
         // Go keeps durations in i64 nanoseconds.
-        match n.checked_mul(ms) {
+        match n.checked_mul(u128::from(ms)) {
             Some(v) => total_ms = total_ms.saturating_add(v),
             None => out_of_range = true,
         }

@@ -20,6 +20,18 @@ mod tests;
 
 use promql_parser::parser::{self, Expr, value::ValueType};
 
+/// The units of a Prometheus duration (`1h30m`), longest first, in
+/// milliseconds: each may appear once, in this order.
+pub(crate) const DURATION_UNITS: [(&str, u64); 7] = [
+    ("y", 365 * 86_400_000),
+    ("w", 7 * 86_400_000),
+    ("d", 86_400_000),
+    ("h", 3_600_000),
+    ("m", 60_000),
+    ("s", 1_000),
+    ("ms", 1),
+];
+
 /// A query that does not parse.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("{}parse error: {message}", position_prefix(*.position))]
