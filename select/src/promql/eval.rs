@@ -343,11 +343,10 @@ impl Intake<'_> {
         data: SeriesData,
     ) -> Result<Option<RawSeries>, QueryError> {
         let SeriesData {
-            labels,
+            mut labels,
             timestamps,
             values,
         } = data;
-        let mut labels = labels;
         // Sources answer labels sorted by name, and names are unique within
         // a set: comparing names alone is enough to tell.
         if !labels.windows(2).all(|w| w[0].name < w[1].name) {
@@ -405,16 +404,17 @@ impl RawSeries {
         self.to - self.from
     }
 
-    pub fn into_step_series(self) -> StepSeries {
-        let (ts, vs) = (
-            &self.timestamps[self.from..self.to],
-            &self.values[self.from..self.to],
-        );
-        let points = ts
+    /// The held samples as points.
+    fn points(&self) -> impl Iterator<Item = Point> + '_ {
+        let range = self.from..self.to;
+        self.timestamps[range.clone()]
             .iter()
-            .zip(vs)
+            .zip(&self.values[range])
             .map(|(t, v)| Point { t: *t, v: *v })
-            .collect();
+    }
+
+    pub fn into_step_series(self) -> StepSeries {
+        let points = self.points().collect();
         StepSeries {
             labels: self.labels,
             points,
@@ -425,16 +425,7 @@ impl RawSeries {
     /// window counts them).
     pub fn fresh_points_into(&self, points: &mut Vec<Point>) {
         points.clear();
-        let (ts, vs) = (
-            &self.timestamps[self.from..self.to],
-            &self.values[self.from..self.to],
-        );
-        points.extend(
-            ts.iter()
-                .zip(vs)
-                .filter(|(_, v)| !is_stale_nan(**v))
-                .map(|(t, v)| Point { t: *t, v: *v }),
-        );
+        points.extend(self.points().filter(|p| !is_stale_nan(p.v)));
     }
 }
 

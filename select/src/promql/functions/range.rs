@@ -742,13 +742,8 @@ mod tests {
     /// counters near and far from zero, resets and jittered timestamps.
     #[test]
     fn extrapolation_matches_the_direct_arithmetic_to_the_bit() {
-        let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
-        let mut next = move || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        };
+        let mut rng = strata_storage::encoding::synthetic::SplitMix64::new(0x9e37_79b9);
+        let mut next = move || rng.next_u64();
         for case in 0..4000 {
             let n = 2 + (next() % 30) as usize;
             let interval = [1000, 15_000, 60_000][case % 3];
