@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use strata_storage::cluster::{
-    BoxFuture, LocalNode, Node, NodeError, NodeStatus, SeriesBatches, SeriesQuery,
+    BoxFuture, KeyedBatches, LocalNode, Node, NodeError, NodeStatus, SeriesBatches, SeriesQuery,
 };
 use strata_storage::{AddOutcome, Cardinality, Label, Matcher, SeriesSamples, Tenant, TimeRange};
 
@@ -95,6 +95,17 @@ impl Node for FaultyNode {
         Box::pin(async move {
             self.gate(deadline).await?;
             self.inner.search(query, deadline).await
+        })
+    }
+
+    fn search_ordered(
+        &self,
+        query: SeriesQuery,
+        deadline: Instant,
+    ) -> BoxFuture<'_, Result<KeyedBatches, NodeError>> {
+        Box::pin(async move {
+            self.gate(deadline).await?;
+            self.inner.search_ordered(query, deadline).await
         })
     }
 

@@ -10,6 +10,12 @@
 //! line on the caller's thread, so a query that reads little waits for
 //! little, and grow while they stay under `BATCH_SAMPLES`, which bounds what
 //! is read ahead of the caller (two batches at most).
+//!
+//! An ordered search (`Storage::search_ordered`) hands series out in
+//! `labels_key` order, which is unrelated to where they lie. Each batch is
+//! still read in id order (sorted before reading, put back after), so
+//! neighbours within a batch share pages; across batches pages are found
+//! again, through the part caches.
 
 use std::collections::VecDeque;
 use std::panic::AssertUnwindSafe;
@@ -47,15 +53,18 @@ const PARALLEL_MIN_SERIES: usize = 128;
 /// caller (see the module doc).
 pub struct SeriesIter {
     /// Label sets with every id each had (see `evict_inactive_series`), in
-    /// order of their first id: parts are laid out by id, so neighbouring
-    /// series share pages.
+    /// order of their first id (parts are laid out by id, so neighbouring
+    /// series share pages), or in key order when `ordered`.
     series: std::vec::IntoIter<SeriesGroup>,
+    /// Series are handed out in the order of `series` rather than of ids.
+    ordered: bool,
     /// Samples of the head and of rows being flushed, by series id.
     gathered: Gathered,
     ctx: Arc<BatchContext>,
     warnings: Vec<String>,
-    /// Series of the last batch not handed out yet, in order.
-    ready: VecDeque<SeriesData>,
+    /// Series of the last batch not handed out yet, in order, with their
+    /// `labels_key`.
+    ready: VecDeque<(u128, SeriesData)>,
     /// One per worker; worker `i` reads the `i`-th run of every batch. With
     /// the batch being read on the pool while one is in flight.
     readers: Option<Vec<Reader>>,
@@ -88,6 +97,8 @@ struct Reader {
 /// One series of a batch: its labels, ids, and the samples read so far.
 struct Pending {
     group: SeriesGroup,
+    /// Place in the batch as taken (an ordered batch is read in id order).
+    at: usize,
     timestamps: Vec<i64>,
     values: Vec<f64>,
 }
@@ -116,6 +127,7 @@ impl SeriesIter {
             .collect();
         SeriesIter {
             series: series.into_iter(),
+            ordered: false,
             gathered,
             ctx: Arc::new(BatchContext {
                 parts,
@@ -132,6 +144,16 @@ impl SeriesIter {
             batch: FIRST_BATCH_SERIES,
             samples_per_series: None,
         }
+    }
+
+    /// Hands the series out in `labels_key` order (ties by label set)
+    /// rather than storage order.
+    pub(super) fn in_key_order(mut self) -> SeriesIter {
+        let mut series: Vec<SeriesGroup> = std::mem::take(&mut self.series).collect();
+        series.sort_unstable_by(|a, b| a.key.cmp(&b.key).then_with(|| a.labels.cmp(&b.labels)));
+        self.series = series.into_iter();
+        self.ordered = true;
+        self
     }
 
     /// Problems met so far (corrupted blocks skipped); results are partial when not empty.
@@ -153,7 +175,7 @@ impl SeriesIter {
     fn take_batch(&mut self) -> (Vec<Pending>, bool) {
         let take = self.batch.min(self.series.len());
         let mut batch: Vec<Pending> = Vec::with_capacity(take);
-        for group in self.series.by_ref().take(take) {
+        for (at, group) in self.series.by_ref().take(take).enumerate() {
             let (mut timestamps, mut values) = (Vec::new(), Vec::new());
             for id in group.ids() {
                 if let Some((t, v)) = self.gathered.remove(&id) {
@@ -163,9 +185,13 @@ impl SeriesIter {
             }
             batch.push(Pending {
                 group,
+                at,
                 timestamps,
                 values,
             });
+        }
+        if self.ordered {
+            batch.sort_unstable_by_key(|p| p.group.first);
         }
         let expected = self.samples_per_series.map_or(0, |n| n * take);
         let parallel = self.samples_per_series.is_some()
@@ -176,7 +202,13 @@ impl SeriesIter {
     /// Takes a finished batch: its warnings, the next batch's size, its
     /// series into `ready`.
     fn finish(&mut self, read: Read) {
-        let Read { batch, mut readers } = read;
+        let Read {
+            mut batch,
+            mut readers,
+        } = read;
+        if self.ordered {
+            batch.sort_unstable_by_key(|p| p.at);
+        }
         for reader in &mut readers {
             self.warnings.append(&mut reader.warnings);
         }
@@ -192,10 +224,13 @@ impl SeriesIter {
             batch
                 .into_iter()
                 .filter(|p| !p.timestamps.is_empty())
-                .map(|p| SeriesData {
-                    labels: p.group.labels,
-                    timestamps: p.timestamps,
-                    values: p.values,
+                .map(|p| {
+                    let series = SeriesData {
+                        labels: p.group.labels,
+                        timestamps: p.timestamps,
+                        values: p.values,
+                    };
+                    (p.group.key, series)
                 }),
         );
     }
@@ -282,13 +317,13 @@ impl Reader {
     }
 }
 
-impl Iterator for SeriesIter {
-    type Item = Result<SeriesData, StorageError>;
-
-    fn next(&mut self) -> Option<Self::Item> {
+impl SeriesIter {
+    /// The next series with its `labels_key`: in key order from
+    /// `Storage::search_ordered`.
+    pub fn next_keyed(&mut self) -> Option<Result<(u128, SeriesData), StorageError>> {
         loop {
-            if let Some(series) = self.ready.pop_front() {
-                return Some(Ok(series));
+            if let Some(keyed) = self.ready.pop_front() {
+                return Some(Ok(keyed));
             }
             let read = if let Some(in_flight) = self.in_flight.take() {
                 self.in_flight_len = 0;
@@ -312,5 +347,13 @@ impl Iterator for SeriesIter {
             // The next batch is read while the caller takes this one.
             self.start_next();
         }
+    }
+}
+
+impl Iterator for SeriesIter {
+    type Item = Result<SeriesData, StorageError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        self.next_keyed().map(|r| r.map(|(_, series)| series))
     }
 }
