@@ -131,33 +131,40 @@ impl KeyMerge {
 
     /// The next merged series, or which node must be fed first.
     pub fn step(&mut self) -> Step {
-        let mut smallest: Option<usize> = None;
+        // The smallest key first (ties: the first node has it).
+        let mut first: Option<(usize, u128)> = None;
         for (i, node) in self.nodes.iter().enumerate() {
-            let Some(head) = node.series.front() else {
-                if !node.ended {
-                    return Step::Feed(i);
+            match node.series.front() {
+                Some(head) if first.is_none_or(|(_, key)| head.key < key) => {
+                    first = Some((i, head.key));
                 }
-                continue;
-            };
-            let smaller = smallest.is_none_or(|s| {
-                self.nodes[s]
-                    .series
-                    .front()
-                    .is_some_and(|held| order(head, held) == Ordering::Less)
-            });
-            if smaller {
-                smallest = Some(i);
+                Some(_) => {}
+                None if !node.ended => return Step::Feed(i),
+                None => {}
             }
         }
-        let Some(first) = smallest else {
+        let Some((mut first, key)) = first else {
             return Step::Done;
         };
-        let Some(KeyedSeries { key, mut series }) = self.nodes[first].series.pop_front() else {
+        // Another label set under the same key (a hash collision, which
+        // practically never happens) may sort before it.
+        for i in first + 1..self.nodes.len() {
+            if let (Some(head), Some(held)) = (
+                self.nodes[i].series.front(),
+                self.nodes[first].series.front(),
+            ) && head.key == key
+                && head.series.labels != held.series.labels
+                && order(head, held) == Ordering::Less
+            {
+                first = i;
+            }
+        }
+        let Some(KeyedSeries { mut series, .. }) = self.nodes[first].series.pop_front() else {
             return Step::Done;
         };
         // The same label set from the other nodes: each answers it at most
         // once, as its next series.
-        for node in &mut self.nodes[first + 1..] {
+        for node in &mut self.nodes {
             let same = node
                 .series
                 .front()

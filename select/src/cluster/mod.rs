@@ -28,7 +28,10 @@
 //! streams k-way as they come ([`merge::KeyMerge`]), so the engine takes
 //! each series as soon as every node has streamed past its key, and memory
 //! is bounded by the batches in flight (a few per node), as over one
-//! engine; the engine applies its own limits. Failures a search meets
+//! engine; the engine applies its own limits. Batches are read straight
+//! from each node's stream, none waited for past the node deadline (which
+//! now bounds the evaluation that runs while nodes stream, too). Failures
+//! a search meets
 //! before its first series (a node down, refusing, or late) are in the
 //! answer of `select`; a node that fails midway is judged when the stream
 //! ends ([`crate::source::LateNotes`]): its series merged so far stay (they
@@ -51,10 +54,10 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use strata_storage::cluster::{BoxFuture, KeyedSeries, Node, NodeError, SeriesQuery, Topology};
+use strata_storage::cluster::{BoxFuture, KeyedBatches, Node, NodeError, SeriesQuery, Topology};
 use strata_storage::{Cardinality, Matcher, SeriesData, StorageError, Tenant, TimeRange};
 use tokio::runtime::Handle;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{oneshot, watch};
 
 use crate::source::{Found, LabelSets, LateNotes, Selected, Source};
 
@@ -63,9 +66,6 @@ pub use metrics::ClusterMetrics;
 /// Longest time kept back from node calls for merging, evaluation and the
 /// answer.
 pub const MAX_RESERVE: Duration = Duration::from_secs(1);
-/// Batches in flight from each node's search task to the merger, besides
-/// what the node itself sends ahead.
-const EVENTS_PER_NODE: usize = 2;
 
 /// Opens a client of the storage node at `addr` (as the topology writes
 /// it). Called on the read path the first time a topology lists a node (and
@@ -146,19 +146,19 @@ pub struct Merged {
     pub over_limit: bool,
 }
 
-/// What one node's search task sends the merger.
-enum Event {
-    Batch(Vec<KeyedSeries>),
-    /// The node's stream ended complete.
-    Done,
-    Failed(NodeError),
+/// A node's ordered search as the merger reads it: being opened (by a
+/// task, so that every node is asked at once), then its batches, read by
+/// the merger itself (one wake-up per batch, no task in between).
+enum Reading {
+    Opening(oneshot::Receiver<Result<KeyedBatches, NodeError>>),
+    Open(KeyedBatches),
 }
 
 /// One node's stream of a search, as the merger reads it.
 struct Streamed {
     addr: String,
-    /// None once the node ended (dropping it stops the node's task).
-    events: Option<mpsc::Receiver<Event>>,
+    /// None once the node ended (dropping it stops the node's stream).
+    reading: Option<Reading>,
     /// How the node's stream ended; None while it streams.
     end: Option<Result<(), NodeError>>,
 }
@@ -169,6 +169,9 @@ pub struct MergedStream {
     cluster: Arc<Cluster>,
     /// The query's deadline, which tells its reads apart.
     deadline: Instant,
+    /// The node deadline: no node stream is waited for past it.
+    until: Instant,
+    started: Instant,
     nodes: Vec<Streamed>,
     merge: merge::KeyMerge,
     /// The first series, read before the stream was handed out.
@@ -377,35 +380,39 @@ impl Cluster {
             // The reader stops the streams when it has enough.
             limit: 0,
         };
+        let started = Instant::now();
         let mut nodes = Vec::with_capacity(targets.len());
         for target in targets {
-            let (tx, rx) = mpsc::channel(EVENTS_PER_NODE);
+            let (tx, rx) = oneshot::channel();
             let query = query.clone();
-            let metrics = self.metrics.clone();
             let addr = target.addr.clone();
             self.runtime.spawn(async move {
-                let started = Instant::now();
-                let result = match target.node {
+                let opened = match target.node {
                     Err(e) => Err(e),
-                    Ok(node) => stream_node(&*node, &target.addr, query, until, &tx).await,
+                    Ok(node) => {
+                        tokio::time::timeout_at(until.into(), node.search_ordered(query, until))
+                            .await
+                            .unwrap_or_else(|_| {
+                                Err(NodeError::DeadlineExceeded {
+                                    addr: target.addr.clone(),
+                                })
+                            })
+                    }
                 };
-                metrics.node_call(&target.addr, "search", started.elapsed().as_secs_f64());
-                let _ = tx
-                    .send(match result {
-                        Ok(()) => Event::Done,
-                        Err(e) => Event::Failed(e),
-                    })
-                    .await;
+                // A merger that went away drops the stream, which stops it.
+                let _ = tx.send(opened);
             });
             nodes.push(Streamed {
                 addr,
-                events: Some(rx),
+                reading: Some(Reading::Opening(rx)),
                 end: None,
             });
         }
         let mut stream = MergedStream {
             cluster: self.clone(),
             deadline,
+            until,
+            started,
             merge: merge::KeyMerge::new(nodes.len()),
             nodes,
             peeked: None,
@@ -544,36 +551,6 @@ fn partial_warning(e: &NodeError) -> String {
     format!("partial response: {e}")
 }
 
-/// Forwards one node's ordered search batches to the merger until the
-/// stream ends, fails or passes `until`. A merger that went away ends it
-/// quietly.
-async fn stream_node(
-    node: &dyn Node,
-    addr: &str,
-    query: SeriesQuery,
-    until: Instant,
-    tx: &mpsc::Sender<Event>,
-) -> Result<(), NodeError> {
-    let late = || NodeError::DeadlineExceeded {
-        addr: addr.to_string(),
-    };
-    let mut batches = tokio::time::timeout_at(until.into(), node.search_ordered(query, until))
-        .await
-        .map_err(|_| late())??;
-    loop {
-        match tokio::time::timeout_at(until.into(), batches.recv()).await {
-            Err(_) => return Err(late()),
-            Ok(None) => return Ok(()),
-            Ok(Some(Err(e))) => return Err(e),
-            Ok(Some(Ok(batch))) => {
-                if tx.send(Event::Batch(batch)).await.is_err() {
-                    return Ok(());
-                }
-            }
-        }
-    }
-}
-
 impl MergedStream {
     /// Warnings about nodes that failed before the first series, and
     /// whether the answer is partial for it; later failures go to
@@ -599,48 +576,73 @@ impl MergedStream {
         }
     }
 
-    /// Waits for node `node`'s next event (every node task ends by the
-    /// node deadline, so this wait does too).
+    /// Waits for node `node`'s next batch or end, at most until the node
+    /// deadline.
     fn receive(&mut self, node: usize) {
-        let event = self.nodes[node]
-            .events
-            .as_mut()
-            .and_then(mpsc::Receiver::blocking_recv);
-        match event {
-            Some(Event::Batch(batch)) => {
-                if let Err(e) = self.merge.feed(node, batch) {
-                    let addr = self.nodes[node].addr.clone();
-                    self.fail(
-                        node,
-                        NodeError::Protocol {
-                            addr,
-                            detail: e.to_string(),
-                        },
-                    );
+        let addr = self.nodes[node].addr.clone();
+        let received = match self.nodes[node].reading.take() {
+            None => return self.merge.end(node),
+            Some(Reading::Opening(opening)) => match opening.blocking_recv() {
+                Ok(Ok(batches)) => {
+                    self.nodes[node].reading = Some(Reading::Open(batches));
+                    return;
+                }
+                Ok(Err(e)) => Err(e),
+                Err(_) => Err(NodeError::Unavailable {
+                    addr,
+                    detail: "the search task ended without an answer".to_string(),
+                }),
+            },
+            Some(Reading::Open(mut batches)) => {
+                let until = self.until;
+                let next = self.cluster.runtime.block_on(async {
+                    tokio::time::timeout_at(until.into(), batches.recv()).await
+                });
+                match next {
+                    Err(_) => Err(NodeError::DeadlineExceeded { addr }),
+                    Ok(None) => Ok(None),
+                    Ok(Some(Err(e))) => Err(e),
+                    Ok(Some(Ok(batch))) => {
+                        self.nodes[node].reading = Some(Reading::Open(batches));
+                        Ok(Some(batch))
+                    }
                 }
             }
-            Some(Event::Done) => {
+        };
+        match received {
+            Ok(Some(batch)) => {
+                if let Err(e) = self.merge.feed(node, batch) {
+                    let addr = self.nodes[node].addr.clone();
+                    let detail = e.to_string();
+                    self.fail(node, NodeError::Protocol { addr, detail });
+                }
+            }
+            Ok(None) => {
+                self.observe(node);
+                self.nodes[node].reading = None;
                 self.nodes[node].end = Some(Ok(()));
-                self.nodes[node].events = None;
                 self.merge.end(node);
             }
-            Some(Event::Failed(e)) => self.fail(node, e),
-            // All senders gone without a word: the task ended (or panicked).
-            None => {
-                let addr = self.nodes[node].addr.clone();
-                let detail = "the search task ended without an answer".to_string();
-                self.fail(node, NodeError::Unavailable { addr, detail });
-            }
+            Err(e) => self.fail(node, e),
         }
     }
 
     fn fail(&mut self, node: usize, e: NodeError) {
+        self.observe(node);
         let streamed = &mut self.nodes[node];
         self.cluster
             .note_late_node(self.deadline, &streamed.addr, &e);
-        streamed.events = None;
+        streamed.reading = None;
         streamed.end = Some(Err(e));
         self.merge.end(node);
+    }
+
+    /// Counts how long node `node`'s stream took, now that it ended.
+    fn observe(&self, node: usize) {
+        let seconds = self.started.elapsed().as_secs_f64();
+        self.cluster
+            .metrics
+            .node_call(&self.nodes[node].addr, "search", seconds);
     }
 
     /// Judges the ended stream once: counts, logs, and tells partiality or
