@@ -149,9 +149,19 @@ impl SeriesIter {
     /// Hands the series out in `labels_key` order (ties by label set)
     /// rather than storage order.
     pub(super) fn in_key_order(mut self) -> SeriesIter {
-        let mut series: Vec<SeriesGroup> = std::mem::take(&mut self.series).collect();
-        series.sort_unstable_by(|a, b| a.key.cmp(&b.key).then_with(|| a.labels.cmp(&b.labels)));
-        self.series = series.into_iter();
+        let series: Vec<SeriesGroup> = std::mem::take(&mut self.series).collect();
+        // Sorting places, not the groups themselves, moves each group once.
+        let mut order: Vec<usize> = (0..series.len()).collect();
+        order.sort_unstable_by(|&a, &b| {
+            let (a, b) = (&series[a], &series[b]);
+            a.key.cmp(&b.key).then_with(|| a.labels.cmp(&b.labels))
+        });
+        let mut series: Vec<Option<SeriesGroup>> = series.into_iter().map(Some).collect();
+        self.series = order
+            .into_iter()
+            .filter_map(|at| series[at].take())
+            .collect::<Vec<_>>()
+            .into_iter();
         self.ordered = true;
         // A cluster merges nothing before every node's first batch came, so
         // a tiny first batch saves no wait; a larger one finds its pages
@@ -179,10 +189,11 @@ impl SeriesIter {
     fn take_batch(&mut self) -> (Vec<Pending>, bool) {
         let take = self.batch.min(self.series.len());
         let mut batch: Vec<Pending> = Vec::with_capacity(take);
-        for (at, group) in self.series.by_ref().take(take).enumerate() {
+        let gathered = &mut self.gathered;
+        let mut push = |at: usize, group: SeriesGroup| {
             let (mut timestamps, mut values) = (Vec::new(), Vec::new());
             for id in group.ids() {
-                if let Some((t, v)) = self.gathered.remove(&id) {
+                if let Some((t, v)) = gathered.remove(&id) {
                     timestamps.extend(t);
                     values.extend(v);
                 }
@@ -193,9 +204,22 @@ impl SeriesIter {
                 timestamps,
                 values,
             });
-        }
+        };
         if self.ordered {
-            batch.sort_unstable_by_key(|p| p.group.first);
+            // Read in id order: neighbours share pages.
+            let groups: Vec<SeriesGroup> = self.series.by_ref().take(take).collect();
+            let mut by_id: Vec<usize> = (0..groups.len()).collect();
+            by_id.sort_unstable_by_key(|&at| groups[at].first);
+            let mut groups: Vec<Option<SeriesGroup>> = groups.into_iter().map(Some).collect();
+            for at in by_id {
+                if let Some(group) = groups[at].take() {
+                    push(at, group);
+                }
+            }
+        } else {
+            for (at, group) in self.series.by_ref().take(take).enumerate() {
+                push(at, group);
+            }
         }
         let expected = self.samples_per_series.map_or(0, |n| n * take);
         let parallel = self.samples_per_series.is_some()
@@ -211,7 +235,13 @@ impl SeriesIter {
             mut readers,
         } = read;
         if self.ordered {
-            batch.sort_unstable_by_key(|p| p.at);
+            // Back to the order taken.
+            let mut taken: Vec<Option<Pending>> = batch.iter().map(|_| None).collect();
+            for p in batch {
+                let at = p.at;
+                taken[at] = Some(p);
+            }
+            batch = taken.into_iter().flatten().collect();
         }
         for reader in &mut readers {
             self.warnings.append(&mut reader.warnings);
