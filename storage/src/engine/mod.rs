@@ -1146,7 +1146,7 @@ impl Storage {
         } else {
             let (found, _) = self.find_series(tenant, matchers, range, &mut errs);
             for g in &found.groups {
-                names.extend(g.labels.iter().map(|l| l.name.clone()));
+                names.extend(g.labels().iter().map(|l| l.name.clone()));
             }
         }
         self.count_index_errors(&errs);
@@ -1187,7 +1187,7 @@ impl Storage {
             let (found, _) = self.find_series(tenant, matchers, range, &mut errs);
             for g in &found.groups {
                 values.extend(
-                    g.labels
+                    g.labels()
                         .iter()
                         .filter(|l| l.name == name)
                         .map(|l| l.value.clone()),
@@ -1250,7 +1250,7 @@ impl Storage {
                     match part.has_samples(cache, id, range) {
                         Ok(has) => present = has,
                         Err(e) => {
-                            error!(error = %e, series = %format_series(&group.labels), "Skipping a corrupted block.");
+                            error!(error = %e, series = %format_series(group.labels()), "Skipping a corrupted block.");
                             self.metrics
                                 .corrupted_blocks
                                 .get_or_create(&vec![("kind", "data".to_string())])
@@ -1263,7 +1263,7 @@ impl Storage {
                 }
             }
             if present {
-                out.push(group.labels);
+                out.push(group.labels().to_vec());
             }
         }
         out.sort_unstable();
@@ -1350,7 +1350,7 @@ impl Storage {
         }
         self.tombstones.add(&found.ids)?;
         for g in &found.groups {
-            let key = series_hash(tenant, &g.labels);
+            let key = series_hash(tenant, g.labels());
             for id in g.ids() {
                 self.series.remove(key, id);
             }
@@ -1691,8 +1691,10 @@ struct Found {
 
 /// One label set and its ids, ascending.
 struct SeriesGroup {
-    labels: Vec<Label>,
-    /// `keys::labels_key` of `labels`.
+    /// `keys::labels_key` of the labels, and the labels (shared with the
+    /// label set cache: copied only when handed out).
+    set: resolve::KeyedLabels,
+    /// `set`'s key, kept here too: sorting by it touches no other memory.
     key: u128,
     first: SeriesId,
     /// Empty unless the label set had several ids.
@@ -1700,6 +1702,14 @@ struct SeriesGroup {
 }
 
 impl SeriesGroup {
+    fn labels(&self) -> &[Label] {
+        &self.set.1
+    }
+
+    fn key(&self) -> u128 {
+        self.key
+    }
+
     fn ids(&self) -> impl Iterator<Item = SeriesId> + '_ {
         std::iter::once(self.first).chain(self.more.iter().copied())
     }
@@ -1708,17 +1718,18 @@ impl SeriesGroup {
 impl Found {
     /// Groups (id, hash of the encoded labels, labels), given in id order.
     /// Equal hashes are confirmed by comparing the labels.
-    fn group(series: Vec<(SeriesId, u128, Vec<Label>)>) -> Found {
+    fn group(series: Vec<(SeriesId, resolve::KeyedLabels)>) -> Found {
         let mut groups: Vec<SeriesGroup> = Vec::with_capacity(series.len());
         let mut ids = RoaringTreemap::new();
         let mut by_key: HashMap<u128, usize, BuildHasherDefault<PassThroughHasher>> =
             HashMap::with_capacity_and_hasher(series.len(), Default::default());
-        for (id, key, labels) in series {
+        for (id, set) in series {
             ids.insert(id);
+            let key = set.0;
             let same = match by_key.get(&key) {
-                Some(&g) if groups[g].labels == labels => Some(g),
+                Some(&g) if groups[g].labels() == set.1.as_slice() => Some(g),
                 // A hash collision of two label sets: look for an equal one.
-                Some(_) => groups.iter().position(|g| g.labels == labels),
+                Some(_) => groups.iter().position(|g| g.labels() == set.1.as_slice()),
                 None => None,
             };
             match same {
@@ -1726,7 +1737,7 @@ impl Found {
                 None => {
                     by_key.entry(key).or_insert(groups.len());
                     groups.push(SeriesGroup {
-                        labels,
+                        set,
                         key,
                         first: id,
                         more: Vec::new(),

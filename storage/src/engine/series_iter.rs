@@ -154,7 +154,9 @@ impl SeriesIter {
         let mut order: Vec<usize> = (0..series.len()).collect();
         order.sort_unstable_by(|&a, &b| {
             let (a, b) = (&series[a], &series[b]);
-            a.key.cmp(&b.key).then_with(|| a.labels.cmp(&b.labels))
+            a.key()
+                .cmp(&b.key())
+                .then_with(|| a.labels().cmp(b.labels()))
         });
         let mut series: Vec<Option<SeriesGroup>> = series.into_iter().map(Some).collect();
         self.series = order
@@ -230,19 +232,7 @@ impl SeriesIter {
     /// Takes a finished batch: its warnings, the next batch's size, its
     /// series into `ready`.
     fn finish(&mut self, read: Read) {
-        let Read {
-            mut batch,
-            mut readers,
-        } = read;
-        if self.ordered {
-            // Back to the order taken.
-            let mut taken: Vec<Option<Pending>> = batch.iter().map(|_| None).collect();
-            for p in batch {
-                let at = p.at;
-                taken[at] = Some(p);
-            }
-            batch = taken.into_iter().flatten().collect();
-        }
+        let Read { batch, mut readers } = read;
         for reader in &mut readers {
             self.warnings.append(&mut reader.warnings);
         }
@@ -254,19 +244,34 @@ impl SeriesIter {
         } else if samples > 2 * BATCH_SAMPLES {
             self.batch = (self.batch / 2).max(1);
         }
-        self.ready.extend(
-            batch
-                .into_iter()
-                .filter(|p| !p.timestamps.is_empty())
-                .map(|p| {
-                    let series = SeriesData {
-                        labels: p.group.labels,
-                        timestamps: p.timestamps,
-                        values: p.values,
-                    };
-                    (p.group.key, series)
-                }),
-        );
+        // Labels are copied here, on the caller's thread, which frees them
+        // too (the allocator's fast path), and in the order read, which is
+        // the order the label sets lie in memory.
+        let series = batch
+            .into_iter()
+            .filter(|p| !p.timestamps.is_empty())
+            .map(|p| {
+                let series = SeriesData {
+                    labels: p.group.labels().to_vec(),
+                    timestamps: p.timestamps,
+                    values: p.values,
+                };
+                (p.at, p.group.key(), series)
+            });
+        if self.ordered {
+            // Back to the order taken.
+            let mut taken: Vec<Option<(u128, SeriesData)>> = Vec::new();
+            for (at, key, series) in series {
+                if taken.len() <= at {
+                    taken.resize_with(at + 1, || None);
+                }
+                taken[at] = Some((key, series));
+            }
+            self.ready.extend(taken.into_iter().flatten());
+        } else {
+            self.ready
+                .extend(series.map(|(_, key, series)| (key, series)));
+        }
     }
 
     /// Starts reading the next batch on the pool when it is big enough to
@@ -337,7 +342,7 @@ impl Reader {
                         &mut p.timestamps,
                         &mut p.values,
                     ) {
-                        error!(error = %e, series = %format_series(&p.group.labels), "Skipping a corrupted block.");
+                        error!(error = %e, series = %format_series(p.group.labels()), "Skipping a corrupted block.");
                         ctx.metrics
                             .corrupted_blocks
                             .get_or_create(&vec![("kind", "data".to_string())])
