@@ -56,11 +56,12 @@ fn node_answers(copies: usize, gaps: bool) -> Vec<Vec<KeyedSeries>> {
                 series(i, |_| true)
             };
             let key = labels_key(&series.labels);
-            nodes[(i + copy) % 3].push(KeyedSeries { key, series });
+            let keyed = KeyedSeries::new(key, series.labels, series.timestamps, series.values);
+            nodes[(i + copy) % 3].push(keyed);
         }
     }
     for node in &mut nodes {
-        node.sort_by_key(|s| s.key);
+        node.sort_by_key(KeyedSeries::key);
     }
     nodes
 }
@@ -102,11 +103,7 @@ fn bench(c: &mut Criterion) {
         ("one copy", 1, false),
     ] {
         let input = node_answers(copies, gaps);
-        let samples: usize = input
-            .iter()
-            .flatten()
-            .map(|s| s.series.timestamps.len())
-            .sum();
+        let samples: usize = input.iter().flatten().map(|s| s.timestamps.len()).sum();
         group.throughput(Throughput::Elements(samples as u64));
         group.bench_function(name, |b| {
             b.iter_batched(|| input.clone(), merge, BatchSize::LargeInput)

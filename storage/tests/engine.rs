@@ -675,14 +675,17 @@ fn ordered_search_answers_the_same_series_in_key_order() {
         keyed.push(next.expect("series"));
     }
     assert_eq!(keyed.len(), 9000);
-    for (key, series) in &keyed {
-        assert_eq!(*key, strata_storage::labels_key(&series.labels));
+    for series in &keyed {
+        assert_eq!(series.key(), strata_storage::labels_key(series.labels()));
     }
     assert!(
-        keyed.windows(2).all(|w| w[0].0 < w[1].0),
+        keyed.windows(2).all(|w| w[0].key() < w[1].key()),
         "ascending keys, each label set once"
     );
-    let mut ordered: Vec<_> = keyed.into_iter().map(|(_, series)| series).collect();
+    let mut ordered: Vec<_> = keyed
+        .into_iter()
+        .map(strata_storage::KeyedSeries::into_series)
+        .collect();
     let mut plain: Vec<_> = s
         .search(T0, &matchers, range)
         .expect("search")

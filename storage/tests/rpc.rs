@@ -172,7 +172,7 @@ async fn collect_ordered(
     let mut out = Vec::new();
     while let Some(batch) = rx.recv().await {
         for s in batch? {
-            out.push((s.key, flat(s.series)));
+            out.push((s.key(), flat(s.into_series())));
         }
     }
     Ok(out)

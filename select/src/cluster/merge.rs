@@ -87,9 +87,9 @@ pub struct KeyMerge {
 
 /// The order of ordered searches: by key, then (hash collisions) by labels.
 fn order(a: &KeyedSeries, b: &KeyedSeries) -> Ordering {
-    a.key
-        .cmp(&b.key)
-        .then_with(|| a.series.labels.cmp(&b.series.labels))
+    a.key()
+        .cmp(&b.key())
+        .then_with(|| a.labels().cmp(b.labels()))
 }
 
 impl KeyMerge {
@@ -108,11 +108,14 @@ impl KeyMerge {
         let mut last = queue.last;
         for s in &batch {
             if let Some(after) = last
-                && s.key < after
+                && s.key() < after
             {
-                return Err(OutOfOrder { key: s.key, after });
+                return Err(OutOfOrder {
+                    key: s.key(),
+                    after,
+                });
             }
-            last = Some(s.key);
+            last = Some(s.key());
         }
         queue.last = last;
         if queue.series.is_empty() {
@@ -135,8 +138,8 @@ impl KeyMerge {
         let mut first: Option<(usize, u128)> = None;
         for (i, node) in self.nodes.iter().enumerate() {
             match node.series.front() {
-                Some(head) if first.is_none_or(|(_, key)| head.key < key) => {
-                    first = Some((i, head.key));
+                Some(head) if first.is_none_or(|(_, key)| head.key() < key) => {
+                    first = Some((i, head.key()));
                 }
                 Some(_) => {}
                 None if !node.ended => return Step::Feed(i),
@@ -152,28 +155,29 @@ impl KeyMerge {
             if let (Some(head), Some(held)) = (
                 self.nodes[i].series.front(),
                 self.nodes[first].series.front(),
-            ) && head.key == key
-                && head.series.labels != held.series.labels
+            ) && head.key() == key
+                && head.labels() != held.labels()
                 && order(head, held) == Ordering::Less
             {
                 first = i;
             }
         }
-        let Some(KeyedSeries { mut series, .. }) = self.nodes[first].series.pop_front() else {
+        let Some(head) = self.nodes[first].series.pop_front() else {
             return Step::Done;
         };
+        let mut series = head.into_series();
         // The same label set from the other nodes: each answers it at most
-        // once, as its next series.
+        // once, as its next series. Their labels go uncopied.
         for node in &mut self.nodes {
             let same = node
                 .series
                 .front()
-                .is_some_and(|s| s.key == key && s.series.labels == series.labels);
+                .is_some_and(|s| s.key() == key && s.labels() == series.labels.as_slice());
             if same && let Some(replica) = node.series.pop_front() {
                 union(
                     &mut series,
-                    replica.series.timestamps,
-                    replica.series.values,
+                    replica.timestamps,
+                    replica.values,
                     &mut self.stats,
                 );
             }

@@ -1447,11 +1447,10 @@ fn union_of_samples() {
         for (first, second) in [(a, b), (b, a)] {
             let mut merge = KeyMerge::new(2);
             for (node, samples) in [first, second].into_iter().enumerate() {
-                let series = data(samples);
-                let key = strata_storage::labels_key(&series.labels);
-                merge
-                    .feed(node, vec![KeyedSeries { key, series }])
-                    .expect("in order");
+                let s = data(samples);
+                let key = strata_storage::labels_key(&s.labels);
+                let keyed = KeyedSeries::new(key, s.labels, s.timestamps, s.values);
+                merge.feed(node, vec![keyed]).expect("in order");
                 merge.end(node);
             }
             let Step::Series(out) = merge.step() else {
@@ -1557,13 +1556,8 @@ fn sorted_unions() {
 
 #[test]
 fn ordered_streams_merge_as_they_come() {
-    let keyed = |key: u128, name: &str, t: i64| KeyedSeries {
-        key,
-        series: SeriesData {
-            labels: labels(&[("__name__", name)]),
-            timestamps: vec![t],
-            values: vec![1.0],
-        },
+    let keyed = |key: u128, name: &str, t: i64| {
+        KeyedSeries::new(key, labels(&[("__name__", name)]), vec![t], vec![1.0])
     };
     let mut merge = KeyMerge::new(3);
     // Nothing goes out before every node showed its next series.

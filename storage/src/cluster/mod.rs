@@ -16,6 +16,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Instant;
 
+pub use crate::KeyedSeries;
 use crate::{
     AddOutcome, Cardinality, Label, Matcher, SeriesData, SeriesIter, SeriesSamples, Storage,
     StorageError, Tenant, TimeRange,
@@ -32,14 +33,6 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 /// Series found by a search, in batches as the node streams them. The
 /// stream ends after the last batch; an `Err` item ends it early.
 pub type SeriesBatches = tokio::sync::mpsc::Receiver<Result<Vec<SeriesData>, NodeError>>;
-
-/// A series of an ordered search with its key ([`crate::labels_key`] of
-/// its labels).
-#[derive(Clone, Debug, PartialEq)]
-pub struct KeyedSeries {
-    pub key: u128,
-    pub series: SeriesData,
-}
 
 /// Series of an ordered search, in batches, ascending by key (ties, hash
 /// collisions, by label set). Ends as [`SeriesBatches`] does.
@@ -159,9 +152,9 @@ pub trait Node: Send + Sync + 'static {
             let mut failed = None;
             while let Some(batch) = batches.recv().await {
                 match batch {
-                    Ok(batch) => all.extend(batch.into_iter().map(|series| KeyedSeries {
-                        key: crate::labels_key(&series.labels),
-                        series,
+                    Ok(batch) => all.extend(batch.into_iter().map(|s| {
+                        let key = crate::labels_key(&s.labels);
+                        KeyedSeries::new(key, s.labels, s.timestamps, s.values)
                     })),
                     Err(e) => {
                         failed = Some(e);
@@ -170,9 +163,9 @@ pub trait Node: Send + Sync + 'static {
                 }
             }
             all.sort_unstable_by(|a, b| {
-                a.key
-                    .cmp(&b.key)
-                    .then_with(|| a.series.labels.cmp(&b.series.labels))
+                a.key()
+                    .cmp(&b.key())
+                    .then_with(|| a.labels().cmp(b.labels()))
             });
             let (tx, rx) = tokio::sync::mpsc::channel(2);
             // Room for both: nothing waits on the reader here.
@@ -396,10 +389,7 @@ impl Node for LocalNode {
         deadline: Instant,
     ) -> BoxFuture<'_, Result<KeyedBatches, NodeError>> {
         Box::pin(self.stream_search(query, deadline, true, |iter| {
-            iter.next_keyed().map(|r| {
-                r.map(|(key, series)| KeyedSeries { key, series })
-                    .map_err(|e| e.to_string())
-            })
+            iter.next_keyed().map(|r| r.map_err(|e| e.to_string()))
         }))
     }
 

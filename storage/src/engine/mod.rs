@@ -164,6 +164,67 @@ pub struct SeriesData {
     pub values: Vec<f64>,
 }
 
+/// A series of an ordered search: its label set with its [`labels_key`],
+/// shared (with the label set cache of the engine that found it), so that
+/// series nobody hands on (a cluster's replicas of a series another node
+/// answered too) cost no copy of their labels.
+#[derive(Clone, Debug, PartialEq)]
+pub struct KeyedSeries {
+    set: Arc<(u128, Vec<Label>)>,
+    pub timestamps: Vec<i64>,
+    pub values: Vec<f64>,
+}
+
+impl KeyedSeries {
+    /// `labels` (sorted by name) under `key`, which must be their
+    /// [`labels_key`] for ordered merges to find replicas.
+    pub fn new(
+        key: u128,
+        labels: Vec<Label>,
+        timestamps: Vec<i64>,
+        values: Vec<f64>,
+    ) -> KeyedSeries {
+        KeyedSeries {
+            set: Arc::new((key, labels)),
+            timestamps,
+            values,
+        }
+    }
+
+    fn shared(
+        set: &Arc<(u128, Vec<Label>)>,
+        timestamps: Vec<i64>,
+        values: Vec<f64>,
+    ) -> KeyedSeries {
+        KeyedSeries {
+            set: Arc::clone(set),
+            timestamps,
+            values,
+        }
+    }
+
+    pub fn key(&self) -> u128 {
+        self.set.0
+    }
+
+    pub fn labels(&self) -> &[Label] {
+        &self.set.1
+    }
+
+    /// The series with labels of its own (copied when they are shared).
+    pub fn into_series(self) -> SeriesData {
+        let labels = match Arc::try_unwrap(self.set) {
+            Ok((_, labels)) => labels,
+            Err(shared) => shared.1.clone(),
+        };
+        SeriesData {
+            labels,
+            timestamps: self.timestamps,
+            values: self.values,
+        }
+    }
+}
+
 /// Cardinality of one tenant over the days of a time range.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Cardinality {

@@ -25,7 +25,7 @@ use rayon::prelude::*;
 use tracing::error;
 
 use super::head::Gathered;
-use super::{SeriesData, StorageError};
+use super::{KeyedSeries, SeriesData, StorageError};
 use super::{SeriesGroup, format_series};
 use crate::dedup::sort_and_dedup;
 use crate::metrics::StorageMetrics;
@@ -62,9 +62,9 @@ pub struct SeriesIter {
     gathered: Gathered,
     ctx: Arc<BatchContext>,
     warnings: Vec<String>,
-    /// Series of the last batch not handed out yet, in order, with their
-    /// `labels_key`.
-    ready: VecDeque<(u128, SeriesData)>,
+    /// Series of the last batch not handed out yet, in order, their label
+    /// sets still shared with the cache.
+    ready: VecDeque<KeyedSeries>,
     /// One per worker; worker `i` reads the `i`-th run of every batch. With
     /// the batch being read on the pool while one is in flight.
     readers: Option<Vec<Reader>>,
@@ -244,33 +244,28 @@ impl SeriesIter {
         } else if samples > 2 * BATCH_SAMPLES {
             self.batch = (self.batch / 2).max(1);
         }
-        // Labels are copied here, on the caller's thread, which frees them
-        // too (the allocator's fast path), and in the order read, which is
-        // the order the label sets lie in memory.
+        // Label sets stay shared: `next` copies them on the caller's thread
+        // (which usually frees them too, the allocator's fast path), and an
+        // ordered search's caller may not need them at all.
         let series = batch
             .into_iter()
             .filter(|p| !p.timestamps.is_empty())
             .map(|p| {
-                let series = SeriesData {
-                    labels: p.group.labels().to_vec(),
-                    timestamps: p.timestamps,
-                    values: p.values,
-                };
-                (p.at, p.group.key(), series)
+                let series = KeyedSeries::shared(&p.group.set, p.timestamps, p.values);
+                (p.at, series)
             });
         if self.ordered {
             // Back to the order taken.
-            let mut taken: Vec<Option<(u128, SeriesData)>> = Vec::new();
-            for (at, key, series) in series {
+            let mut taken: Vec<Option<KeyedSeries>> = Vec::new();
+            for (at, series) in series {
                 if taken.len() <= at {
                     taken.resize_with(at + 1, || None);
                 }
-                taken[at] = Some((key, series));
+                taken[at] = Some(series);
             }
             self.ready.extend(taken.into_iter().flatten());
         } else {
-            self.ready
-                .extend(series.map(|(_, key, series)| (key, series)));
+            self.ready.extend(series.map(|(_, series)| series));
         }
     }
 
@@ -357,9 +352,9 @@ impl Reader {
 }
 
 impl SeriesIter {
-    /// The next series with its `labels_key`: in key order from
-    /// `Storage::search_ordered`.
-    pub fn next_keyed(&mut self) -> Option<Result<(u128, SeriesData), StorageError>> {
+    /// The next series with its `labels_key` and shared label set: in key
+    /// order from `Storage::search_ordered`.
+    pub fn next_keyed(&mut self) -> Option<Result<KeyedSeries, StorageError>> {
         loop {
             if let Some(keyed) = self.ready.pop_front() {
                 return Some(Ok(keyed));
@@ -393,6 +388,6 @@ impl Iterator for SeriesIter {
     type Item = Result<SeriesData, StorageError>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        self.next_keyed().map(|r| r.map(|(_, series)| series))
+        self.next_keyed().map(|r| r.map(KeyedSeries::into_series))
     }
 }

@@ -330,11 +330,12 @@ fn fill_batch(
                 break;
             }
             Some(Err(e)) => return Err(remote(e.to_string())),
-            Some(Ok((key, s))) => {
+            Some(Ok(s)) => {
                 if ordered {
-                    messages::put_keyed_series(&mut rest, key, &s);
+                    messages::put_keyed_series(&mut rest, &s);
                 } else {
-                    messages::put_series_data(&mut rest, &s);
+                    // Encoded from the shared label set: no copy.
+                    messages::put_series_parts(&mut rest, s.labels(), &s.timestamps, &s.values);
                 }
                 series += 1;
             }

@@ -243,10 +243,12 @@ fn reply_bodies() {
         &messages::encode_batch(&batch),
         "01 01 0161 0162 02 0a 03 02 00",
     );
-    let keyed = [KeyedSeries {
-        key: 0x0102_0304_0506_0708_090a_0b0c_0d0e_0f10,
-        series: batch[0].clone(),
-    }];
+    let keyed = [KeyedSeries::new(
+        0x0102_0304_0506_0708_090a_0b0c_0d0e_0f10,
+        batch[0].labels.clone(),
+        batch[0].timestamps.clone(),
+        batch[0].values.clone(),
+    )];
     check(
         "ordered search batch",
         &messages::encode_keyed_batch(&keyed),

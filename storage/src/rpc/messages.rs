@@ -560,12 +560,17 @@ pub fn decode_status(body: &[u8]) -> Result<NodeStatus, CodecError> {
 
 /// Appends one series of a search batch.
 pub fn put_series_data(out: &mut Vec<u8>, s: &SeriesData) {
-    put_labels(out, &s.labels);
+    put_series_parts(out, &s.labels, &s.timestamps, &s.values);
+}
+
+/// [`put_series_data`] of a series' parts.
+pub fn put_series_parts(out: &mut Vec<u8>, labels: &[Label], timestamps: &[i64], values: &[f64]) {
+    put_labels(out, labels);
     put_samples(
         out,
-        s.timestamps.len(),
-        s.timestamps.iter().copied(),
-        s.values.iter().copied(),
+        timestamps.len(),
+        timestamps.iter().copied(),
+        values.iter().copied(),
     );
 }
 
@@ -603,9 +608,9 @@ fn series_data(r: &mut Reader<'_>) -> Result<SeriesData, CodecError> {
 
 /// Appends one series of an ordered search batch: its key, then as
 /// [`put_series_data`].
-pub fn put_keyed_series(out: &mut Vec<u8>, key: u128, s: &SeriesData) {
-    out.extend_from_slice(&key.to_be_bytes());
-    put_series_data(out, s);
+pub fn put_keyed_series(out: &mut Vec<u8>, s: &KeyedSeries) {
+    out.extend_from_slice(&s.key().to_be_bytes());
+    put_series_parts(out, s.labels(), &s.timestamps, &s.values);
 }
 
 /// An ordered search batch body: a count, then the keyed series.
@@ -613,7 +618,7 @@ pub fn encode_keyed_batch(series: &[KeyedSeries]) -> Vec<u8> {
     let mut out = Vec::new();
     put_uvarint(&mut out, series.len() as u64);
     for s in series {
-        put_keyed_series(&mut out, s.key, &s.series);
+        put_keyed_series(&mut out, s);
     }
     out
 }
@@ -626,10 +631,8 @@ pub fn decode_keyed_batch(body: &[u8]) -> Result<Vec<KeyedSeries>, CodecError> {
     for _ in 0..n {
         let key = r.bytes(16)?;
         let key = u128::from_be_bytes(key.try_into().map_err(|_| r.error("short key"))?);
-        out.push(KeyedSeries {
-            key,
-            series: series_data(&mut r)?,
-        });
+        let s = series_data(&mut r)?;
+        out.push(KeyedSeries::new(key, s.labels, s.timestamps, s.values));
     }
     r.finish()?;
     Ok(out)
