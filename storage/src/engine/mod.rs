@@ -170,6 +170,9 @@ pub struct SeriesData {
 /// answered too) cost no copy of their labels.
 #[derive(Clone, Debug, PartialEq)]
 pub struct KeyedSeries {
+    /// The set's key, here too: a merge compares keys without touching
+    /// the shared set.
+    key: u128,
     set: Arc<(u128, Vec<Label>)>,
     pub timestamps: Vec<i64>,
     pub values: Vec<f64>,
@@ -185,6 +188,7 @@ impl KeyedSeries {
         values: Vec<f64>,
     ) -> KeyedSeries {
         KeyedSeries {
+            key,
             set: Arc::new((key, labels)),
             timestamps,
             values,
@@ -192,11 +196,13 @@ impl KeyedSeries {
     }
 
     fn shared(
+        key: u128,
         set: &Arc<(u128, Vec<Label>)>,
         timestamps: Vec<i64>,
         values: Vec<f64>,
     ) -> KeyedSeries {
         KeyedSeries {
+            key,
             set: Arc::clone(set),
             timestamps,
             values,
@@ -204,7 +210,7 @@ impl KeyedSeries {
     }
 
     pub fn key(&self) -> u128 {
-        self.set.0
+        self.key
     }
 
     pub fn labels(&self) -> &[Label] {

@@ -251,7 +251,8 @@ impl SeriesIter {
             .into_iter()
             .filter(|p| !p.timestamps.is_empty())
             .map(|p| {
-                let series = KeyedSeries::shared(&p.group.set, p.timestamps, p.values);
+                let series =
+                    KeyedSeries::shared(p.group.key(), &p.group.set, p.timestamps, p.values);
                 (p.at, series)
             });
         if self.ordered {
