@@ -1,11 +1,13 @@
 //! Merging what storage nodes answer, per input sample: 3 nodes, every
-//! series on 2 of them (RF=2), 10,000 series of 240 samples (1h at 15s).
+//! series on 2 of them (RF=2), 10,000 series of 240 samples (1h at 15s),
+//! each node's share in key order as an ordered search streams it.
 //!
 //! - `identical replicas`: both copies hold every sample (the common case:
 //!   the merger compares timestamps once and values pairwise);
 //! - `replica with gaps`: one copy lacks every 10th sample (the general
 //!   union by timestamp);
-//! - `one copy`: RF=1, each series from one node (hashing and moving only).
+//! - `one copy`: RF=1, each series from one node (key comparisons and
+//!   moving only).
 //!
 //! Throughput counts input samples (both copies).
 //!
@@ -14,8 +16,9 @@
 use std::time::Duration;
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
-use strata_select::cluster::merge::SeriesMerger;
-use strata_storage::{Label, SeriesData};
+use strata_select::cluster::merge::{KeyMerge, Step};
+use strata_storage::cluster::KeyedSeries;
+use strata_storage::{Label, SeriesData, labels_key};
 
 const SERIES: usize = 10_000;
 const SAMPLES: i64 = 240;
@@ -41,32 +44,51 @@ fn series(i: usize, keep: impl Fn(i64) -> bool) -> SeriesData {
     }
 }
 
-/// What three nodes send, in the order a merger could see it: node
-/// answers interleaved batch by batch.
-fn node_answers(copies: usize, gaps: bool) -> Vec<SeriesData> {
-    let mut nodes: Vec<Vec<SeriesData>> = vec![Vec::new(); 3];
+/// What three nodes send: each its share of the series ascending by key,
+/// as an ordered search answers.
+fn node_answers(copies: usize, gaps: bool) -> Vec<Vec<KeyedSeries>> {
+    let mut nodes: Vec<Vec<KeyedSeries>> = vec![Vec::new(); 3];
     for i in 0..SERIES {
         for copy in 0..copies {
-            let data = if gaps && copy == 1 {
+            let series = if gaps && copy == 1 {
                 series(i, |k| k % 10 != 3)
             } else {
                 series(i, |_| true)
             };
-            nodes[(i + copy) % 3].push(data);
+            let key = labels_key(&series.labels);
+            let keyed = KeyedSeries::new(key, series.labels, series.timestamps, series.values);
+            nodes[(i + copy) % 3].push(keyed);
         }
     }
-    let mut out = Vec::with_capacity(SERIES * copies);
-    let mut iters: Vec<_> = nodes.into_iter().map(Vec::into_iter).collect();
+    for node in &mut nodes {
+        node.sort_by_key(KeyedSeries::key);
+    }
+    nodes
+}
+
+/// Merges the nodes' answers, fed in batches of 256 series as the merge
+/// asks for them; answers the merged series.
+fn merge(nodes: Vec<Vec<KeyedSeries>>) -> usize {
+    let mut batches: Vec<_> = nodes
+        .into_iter()
+        .map(|node| {
+            let mut node = node.into_iter();
+            std::iter::from_fn(move || {
+                let batch: Vec<KeyedSeries> = node.by_ref().take(256).collect();
+                (!batch.is_empty()).then_some(batch)
+            })
+        })
+        .collect();
+    let mut merge = KeyMerge::new(batches.len());
+    let mut merged = 0;
     loop {
-        let mut any = false;
-        for it in &mut iters {
-            for s in it.by_ref().take(256) {
-                out.push(s);
-                any = true;
-            }
-        }
-        if !any {
-            return out;
+        match merge.step() {
+            Step::Series(s) => merged += usize::from(!s.timestamps.is_empty()),
+            Step::Feed(node) => match batches[node].next() {
+                Some(batch) => merge.feed(node, batch).expect("in order"),
+                None => merge.end(node),
+            },
+            Step::Done => return merged,
         }
     }
 }
@@ -81,20 +103,10 @@ fn bench(c: &mut Criterion) {
         ("one copy", 1, false),
     ] {
         let input = node_answers(copies, gaps);
-        let samples: usize = input.iter().map(|s| s.timestamps.len()).sum();
+        let samples: usize = input.iter().flatten().map(|s| s.timestamps.len()).sum();
         group.throughput(Throughput::Elements(samples as u64));
         group.bench_function(name, |b| {
-            b.iter_batched(
-                || input.clone(),
-                |input| {
-                    let mut merger = SeriesMerger::new(0, 0);
-                    for s in input {
-                        merger.add(s);
-                    }
-                    merger.finish()
-                },
-                BatchSize::LargeInput,
-            )
+            b.iter_batched(|| input.clone(), merge, BatchSize::LargeInput)
         });
     }
     group.finish();

@@ -7,8 +7,12 @@
 //! marked `partial`, with warnings naming what is missing. The local engine
 //! never waits on anything and ignores it (the engine checks its own
 //! deadline between series).
+//!
+//! Order: [`Source::select`] streams series in an order of the source's
+//! choosing (storage order on one engine, key order in a cluster); callers
+//! that need another order sort.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use strata_storage::{
@@ -46,10 +50,12 @@ pub trait Source: Send + Sync {
             found.insert(series?.labels);
         }
         let take = if limit == 0 { usize::MAX } else { limit };
+        let (mut warnings, late_partial) = selected.late.take();
+        warnings.splice(0..0, selected.warnings);
         Ok(LabelSets {
             labels: found.into_iter().take(take).collect(),
-            warnings: selected.warnings,
-            partial: selected.partial,
+            warnings,
+            partial: selected.partial || late_partial,
         })
     }
 
@@ -91,6 +97,30 @@ pub struct Selected {
     /// Some series or samples may be missing: storage nodes that hold them
     /// did not answer (the warnings name them).
     pub partial: bool,
+    /// What the source learns while `series` streams: read once it ended.
+    pub late: LateNotes,
+}
+
+/// Warnings and partiality a source learns only while its series stream,
+/// after [`Source::select`] answered (a storage node that fails midway).
+/// Complete once the stream ended; a stream given up early may leave them
+/// unsaid (its query failed anyway). Clones share the notes.
+#[derive(Clone, Debug, Default)]
+pub struct LateNotes(Arc<Mutex<(Vec<String>, bool)>>);
+
+impl LateNotes {
+    /// Adds `warnings`, and marks the answer partial when `partial`.
+    pub fn add(&self, warnings: Vec<String>, partial: bool) {
+        let mut notes = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        notes.0.extend(warnings);
+        notes.1 |= partial;
+    }
+
+    /// The warnings and whether the answer is partial, leaving none.
+    pub fn take(&self) -> (Vec<String>, bool) {
+        let mut notes = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        (std::mem::take(&mut notes.0), std::mem::take(&mut notes.1))
+    }
 }
 
 /// The result of [`Source::series`].
@@ -147,6 +177,7 @@ impl Source for StorageSource {
             series: Box::new(iter),
             warnings,
             partial: false,
+            late: LateNotes::default(),
         })
     }
 

@@ -31,8 +31,8 @@ pub mod wal;
 pub use cache::CacheCounts;
 pub use config::Config;
 pub use engine::{
-    AddOutcome, Cardinality, RejectReason, Rejection, SeriesData, SeriesIter, SeriesRef,
-    SeriesSamples, Storage, StorageError,
+    AddOutcome, Cardinality, KeyedSeries, RejectReason, Rejection, SeriesData, SeriesIter,
+    SeriesRef, SeriesSamples, Storage, StorageError, labels_key,
 };
 pub use types::{
     Label, LabelRef, METRIC_NAME_LABEL, MatchOp, Matcher, MatcherError, STALE_NAN_BITS, Sample,

@@ -644,3 +644,54 @@ fn label_sets_come_from_the_cache_the_second_time() {
         assert!(text.contains(want), "{want} in\n{text}");
     }
 }
+
+#[test]
+fn ordered_search_answers_the_same_series_in_key_order() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = config(dir.path());
+    let clock = TestClock::new(NOW);
+    let s = open(&cfg, &clock);
+    // Enough series for batches of every size, part of them flushed and
+    // part in memory, some in both.
+    let rows = |from: usize, to: usize, t: i64| -> Vec<_> {
+        (from..to)
+            .map(|i| {
+                let pod = format!("pod-{i}");
+                series(
+                    &[("__name__", "up"), ("pod", &pod)],
+                    &[(t, i as f64), (t + 1000, i as f64)],
+                )
+            })
+            .collect()
+    };
+    s.add(T0, &rows(0, 6000, NOW - 60_000)).expect("add");
+    s.flush().expect("flush");
+    s.add(T0, &rows(3000, 9000, NOW - 30_000)).expect("add");
+    let matchers = [Matcher::eq("__name__", "up")];
+    let range = TimeRange::new(NOW - 3_600_000, NOW);
+    let mut iter = s.search_ordered(T0, &matchers, range).expect("search");
+    let mut keyed = Vec::new();
+    while let Some(next) = iter.next_keyed() {
+        keyed.push(next.expect("series"));
+    }
+    assert_eq!(keyed.len(), 9000);
+    for series in &keyed {
+        assert_eq!(series.key(), strata_storage::labels_key(series.labels()));
+    }
+    assert!(
+        keyed.windows(2).all(|w| w[0].key() < w[1].key()),
+        "ascending keys, each label set once"
+    );
+    let mut ordered: Vec<_> = keyed
+        .into_iter()
+        .map(strata_storage::KeyedSeries::into_series)
+        .collect();
+    let mut plain: Vec<_> = s
+        .search(T0, &matchers, range)
+        .expect("search")
+        .map(|r| r.expect("series"))
+        .collect();
+    ordered.sort_by(|a, b| a.labels.cmp(&b.labels));
+    plain.sort_by(|a, b| a.labels.cmp(&b.labels));
+    assert!(ordered == plain, "same series and samples in both orders");
+}

@@ -11,13 +11,17 @@ use std::time::{Duration, Instant};
 use common::*;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::registry::Registry;
-use strata_storage::cluster::{FreeDisk, LocalNode, Node, NodeError, SeriesQuery};
+use strata_storage::cluster::{
+    BoxFuture, FreeDisk, LocalNode, Node, NodeError, NodeStatus, SeriesBatches, SeriesQuery,
+};
+use strata_storage::rpc::wire;
 use strata_storage::rpc::{
-    ClientConfig, ClientMetrics, Hello, PROTOCOL_VERSION, RpcClient, RpcServer, ServerConfig,
-    ServerMetrics,
+    ClientConfig, ClientMetrics, Hello, OLDEST_CLIENT_VERSION, PROTOCOL_VERSION, RpcClient,
+    RpcServer, ServerConfig, ServerMetrics,
 };
 use strata_storage::{
-    Label, MatchOp, Matcher, Sample, SeriesData, SeriesSamples, Storage, Tenant, TimeRange,
+    AddOutcome, Cardinality, Label, MatchOp, Matcher, Sample, SeriesData, SeriesSamples, Storage,
+    Tenant, TimeRange,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -159,6 +163,95 @@ async fn collect(node: &dyn Node, q: SeriesQuery) -> Result<Flat, NodeError> {
     Ok(out)
 }
 
+/// An ordered search's series as answered (not sorted here), with keys.
+async fn collect_ordered(
+    node: &dyn Node,
+    q: SeriesQuery,
+) -> Result<Vec<(u128, (Vec<Label>, Vec<i64>, Vec<u64>))>, NodeError> {
+    let mut rx = node.search_ordered(q, within(10_000)).await?;
+    let mut out = Vec::new();
+    while let Some(batch) = rx.recv().await {
+        for s in batch? {
+            out.push((s.key(), flat(s.into_series())));
+        }
+    }
+    Ok(out)
+}
+
+/// A node that leaves [`Node::search_ordered`] to the trait's default, as
+/// a node implemented before ordered searches existed does.
+struct Unordered(LocalNode);
+
+impl Node for Unordered {
+    fn addr(&self) -> &str {
+        self.0.addr()
+    }
+    fn write(
+        &self,
+        tenant: Tenant,
+        rows: Vec<SeriesSamples>,
+        deadline: Instant,
+    ) -> BoxFuture<'_, Result<AddOutcome, NodeError>> {
+        self.0.write(tenant, rows, deadline)
+    }
+    fn search(
+        &self,
+        query: SeriesQuery,
+        deadline: Instant,
+    ) -> BoxFuture<'_, Result<SeriesBatches, NodeError>> {
+        self.0.search(query, deadline)
+    }
+    fn series(
+        &self,
+        query: SeriesQuery,
+        deadline: Instant,
+    ) -> BoxFuture<'_, Result<Vec<Vec<Label>>, NodeError>> {
+        self.0.series(query, deadline)
+    }
+    fn label_names(
+        &self,
+        query: SeriesQuery,
+        deadline: Instant,
+    ) -> BoxFuture<'_, Result<Vec<String>, NodeError>> {
+        self.0.label_names(query, deadline)
+    }
+    fn label_values(
+        &self,
+        name: String,
+        query: SeriesQuery,
+        deadline: Instant,
+    ) -> BoxFuture<'_, Result<Vec<String>, NodeError>> {
+        self.0.label_values(name, query, deadline)
+    }
+    fn cardinality(
+        &self,
+        tenant: Tenant,
+        range: TimeRange,
+        limit: usize,
+        deadline: Instant,
+    ) -> BoxFuture<'_, Result<Cardinality, NodeError>> {
+        self.0.cardinality(tenant, range, limit, deadline)
+    }
+    fn delete_series(
+        &self,
+        tenant: Tenant,
+        matchers: Vec<Matcher>,
+        deadline: Instant,
+    ) -> BoxFuture<'_, Result<u64, NodeError>> {
+        self.0.delete_series(tenant, matchers, deadline)
+    }
+    fn tenants(
+        &self,
+        range: TimeRange,
+        deadline: Instant,
+    ) -> BoxFuture<'_, Result<Vec<Tenant>, NodeError>> {
+        self.0.tenants(range, deadline)
+    }
+    fn status(&self, deadline: Instant) -> BoxFuture<'_, Result<NodeStatus, NodeError>> {
+        self.0.status(deadline)
+    }
+}
+
 fn flat(s: SeriesData) -> (Vec<Label>, Vec<i64>, Vec<u64>) {
     let bits = s.values.iter().map(|v| v.to_bits()).collect();
     (s.labels, s.timestamps, bits)
@@ -216,6 +309,36 @@ async fn every_call_answers_like_the_engine() {
         let want = collect(&local, q.clone()).await.expect("local search");
         assert_eq!(got.len(), want.len(), "{q:?}");
         assert_eq!(got, want, "{q:?}");
+        // Ordered: the same series, in the same order everywhere.
+        let ordered = collect_ordered(&remote, q.clone())
+            .await
+            .expect("remote ordered search");
+        assert_eq!(
+            ordered,
+            collect_ordered(&local, q.clone())
+                .await
+                .expect("local ordered search"),
+            "{q:?}"
+        );
+        assert!(ordered.windows(2).all(|w| w[0].0 < w[1].0), "{q:?}");
+        for (key, (labels, _, _)) in &ordered {
+            assert_eq!(*key, strata_storage::labels_key(labels));
+        }
+        if q.limit == 0 {
+            let mut sorted: Flat = ordered.iter().map(|(_, s)| s.clone()).collect();
+            sorted.sort();
+            assert_eq!(sorted, want, "{q:?}");
+            let unordered = Unordered(local.clone());
+            assert_eq!(
+                collect_ordered(&unordered, q.clone())
+                    .await
+                    .expect("default ordered search"),
+                ordered,
+                "{q:?}"
+            );
+        } else {
+            assert_eq!(ordered.len(), q.limit.min(want.len()), "{q:?}");
+        }
         let d = within(5000);
         assert_eq!(
             remote.series(q.clone(), d).await.expect("series"),
@@ -446,6 +569,38 @@ async fn version_mismatch_is_refused_naming_both_versions() {
         .expect("closed in time")
         .expect("read");
     assert_eq!(n, 0, "server closes after a version mismatch");
+
+    // An older client is answered in its version, and served.
+    let mut stream = TcpStream::connect(served.addr()).await.expect("connect");
+    let old = Hello {
+        version: OLDEST_CLIENT_VERSION,
+        max_frame_bytes: 1 << 20,
+        max_in_flight: 0,
+    };
+    stream.write_all(&old.encode()).await.expect("hello");
+    let mut theirs = [0u8; 12];
+    stream.read_exact(&mut theirs).await.expect("server hello");
+    assert_eq!(
+        Hello::decode(&theirs).expect("magic").version,
+        OLDEST_CLIENT_VERSION
+    );
+    let status = wire::encode_frame(
+        wire::Kind::Request(wire::Method::Status),
+        1,
+        &1000u32.to_be_bytes(),
+        1 << 20,
+    )
+    .expect("frame");
+    stream.write_all(&status).await.expect("request");
+    let reply = tokio::time::timeout(
+        Duration::from_secs(5),
+        wire::read_frame(&mut stream, 1 << 20),
+    )
+    .await
+    .expect("answered in time")
+    .expect("frame")
+    .expect("not closed");
+    assert_eq!((reply.kind, reply.id), (wire::Kind::Reply, 1));
     let metrics = metric_text(&served.registry);
     assert!(
         metrics.contains(r#"strata_rpc_server_refused_connections_total{reason="version"} 1"#),

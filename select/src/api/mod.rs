@@ -459,6 +459,7 @@ mod tests {
                 series: Box::new(std::iter::empty()),
                 warnings: Vec::new(),
                 partial: false,
+                late: Default::default(),
             })
         }
         fn label_names(

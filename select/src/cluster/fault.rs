@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use strata_storage::cluster::{
-    BoxFuture, LocalNode, Node, NodeError, NodeStatus, SeriesBatches, SeriesQuery,
+    BoxFuture, KeyedBatches, LocalNode, Node, NodeError, NodeStatus, SeriesBatches, SeriesQuery,
 };
 use strata_storage::{AddOutcome, Cardinality, Label, Matcher, SeriesSamples, Tenant, TimeRange};
 
@@ -21,6 +21,9 @@ pub enum Fault {
     Slow(Duration),
     /// Answers with an error of its own (`Remote`).
     Failing(String),
+    /// Ordered searches stream this many series, then fail (`Remote`):
+    /// a node lost midway. Other calls answer.
+    FailsMidway(usize),
 }
 
 /// A [`LocalNode`] with a switchable [`Fault`].
@@ -57,6 +60,7 @@ impl FaultyNode {
                 detail: "connection refused (fault injected)".to_string(),
             }),
             Fault::Failing(message) => Err(NodeError::Remote { addr, message }),
+            Fault::FailsMidway(_) => Ok(()),
             Fault::Slow(delay) => {
                 let wake = Instant::now() + delay;
                 if wake > deadline {
@@ -95,6 +99,37 @@ impl Node for FaultyNode {
         Box::pin(async move {
             self.gate(deadline).await?;
             self.inner.search(query, deadline).await
+        })
+    }
+
+    fn search_ordered(
+        &self,
+        query: SeriesQuery,
+        deadline: Instant,
+    ) -> BoxFuture<'_, Result<KeyedBatches, NodeError>> {
+        Box::pin(async move {
+            self.gate(deadline).await?;
+            let mut batches = self.inner.search_ordered(query, deadline).await?;
+            let Fault::FailsMidway(mut left) = self.fault.lock().expect("fault lock").clone()
+            else {
+                return Ok(batches);
+            };
+            let (tx, rx) = tokio::sync::mpsc::channel(1);
+            let addr = self.inner.addr().to_string();
+            tokio::spawn(async move {
+                while left > 0
+                    && let Some(Ok(mut batch)) = batches.recv().await
+                {
+                    batch.truncate(left);
+                    left -= batch.len();
+                    if tx.send(Ok(batch)).await.is_err() {
+                        return;
+                    }
+                }
+                let message = "lost midway (fault injected)".to_string();
+                let _ = tx.send(Err(NodeError::Remote { addr, message })).await;
+            });
+            Ok(rx)
         })
     }
 

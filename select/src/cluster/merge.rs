@@ -1,29 +1,33 @@
 //! Merging what several storage nodes answered into one answer.
 //!
-//! Series: nodes stream series in their own storage order, so series are
-//! gathered by label set until every node has answered. A label set seen on
-//! several nodes (replicas, or a series that moved between nodes) becomes
-//! one series whose samples are the union by timestamp: a sample every
-//! replica holds counts once, a sample one replica lacks is taken from the
-//! other. When two nodes hold different values at one timestamp (a replica
-//! that took a different write), the greater in `f64::total_cmp` order is
-//! kept, the rule the storage engine applies to duplicate samples of one
-//! series, so a cluster answers what one engine holding every write would;
-//! such timestamps are counted as conflicts.
+//! Series: every node answers an ordered search (`Node::search_ordered`)
+//! ascending by `labels_key` (ties, hash collisions, by label set), the
+//! same order on every node, so [`KeyMerge`] merges the nodes' streams as
+//! they come, k-way: the series with the smallest key among the nodes'
+//! next ones goes out as soon as every node still streaming has shown its
+//! next one, so a series waits for no node that is past it. A label set
+//! several nodes answer (replicas, or a series that moved between nodes)
+//! becomes one series whose samples are the union by timestamp: a sample
+//! every replica holds counts once, a sample one replica lacks is taken
+//! from the other. When two nodes hold different values at one timestamp
+//! (a replica that took a different write), the greater in
+//! `f64::total_cmp` order is kept, the rule the storage engine applies to
+//! duplicate samples of one series, so a cluster answers what one engine
+//! holding every write would; such timestamps are counted as conflicts.
 //!
-//! Memory is bounded by the query limits, not by the data: the merger
-//! stops taking series once it holds more series or samples than the
-//! engine may hold, and the engine then fails the query with its own limit
-//! error, as it would over one engine.
+//! Memory is bounded by the nodes' batches in flight, not by the data: the
+//! merger holds the batch each node is at, and nodes send a few batches
+//! ahead at most (credit).
 //!
 //! Label sets, names and values: a sorted union, the limit applied after
 //! the union (each node applied it to its own sorted list, so the union's
 //! first `limit` entries are all there). Cardinality: see [`cardinality`].
 
 use std::cmp::Ordering;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
-use strata_storage::{Cardinality, Label, SeriesData};
+use strata_storage::cluster::KeyedSeries;
+use strata_storage::{Cardinality, SeriesData};
 
 /// What merging found, for self-metrics.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -41,99 +45,155 @@ impl std::ops::AddAssign for MergeStats {
     }
 }
 
-/// Samples of one merged series.
-struct Samples {
-    timestamps: Vec<i64>,
-    values: Vec<f64>,
+/// A node's stream broke the order every node must answer in: its series
+/// cannot be merged with the others'.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("the node answered series out of key order (key {key:032x} after {after:032x})")]
+pub struct OutOfOrder {
+    pub key: u128,
+    pub after: u128,
 }
 
-/// Gathers series from every node, one per label set.
-pub struct SeriesMerger {
-    series: HashMap<Vec<Label>, Samples>,
-    samples: usize,
-    max_series: usize,
-    max_samples: usize,
-    over_limit: bool,
+/// What [`KeyMerge::step`] found.
+#[derive(Debug, PartialEq)]
+pub enum Step {
+    /// The next merged series.
+    Series(SeriesData),
+    /// Node `i` (by its place in [`KeyMerge::new`]) has nothing queued and
+    /// has not ended: feed it its next batch ([`KeyMerge::feed`]) or end it
+    /// ([`KeyMerge::end`]), then step again.
+    Feed(usize),
+    /// Every node ended and every series went out.
+    Done,
+}
+
+/// One node's stream as the merger sees it.
+#[derive(Default)]
+struct Queue {
+    /// Series received and not merged yet, in order.
+    series: VecDeque<KeyedSeries>,
+    /// No more batches come: the stream ended or failed.
+    ended: bool,
+    /// Key of the last series received, to check the order.
+    last: Option<u128>,
+}
+
+/// Merges ordered node streams into one stream of series, each label set
+/// once, replicas unioned as they meet (see the module doc).
+pub struct KeyMerge {
+    nodes: Vec<Queue>,
     stats: MergeStats,
 }
 
-impl SeriesMerger {
-    /// A merger that stops past `max_series` series or `max_samples`
-    /// samples (0: no limit).
-    pub fn new(max_series: usize, max_samples: usize) -> SeriesMerger {
-        SeriesMerger {
-            series: HashMap::new(),
-            samples: 0,
-            max_series,
-            max_samples,
-            over_limit: false,
+/// The order of ordered searches: by key, then (hash collisions) by labels.
+fn order(a: &KeyedSeries, b: &KeyedSeries) -> Ordering {
+    a.key()
+        .cmp(&b.key())
+        .then_with(|| a.labels().cmp(b.labels()))
+}
+
+impl KeyMerge {
+    /// A merge of `nodes` streams, none fed yet.
+    pub fn new(nodes: usize) -> KeyMerge {
+        KeyMerge {
+            nodes: (0..nodes).map(|_| Queue::default()).collect(),
             stats: MergeStats::default(),
         }
     }
 
-    /// Adds one series a node answered (samples in time order, each
-    /// timestamp once). Answers false once the merger holds more than the
-    /// limits allow: the caller stops reading (the query cannot succeed).
-    pub fn add(&mut self, mut data: SeriesData) -> bool {
-        if self.over_limit {
-            return false;
-        }
-        if !data.labels.is_sorted() {
-            data.labels.sort();
-        }
-        let added = match self.series.get_mut(&data.labels) {
-            Some(held) => {
-                let before = held.timestamps.len();
-                union(held, data.timestamps, data.values, &mut self.stats);
-                held.timestamps.len() - before
+    /// Queues the next batch of node `node`. A batch out of order is
+    /// refused whole (the node is then to be ended as failed).
+    pub fn feed(&mut self, node: usize, batch: Vec<KeyedSeries>) -> Result<(), OutOfOrder> {
+        let queue = &mut self.nodes[node];
+        let mut last = queue.last;
+        for s in &batch {
+            if let Some(after) = last
+                && s.key() < after
+            {
+                return Err(OutOfOrder {
+                    key: s.key(),
+                    after,
+                });
             }
-            None => {
-                let n = data.timestamps.len();
-                self.series.insert(
-                    data.labels,
-                    Samples {
-                        timestamps: data.timestamps,
-                        values: data.values,
-                    },
-                );
-                n
+            last = Some(s.key());
+        }
+        queue.last = last;
+        if queue.series.is_empty() {
+            queue.series = VecDeque::from(batch);
+        } else {
+            queue.series.extend(batch);
+        }
+        Ok(())
+    }
+
+    /// Node `node` sends no more: it finished, or failed (what it sent
+    /// still merges: those are real data).
+    pub fn end(&mut self, node: usize) {
+        self.nodes[node].ended = true;
+    }
+
+    /// The next merged series, or which node must be fed first.
+    pub fn step(&mut self) -> Step {
+        // The smallest key first (ties: the first node has it).
+        let mut first: Option<(usize, u128)> = None;
+        for (i, node) in self.nodes.iter().enumerate() {
+            match node.series.front() {
+                Some(head) if first.is_none_or(|(_, key)| head.key() < key) => {
+                    first = Some((i, head.key()));
+                }
+                Some(_) => {}
+                None if !node.ended => return Step::Feed(i),
+                None => {}
             }
+        }
+        let Some((mut first, key)) = first else {
+            return Step::Done;
         };
-        self.samples += added;
-        self.over_limit = (self.max_series > 0 && self.series.len() > self.max_series)
-            || (self.max_samples > 0 && self.samples > self.max_samples);
-        !self.over_limit
+        // Another label set under the same key (a hash collision, which
+        // practically never happens) may sort before it.
+        for i in first + 1..self.nodes.len() {
+            if let (Some(head), Some(held)) = (
+                self.nodes[i].series.front(),
+                self.nodes[first].series.front(),
+            ) && head.key() == key
+                && head.labels() != held.labels()
+                && order(head, held) == Ordering::Less
+            {
+                first = i;
+            }
+        }
+        let Some(head) = self.nodes[first].series.pop_front() else {
+            return Step::Done;
+        };
+        let mut series = head.into_series();
+        // The same label set from the other nodes: each answers it at most
+        // once, as its next series. Their labels go uncopied.
+        for node in &mut self.nodes {
+            let same = node
+                .series
+                .front()
+                .is_some_and(|s| s.key() == key && s.labels() == series.labels.as_slice());
+            if same && let Some(replica) = node.series.pop_front() {
+                union(
+                    &mut series,
+                    replica.timestamps,
+                    replica.values,
+                    &mut self.stats,
+                );
+            }
+        }
+        Step::Series(series)
     }
 
-    /// Whether a limit was passed (the merged series are then incomplete).
-    pub fn over_limit(&self) -> bool {
-        self.over_limit
-    }
-
-    /// Series held so far.
-    pub fn series_count(&self) -> usize {
-        self.series.len()
-    }
-
-    /// The merged series sorted by label set, and what merging found.
-    pub fn finish(self) -> (Vec<SeriesData>, MergeStats) {
-        let mut out: Vec<SeriesData> = self
-            .series
-            .into_iter()
-            .map(|(labels, s)| SeriesData {
-                labels,
-                timestamps: s.timestamps,
-                values: s.values,
-            })
-            .collect();
-        out.sort_unstable_by(|a, b| a.labels.cmp(&b.labels));
-        (out, self.stats)
+    /// What merging found so far.
+    pub fn stats(&self) -> MergeStats {
+        self.stats
     }
 }
 
 /// Merges `timestamps`/`values` (sorted, each timestamp once) into `held`
 /// (the same), keeping each timestamp once.
-fn union(held: &mut Samples, timestamps: Vec<i64>, values: Vec<f64>, stats: &mut MergeStats) {
+fn union(held: &mut SeriesData, timestamps: Vec<i64>, values: Vec<f64>, stats: &mut MergeStats) {
     if held.timestamps == timestamps {
         // Replicas that both took every write: the common case.
         stats.duplicates += timestamps.len() as u64;

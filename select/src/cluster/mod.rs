@@ -23,11 +23,20 @@
 //! when partial responses are denied. When no node answers at all, the read
 //! fails ([`StorageError::NodesUnavailable`], 503 `unavailable`).
 //!
-//! Memory: a search gathers series until every node has answered (nodes
-//! stream in their own order), bounded by the engine's limits
-//! (`--query.max-series`, `--query.max-samples`): past them the merger
-//! stops reading and the engine fails the query with its limit error. Node
-//! streams are read as they come, in batches, through a bounded channel.
+//! Streaming: a search asks every node for its series in key order
+//! (`Node::search_ordered`, the same order on every node) and merges the
+//! streams k-way as they come ([`merge::KeyMerge`]), so the engine takes
+//! each series as soon as every node has streamed past its key, and memory
+//! is bounded by the batches in flight (a few per node), as over one
+//! engine; the engine applies its own limits. Batches are read straight
+//! from each node's stream, none waited for past the node deadline (which
+//! now bounds the evaluation that runs while nodes stream, too). Failures
+//! a search meets
+//! before its first series (a node down, refusing, or late) are in the
+//! answer of `select`; a node that fails midway is judged when the stream
+//! ends ([`crate::source::LateNotes`]): its series merged so far stay (they
+//! are real data), and with the others' copies the answer is complete or
+//! partial by the same rule.
 //!
 //! Nodes are connected through [`Connect`] when a topology first lists
 //! them; clients of nodes a newer topology drops are dropped.
@@ -45,20 +54,18 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use strata_storage::cluster::{BoxFuture, Node, NodeError, SeriesQuery, Topology};
+use strata_storage::cluster::{BoxFuture, KeyedBatches, Node, NodeError, SeriesQuery, Topology};
 use strata_storage::{Cardinality, Matcher, SeriesData, StorageError, Tenant, TimeRange};
 use tokio::runtime::Handle;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{oneshot, watch};
 
-use crate::source::{Found, LabelSets, Selected, Source};
+use crate::source::{Found, LabelSets, LateNotes, Selected, Source};
 
 pub use metrics::ClusterMetrics;
 
 /// Longest time kept back from node calls for merging, evaluation and the
 /// answer.
 pub const MAX_RESERVE: Duration = Duration::from_secs(1);
-/// Batches in flight from all nodes of one search to the merger.
-const EVENTS_PER_NODE: usize = 2;
 
 /// Opens a client of the storage node at `addr` (as the topology writes
 /// it). Called on the read path the first time a topology lists a node (and
@@ -72,9 +79,11 @@ pub struct ClusterOptions {
     /// this many minus one nodes may be missing from a complete answer.
     /// Values below 1 count as 1.
     pub replication_factor: usize,
-    /// Most series one search gathers (`--query.max-series`); 0: no limit.
+    /// Most series [`Cluster::search`] gathers at once (raw exports;
+    /// `--query.max-series`); 0: no limit.
     pub max_series: usize,
-    /// Most samples one search gathers (`--query.max-samples`); 0: no limit.
+    /// Most samples [`Cluster::search`] gathers at once
+    /// (`--query.max-samples`); 0: no limit.
     pub max_samples: usize,
 }
 
@@ -126,7 +135,7 @@ struct Verdict {
     warnings: Vec<String>,
 }
 
-/// The merged answer of one search.
+/// The merged answer of one search, gathered.
 pub struct Merged {
     /// Sorted by label set.
     pub series: Vec<SeriesData>,
@@ -137,12 +146,44 @@ pub struct Merged {
     pub over_limit: bool,
 }
 
-/// What one node sent during a search.
-enum Event {
-    Batch(Vec<SeriesData>),
-    /// The node with this index in the search's target list finished.
-    Done(usize),
-    Failed(usize, NodeError),
+/// A node's ordered search as the merger reads it: being opened (by a
+/// task, so that every node is asked at once), then its batches, read by
+/// the merger itself (one wake-up per batch, no task in between).
+enum Reading {
+    Opening(oneshot::Receiver<Result<KeyedBatches, NodeError>>),
+    Open(KeyedBatches),
+}
+
+/// One node's stream of a search, as the merger reads it.
+struct Streamed {
+    addr: String,
+    /// None once the node ended (dropping it stops the node's stream).
+    reading: Option<Reading>,
+    /// How the node's stream ended; None while it streams.
+    end: Option<Result<(), NodeError>>,
+}
+
+/// The merged series of one search, streamed as the nodes answer them
+/// (see the module doc). Dropping it stops the node streams.
+pub struct MergedStream {
+    cluster: Arc<Cluster>,
+    /// The query's deadline, which tells its reads apart.
+    deadline: Instant,
+    /// The node deadline: no node stream is waited for past it.
+    until: Instant,
+    started: Instant,
+    nodes: Vec<Streamed>,
+    merge: merge::KeyMerge,
+    /// The first series, read before the stream was handed out.
+    peeked: Option<SeriesData>,
+    /// Known before the first series: failures at the start.
+    warnings: Vec<String>,
+    partial: bool,
+    /// Nodes whose failure `warnings` already names.
+    reported: HashSet<String>,
+    late: LateNotes,
+    /// The end was judged (or the stream failed).
+    finished: bool,
 }
 
 /// The time node calls may take: `deadline` minus the reserve.
@@ -248,12 +289,15 @@ impl Cluster {
     /// Remembers the nodes that missed the node deadline of the query
     /// with `deadline`.
     fn note_late(&self, deadline: Instant, failures: &[(String, NodeError)]) {
-        let missed = failures
-            .iter()
-            .filter(|(_, e)| matches!(e, NodeError::DeadlineExceeded { .. }));
-        let mut late = self.late.lock().unwrap_or_else(|p| p.into_inner());
-        for (addr, _) in missed {
-            late.entry(deadline).or_default().insert(addr.clone());
+        for (addr, e) in failures {
+            self.note_late_node(deadline, addr, e);
+        }
+    }
+
+    fn note_late_node(&self, deadline: Instant, addr: &str, e: &NodeError) {
+        if matches!(e, NodeError::DeadlineExceeded { .. }) {
+            let mut late = self.late.lock().unwrap_or_else(|p| p.into_inner());
+            late.entry(deadline).or_default().insert(addr.to_string());
         }
     }
 
@@ -318,122 +362,131 @@ impl Cluster {
     }
 
     /// Series matching `matchers` in `range` from every readable node,
-    /// merged, gathered until every node answered or the deadline.
+    /// merged as they stream (see the module doc). Answers once every node
+    /// has sent its first series or ended, so that failures at the start
+    /// are in [`MergedStream::notes`]; fails when no node answers at all.
+    pub fn stream(
+        self: &Arc<Self>,
+        tenant: Tenant,
+        matchers: &[Matcher],
+        range: TimeRange,
+        deadline: Instant,
+    ) -> Result<MergedStream, StorageError> {
+        let (targets, until) = self.plan(deadline)?;
+        let query = SeriesQuery {
+            tenant,
+            matchers: matchers.to_vec(),
+            range,
+            // The reader stops the streams when it has enough.
+            limit: 0,
+        };
+        let started = Instant::now();
+        let mut nodes = Vec::with_capacity(targets.len());
+        for target in targets {
+            let (tx, rx) = oneshot::channel();
+            let query = query.clone();
+            let addr = target.addr.clone();
+            self.runtime.spawn(async move {
+                let opened = match target.node {
+                    Err(e) => Err(e),
+                    Ok(node) => {
+                        tokio::time::timeout_at(until.into(), node.search_ordered(query, until))
+                            .await
+                            .unwrap_or_else(|_| {
+                                Err(NodeError::DeadlineExceeded {
+                                    addr: target.addr.clone(),
+                                })
+                            })
+                    }
+                };
+                // A merger that went away drops the stream, which stops it.
+                let _ = tx.send(opened);
+            });
+            nodes.push(Streamed {
+                addr,
+                reading: Some(Reading::Opening(rx)),
+                end: None,
+            });
+        }
+        let mut stream = MergedStream {
+            cluster: self.clone(),
+            deadline,
+            until,
+            started,
+            merge: merge::KeyMerge::new(nodes.len()),
+            nodes,
+            peeked: None,
+            warnings: Vec::new(),
+            partial: false,
+            reported: HashSet::new(),
+            late: LateNotes::default(),
+            finished: false,
+        };
+        stream.peeked = stream.pull();
+        if stream.peeked.is_none() {
+            // Every node ended already: judge it all now.
+            stream.finish()?;
+            (stream.warnings, stream.partial) = stream.late.take();
+            return Ok(stream);
+        }
+        let failed: Vec<(&str, &NodeError)> = stream
+            .nodes
+            .iter()
+            .filter_map(|n| match &n.end {
+                Some(Err(e)) => Some((n.addr.as_str(), e)),
+                _ => None,
+            })
+            .collect();
+        if failed.len() >= self.options.replication_factor {
+            stream.partial = true;
+            stream.warnings = failed.iter().map(|(_, e)| partial_warning(e)).collect();
+            stream.reported = failed.iter().map(|(addr, _)| addr.to_string()).collect();
+        }
+        Ok(stream)
+    }
+
+    /// Series matching `matchers` in `range` from every readable node,
+    /// merged, gathered whole and sorted by label set (raw exports), up to
+    /// the limits of [`ClusterOptions`].
     pub fn search(
-        &self,
+        self: &Arc<Self>,
         tenant: Tenant,
         matchers: &[Matcher],
         range: TimeRange,
         deadline: Instant,
     ) -> Result<Merged, StorageError> {
-        let (targets, until) = self.plan(deadline)?;
+        let mut stream = self.stream(tenant, matchers, range, deadline)?;
+        let (mut warnings, mut partial) = stream.notes();
+        let late = stream.late();
         let options = &self.options;
-        // One more series than the limit lets the engine see it is over.
-        let limit = if options.max_series == 0 {
-            0
-        } else {
-            options.max_series.saturating_add(1)
-        };
-        let query = SeriesQuery {
-            tenant,
-            matchers: matchers.to_vec(),
-            range,
-            limit,
-        };
-        let (tx, mut rx) = mpsc::channel(EVENTS_PER_NODE * targets.len());
-        let addrs: Vec<String> = targets.iter().map(|t| t.addr.clone()).collect();
-        for (index, target) in targets.into_iter().enumerate() {
-            let tx = tx.clone();
-            let query = query.clone();
-            let metrics = self.metrics.clone();
-            self.runtime.spawn(async move {
-                let started = Instant::now();
-                let addr = target.addr;
-                let result = match target.node {
-                    Err(e) => Err(e),
-                    Ok(node) => stream_node(&*node, &addr, query, until, &tx).await,
-                };
-                metrics.node_call(&addr, "search", started.elapsed().as_secs_f64());
-                let _ = tx
-                    .send(match result {
-                        Ok(()) => Event::Done(index),
-                        Err(e) => Event::Failed(index, e),
-                    })
-                    .await;
-            });
-        }
-        drop(tx);
-
-        let mut merger = merge::SeriesMerger::new(options.max_series, options.max_samples);
-        // Per node: None until it ended, then its failure if any.
-        let mut ended: Vec<Option<Option<NodeError>>> = addrs.iter().map(|_| None).collect();
-        let mut pending = addrs.len();
-        'read: while pending > 0 {
-            // Every node task ends by the node deadline, so this wait does
-            // too; all senders gone means the tasks ended (or panicked).
-            let Some(event) = rx.blocking_recv() else {
-                break;
-            };
-            match event {
-                Event::Batch(batch) => {
-                    for series in batch {
-                        if !merger.add(series) {
-                            // Dropping `rx` stops every node stream.
-                            break 'read;
-                        }
-                    }
-                }
-                Event::Done(index) => {
-                    pending -= 1;
-                    ended[index] = Some(None);
-                }
-                Event::Failed(index, e) => {
-                    pending -= 1;
-                    ended[index] = Some(Some(e));
-                }
+        let mut series = Vec::new();
+        let mut samples = 0usize;
+        for s in stream.by_ref() {
+            let s = s?;
+            samples += s.timestamps.len();
+            series.push(s);
+            if (options.max_series > 0 && series.len() > options.max_series)
+                || (options.max_samples > 0 && samples > options.max_samples)
+            {
+                // The export fails on the limit: which nodes answered no
+                // longer matters.
+                return Ok(Merged {
+                    series,
+                    warnings: Vec::new(),
+                    partial: false,
+                    over_limit: true,
+                });
             }
         }
-        drop(rx);
-        let over_limit = merger.over_limit();
-        let (series, stats) = merger.finish();
-        self.metrics.merged(stats);
-        if over_limit {
-            // The query fails on the limit: which nodes answered no longer
-            // matters.
-            return Ok(Merged {
-                series,
-                warnings: Vec::new(),
-                partial: false,
-                over_limit,
-            });
-        }
-        let mut answered = 0;
-        let mut failures = Vec::new();
-        for (addr, end) in addrs.into_iter().zip(ended) {
-            match end {
-                Some(None) => {
-                    self.note_ok(&addr);
-                    answered += 1;
-                }
-                Some(Some(e)) => failures.push((addr, e)),
-                None => {
-                    let e = NodeError::Unavailable {
-                        addr: addr.clone(),
-                        detail: "the search task ended without an answer".to_string(),
-                    };
-                    failures.push((addr, e));
-                }
-            }
-        }
-        // Series of a node that failed midway stay merged: they are real
-        // data; completeness is judged by whole answers.
-        self.note_late(deadline, &failures);
-        let verdict = self.judge(answered, failures)?;
+        let (late_warnings, late_partial) = late.take();
+        warnings.extend(late_warnings);
+        partial |= late_partial;
+        series.sort_unstable_by(|a, b| a.labels.cmp(&b.labels));
         Ok(Merged {
             series,
-            warnings: verdict.warnings,
-            partial: verdict.partial,
-            over_limit,
+            warnings,
+            partial,
+            over_limit: false,
         })
     }
 
@@ -473,10 +526,7 @@ impl Cluster {
         self.metrics.missing_read("partial");
         Ok(Verdict {
             partial: true,
-            warnings: failures
-                .iter()
-                .map(|(_, e)| format!("partial response: {e}"))
-                .collect(),
+            warnings: failures.iter().map(|(_, e)| partial_warning(e)).collect(),
         })
     }
 
@@ -496,30 +546,176 @@ impl Cluster {
     }
 }
 
-/// Forwards one node's search batches to the merger until the stream ends,
-/// fails or passes `until`. A merger that went away ends it quietly.
-async fn stream_node(
-    node: &dyn Node,
-    addr: &str,
-    query: SeriesQuery,
-    until: Instant,
-    tx: &mpsc::Sender<Event>,
-) -> Result<(), NodeError> {
-    let late = || NodeError::DeadlineExceeded {
-        addr: addr.to_string(),
-    };
-    let mut batches = tokio::time::timeout_at(until.into(), node.search(query, until))
-        .await
-        .map_err(|_| late())??;
-    loop {
-        match tokio::time::timeout_at(until.into(), batches.recv()).await {
-            Err(_) => return Err(late()),
-            Ok(None) => return Ok(()),
-            Ok(Some(Err(e))) => return Err(e),
-            Ok(Some(Ok(batch))) => {
-                if tx.send(Event::Batch(batch)).await.is_err() {
-                    return Ok(());
+/// The warning naming a node missing from a partial answer.
+fn partial_warning(e: &NodeError) -> String {
+    format!("partial response: {e}")
+}
+
+impl MergedStream {
+    /// Warnings about nodes that failed before the first series, and
+    /// whether the answer is partial for it; later failures go to
+    /// [`MergedStream::late`]. Taken once.
+    pub fn notes(&mut self) -> (Vec<String>, bool) {
+        (std::mem::take(&mut self.warnings), self.partial)
+    }
+
+    /// What the stream learns after it was handed out, complete once it
+    /// ended.
+    pub fn late(&self) -> LateNotes {
+        self.late.clone()
+    }
+
+    /// The next merged series; None when every node ended.
+    fn pull(&mut self) -> Option<SeriesData> {
+        loop {
+            match self.merge.step() {
+                merge::Step::Series(series) => return Some(series),
+                merge::Step::Done => return None,
+                merge::Step::Feed(node) => self.receive(node),
+            }
+        }
+    }
+
+    /// Waits for node `node`'s next batch or end, at most until the node
+    /// deadline.
+    fn receive(&mut self, node: usize) {
+        let addr = self.nodes[node].addr.clone();
+        let received = match self.nodes[node].reading.take() {
+            None => return self.merge.end(node),
+            Some(Reading::Opening(opening)) => match opening.blocking_recv() {
+                Ok(Ok(batches)) => {
+                    self.nodes[node].reading = Some(Reading::Open(batches));
+                    return;
                 }
+                Ok(Err(e)) => Err(e),
+                Err(_) => Err(NodeError::Unavailable {
+                    addr,
+                    detail: "the search task ended without an answer".to_string(),
+                }),
+            },
+            Some(Reading::Open(mut batches)) => {
+                let until = self.until;
+                let next = self.cluster.runtime.block_on(async {
+                    tokio::time::timeout_at(until.into(), batches.recv()).await
+                });
+                match next {
+                    Err(_) => Err(NodeError::DeadlineExceeded { addr }),
+                    Ok(None) => Ok(None),
+                    Ok(Some(Err(e))) => Err(e),
+                    Ok(Some(Ok(batch))) => {
+                        self.nodes[node].reading = Some(Reading::Open(batches));
+                        Ok(Some(batch))
+                    }
+                }
+            }
+        };
+        match received {
+            Ok(Some(batch)) => {
+                if let Err(e) = self.merge.feed(node, batch) {
+                    let addr = self.nodes[node].addr.clone();
+                    let detail = e.to_string();
+                    self.fail(node, NodeError::Protocol { addr, detail });
+                }
+            }
+            Ok(None) => {
+                self.observe(node);
+                self.nodes[node].reading = None;
+                self.nodes[node].end = Some(Ok(()));
+                self.merge.end(node);
+            }
+            Err(e) => self.fail(node, e),
+        }
+    }
+
+    fn fail(&mut self, node: usize, e: NodeError) {
+        self.observe(node);
+        let streamed = &mut self.nodes[node];
+        self.cluster
+            .note_late_node(self.deadline, &streamed.addr, &e);
+        streamed.reading = None;
+        streamed.end = Some(Err(e));
+        self.merge.end(node);
+    }
+
+    /// Counts how long node `node`'s stream took, now that it ended.
+    fn observe(&self, node: usize) {
+        let seconds = self.started.elapsed().as_secs_f64();
+        self.cluster
+            .metrics
+            .node_call(&self.nodes[node].addr, "search", seconds);
+    }
+
+    /// Judges the ended stream once: counts, logs, and tells partiality or
+    /// that no node answered.
+    fn finish(&mut self) -> Result<(), StorageError> {
+        self.finished = true;
+        self.cluster.metrics.merged(self.merge.stats());
+        let mut answered = 0;
+        let mut failures = Vec::new();
+        for node in &mut self.nodes {
+            match node.end.take() {
+                Some(Ok(())) => {
+                    self.cluster.note_ok(&node.addr);
+                    answered += 1;
+                }
+                Some(Err(e)) => failures.push((node.addr.clone(), e)),
+                None => {
+                    let e = NodeError::Unavailable {
+                        addr: node.addr.clone(),
+                        detail: "the search ended before the node's stream".to_string(),
+                    };
+                    failures.push((node.addr.clone(), e));
+                }
+            }
+        }
+        let unreported: Vec<bool> = failures
+            .iter()
+            .map(|(addr, _)| !self.reported.contains(addr))
+            .collect();
+        let verdict = self.cluster.judge(answered, failures)?;
+        if verdict.partial {
+            let warnings = verdict
+                .warnings
+                .into_iter()
+                .zip(unreported)
+                .filter_map(|(w, new)| new.then_some(w))
+                .collect();
+            self.late.add(warnings, true);
+        }
+        Ok(())
+    }
+}
+
+impl Iterator for MergedStream {
+    type Item = Result<SeriesData, StorageError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if let Some(series) = self.peeked.take() {
+            return Some(Ok(series));
+        }
+        if self.finished {
+            return None;
+        }
+        match self.pull() {
+            Some(series) => Some(Ok(series)),
+            None => self.finish().err().map(Err),
+        }
+    }
+}
+
+impl Drop for MergedStream {
+    /// A stream given up early (the query failed) still counts the node
+    /// failures it saw and what it merged; whether the answer would have
+    /// been partial no longer matters.
+    fn drop(&mut self) {
+        if self.finished {
+            return;
+        }
+        self.cluster.metrics.merged(self.merge.stats());
+        for node in &self.nodes {
+            if let Some(Err(e)) = &node.end {
+                self.cluster.metrics.node_error(&node.addr, e.reason());
+                self.cluster.note_failure(&node.addr, e);
             }
         }
     }
@@ -578,22 +774,15 @@ impl Source for ClusterSource {
         range: TimeRange,
         deadline: Instant,
     ) -> Result<Selected, StorageError> {
-        let merged = self
+        let mut stream = self
             .cluster
-            .search(self.tenant, matchers, range, deadline)?;
-        if merged.over_limit {
-            // The merged series are incomplete: answering them would be a
-            // silently wrong result.
-            return Err(StorageError::LimitExceeded(
-                "a selector reads more series or samples than the query limits allow \
-                 (--query.max-series, --query.max-samples)"
-                    .to_string(),
-            ));
-        }
+            .stream(self.tenant, matchers, range, deadline)?;
+        let (warnings, partial) = stream.notes();
         Ok(Selected {
-            series: Box::new(merged.series.into_iter().map(Ok)),
-            warnings: merged.warnings,
-            partial: merged.partial,
+            late: stream.late(),
+            series: Box::new(stream),
+            warnings,
+            partial,
         })
     }
 

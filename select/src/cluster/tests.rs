@@ -11,18 +11,20 @@ use axum::Router;
 use axum::body::{Body, to_bytes};
 use axum::http::{Request, StatusCode};
 use prometheus_client::registry::Registry;
-use strata_storage::cluster::{LocalNode, Node, NodeError, NodeState, Topology, TopologyNode};
+use strata_storage::cluster::{
+    KeyedSeries, LocalNode, Node, NodeError, NodeState, Topology, TopologyNode,
+};
 use strata_storage::config::SyncSetting;
 use strata_storage::wal::SyncMode;
 use strata_storage::{
     Cardinality, Label, Matcher, STALE_NAN_BITS, Sample as StorageSample, SeriesData,
-    SeriesSamples, Storage, StorageError, Tenant, TimeRange,
+    SeriesSamples, Storage, Tenant, TimeRange,
 };
 use tokio::sync::watch;
 use tower::ServiceExt;
 
 use super::fault::{Fault, FaultyNode};
-use super::merge::{self, MergeStats, SeriesMerger};
+use super::merge::{self, KeyMerge, MergeStats, OutOfOrder, Step};
 use super::{Cluster, ClusterMetrics, ClusterOptions, ClusterSource, Connect};
 use crate::promql::{Engine, QueryError, QueryOptions, QueryResult, Value};
 use crate::source::{Source, StorageSource};
@@ -891,6 +893,92 @@ fn no_node_answering_is_an_error_naming_them() {
 }
 
 #[test]
+fn a_node_lost_midway_is_judged_when_its_stream_ends() {
+    let fixture = Fixture::new();
+    fixture.write_replicated(TENANT, &scraped_data());
+    fixture.flush_some();
+    fixture.nodes[1].set(Fault::FailsMidway(5));
+
+    // RF=2: what it did not send has copies elsewhere.
+    let mut registry = Registry::default();
+    let metrics = ClusterMetrics::register(&mut registry);
+    let cluster = fixture.cluster_with(2, &crate::Config::default(), metrics);
+    compare_queries(&fixture, &ClusterSource::new(cluster, TENANT));
+    let text = encode(&registry);
+    assert!(
+        text.contains(
+            r#"strata_select_cluster_node_errors_total{node="storage-1:8400",reason="remote"}"#
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"strata_select_cluster_missing_node_reads_total{result="complete"}"#),
+        "{text}"
+    );
+
+    // RF=1: partial, which only the end of the stream tells.
+    let source = fixture.source(1);
+    let node_jobs = [Matcher::eq("job", "node")];
+    let selected = source
+        .select(&node_jobs, TimeRange::ALL, far())
+        .expect("select");
+    assert!(
+        !selected.partial && selected.warnings.is_empty(),
+        "the node fails after its first series: {:?}",
+        selected.warnings
+    );
+    let late = selected.late.clone();
+    let streamed = selected
+        .series
+        .inspect(|s| assert!(s.is_ok(), "{s:?}"))
+        .count();
+    let (warnings, partial) = late.take();
+    assert!(partial && warnings.len() == 1, "{warnings:?}");
+    assert!(
+        warnings[0].contains("storage node storage-1:8400: lost midway"),
+        "{warnings:?}"
+    );
+    let all = StorageSource::new(fixture.reference.clone(), TENANT)
+        .select(&node_jobs, TimeRange::ALL, far())
+        .expect("select")
+        .series
+        .count();
+    // Every series is written to two nodes whatever RF the reader assumes.
+    assert_eq!(streamed, all, "the other copies fill in");
+    let result = Engine::default()
+        .instant(
+            &source,
+            "count({job=\"node\"})",
+            END,
+            &QueryOptions::default(),
+        )
+        .expect("query");
+    assert!(result.partial, "{result:?}");
+    assert!(
+        result.warnings.iter().any(|w| w.contains("storage-1:8400")),
+        "{:?}",
+        result.warnings
+    );
+
+    // Every node lost midway: nobody answered whole.
+    for node in &fixture.nodes {
+        node.set(Fault::FailsMidway(5));
+    }
+    let err = Engine::default()
+        .instant(
+            &fixture.source(2),
+            "count({job=\"node\"})",
+            END,
+            &QueryOptions::default(),
+        )
+        .expect_err("no node answered whole");
+    assert!(
+        err.to_string().contains("no storage node answered"),
+        "{err}"
+    );
+}
+
+#[test]
 fn removed_nodes_are_not_read() {
     let fixture = Fixture::new();
     fixture.write_replicated(TENANT, &scraped_data());
@@ -1078,6 +1166,7 @@ fn limits_fail_the_query_as_over_one_engine() {
     let fixture = Fixture::new();
     fixture.write_replicated(TENANT, &scraped_data());
     let reference = StorageSource::new(fixture.reference.clone(), TENANT);
+    let mut outcomes = Vec::new();
     for config in [
         crate::Config {
             max_series: 10,
@@ -1100,20 +1189,17 @@ fn limits_fail_the_query_as_over_one_engine() {
         ] {
             let want = engine.instant(&reference, query, END, &QueryOptions::default());
             let got = engine.instant(&cluster, query, END, &QueryOptions::default());
-            // The cluster merges replicas in memory before the engine
-            // streams them, so it may refuse where one engine (holding one
-            // step of each series) does not; it must never answer a
-            // truncated result.
-            if let Err(QueryError::Storage(StorageError::LimitExceeded(_))) = &got {
-                assert!(
-                    matches!(want, Ok(_) | Err(QueryError::Limit(_))),
-                    "{query} with {config:?}: {want:?}"
-                );
-                continue;
-            }
+            // The cluster streams merged series to the engine as one
+            // engine streams its own, so the engine's limits decide alike.
             same_answer(&want, &got).unwrap_or_else(|e| panic!("{query} with {config:?}: {e}"));
+            outcomes.push(want.is_ok());
         }
     }
+    // The limits must both pass and fail some queries, or this proves little.
+    assert!(
+        outcomes.contains(&true) && outcomes.contains(&false),
+        "{outcomes:?}"
+    );
 }
 
 fn encode_params(pairs: &[(&str, &str)]) -> String {
@@ -1359,14 +1445,23 @@ fn union_of_samples() {
             values: s.iter().map(|p| p.1).collect(),
         };
         for (first, second) in [(a, b), (b, a)] {
-            let mut merger = SeriesMerger::new(0, 0);
-            assert!(merger.add(data(first)));
-            assert!(merger.add(data(second)));
-            let (out, got_stats) = merger.finish();
-            let got: Vec<(i64, u64)> = out[0]
+            let mut merge = KeyMerge::new(2);
+            for (node, samples) in [first, second].into_iter().enumerate() {
+                let s = data(samples);
+                let key = strata_storage::labels_key(&s.labels);
+                let keyed = KeyedSeries::new(key, s.labels, s.timestamps, s.values);
+                merge.feed(node, vec![keyed]).expect("in order");
+                merge.end(node);
+            }
+            let Step::Series(out) = merge.step() else {
+                panic!("one merged series");
+            };
+            assert_eq!(merge.step(), Step::Done);
+            let got_stats = merge.stats();
+            let got: Vec<(i64, u64)> = out
                 .timestamps
                 .iter()
-                .zip(&out[0].values)
+                .zip(&out.values)
                 .map(|(t, v)| (*t, v.to_bits()))
                 .collect();
             let want: Vec<(i64, u64)> = want.iter().map(|(t, v)| (*t, v.to_bits())).collect();
@@ -1460,24 +1555,56 @@ fn sorted_unions() {
 }
 
 #[test]
-fn merger_stops_past_its_limits() {
-    let data = |name: &str, n: i64| SeriesData {
-        labels: labels(&[("__name__", name)]),
-        timestamps: (0..n).collect(),
-        values: (0..n).map(|v| v as f64).collect(),
+fn ordered_streams_merge_as_they_come() {
+    let keyed = |key: u128, name: &str, t: i64| {
+        KeyedSeries::new(key, labels(&[("__name__", name)]), vec![t], vec![1.0])
     };
-    let mut by_series = SeriesMerger::new(2, 0);
-    assert!(
-        by_series.add(data("a", 1)) && by_series.add(data("b", 1)) && by_series.add(data("a", 1))
+    let mut merge = KeyMerge::new(3);
+    // Nothing goes out before every node showed its next series.
+    assert_eq!(merge.step(), Step::Feed(0));
+    merge
+        .feed(0, vec![keyed(1, "a", 10), keyed(5, "e", 10)])
+        .expect("in order");
+    assert_eq!(merge.step(), Step::Feed(1));
+    merge.feed(1, vec![keyed(1, "a", 20)]).expect("in order");
+    assert_eq!(merge.step(), Step::Feed(2));
+    // Two label sets under one key (a hash collision) stay apart, in
+    // label order.
+    merge
+        .feed(2, vec![keyed(3, "b", 10), keyed(3, "c", 20)])
+        .expect("in order");
+    let Step::Series(a) = merge.step() else {
+        panic!("series a");
+    };
+    assert_eq!(
+        (a.labels[0].value.as_str(), a.timestamps),
+        ("a", vec![10, 20])
     );
-    assert!(!by_series.add(data("c", 1)), "a third series is past max 2");
-    assert!(by_series.over_limit());
-    let mut by_samples = SeriesMerger::new(0, 10);
-    assert!(
-        by_samples.add(data("a", 6)) && by_samples.add(data("a", 6)),
-        "replicas add nothing"
+    // Node 1 ran dry: its next series may come before the others'.
+    assert_eq!(merge.step(), Step::Feed(1));
+    assert_eq!(
+        merge.feed(1, vec![keyed(0, "x", 10)]),
+        Err(OutOfOrder { key: 0, after: 1 }),
+        "a node going back is refused"
     );
-    assert!(!by_samples.add(data("b", 5)));
+    merge.feed(1, vec![keyed(3, "c", 10)]).expect("in order");
+    let mut rest = Vec::new();
+    loop {
+        match merge.step() {
+            Step::Series(s) => rest.push((s.labels[0].value.clone(), s.timestamps)),
+            Step::Feed(node) => merge.end(node),
+            Step::Done => break,
+        }
+    }
+    assert_eq!(
+        rest,
+        vec![
+            ("b".to_string(), vec![10]),
+            ("c".to_string(), vec![10, 20]),
+            ("e".to_string(), vec![10]),
+        ]
+    );
+    assert_eq!(merge.stats(), MergeStats::default());
 }
 
 #[test]

@@ -503,16 +503,9 @@ fn vector_vector(
     let mut one_by_key: FastMap<Arc<str>, &Elem> = map_with_capacity(one.len());
     for e in &one {
         let key = memo.signature(&e.labels, m);
-        if let Some(dup) = one_by_key.get(&key) {
+        if one_by_key.contains_key(&key) {
             let side = if one_to_many { "left" } else { "right" };
-            return Err(QueryError::Execution(format!(
-                "found duplicate series for the match group {} on the {side} hand-side of the \
-                 operation: [{}, {}];many-to-many matching not allowed: matching labels must be \
-                 unique on one side",
-                format_labels(&match_labels(&e.labels, m)),
-                format_labels(&e.labels),
-                format_labels(&dup.labels),
-            )));
+            return Err(duplicate_match_group(&one, m, memo, side));
         }
         one_by_key.insert(key, e);
     }
@@ -576,6 +569,38 @@ fn vector_vector(
         out.push(Elem { labels, v });
     }
     Ok(out)
+}
+
+/// The error for a "one" side with two series in one match group, naming
+/// the first such pair in label order (the order Prometheus reads series
+/// in), so that the message does not depend on the order the source
+/// streamed them in.
+fn duplicate_match_group(
+    one: &[Elem],
+    m: &Matching<'_>,
+    memo: &mut Memo,
+    side: &str,
+) -> QueryError {
+    let mut sorted: Vec<&Elem> = one.iter().collect();
+    sorted.sort_by(|a, b| a.labels.cmp(&b.labels));
+    let mut seen: FastMap<Arc<str>, &Elem> = map_with_capacity(sorted.len());
+    for e in sorted {
+        let key = memo.signature(&e.labels, m);
+        if let Some(dup) = seen.get(&key) {
+            return QueryError::Execution(format!(
+                "found duplicate series for the match group {} on the {side} hand-side of the \
+                 operation: [{}, {}];many-to-many matching not allowed: matching labels must be \
+                 unique on one side",
+                format_labels(&match_labels(&e.labels, m)),
+                format_labels(&e.labels),
+                format_labels(&dup.labels),
+            ));
+        }
+        seen.insert(key, e);
+    }
+    QueryError::Execution(format!(
+        "found duplicate series on the {side} hand-side of the operation"
+    ))
 }
 
 /// Labels of a vector-vector result: the "many" side's, without `__name__`

@@ -844,6 +844,10 @@ impl Evaluator<'_> {
                     f(self, series)?;
                 }
             }
+            // The stream ended: what the source found meanwhile is known.
+            let (warnings, partial) = selected.late.take();
+            self.warnings.extend(warnings);
+            self.partial |= partial;
         }
         Ok(())
     }

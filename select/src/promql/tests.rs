@@ -58,6 +58,7 @@ impl Source for MemSource {
             series: Box::new(out.into_iter()),
             warnings: self.warnings.clone(),
             partial: false,
+            late: Default::default(),
         })
     }
 

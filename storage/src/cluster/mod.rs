@@ -16,9 +16,10 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Instant;
 
+pub use crate::KeyedSeries;
 use crate::{
-    AddOutcome, Cardinality, Label, Matcher, SeriesData, SeriesSamples, Storage, StorageError,
-    Tenant, TimeRange,
+    AddOutcome, Cardinality, Label, Matcher, SeriesData, SeriesIter, SeriesSamples, Storage,
+    StorageError, Tenant, TimeRange,
 };
 
 pub use free_disk::FreeDisk;
@@ -32,6 +33,10 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 /// Series found by a search, in batches as the node streams them. The
 /// stream ends after the last batch; an `Err` item ends it early.
 pub type SeriesBatches = tokio::sync::mpsc::Receiver<Result<Vec<SeriesData>, NodeError>>;
+
+/// Series of an ordered search, in batches, ascending by key (ties, hash
+/// collisions, by label set). Ends as [`SeriesBatches`] does.
+pub type KeyedBatches = tokio::sync::mpsc::Receiver<Result<Vec<KeyedSeries>, NodeError>>;
 
 /// Which series a read is about: one tenant, every matcher, a time range.
 #[derive(Clone, Debug)]
@@ -129,6 +134,50 @@ pub trait Node: Send + Sync + 'static {
         query: SeriesQuery,
         deadline: Instant,
     ) -> BoxFuture<'_, Result<SeriesBatches, NodeError>>;
+
+    /// [`Node::search`] in key order (see [`KeyedBatches`]): every node
+    /// answers in the same order, so select merges their streams as they
+    /// come instead of gathering them.
+    ///
+    /// The default gathers [`Node::search`] and sorts it, holding every
+    /// series at once; nodes over a storage engine stream instead.
+    fn search_ordered(
+        &self,
+        query: SeriesQuery,
+        deadline: Instant,
+    ) -> BoxFuture<'_, Result<KeyedBatches, NodeError>> {
+        Box::pin(async move {
+            let mut batches = self.search(query, deadline).await?;
+            let mut all = Vec::new();
+            let mut failed = None;
+            while let Some(batch) = batches.recv().await {
+                match batch {
+                    Ok(batch) => all.extend(batch.into_iter().map(|s| {
+                        let key = crate::labels_key(&s.labels);
+                        KeyedSeries::new(key, s.labels, s.timestamps, s.values)
+                    })),
+                    Err(e) => {
+                        failed = Some(e);
+                        break;
+                    }
+                }
+            }
+            all.sort_unstable_by(|a, b| {
+                a.key()
+                    .cmp(&b.key())
+                    .then_with(|| a.labels().cmp(b.labels()))
+            });
+            let (tx, rx) = tokio::sync::mpsc::channel(2);
+            // Room for both: nothing waits on the reader here.
+            if !all.is_empty() {
+                let _ = tx.try_send(Ok(all));
+            }
+            if let Some(e) = failed {
+                let _ = tx.try_send(Err(e));
+            }
+            Ok(rx)
+        })
+    }
 
     /// Label sets of series matching `query`, sorted, without samples.
     fn series(
@@ -229,6 +278,57 @@ impl LocalNode {
         }
     }
 
+    /// Streams the series of a search (in key order when `ordered`) in
+    /// batches of what `next` takes from the engine's iterator.
+    async fn stream_search<T: Send + 'static>(
+        &self,
+        query: SeriesQuery,
+        deadline: Instant,
+        ordered: bool,
+        next: fn(&mut SeriesIter) -> Option<Result<T, String>>,
+    ) -> Result<tokio::sync::mpsc::Receiver<Result<Vec<T>, NodeError>>, NodeError> {
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        let addr = self.addr.clone();
+        let limit = query.limit;
+        let mut iter = self
+            .blocking(deadline, move |s| {
+                if ordered {
+                    s.search_ordered(query.tenant, &query.matchers, query.range)
+                } else {
+                    s.search(query.tenant, &query.matchers, query.range)
+                }
+            })
+            .await?;
+        tokio::task::spawn_blocking(move || {
+            let mut batch = Vec::with_capacity(LOCAL_SEARCH_BATCH);
+            let mut left = if limit == 0 { usize::MAX } else { limit };
+            while left > 0 {
+                let Some(series) = next(&mut iter) else {
+                    break;
+                };
+                left -= 1;
+                match series {
+                    Ok(series) => batch.push(series),
+                    Err(message) => {
+                        let _ = tx.blocking_send(Err(NodeError::Remote { addr, message }));
+                        return;
+                    }
+                }
+                if batch.len() == LOCAL_SEARCH_BATCH {
+                    let full =
+                        std::mem::replace(&mut batch, Vec::with_capacity(LOCAL_SEARCH_BATCH));
+                    if tx.blocking_send(Ok(full)).is_err() {
+                        return; // the reader went away
+                    }
+                }
+            }
+            if !batch.is_empty() {
+                let _ = tx.blocking_send(Ok(batch));
+            }
+        });
+        Ok(rx)
+    }
+
     /// Runs blocking engine work off the async threads, bounded by `deadline`.
     async fn blocking<T: Send + 'static>(
         &self,
@@ -278,41 +378,19 @@ impl Node for LocalNode {
         query: SeriesQuery,
         deadline: Instant,
     ) -> BoxFuture<'_, Result<SeriesBatches, NodeError>> {
-        Box::pin(async move {
-            let (tx, rx) = tokio::sync::mpsc::channel(4);
-            let addr = self.addr.clone();
-            let limit = query.limit;
-            let iter = self
-                .blocking(deadline, move |s| {
-                    s.search(query.tenant, &query.matchers, query.range)
-                })
-                .await?;
-            tokio::task::spawn_blocking(move || {
-                let mut batch = Vec::with_capacity(LOCAL_SEARCH_BATCH);
-                let take = if limit == 0 { usize::MAX } else { limit };
-                for series in iter.take(take) {
-                    match series {
-                        Ok(series) => batch.push(series),
-                        Err(e) => {
-                            let message = e.to_string();
-                            let _ = tx.blocking_send(Err(NodeError::Remote { addr, message }));
-                            return;
-                        }
-                    }
-                    if batch.len() == LOCAL_SEARCH_BATCH {
-                        let full =
-                            std::mem::replace(&mut batch, Vec::with_capacity(LOCAL_SEARCH_BATCH));
-                        if tx.blocking_send(Ok(full)).is_err() {
-                            return; // the reader went away
-                        }
-                    }
-                }
-                if !batch.is_empty() {
-                    let _ = tx.blocking_send(Ok(batch));
-                }
-            });
-            Ok(rx)
-        })
+        Box::pin(self.stream_search(query, deadline, false, |iter| {
+            iter.next().map(|r| r.map_err(|e| e.to_string()))
+        }))
+    }
+
+    fn search_ordered(
+        &self,
+        query: SeriesQuery,
+        deadline: Instant,
+    ) -> BoxFuture<'_, Result<KeyedBatches, NodeError>> {
+        Box::pin(self.stream_search(query, deadline, true, |iter| {
+            iter.next_keyed().map(|r| r.map_err(|e| e.to_string()))
+        }))
     }
 
     fn series(

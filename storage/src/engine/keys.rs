@@ -99,13 +99,34 @@ pub fn series_item(id: SeriesId, tenant: Tenant, labels: &[Label]) -> Vec<u8> {
     out.push(KIND_SERIES);
     out.extend_from_slice(&id.to_be_bytes());
     tenant_bytes(&mut out, tenant);
+    push_labels(&mut out, labels);
+    out
+}
+
+/// The `labels` field of a `series` item.
+fn push_labels(out: &mut Vec<u8>, labels: &[Label]) {
     for l in labels {
-        push_escaped(&mut out, l.name.as_bytes());
+        push_escaped(out, l.name.as_bytes());
         out.push(0);
-        push_escaped(&mut out, l.value.as_bytes());
+        push_escaped(out, l.value.as_bytes());
         out.push(0);
     }
-    out
+}
+
+/// The 128-bit hash of a label set (sorted by name) by which searches
+/// group series and ordered searches sort them: xxh3-128 of the labels'
+/// `series` item encoding, so every node computes the same key for the
+/// same labels, and the index hands it out with the labels
+/// (`lookup_series_keyed` hashes the stored bytes).
+pub fn labels_key(labels: &[Label]) -> u128 {
+    let mut buf = Vec::with_capacity(
+        labels
+            .iter()
+            .map(|l| l.name.len() + l.value.len() + 2)
+            .sum::<usize>(),
+    );
+    push_labels(&mut buf, labels);
+    xxhash_rust::xxh3::xxh3_128(&buf)
 }
 
 /// The labels part of a `series` item (after id and tenant): equal label
@@ -367,6 +388,22 @@ mod tests {
         let item = series_item(42, t, &labels);
         assert!(item.starts_with(&series_prefix(42)));
         assert_eq!(parse_series_item(&item), Some((42, t, labels)));
+    }
+
+    #[test]
+    fn labels_key_hashes_the_stored_labels() {
+        let labels = vec![Label::new("__name__", "up"), Label::new("odd", "a\u{0}b")];
+        let item = series_item(42, Tenant::new(7, 9), &labels);
+        assert_eq!(
+            labels_key(&labels),
+            xxhash_rust::xxh3::xxh3_128(series_item_labels(&item))
+        );
+        assert_ne!(labels_key(&labels), labels_key(&labels[..1]));
+        // Fixed for good: nodes of one cluster must agree on it.
+        assert_eq!(
+            labels_key(&[Label::new("__name__", "up")]),
+            0xaaed_08d8_23aa_76e6_c980_cf01_d633_e3f5
+        );
     }
 
     #[test]

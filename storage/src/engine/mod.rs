@@ -38,6 +38,7 @@ use tracing::{error, info, warn};
 
 use self::fsutil::{create_dir_all, io_err};
 use self::head::{Gathered, Head, IdSet, Row};
+pub use self::keys::labels_key;
 use self::keys::{MS_PER_DAY, Month, day_of};
 use self::partition::{Caches, Partition};
 use self::resolve::IndexErrors;
@@ -161,6 +162,73 @@ pub struct SeriesData {
     pub labels: Vec<Label>,
     pub timestamps: Vec<i64>,
     pub values: Vec<f64>,
+}
+
+/// A series of an ordered search: its label set with its [`labels_key`],
+/// shared (with the label set cache of the engine that found it), so that
+/// series nobody hands on (a cluster's replicas of a series another node
+/// answered too) cost no copy of their labels.
+#[derive(Clone, Debug, PartialEq)]
+pub struct KeyedSeries {
+    /// The set's key, here too: a merge compares keys without touching
+    /// the shared set.
+    key: u128,
+    set: Arc<(u128, Vec<Label>)>,
+    pub timestamps: Vec<i64>,
+    pub values: Vec<f64>,
+}
+
+impl KeyedSeries {
+    /// `labels` (sorted by name) under `key`, which must be their
+    /// [`labels_key`] for ordered merges to find replicas.
+    pub fn new(
+        key: u128,
+        labels: Vec<Label>,
+        timestamps: Vec<i64>,
+        values: Vec<f64>,
+    ) -> KeyedSeries {
+        KeyedSeries {
+            key,
+            set: Arc::new((key, labels)),
+            timestamps,
+            values,
+        }
+    }
+
+    fn shared(
+        key: u128,
+        set: &Arc<(u128, Vec<Label>)>,
+        timestamps: Vec<i64>,
+        values: Vec<f64>,
+    ) -> KeyedSeries {
+        KeyedSeries {
+            key,
+            set: Arc::clone(set),
+            timestamps,
+            values,
+        }
+    }
+
+    pub fn key(&self) -> u128 {
+        self.key
+    }
+
+    pub fn labels(&self) -> &[Label] {
+        &self.set.1
+    }
+
+    /// The series with labels of its own (copied when they are shared).
+    pub fn into_series(self) -> SeriesData {
+        let labels = match Arc::try_unwrap(self.set) {
+            Ok((_, labels)) => labels,
+            Err(shared) => shared.1.clone(),
+        };
+        SeriesData {
+            labels,
+            timestamps: self.timestamps,
+            values: self.values,
+        }
+    }
 }
 
 /// Cardinality of one tenant over the days of a time range.
@@ -1047,6 +1115,30 @@ impl Storage {
         matchers: &[Matcher],
         range: TimeRange,
     ) -> Result<SeriesIter, StorageError> {
+        self.search_in(tenant, matchers, range, false)
+    }
+
+    /// [`Storage::search`] in the order of [`labels_key`] (ties, which are
+    /// hash collisions, by label set), the same order on every node: what
+    /// lets a cluster merge its nodes' answers as they stream. Take the
+    /// keys with [`SeriesIter::next_keyed`]. Reads cost a little more than
+    /// in storage order (see `SeriesIter`).
+    pub fn search_ordered(
+        &self,
+        tenant: Tenant,
+        matchers: &[Matcher],
+        range: TimeRange,
+    ) -> Result<SeriesIter, StorageError> {
+        self.search_in(tenant, matchers, range, true)
+    }
+
+    fn search_in(
+        &self,
+        tenant: Tenant,
+        matchers: &[Matcher],
+        range: TimeRange,
+        ordered: bool,
+    ) -> Result<SeriesIter, StorageError> {
         self.check_open()?;
         let range = self.clip(range);
         let mut errs = IndexErrors::default();
@@ -1076,7 +1168,7 @@ impl Storage {
                 range.overlaps(m.min_timestamp, m.max_timestamp)
             })
             .collect();
-        Ok(SeriesIter::new(
+        let iter = SeriesIter::new(
             found.groups,
             gathered,
             parts,
@@ -1084,7 +1176,8 @@ impl Storage {
             self.dedup_interval_ms(),
             self.metrics.clone(),
             errs.first.into_iter().collect(),
-        ))
+        );
+        Ok(if ordered { iter.in_key_order() } else { iter })
     }
 
     fn count_index_errors(&self, errs: &IndexErrors) {
@@ -1120,7 +1213,7 @@ impl Storage {
         } else {
             let (found, _) = self.find_series(tenant, matchers, range, &mut errs);
             for g in &found.groups {
-                names.extend(g.labels.iter().map(|l| l.name.clone()));
+                names.extend(g.labels().iter().map(|l| l.name.clone()));
             }
         }
         self.count_index_errors(&errs);
@@ -1161,7 +1254,7 @@ impl Storage {
             let (found, _) = self.find_series(tenant, matchers, range, &mut errs);
             for g in &found.groups {
                 values.extend(
-                    g.labels
+                    g.labels()
                         .iter()
                         .filter(|l| l.name == name)
                         .map(|l| l.value.clone()),
@@ -1224,7 +1317,7 @@ impl Storage {
                     match part.has_samples(cache, id, range) {
                         Ok(has) => present = has,
                         Err(e) => {
-                            error!(error = %e, series = %format_series(&group.labels), "Skipping a corrupted block.");
+                            error!(error = %e, series = %format_series(group.labels()), "Skipping a corrupted block.");
                             self.metrics
                                 .corrupted_blocks
                                 .get_or_create(&vec![("kind", "data".to_string())])
@@ -1237,7 +1330,7 @@ impl Storage {
                 }
             }
             if present {
-                out.push(group.labels);
+                out.push(group.labels().to_vec());
             }
         }
         out.sort_unstable();
@@ -1324,7 +1417,7 @@ impl Storage {
         }
         self.tombstones.add(&found.ids)?;
         for g in &found.groups {
-            let key = series_hash(tenant, &g.labels);
+            let key = series_hash(tenant, g.labels());
             for id in g.ids() {
                 self.series.remove(key, id);
             }
@@ -1665,13 +1758,25 @@ struct Found {
 
 /// One label set and its ids, ascending.
 struct SeriesGroup {
-    labels: Vec<Label>,
+    /// `keys::labels_key` of the labels, and the labels (shared with the
+    /// label set cache: copied only when handed out).
+    set: resolve::KeyedLabels,
+    /// `set`'s key, kept here too: sorting by it touches no other memory.
+    key: u128,
     first: SeriesId,
     /// Empty unless the label set had several ids.
     more: Vec<SeriesId>,
 }
 
 impl SeriesGroup {
+    fn labels(&self) -> &[Label] {
+        &self.set.1
+    }
+
+    fn key(&self) -> u128 {
+        self.key
+    }
+
     fn ids(&self) -> impl Iterator<Item = SeriesId> + '_ {
         std::iter::once(self.first).chain(self.more.iter().copied())
     }
@@ -1680,17 +1785,18 @@ impl SeriesGroup {
 impl Found {
     /// Groups (id, hash of the encoded labels, labels), given in id order.
     /// Equal hashes are confirmed by comparing the labels.
-    fn group(series: Vec<(SeriesId, u128, Vec<Label>)>) -> Found {
+    fn group(series: Vec<(SeriesId, resolve::KeyedLabels)>) -> Found {
         let mut groups: Vec<SeriesGroup> = Vec::with_capacity(series.len());
         let mut ids = RoaringTreemap::new();
         let mut by_key: HashMap<u128, usize, BuildHasherDefault<PassThroughHasher>> =
             HashMap::with_capacity_and_hasher(series.len(), Default::default());
-        for (id, key, labels) in series {
+        for (id, set) in series {
             ids.insert(id);
+            let key = set.0;
             let same = match by_key.get(&key) {
-                Some(&g) if groups[g].labels == labels => Some(g),
+                Some(&g) if groups[g].labels() == set.1.as_slice() => Some(g),
                 // A hash collision of two label sets: look for an equal one.
-                Some(_) => groups.iter().position(|g| g.labels == labels),
+                Some(_) => groups.iter().position(|g| g.labels() == set.1.as_slice()),
                 None => None,
             };
             match same {
@@ -1698,7 +1804,8 @@ impl Found {
                 None => {
                     by_key.entry(key).or_insert(groups.len());
                     groups.push(SeriesGroup {
-                        labels,
+                        set,
+                        key,
                         first: id,
                         more: Vec::new(),
                     });

@@ -367,10 +367,14 @@ const LOOKUP_RUN: usize = 1024;
 /// by every partition. An id names one label set for as long as it exists,
 /// so entries never go stale; a dashboard's refreshes find its series'
 /// label sets here instead of seeking the index for each.
-pub type LabelSetCache = Cache<SeriesId, Arc<(u128, Vec<Label>)>>;
+pub type LabelSetCache = Cache<SeriesId, KeyedLabels>;
+
+/// A label set with its `lookup_series_keyed` key, as the cache shares it.
+pub type KeyedLabels = Arc<(u128, Vec<Label>)>;
 
 /// `lookup_series_keyed` of every id in `ids` that has a label set, as
-/// (id, key, labels) in the order of `ids`, through `cache`. Many ids are
+/// (id, (key, labels)) in the order of `ids`, through `cache`: shared with
+/// the cache, so a caller copies only the label sets it hands out. Many ids are
 /// looked up in runs on rayon's pool, one search per run: each lookup is a
 /// seek and a parse, and a query over thousands of series would otherwise
 /// wait for them on one core.
@@ -379,13 +383,13 @@ pub fn lookup_all(
     cache: &LabelSetCache,
     ids: &[SeriesId],
     errs: &mut IndexErrors,
-) -> Vec<(SeriesId, u128, Vec<Label>)> {
+) -> Vec<(SeriesId, KeyedLabels)> {
     let run = |ids: &[SeriesId], errs: &mut IndexErrors| {
         let mut s = index.search();
         ids.iter()
             .filter_map(|&id| {
                 if let Some(hit) = cache.get(id) {
-                    return Some((id, hit.0, hit.1.clone()));
+                    return Some((id, hit));
                 }
                 let (_, labels, key) = lookup_series_keyed(&mut s, id, errs)?;
                 let bytes = std::mem::size_of::<(u128, Vec<Label>)>()
@@ -393,8 +397,9 @@ pub fn lookup_all(
                         .iter()
                         .map(|l| std::mem::size_of::<Label>() + l.name.len() + l.value.len())
                         .sum::<usize>();
-                cache.insert(id, Arc::new((key, labels.clone())), bytes);
-                Some((id, key, labels))
+                let set = Arc::new((key, labels));
+                cache.insert(id, Arc::clone(&set), bytes);
+                Some((id, set))
             })
             .collect::<Vec<_>>()
     };

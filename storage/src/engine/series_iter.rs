@@ -10,6 +10,12 @@
 //! line on the caller's thread, so a query that reads little waits for
 //! little, and grow while they stay under `BATCH_SAMPLES`, which bounds what
 //! is read ahead of the caller (two batches at most).
+//!
+//! An ordered search (`Storage::search_ordered`) hands series out in
+//! `labels_key` order, which is unrelated to where they lie. Each batch is
+//! still read in id order (sorted before reading, put back after), so
+//! neighbours within a batch share pages; across batches pages are found
+//! again, through the part caches.
 
 use std::collections::VecDeque;
 use std::panic::AssertUnwindSafe;
@@ -19,7 +25,7 @@ use rayon::prelude::*;
 use tracing::error;
 
 use super::head::Gathered;
-use super::{SeriesData, StorageError};
+use super::{KeyedSeries, SeriesData, StorageError};
 use super::{SeriesGroup, format_series};
 use crate::dedup::sort_and_dedup;
 use crate::metrics::StorageMetrics;
@@ -47,15 +53,18 @@ const PARALLEL_MIN_SERIES: usize = 128;
 /// caller (see the module doc).
 pub struct SeriesIter {
     /// Label sets with every id each had (see `evict_inactive_series`), in
-    /// order of their first id: parts are laid out by id, so neighbouring
-    /// series share pages.
+    /// order of their first id (parts are laid out by id, so neighbouring
+    /// series share pages), or in key order when `ordered`.
     series: std::vec::IntoIter<SeriesGroup>,
+    /// Series are handed out in the order of `series` rather than of ids.
+    ordered: bool,
     /// Samples of the head and of rows being flushed, by series id.
     gathered: Gathered,
     ctx: Arc<BatchContext>,
     warnings: Vec<String>,
-    /// Series of the last batch not handed out yet, in order.
-    ready: VecDeque<SeriesData>,
+    /// Series of the last batch not handed out yet, in order, their label
+    /// sets still shared with the cache.
+    ready: VecDeque<KeyedSeries>,
     /// One per worker; worker `i` reads the `i`-th run of every batch. With
     /// the batch being read on the pool while one is in flight.
     readers: Option<Vec<Reader>>,
@@ -88,6 +97,8 @@ struct Reader {
 /// One series of a batch: its labels, ids, and the samples read so far.
 struct Pending {
     group: SeriesGroup,
+    /// Place in the batch as taken (an ordered batch is read in id order).
+    at: usize,
     timestamps: Vec<i64>,
     values: Vec<f64>,
 }
@@ -116,6 +127,7 @@ impl SeriesIter {
             .collect();
         SeriesIter {
             series: series.into_iter(),
+            ordered: false,
             gathered,
             ctx: Arc::new(BatchContext {
                 parts,
@@ -132,6 +144,32 @@ impl SeriesIter {
             batch: FIRST_BATCH_SERIES,
             samples_per_series: None,
         }
+    }
+
+    /// Hands the series out in `labels_key` order (ties by label set)
+    /// rather than storage order.
+    pub(super) fn in_key_order(mut self) -> SeriesIter {
+        let series: Vec<SeriesGroup> = std::mem::take(&mut self.series).collect();
+        // Sorting places, not the groups themselves, moves each group once.
+        let mut order: Vec<usize> = (0..series.len()).collect();
+        order.sort_unstable_by(|&a, &b| {
+            let (a, b) = (&series[a], &series[b]);
+            a.key()
+                .cmp(&b.key())
+                .then_with(|| a.labels().cmp(b.labels()))
+        });
+        let mut series: Vec<Option<SeriesGroup>> = series.into_iter().map(Some).collect();
+        self.series = order
+            .into_iter()
+            .filter_map(|at| series[at].take())
+            .collect::<Vec<_>>()
+            .into_iter();
+        self.ordered = true;
+        // A cluster merges nothing before every node's first batch came, so
+        // a tiny first batch saves no wait; a larger one finds its pages
+        // with fewer jumps.
+        self.batch = FIRST_BATCH_SERIES * 8;
+        self
     }
 
     /// Problems met so far (corrupted blocks skipped); results are partial when not empty.
@@ -153,19 +191,37 @@ impl SeriesIter {
     fn take_batch(&mut self) -> (Vec<Pending>, bool) {
         let take = self.batch.min(self.series.len());
         let mut batch: Vec<Pending> = Vec::with_capacity(take);
-        for group in self.series.by_ref().take(take) {
+        let gathered = &mut self.gathered;
+        let mut push = |at: usize, group: SeriesGroup| {
             let (mut timestamps, mut values) = (Vec::new(), Vec::new());
             for id in group.ids() {
-                if let Some((t, v)) = self.gathered.remove(&id) {
+                if let Some((t, v)) = gathered.remove(&id) {
                     timestamps.extend(t);
                     values.extend(v);
                 }
             }
             batch.push(Pending {
                 group,
+                at,
                 timestamps,
                 values,
             });
+        };
+        if self.ordered {
+            // Read in id order: neighbours share pages.
+            let groups: Vec<SeriesGroup> = self.series.by_ref().take(take).collect();
+            let mut by_id: Vec<usize> = (0..groups.len()).collect();
+            by_id.sort_unstable_by_key(|&at| groups[at].first);
+            let mut groups: Vec<Option<SeriesGroup>> = groups.into_iter().map(Some).collect();
+            for at in by_id {
+                if let Some(group) = groups[at].take() {
+                    push(at, group);
+                }
+            }
+        } else {
+            for (at, group) in self.series.by_ref().take(take).enumerate() {
+                push(at, group);
+            }
         }
         let expected = self.samples_per_series.map_or(0, |n| n * take);
         let parallel = self.samples_per_series.is_some()
@@ -188,16 +244,30 @@ impl SeriesIter {
         } else if samples > 2 * BATCH_SAMPLES {
             self.batch = (self.batch / 2).max(1);
         }
-        self.ready.extend(
-            batch
-                .into_iter()
-                .filter(|p| !p.timestamps.is_empty())
-                .map(|p| SeriesData {
-                    labels: p.group.labels,
-                    timestamps: p.timestamps,
-                    values: p.values,
-                }),
-        );
+        // Label sets stay shared: `next` copies them on the caller's thread
+        // (which usually frees them too, the allocator's fast path), and an
+        // ordered search's caller may not need them at all.
+        let series = batch
+            .into_iter()
+            .filter(|p| !p.timestamps.is_empty())
+            .map(|p| {
+                let series =
+                    KeyedSeries::shared(p.group.key(), &p.group.set, p.timestamps, p.values);
+                (p.at, series)
+            });
+        if self.ordered {
+            // Back to the order taken.
+            let mut taken: Vec<Option<KeyedSeries>> = Vec::new();
+            for (at, series) in series {
+                if taken.len() <= at {
+                    taken.resize_with(at + 1, || None);
+                }
+                taken[at] = Some(series);
+            }
+            self.ready.extend(taken.into_iter().flatten());
+        } else {
+            self.ready.extend(series.map(|(_, series)| series));
+        }
     }
 
     /// Starts reading the next batch on the pool when it is big enough to
@@ -268,7 +338,7 @@ impl Reader {
                         &mut p.timestamps,
                         &mut p.values,
                     ) {
-                        error!(error = %e, series = %format_series(&p.group.labels), "Skipping a corrupted block.");
+                        error!(error = %e, series = %format_series(p.group.labels()), "Skipping a corrupted block.");
                         ctx.metrics
                             .corrupted_blocks
                             .get_or_create(&vec![("kind", "data".to_string())])
@@ -282,13 +352,13 @@ impl Reader {
     }
 }
 
-impl Iterator for SeriesIter {
-    type Item = Result<SeriesData, StorageError>;
-
-    fn next(&mut self) -> Option<Self::Item> {
+impl SeriesIter {
+    /// The next series with its `labels_key` and shared label set: in key
+    /// order from `Storage::search_ordered`.
+    pub fn next_keyed(&mut self) -> Option<Result<KeyedSeries, StorageError>> {
         loop {
-            if let Some(series) = self.ready.pop_front() {
-                return Some(Ok(series));
+            if let Some(keyed) = self.ready.pop_front() {
+                return Some(Ok(keyed));
             }
             let read = if let Some(in_flight) = self.in_flight.take() {
                 self.in_flight_len = 0;
@@ -312,5 +382,13 @@ impl Iterator for SeriesIter {
             // The next batch is read while the caller takes this one.
             self.start_next();
         }
+    }
+}
+
+impl Iterator for SeriesIter {
+    type Item = Result<SeriesData, StorageError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        self.next_keyed().map(|r| r.map(KeyedSeries::into_series))
     }
 }

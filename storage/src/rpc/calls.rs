@@ -1,5 +1,6 @@
 //! Running one call on the server: decode, ask the [`crate::cluster::LocalNode`],
-//! reply; a search streams its series in batches as the client grants credit.
+//! reply; a search (plain or ordered) streams its series in batches as the
+//! client grants credit.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -77,7 +78,7 @@ pub(super) async fn run(call: Call) -> u32 {
         outcome: "cancelled",
     };
     recorder.outcome = match call.method {
-        Method::Search => search(call).await,
+        method if method.is_stream() => search(call).await,
         _ => unary(call).await,
     };
     id
@@ -173,6 +174,7 @@ async fn unary(call: Call) -> &'static str {
 
 async fn search(call: Call) -> &'static str {
     let Call {
+        method,
         id,
         body,
         deadline,
@@ -183,7 +185,7 @@ async fn search(call: Call) -> &'static str {
         shared,
         ..
     } = call;
-    let result = stream(id, body, deadline, worker, credit, &outbox, &shared).await;
+    let result = stream(method, id, body, deadline, worker, credit, &outbox, &shared).await;
     drop(slot);
     let outcome = outcome(&result);
     match result {
@@ -200,7 +202,9 @@ fn deadline_exceeded() -> NodeError {
 }
 
 /// Sends the batches of a search; the caller sends the final frame.
+#[allow(clippy::too_many_arguments)]
 async fn stream(
+    method: Method,
     id: u32,
     body: Vec<u8>,
     deadline: Instant,
@@ -209,8 +213,15 @@ async fn stream(
     outbox: &Outbox,
     shared: &Shared,
 ) -> Result<(), NodeError> {
-    let (query, granted) = match messages::decode_request(Method::Search, &body) {
-        Ok((_, Request::Search { query, credit })) => (query, credit),
+    let (query, granted, ordered) = match messages::decode_request(method, &body) {
+        Ok((
+            _,
+            Request::Search {
+                query,
+                credit,
+                ordered,
+            },
+        )) => (query, credit, ordered),
         Ok(_) => return Err(remote("not a search request".into())),
         Err(e) => return Err(decode_failure(e)),
     };
@@ -224,7 +235,13 @@ async fn stream(
         range,
         limit,
     } = query;
-    let started = tokio::task::spawn_blocking(move || storage.search(tenant, &matchers, range));
+    let started = tokio::task::spawn_blocking(move || {
+        if ordered {
+            storage.search_ordered(tenant, &matchers, range)
+        } else {
+            storage.search(tenant, &matchers, range)
+        }
+    });
     let mut iter = match tokio::time::timeout_at(deadline_at, started).await {
         Err(_) => return Err(deadline_exceeded()),
         Ok(Err(e)) => return Err(remote(format!("search task failed: {e}"))),
@@ -253,7 +270,7 @@ async fn stream(
             Ok(Ok(worker)) => worker,
         };
         let batch = tokio::task::spawn_blocking(move || {
-            let batch = fill_batch(&mut iter, left, target, id, max_frame);
+            let batch = fill_batch(&mut iter, ordered, left, target, id, max_frame);
             (iter, batch)
         });
         let (back, batch) = match tokio::time::timeout_at(deadline_at, batch).await {
@@ -289,9 +306,11 @@ struct Batch {
 }
 
 /// Reads series until about `target` bytes or `left` series, and frames
-/// them (compressing on this blocking thread, not an async one).
+/// them (compressing on this blocking thread, not an async one); each with
+/// its key when `ordered`.
 fn fill_batch(
     iter: &mut SeriesIter,
+    ordered: bool,
     left: usize,
     target: usize,
     id: u32,
@@ -305,14 +324,19 @@ fn fill_batch(
             done = true;
             break;
         }
-        match iter.next() {
+        match iter.next_keyed() {
             None => {
                 done = true;
                 break;
             }
             Some(Err(e)) => return Err(remote(e.to_string())),
             Some(Ok(s)) => {
-                messages::put_series_data(&mut rest, &s);
+                if ordered {
+                    messages::put_keyed_series(&mut rest, &s);
+                } else {
+                    // Encoded from the shared label set: no copy.
+                    messages::put_series_parts(&mut rest, s.labels(), &s.timestamps, &s.values);
+                }
                 series += 1;
             }
         }

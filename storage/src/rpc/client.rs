@@ -11,7 +11,9 @@ use super::frame::{Frame, FrameError, Kind, encode_frame};
 use super::messages::{self, Method, Request};
 use super::metrics::ClientMetrics;
 use super::pool::{Checkout, Pool};
-use crate::cluster::{BoxFuture, Node, NodeError, NodeStatus, SeriesBatches, SeriesQuery};
+use crate::cluster::{
+    BoxFuture, KeyedBatches, Node, NodeError, NodeStatus, SeriesBatches, SeriesQuery,
+};
 use crate::config::{humantime_serde_compat, parse_duration};
 use crate::{AddOutcome, Cardinality, Label, Matcher, SeriesSamples, Tenant, TimeRange};
 
@@ -327,19 +329,18 @@ impl RpcClient {
         Ok(total)
     }
 
-    async fn start_search(
+    async fn start_search<T: Send + 'static>(
         &self,
-        query: SeriesQuery,
+        req: Request,
+        decode: Decode<T>,
         deadline: Instant,
         started: Instant,
-    ) -> Result<SeriesBatches, NodeError> {
+    ) -> Result<Batches<T>, NodeError> {
         let (tx, mut frames) = mpsc::unbounded_channel();
-        let body = messages::encode_request(&Request::Search {
-            query,
-            credit: STREAM_CREDIT,
-        });
+        let method = req.method();
+        let body = messages::encode_request(&req);
         let guard = self
-            .start(Method::Search, body, Pending::Stream(tx), deadline)
+            .start(method, body, Pending::Stream(tx), deadline)
             .await?;
         // The first frame tells a failed search (bad matcher) from a stream.
         let first = frames.recv().await.ok_or_else(|| NodeError::Unavailable {
@@ -356,6 +357,8 @@ impl RpcClient {
         let (out, batches) = mpsc::channel(1);
         let stream = Stream {
             client: self.clone(),
+            method,
+            decode,
             guard,
             frames,
             out,
@@ -364,6 +367,41 @@ impl RpcClient {
         };
         tokio::spawn(stream.forward(first));
         Ok(batches)
+    }
+}
+
+impl RpcClient {
+    /// Starts a search stream by `deadline`.
+    async fn open_search<T: Send + 'static>(
+        &self,
+        req: Request,
+        decode: Decode<T>,
+        deadline: Instant,
+    ) -> Result<Batches<T>, NodeError> {
+        let method = req.method();
+        let started = Instant::now();
+        if started >= deadline {
+            let e = self.deadline_exceeded();
+            self.observe(method, started, &Err::<(), _>(e));
+            return Err(self.deadline_exceeded());
+        }
+        let opened = tokio::time::timeout_at(
+            deadline.into(),
+            self.start_search(req, decode, deadline, started),
+        )
+        .await
+        .unwrap_or_else(|_| Err(self.deadline_exceeded()));
+        if let Err(e) = &opened {
+            // Counted here only when the stream never started; a started
+            // stream counts itself when it ends.
+            self.inner.metrics.call(
+                &self.inner.addr,
+                method.name(),
+                started.elapsed().as_secs_f64(),
+            );
+            self.inner.metrics.error(&self.inner.addr, e.reason());
+        }
+        opened
     }
 }
 
@@ -386,21 +424,29 @@ fn merge_outcome(total: &mut AddOutcome, o: AddOutcome) {
     }
 }
 
+/// Decodes a batch frame's body.
+type Decode<T> = fn(&[u8]) -> Result<Vec<T>, CodecError>;
+
+/// What a search hands its caller.
+type Batches<T> = mpsc::Receiver<Result<Vec<T>, NodeError>>;
+
 /// Moves a search's batches from the connection to the caller, granting
 /// the server one batch of credit per batch the caller takes.
-struct Stream {
+struct Stream<T> {
     client: RpcClient,
+    method: Method,
+    decode: Decode<T>,
     guard: CallGuard,
     frames: mpsc::UnboundedReceiver<Result<Frame, NodeError>>,
-    out: mpsc::Sender<Result<Vec<crate::SeriesData>, NodeError>>,
+    out: mpsc::Sender<Result<Vec<T>, NodeError>>,
     deadline: Instant,
     started: Instant,
 }
 
-impl Stream {
+impl<T> Stream<T> {
     async fn forward(mut self, first: Frame) {
         let result = self.run(first).await;
-        self.client.observe(Method::Search, self.started, &result);
+        self.client.observe(self.method, self.started, &result);
         let Stream { guard, out, .. } = self;
         // Cancels an unfinished call and gives its slot back before waiting
         // on the caller.
@@ -431,8 +477,7 @@ impl Stream {
             };
             match frame.kind {
                 Kind::Batch => {
-                    let batch = messages::decode_batch(&frame.body)
-                        .map_err(|e| self.client.malformed(e))?;
+                    let batch = (self.decode)(&frame.body).map_err(|e| self.client.malformed(e))?;
                     match tokio::time::timeout_at(deadline, self.out.send(Ok(batch))).await {
                         Err(_) => return Err(self.client.deadline_exceeded()),
                         // The caller stopped reading: the guard cancels the call.
@@ -488,31 +533,25 @@ impl Node for RpcClient {
         query: SeriesQuery,
         deadline: Instant,
     ) -> BoxFuture<'_, Result<SeriesBatches, NodeError>> {
-        Box::pin(async move {
-            let started = Instant::now();
-            if started >= deadline {
-                let e = self.deadline_exceeded();
-                self.observe(Method::Search, started, &Err::<(), _>(e));
-                return Err(self.deadline_exceeded());
-            }
-            let opened = tokio::time::timeout_at(
-                deadline.into(),
-                self.start_search(query, deadline, started),
-            )
-            .await
-            .unwrap_or_else(|_| Err(self.deadline_exceeded()));
-            if let Err(e) = &opened {
-                // Counted here only when the stream never started; a started
-                // stream counts itself when it ends.
-                self.inner.metrics.call(
-                    &self.inner.addr,
-                    Method::Search.name(),
-                    started.elapsed().as_secs_f64(),
-                );
-                self.inner.metrics.error(&self.inner.addr, e.reason());
-            }
-            opened
-        })
+        let req = Request::Search {
+            query,
+            credit: STREAM_CREDIT,
+            ordered: false,
+        };
+        Box::pin(self.open_search(req, messages::decode_batch, deadline))
+    }
+
+    fn search_ordered(
+        &self,
+        query: SeriesQuery,
+        deadline: Instant,
+    ) -> BoxFuture<'_, Result<KeyedBatches, NodeError>> {
+        let req = Request::Search {
+            query,
+            credit: STREAM_CREDIT,
+            ordered: true,
+        };
+        Box::pin(self.open_search(req, messages::decode_keyed_batch, deadline))
     }
 
     fn series(

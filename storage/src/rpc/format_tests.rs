@@ -4,7 +4,7 @@
 
 use super::frame::{FLAG_ZSTD, Hello, Kind, encode_frame};
 use super::messages::{self, Method, Request};
-use crate::cluster::{NodeError, NodeStatus, SeriesQuery};
+use crate::cluster::{KeyedSeries, NodeError, NodeStatus, SeriesQuery};
 use crate::{
     AddOutcome, Cardinality, Label, MatchOp, Matcher, RejectReason, Rejection, Sample, SeriesData,
     SeriesSamples, Tenant, TimeRange,
@@ -66,7 +66,7 @@ fn handshake_and_frame_header() {
             .map(Kind::to_u8),
         )
         .collect();
-    check("kinds", &kinds, "010203040506070809 2021 40414243");
+    check("kinds", &kinds, "010203040506070809 0a 2021 40414243");
     let compressed = encode_frame(Kind::Batch, 1, &[7u8; 4096], 1 << 20).expect("frame");
     assert_eq!(compressed[4..10], [0x41, FLAG_ZSTD, 0, 0, 0, 1]);
     // A zstd frame: its magic number, little-endian.
@@ -81,9 +81,21 @@ fn request_bodies() {
             Request::Search {
                 query: query(),
                 credit: 4,
+                ordered: false,
             },
             1500,
         ),
+        "000005dc 03 01 02 00 085f5f6e616d655f5f 027570 03 036a6f62 03612e2a 03 d00f 05 04",
+    );
+    let ordered = Request::Search {
+        query: query(),
+        credit: 4,
+        ordered: true,
+    };
+    assert_eq!(ordered.method(), Method::SearchOrdered);
+    check(
+        "search_ordered",
+        &request(ordered, 1500),
         "000005dc 03 01 02 00 085f5f6e616d655f5f 027570 03 036a6f62 03612e2a 03 d00f 05 04",
     );
     check(
@@ -231,6 +243,21 @@ fn reply_bodies() {
         &messages::encode_batch(&batch),
         "01 01 0161 0162 02 0a 03 02 00",
     );
+    let keyed = [KeyedSeries::new(
+        0x0102_0304_0506_0708_090a_0b0c_0d0e_0f10,
+        batch[0].labels.clone(),
+        batch[0].timestamps.clone(),
+        batch[0].values.clone(),
+    )];
+    check(
+        "ordered search batch",
+        &messages::encode_keyed_batch(&keyed),
+        "01 0102030405060708090a0b0c0d0e0f10 01 0161 0162 02 0a 03 02 00",
+    );
+    assert_eq!(
+        messages::decode_keyed_batch(&messages::encode_keyed_batch(&keyed)).expect("decodes"),
+        keyed
+    );
     check("credit", &messages::encode_credit(1), "01");
     let error = NodeError::ReadOnly {
         addr: "ignored".into(),
@@ -261,6 +288,12 @@ fn requests_decode_to_what_was_encoded() {
         Request::Search {
             query: query(),
             credit: 9,
+            ordered: false,
+        },
+        Request::Search {
+            query: query(),
+            credit: 2,
+            ordered: true,
         },
         Request::Series(query()),
         Request::LabelNames(query()),

@@ -12,9 +12,14 @@ use super::messages::Method;
 /// First bytes each side sends: tells a strata RPC peer from anything else
 /// listening on the port.
 pub const MAGIC: [u8; 4] = *b"SRPC";
-/// Raised on any change of the bytes on the wire; peers of different
-/// versions refuse each other at the handshake.
-pub const PROTOCOL_VERSION: u16 = 1;
+/// Raised on any change of the bytes on the wire. A server answers clients
+/// from [`OLDEST_CLIENT_VERSION`] up to its own in their version (calls
+/// are only ever added, so an old client's calls are unchanged); otherwise
+/// peers of different versions refuse each other at the handshake.
+pub const PROTOCOL_VERSION: u16 = 2;
+/// The oldest client version a server still answers: storage nodes are
+/// upgraded before the insert and select that call them.
+pub const OLDEST_CLIENT_VERSION: u16 = 1;
 pub const HELLO_LEN: usize = 12;
 /// Length field, kind, flags, request id.
 pub const HEADER_LEN: usize = 10;

@@ -2,7 +2,7 @@
 //! errors (layouts in the `rpc` module doc).
 
 use super::codec::{CodecError, Reader, put_labels, put_samples, put_str, put_uvarint, put_varint};
-use crate::cluster::{NodeError, NodeStatus, SeriesQuery};
+use crate::cluster::{KeyedSeries, NodeError, NodeStatus, SeriesQuery};
 use crate::types::{MatchOp, Matcher, MatcherError, Sample, Tenant, TimeRange};
 use crate::{AddOutcome, Cardinality, Label, RejectReason, Rejection, SeriesData, SeriesSamples};
 
@@ -19,10 +19,12 @@ pub enum Method {
     DeleteSeries = 0x07,
     Tenants = 0x08,
     Status = 0x09,
+    /// Since protocol version 2.
+    SearchOrdered = 0x0a,
 }
 
 impl Method {
-    pub const ALL: [Method; 9] = [
+    pub const ALL: [Method; 10] = [
         Method::Write,
         Method::Search,
         Method::Series,
@@ -32,6 +34,7 @@ impl Method {
         Method::DeleteSeries,
         Method::Tenants,
         Method::Status,
+        Method::SearchOrdered,
     ];
 
     pub fn from_u8(b: u8) -> Option<Method> {
@@ -50,7 +53,13 @@ impl Method {
             Method::DeleteSeries => "delete_series",
             Method::Tenants => "tenants",
             Method::Status => "status",
+            Method::SearchOrdered => "search_ordered",
         }
+    }
+
+    /// Whether the call's result streams in batches.
+    pub fn is_stream(self) -> bool {
+        matches!(self, Method::Search | Method::SearchOrdered)
     }
 }
 
@@ -70,9 +79,12 @@ pub enum Request {
         rows: Vec<SeriesSamples>,
     },
     /// `credit`: batches the server may send before the client grants more.
+    /// `ordered`: in key order, each series with its key
+    /// ([`Method::SearchOrdered`]).
     Search {
         query: SeriesQuery,
         credit: u32,
+        ordered: bool,
     },
     Series(SeriesQuery),
     LabelNames(SeriesQuery),
@@ -207,7 +219,7 @@ pub fn encode_request(req: &Request) -> Vec<u8> {
                 put_series_samples(&mut out, s);
             }
         }
-        Request::Search { query, credit } => {
+        Request::Search { query, credit, .. } => {
             put_query(&mut out, query);
             put_uvarint(&mut out, u64::from(*credit));
         }
@@ -239,7 +251,8 @@ impl Request {
     pub fn method(&self) -> Method {
         match self {
             Request::Write { .. } => Method::Write,
-            Request::Search { .. } => Method::Search,
+            Request::Search { ordered: false, .. } => Method::Search,
+            Request::Search { ordered: true, .. } => Method::SearchOrdered,
             Request::Series(_) => Method::Series,
             Request::LabelNames(_) => Method::LabelNames,
             Request::LabelValues { .. } => Method::LabelValues,
@@ -316,9 +329,10 @@ pub fn decode_request(method: Method, body: &[u8]) -> Result<(u32, Request), Mes
             }
             Request::Write { tenant, rows }
         }
-        Method::Search => Request::Search {
+        Method::Search | Method::SearchOrdered => Request::Search {
             query: query(&mut r)?,
             credit: r.u32()?,
+            ordered: method == Method::SearchOrdered,
         },
         Method::Series => Request::Series(query(&mut r)?),
         Method::LabelNames => Request::LabelNames(query(&mut r)?),
@@ -546,12 +560,17 @@ pub fn decode_status(body: &[u8]) -> Result<NodeStatus, CodecError> {
 
 /// Appends one series of a search batch.
 pub fn put_series_data(out: &mut Vec<u8>, s: &SeriesData) {
-    put_labels(out, &s.labels);
+    put_series_parts(out, &s.labels, &s.timestamps, &s.values);
+}
+
+/// [`put_series_data`] of a series' parts.
+pub fn put_series_parts(out: &mut Vec<u8>, labels: &[Label], timestamps: &[i64], values: &[f64]) {
+    put_labels(out, labels);
     put_samples(
         out,
-        s.timestamps.len(),
-        s.timestamps.iter().copied(),
-        s.values.iter().copied(),
+        timestamps.len(),
+        timestamps.iter().copied(),
+        values.iter().copied(),
     );
 }
 
@@ -570,14 +589,50 @@ pub fn decode_batch(body: &[u8]) -> Result<Vec<SeriesData>, CodecError> {
     let n = r.count(2)?;
     let mut out = Vec::with_capacity(n);
     for _ in 0..n {
-        let labels = r.labels()?;
-        let (mut timestamps, mut values) = (Vec::new(), Vec::new());
-        r.samples(&mut timestamps, &mut values)?;
-        out.push(SeriesData {
-            labels,
-            timestamps,
-            values,
-        });
+        out.push(series_data(&mut r)?);
+    }
+    r.finish()?;
+    Ok(out)
+}
+
+fn series_data(r: &mut Reader<'_>) -> Result<SeriesData, CodecError> {
+    let labels = r.labels()?;
+    let (mut timestamps, mut values) = (Vec::new(), Vec::new());
+    r.samples(&mut timestamps, &mut values)?;
+    Ok(SeriesData {
+        labels,
+        timestamps,
+        values,
+    })
+}
+
+/// Appends one series of an ordered search batch: its key, then as
+/// [`put_series_data`].
+pub fn put_keyed_series(out: &mut Vec<u8>, s: &KeyedSeries) {
+    out.extend_from_slice(&s.key().to_be_bytes());
+    put_series_parts(out, s.labels(), &s.timestamps, &s.values);
+}
+
+/// An ordered search batch body: a count, then the keyed series.
+pub fn encode_keyed_batch(series: &[KeyedSeries]) -> Vec<u8> {
+    let mut out = Vec::new();
+    put_uvarint(&mut out, series.len() as u64);
+    for s in series {
+        put_keyed_series(&mut out, s);
+    }
+    out
+}
+
+pub fn decode_keyed_batch(body: &[u8]) -> Result<Vec<KeyedSeries>, CodecError> {
+    let mut r = Reader::new(body);
+    // A key and a series without labels or samples take 18 bytes.
+    let n = r.count(18)?;
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        let key = r.bytes(16)?;
+        let key = u128::from_be_bytes(key.try_into().map_err(|_| r.error("short key"))?);
+        let s = series_data(&mut r)?;
+        out.push(KeyedSeries::new(key, s.labels, s.timestamps, s.values));
     }
     r.finish()?;
     Ok(out)

@@ -3,7 +3,7 @@
 //! implements [`crate::cluster::Node`], so code written against `Node` runs
 //! unchanged over the network.
 //!
-//! # Byte layout (protocol version 1)
+//! # Byte layout (protocol version 2)
 //!
 //! Integers in headers are big-endian; `uvarint` is LEB128, `varint` is a
 //! zigzag-mapped LEB128; `str` is `uvarint length | UTF-8 bytes`.
@@ -11,8 +11,12 @@
 //! ```text
 //! handshake (12 bytes, each side sends one on connect; client first):
 //!   magic "SRPC" | version u16 | max_frame_bytes u32 | max_in_flight u16
-//!   The server answers with its own hello even when the versions differ,
-//!   then closes; either side refuses a peer of another version.
+//!   The server answers a client of version 1 (OLDEST_CLIENT_VERSION) up
+//!   to its own in the client's version: the connection speaks it, and
+//!   every call of an older version is unchanged. Otherwise the server
+//!   answers with its own version, then closes; a client refuses a server
+//!   that does not answer in the client's version.
+//!   Version 2 added search_ordered (0x0a).
 //!
 //! frame:
 //!   length u32 | kind u8 | flags u8 | request id u32 | body
@@ -24,7 +28,7 @@
 //! kinds:
 //!   0x01 write  0x02 search  0x03 series  0x04 label_names
 //!   0x05 label_values  0x06 cardinality  0x07 delete_series
-//!   0x08 tenants  0x09 status                        requests, client -> server
+//!   0x08 tenants  0x09 status  0x0a search_ordered   requests, client -> server
 //!   0x20 credit (body: uvarint n)                    client -> server
 //!   0x21 cancel (empty body)                         client -> server
 //!   0x40 reply   ends the call with its result       server -> client
@@ -38,6 +42,7 @@
 //!   already past. The server abandons the call at that point.
 //!   write          tenant | uvarint n | (labels | samples)*n
 //!   search         query | credit uvarint (batches the server may send unasked)
+//!   search_ordered as search
 //!   series         query
 //!   label_names    query
 //!   label_values   query | str name
@@ -53,6 +58,12 @@
 //!                  reasons: 1 too old, 2 too new, 3 empty labels
 //!   search         batch frames: uvarint n | (labels | samples)*n,
 //!                  then a reply with an empty body
+//!   search_ordered batch frames: uvarint n | (key u128 BE | labels | samples)*n,
+//!                  then a reply with an empty body. key: xxh3-128 of the
+//!                  labels as the index encodes them (`labels_key`); series
+//!                  ascend by key across all batches, ties (hash
+//!                  collisions) by label set, so every node answers one
+//!                  query in one order
 //!   series         uvarint n | labels*n
 //!   label_names, label_values   uvarint n | str*n
 //!   cardinality    uvarint total | counts (by metric) | counts (values by
@@ -75,7 +86,7 @@
 //!
 //! Request ids are chosen by the client and unique among its open calls
 //! on a connection, so one connection carries many calls; replies come in
-//! any order. A search streams batches: the request grants `credit`
+//! any order. A search (plain or ordered) streams batches: the request grants `credit`
 //! batches, and the client sends a credit frame for each batch its caller
 //! takes, so a slow reader holds at most that many batches in memory on
 //! either side. The server lets `max_in_flight` calls be open per
@@ -104,7 +115,7 @@ mod server;
 mod format_tests;
 
 pub use client::{ClientConfig, RpcClient};
-pub use frame::{FrameError, Hello, MAGIC, PROTOCOL_VERSION};
+pub use frame::{FrameError, Hello, MAGIC, OLDEST_CLIENT_VERSION, PROTOCOL_VERSION};
 pub use metrics::{ClientMetrics, ServerMetrics};
 pub use server::{RpcServer, ServerConfig};
 
@@ -112,6 +123,7 @@ pub use server::{RpcServer, ServerConfig};
 pub mod wire {
     pub use super::frame::{Kind, encode_frame, read_frame};
     pub use super::messages::{
-        Method, Request, decode_batch, decode_request, encode_batch, encode_write, set_timeout,
+        Method, Request, decode_batch, decode_keyed_batch, decode_request, encode_batch,
+        encode_keyed_batch, encode_write, set_timeout,
     };
 }

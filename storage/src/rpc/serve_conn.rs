@@ -15,7 +15,8 @@ use tracing::{debug, warn};
 
 use super::calls::{self, Call};
 use super::frame::{
-    FrameError, HELLO_LEN, Hello, Kind, PROTOCOL_VERSION, encode_frame, read_frame, write_frames,
+    FrameError, HELLO_LEN, Hello, Kind, OLDEST_CLIENT_VERSION, PROTOCOL_VERSION, encode_frame,
+    read_frame, write_frames,
 };
 use super::messages::{self, TIMEOUT_BYTES};
 use super::server::Shared;
@@ -189,8 +190,9 @@ pub(super) async fn serve_connection(
     debug!(%peer, "RPC connection closed.");
 }
 
-/// Exchanges hellos; the server always answers with its own, so that a
-/// client of another version can say which versions differ.
+/// Exchanges hellos; the server answers with the version the connection
+/// speaks (the client's when it is one the server answers, else its own),
+/// so that a client of another version can say which versions differ.
 async fn handshake(
     stream: &mut TcpStream,
     shared: &Shared,
@@ -200,8 +202,15 @@ async fn handshake(
         .read_exact(&mut theirs)
         .await
         .map_err(|e| ("io", e.to_string()))?;
+    let decoded = Hello::decode(&theirs);
+    // An older client is answered in its own version (every call it knows
+    // is unchanged since); anything else hears ours and is refused.
+    let version = match &decoded {
+        Ok(h) if (OLDEST_CLIENT_VERSION..=PROTOCOL_VERSION).contains(&h.version) => h.version,
+        _ => PROTOCOL_VERSION,
+    };
     let ours = Hello {
-        version: PROTOCOL_VERSION,
+        version,
         max_frame_bytes: shared.max_frame_bytes,
         max_in_flight: shared.max_in_flight,
     };
@@ -209,8 +218,8 @@ async fn handshake(
         .write_all(&ours.encode())
         .await
         .map_err(|e| ("io", e.to_string()))?;
-    let hello = Hello::decode(&theirs).map_err(|e| ("magic", e.to_string()))?;
-    if hello.version != PROTOCOL_VERSION {
+    let hello = decoded.map_err(|e| ("magic", e.to_string()))?;
+    if hello.version != version {
         return Err((
             "version",
             format!(
@@ -401,8 +410,7 @@ impl Connection {
                 )
                 .await;
         };
-        let credit =
-            matches!(method, super::messages::Method::Search).then(|| Arc::new(Semaphore::new(0)));
+        let credit = method.is_stream().then(|| Arc::new(Semaphore::new(0)));
         let call = Call {
             method,
             id,
