@@ -70,10 +70,6 @@ pub enum ExportError {
     Storage(StorageError),
     #[error("internal error while searching storage: {0}")]
     Internal(String),
-    /// More than the query limits allow would be held at once (a cluster
-    /// export merges one metric at a time).
-    #[error("{0}")]
-    TooLarge(String),
 }
 
 impl ExportError {
@@ -86,7 +82,6 @@ impl ExportError {
             ExportError::BodyType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ExportError::Storage(e) if e.is_transient() => StatusCode::SERVICE_UNAVAILABLE,
             ExportError::Storage(_) | ExportError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
-            ExportError::TooLarge(_) => StatusCode::UNPROCESSABLE_ENTITY,
         }
     }
 
@@ -101,7 +96,6 @@ impl ExportError {
             ExportError::Storage(e) if e.is_transient() => "storage_unavailable",
             ExportError::Storage(_) => "storage_error",
             ExportError::Internal(_) => "internal_error",
-            ExportError::TooLarge(_) => "too_large",
         }
     }
 }

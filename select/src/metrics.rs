@@ -106,7 +106,7 @@ impl Metrics {
         registry.register(
             "strata_select_export_stream_errors",
             "Exports cut short by a storage error after streaming began, by kind \
-             (io, corrupted, closed, nodes_unavailable, too_large, other)",
+             (io, corrupted, closed, nodes_unavailable, other)",
             m.export_stream_errors.clone(),
         );
         registry.register(

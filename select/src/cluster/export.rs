@@ -8,11 +8,13 @@
 //! is an error status naming the nodes; found later, the response is cut
 //! without its final chunk, so the client sees a broken transfer.
 //!
-//! Memory: series of one metric name are merged at a time (nodes stream in
-//! their own order, so a series' replicas meet only once every node has
-//! answered), bounded by `--query.max-series` and `--query.max-samples`; a
-//! single metric over them fails the export with a message naming them.
-//! Each metric's merge gets `--query.timeout`.
+//! Memory: the nodes' ordered streams are merged as they come (the same
+//! k-way merge queries use), so an export holds a few batches per node and
+//! the chunks in flight to the client, whatever its size (plus the label
+//! sets already written when several selectors make a union). Metrics are
+//! merged one after the other, each within `--query.timeout`, which counts
+//! the time the client takes to read it: a stuck node cannot hold an
+//! export forever.
 
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
@@ -23,11 +25,10 @@ use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use strata_storage::{Label, METRIC_NAME_LABEL, Matcher, StorageError};
+use strata_storage::{Label, METRIC_NAME_LABEL, Matcher, StorageError, Tenant, TimeRange};
 use tokio::sync::{mpsc, oneshot};
 
 use super::ClusterSource;
-use crate::config::flag;
 use crate::export::{ExportError, ExportRequest, parse_request, stream_error, write_series_line};
 use crate::metrics::{ExportStats, Metrics};
 use crate::source::Source;
@@ -120,7 +121,7 @@ fn plan(state: &ExportState, request: &ExportRequest) -> Result<Vec<Vec<Matcher>
             .label_values(METRIC_NAME_LABEL, matchers, request.range, 0, deadline)
             .map_err(ExportError::Storage)?;
         if names.partial {
-            return Err(incomplete(&names.warnings));
+            return Err(ExportError::Storage(incomplete(&names.warnings)));
         }
         for name in names.found {
             let mut narrowed = matchers.clone();
@@ -140,11 +141,11 @@ fn plan(state: &ExportState, request: &ExportRequest) -> Result<Vec<Vec<Matcher>
     Ok(plan)
 }
 
-fn incomplete(warnings: &[String]) -> ExportError {
-    ExportError::Storage(StorageError::NodesUnavailable(format!(
+fn incomplete(warnings: &[String]) -> StorageError {
+    StorageError::NodesUnavailable(format!(
         "raw exports are only answered complete: {}",
         warnings.join("; ")
-    )))
+    ))
 }
 
 /// Plans, reports whether the export can start, then merges and streams
@@ -162,83 +163,121 @@ fn produce(
             return;
         }
     };
-    let (tenant, metrics) = (state.source.tenant(), &state.metrics);
-    let cluster = state.source.cluster();
-    let union = request.matchers.len() > 1;
-    let mut seen: HashSet<Vec<Label>> = HashSet::new();
-    let mut stats = ExportStats::default();
-    let mut buf = String::with_capacity(CHUNK_BYTES * 2);
-    let mut ready = Some(ready);
+    let mut export = Export {
+        tenant: state.source.tenant(),
+        metrics: &state.metrics,
+        chunks,
+        union: request.matchers.len() > 1,
+        seen: HashSet::new(),
+        stats: ExportStats::default(),
+        buf: String::with_capacity(CHUNK_BYTES * 2),
+        ready: Some(ready),
+    };
     for matchers in plan {
         let deadline = Instant::now() + state.timeout;
-        let failure = match cluster.search(tenant, &matchers, request.range, deadline) {
-            Err(e) => Some(ExportError::Storage(e)),
-            Ok(merged) if merged.partial => Some(incomplete(&merged.warnings)),
-            Ok(merged) if merged.over_limit => Some(ExportError::TooLarge(format!(
-                "cannot export the series matching {}: more than the query limits allow \
-                 at once ({}, {}); export a shorter time range",
-                render(&matchers),
-                flag::MAX_SERIES,
-                flag::MAX_SAMPLES
-            ))),
-            Ok(merged) => {
-                // The first merge decides the status: an error before any
-                // byte is an error status, not a cut stream.
-                if let Some(ready) = ready.take()
-                    && ready.send(Ok(())).is_err()
-                {
-                    return;
-                }
-                for series in merged.series {
-                    if union && !seen.insert(series.labels.clone()) {
-                        continue;
-                    }
-                    stats += write_series_line(&mut buf, &series);
-                    if buf.len() >= CHUNK_BYTES {
-                        let chunk =
-                            std::mem::replace(&mut buf, String::with_capacity(CHUNK_BYTES * 2));
-                        if chunks.blocking_send(Ok(Bytes::from(chunk))).is_err() {
-                            tracing::debug!(%tenant, "Export client went away.");
-                            metrics.export_written(stats);
-                            return;
-                        }
-                    }
-                }
-                None
-            }
-        };
-        if let Some(e) = failure {
-            if let Some(ready) = ready.take() {
-                let _ = ready.send(Err(e));
+        match export.merge(state, &matchers, request.range, deadline) {
+            Ok(Flow::Continue) => {}
+            Ok(Flow::ClientGone) => {
+                tracing::debug!(tenant = %export.tenant, "Export client went away.");
+                export.metrics.export_written(export.stats);
                 return;
             }
-            match &e {
-                ExportError::Storage(storage) => stream_error(metrics, tenant, storage),
-                _ => {
-                    tracing::warn!(%tenant, error = %e, "Export cut short.");
-                    metrics.export_stream_error("too_large");
-                }
-            }
-            metrics.export_written(stats);
-            if !buf.is_empty() && chunks.blocking_send(Ok(Bytes::from(buf))).is_err() {
-                return;
-            }
-            let _ = chunks.blocking_send(Err(std::io::Error::other(e.to_string())));
-            return;
+            Err(e) => return export.fail(e),
         }
     }
-    if let Some(ready) = ready.take() {
+    if let Some(ready) = export.ready.take() {
         // Nothing matched: an empty export.
         let _ = ready.send(Ok(()));
     }
-    if !buf.is_empty() {
-        let _ = chunks.blocking_send(Ok(Bytes::from(buf)));
+    if !export.buf.is_empty() {
+        let _ = chunks.blocking_send(Ok(Bytes::from(std::mem::take(&mut export.buf))));
     }
-    metrics.export_written(stats);
+    export.metrics.export_written(export.stats);
 }
 
-/// `{a="1",b=~"2"}` for messages.
-fn render(matchers: &[Matcher]) -> String {
-    let parts: Vec<String> = matchers.iter().map(ToString::to_string).collect();
-    format!("{{{}}}", parts.join(","))
+/// Whether the export goes on after a matcher set.
+enum Flow {
+    Continue,
+    ClientGone,
+}
+
+/// An export being written: lines gathered into chunks for the client.
+struct Export<'a> {
+    tenant: Tenant,
+    metrics: &'a Metrics,
+    chunks: &'a mpsc::Sender<Result<Bytes, std::io::Error>>,
+    /// Several selectors: a series matching more than one is written once.
+    union: bool,
+    seen: HashSet<Vec<Label>>,
+    stats: ExportStats,
+    buf: String,
+    /// Taken when the status is decided: by the first merge that starts,
+    /// or by a failure before any.
+    ready: Option<oneshot::Sender<Result<(), ExportError>>>,
+}
+
+impl Export<'_> {
+    /// Streams the merged series of `matchers` as the nodes send them.
+    /// Nodes lost before the first series fail it before a byte of it is
+    /// written; nodes lost later are only known at its end, when its lines
+    /// are already on their way (the caller then cuts the response).
+    fn merge(
+        &mut self,
+        state: &ExportState,
+        matchers: &[Matcher],
+        range: TimeRange,
+        deadline: Instant,
+    ) -> Result<Flow, StorageError> {
+        let cluster = state.source.cluster();
+        let mut stream = cluster.stream(self.tenant, matchers, range, deadline)?;
+        let (warnings, partial) = stream.notes();
+        if partial {
+            return Err(incomplete(&warnings));
+        }
+        let late = stream.late();
+        // The first merge decides the status: an error before any byte is
+        // an error status, not a cut stream.
+        if let Some(ready) = self.ready.take()
+            && ready.send(Ok(())).is_err()
+        {
+            return Ok(Flow::ClientGone);
+        }
+        for series in stream {
+            let series = series?;
+            if self.union && !self.seen.insert(series.labels.clone()) {
+                continue;
+            }
+            self.stats += write_series_line(&mut self.buf, &series);
+            if self.buf.len() >= CHUNK_BYTES {
+                let chunk =
+                    std::mem::replace(&mut self.buf, String::with_capacity(CHUNK_BYTES * 2));
+                if self.chunks.blocking_send(Ok(Bytes::from(chunk))).is_err() {
+                    return Ok(Flow::ClientGone);
+                }
+            }
+        }
+        let (warnings, partial) = late.take();
+        if partial {
+            return Err(incomplete(&warnings));
+        }
+        Ok(Flow::Continue)
+    }
+
+    /// Ends the export with `e`: an error status when nothing was sent
+    /// yet, else what was gathered and then a cut.
+    fn fail(mut self, e: StorageError) {
+        if let Some(ready) = self.ready.take() {
+            let _ = ready.send(Err(ExportError::Storage(e)));
+            return;
+        }
+        stream_error(self.metrics, self.tenant, &e);
+        self.metrics.export_written(self.stats);
+        let buf = std::mem::take(&mut self.buf);
+        if !buf.is_empty() && self.chunks.blocking_send(Ok(Bytes::from(buf))).is_err() {
+            return;
+        }
+        let _ = self
+            .chunks
+            .blocking_send(Err(std::io::Error::other(e.to_string())));
+    }
 }

@@ -135,17 +135,6 @@ struct Verdict {
     warnings: Vec<String>,
 }
 
-/// The merged answer of one search, gathered.
-pub struct Merged {
-    /// Sorted by label set.
-    pub series: Vec<SeriesData>,
-    pub warnings: Vec<String>,
-    pub partial: bool,
-    /// The merger stopped at a limit: `series` is incomplete, and the
-    /// query that asked cannot succeed.
-    pub over_limit: bool,
-}
-
 /// A node's ordered search as the merger reads it: being opened (by a
 /// task, so that every node is asked at once), then its batches, read by
 /// the merger itself (one wake-up per batch, no task in between).
@@ -443,51 +432,6 @@ impl Cluster {
             stream.reported = failed.iter().map(|(addr, _)| addr.to_string()).collect();
         }
         Ok(stream)
-    }
-
-    /// Series matching `matchers` in `range` from every readable node,
-    /// merged, gathered whole and sorted by label set (raw exports), up to
-    /// the limits of [`ClusterOptions`].
-    pub fn search(
-        self: &Arc<Self>,
-        tenant: Tenant,
-        matchers: &[Matcher],
-        range: TimeRange,
-        deadline: Instant,
-    ) -> Result<Merged, StorageError> {
-        let mut stream = self.stream(tenant, matchers, range, deadline)?;
-        let (mut warnings, mut partial) = stream.notes();
-        let late = stream.late();
-        let options = &self.options;
-        let mut series = Vec::new();
-        let mut samples = 0usize;
-        for s in stream.by_ref() {
-            let s = s?;
-            samples += s.timestamps.len();
-            series.push(s);
-            if (options.max_series > 0 && series.len() > options.max_series)
-                || (options.max_samples > 0 && samples > options.max_samples)
-            {
-                // The export fails on the limit: which nodes answered no
-                // longer matters.
-                return Ok(Merged {
-                    series,
-                    warnings: Vec::new(),
-                    partial: false,
-                    over_limit: true,
-                });
-            }
-        }
-        let (late_warnings, late_partial) = late.take();
-        warnings.extend(late_warnings);
-        partial |= late_partial;
-        series.sort_unstable_by(|a, b| a.labels.cmp(&b.labels));
-        Ok(Merged {
-            series,
-            warnings,
-            partial,
-            over_limit: false,
-        })
     }
 
     /// Counts and logs the failures, then decides: complete (none, or fewer

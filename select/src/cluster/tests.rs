@@ -1430,9 +1430,32 @@ fn export_is_complete_or_refused() {
         );
         let small =
             super::export::router(small, Duration::from_secs(30), crate::Metrics::default());
-        let (status, body) = fetch(&small, "/api/v1/export?match[]=node_cpu_seconds_total").await;
-        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
-        assert!(body.contains("--query.max-series"), "{body}");
+        // An export streams: the query limits do not bound it.
+        let uri = "/api/v1/export?match[]=node_cpu_seconds_total";
+        let (status, got) = fetch(&small, uri).await;
+        let (_, want) = fetch(&single, uri).await;
+        assert_eq!((status, lines(&got)), (StatusCode::OK, lines(&want)));
+        assert!(got.lines().count() > 3, "{got}");
+
+        // A node lost midway, with nobody else holding its series: the
+        // status was sent, so the transfer breaks.
+        fixture.nodes[1].set(Fault::None);
+        fixture.nodes[2].set(Fault::FailsMidway(2));
+        let request = Request::get(all_uri.as_str())
+            .body(Body::empty())
+            .expect("request");
+        let response = unreplicated
+            .clone()
+            .oneshot(request)
+            .await
+            .expect("infallible");
+        assert_eq!(response.status(), StatusCode::OK);
+        let body = to_bytes(response.into_body(), 1 << 24).await;
+        let e = body.expect_err("a cut transfer");
+        assert!(
+            format!("{e:?}").contains("raw exports are only answered complete"),
+            "{e:?}"
+        );
     });
 }
 
