@@ -116,3 +116,18 @@ fn promtool_agrees() {
     }
     assert!(disagreements.is_empty(), "{}", disagreements.join("\n"));
 }
+
+/// An expression that does not parse is placed within the expression as
+/// promtool places it (`line:column` of the expression, then Prometheus'
+/// wording), besides the file's line.
+#[test]
+fn expression_errors_are_placed_like_promtool() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/rules/expr-bad.yaml");
+    let errors = ours_accepts(&path).expect_err("expr-bad.yaml is refused");
+    // promtool 2.42 and 2.53: `could not parse expression: 1:7: parse
+    // error: unclosed left parenthesis` for `sum(up`.
+    assert!(
+        errors.contains("1:7: parse error: unclosed left parenthesis"),
+        "{errors}"
+    );
+}

@@ -2,7 +2,7 @@
 //! `match[]` parameter of the Prometheus API, turned into storage matchers.
 
 use promql_parser::label::{MatchOp as PromMatchOp, Matcher as PromMatcher};
-use promql_parser::parser::{self, Expr};
+use promql_parser::parser::Expr;
 use strata_storage::{METRIC_NAME_LABEL, MatchOp, Matcher, MatcherError};
 
 #[derive(Debug, thiserror::Error)]
@@ -25,9 +25,9 @@ pub enum SelectorError {
 /// it matches every matcher of at least one alternative. There is more than
 /// one alternative only when the selector uses `or` inside the braces.
 pub fn parse_series_selector(selector: &str) -> Result<Vec<Vec<Matcher>>, SelectorError> {
-    let expr = parser::parse(selector).map_err(|message| SelectorError::Parse {
+    let expr = crate::promql::syntax::parse(selector).map_err(|e| SelectorError::Parse {
         selector: selector.to_string(),
-        message,
+        message: e.to_string(),
     })?;
     let Expr::VectorSelector(vs) = expr else {
         return Err(SelectorError::NotSelector {
@@ -125,9 +125,16 @@ mod tests {
             let msg = err.to_string();
             assert!(msg.contains(want), "{selector}: {msg}");
         };
-        check("up{", "cannot parse series selector");
-        check("", "cannot parse series selector");
-        check(r#"{job=~".*"}"#, "cannot parse series selector");
+        // Placed and worded as Prometheus does.
+        check(
+            "up{",
+            r#"cannot parse series selector "up{": 1:4: parse error: unexpected end of input inside braces"#,
+        );
+        check("", "1:1: parse error: no expression found in input");
+        check(
+            r#"{job=~".*"}"#,
+            "1:1: parse error: vector selector must contain at least one non-empty matcher",
+        );
         check("rate(up[5m])", "is not a series selector");
         check("up[5m]", "is not a series selector");
         check("up + 1", "is not a series selector");

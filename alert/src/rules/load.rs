@@ -252,9 +252,12 @@ impl GroupErrors<'_> {
                 self.push(rule_line, at, RuleErrorKind::MissingExpr);
                 None
             }
-            Some(expr) => match promql_parser::parser::parse(&expr.value) {
+            // The engine's parse: Prometheus' functions the parser library
+            // lacks, and errors placed as `line:column` when it refuses.
+            Some(expr) => match strata_select::promql::syntax::parse(&expr.value) {
                 Ok(parsed) => Some(parsed),
                 Err(error) => {
+                    let error = error.to_string();
                     self.push(
                         line_of(expr),
                         at,
