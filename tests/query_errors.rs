@@ -44,6 +44,9 @@ const CASES: &[(&str, Same)] = &[
     ("up @ foo", Same::Message),
     ("up offset", Same::Message),
     ("up[5m 1]", Same::Message),
+    // A range without a unit, which the parser library takes as seconds.
+    ("rate(up[1])", Same::Message),
+    ("up[ 10 ]", Same::Message),
     ("sum by (a) (up) without (b)", Same::Message),
     ("up{a=\"b\" c=\"d\"}", Same::Message),
     ("sum(up[5m])", Same::Message),

@@ -579,7 +579,7 @@ impl Lexer<'_> {
         self.skip_spaces();
         self.start = self.pos;
         if self.scan_number() {
-            return Step::Fail("missing unit character in duration".into());
+            return Step::Fail(super::MISSING_UNIT.into());
         }
         if !self.accept_remaining_duration() {
             return Step::Fail(format!(

@@ -48,15 +48,37 @@ fn position_prefix(position: Option<(usize, usize)>) -> String {
 /// Parses `query` into the crate's syntax tree.
 pub fn parse(query: &str) -> Result<Expr, ParseError> {
     register_extra_functions();
-    parser::parse(query).map_err(|refusal| match check::first_error(query) {
-        Some(found) => ParseError {
-            position: Some(line_column(query, found.position)),
-            message: found.message,
+    match parser::parse(query) {
+        Ok(expr) => match unitless_range(query) {
+            Some(error) => Err(error),
+            None => Ok(expr),
         },
-        None => ParseError {
-            position: None,
-            message: refusal,
-        },
+        Err(refusal) => Err(match check::first_error(query) {
+            Some(found) => ParseError {
+                position: Some(line_column(query, found.position)),
+                message: found.message,
+            },
+            None => ParseError {
+                position: None,
+                message: refusal,
+            },
+        }),
+    }
+}
+
+/// The message Prometheus' lexer gives a range without a unit.
+const MISSING_UNIT: &str = "missing unit character in duration";
+
+/// The refusal of a range written without a unit (`x[1]`): the crate reads
+/// it as seconds, Prometheus (2.42 to 2.53) refuses it.
+fn unitless_range(query: &str) -> Option<ParseError> {
+    if !query.contains('[') {
+        return None;
+    }
+    let last = lex::tokens(query).pop()?;
+    (last.kind == lex::Kind::Error && last.text == MISSING_UNIT).then(|| ParseError {
+        position: Some(line_column(query, last.start)),
+        message: MISSING_UNIT.to_string(),
     })
 }
 

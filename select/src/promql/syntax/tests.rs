@@ -873,3 +873,36 @@ fn deep_nesting_gives_up_without_overflowing() {
     let query = format!("{}1 +{}", "abs(".repeat(60), ")".repeat(60));
     assert_eq!(located(&query), "1:244: parse error: unexpected \")\"");
 }
+
+/// The crate reads a range without a unit as seconds; Prometheus refuses it
+/// (2.42 and 2.53 alike), and so does `parse`. Other numbers stay numbers.
+#[test]
+fn ranges_without_a_unit_are_refused() {
+    for (query, want) in [
+        (
+            "rate(x[1])",
+            "1:8: parse error: missing unit character in duration",
+        ),
+        (
+            "x[ 10 ]",
+            "1:4: parse error: missing unit character in duration",
+        ),
+        (
+            "sum(rate(x[5m]))\n/ rate(y[60])",
+            "2:10: parse error: missing unit character in duration",
+        ),
+    ] {
+        let got = parse(query).expect_err(query).to_string();
+        assert_eq!(got, want, "{query:?}");
+    }
+    for query in [
+        "x[1m]",
+        "x[1m:30s]",
+        "x[5m:]",
+        "x[1h] offset 1d",
+        "topk(1, x) > 1",
+        "x[1m] @ 100",
+    ] {
+        parse(query).unwrap_or_else(|e| panic!("{query:?}: {e}"));
+    }
+}
