@@ -12,9 +12,10 @@
 //! Every endpoint answers GET and POST (form body). Queries evaluate on a
 //! blocking thread (so a timeout can answer while evaluation winds down);
 //! lookups read storage in place on the request's thread, which hands its
-//! other tasks on while it blocks (`ApiState::blocking`). Answers of 1 KiB and more are
-//! gzip-compressed when the client accepts it (Grafana and the Go client
-//! do), as Prometheus does: query results compress about tenfold.
+//! other tasks on while it blocks (`ApiState::blocking`). Answers of 1 KiB
+//! and more are gzip-compressed when the client accepts it (Grafana and the
+//! Go client do), as Prometheus does: query results compress about
+//! tenfold.
 //!
 //! Error types and their status codes (as Prometheus): `bad_data` 400,
 //! `execution` 422, `canceled` 499, `timeout` 503, `internal` 500,

@@ -9,7 +9,9 @@
 //! the way Prometheus' own parser does and reports the first error there,
 //! with its position. When that walk finds nothing (the crate refuses
 //! something Prometheus accepts, or something the walk does not model),
-//! the crate's message stands, without a position.
+//! the crate's message stands, without a position. One thing the crate
+//! accepts and Prometheus refuses, a range without a unit (`x[1]`), is
+//! refused here after the crate's parse.
 
 mod check;
 mod functions;
