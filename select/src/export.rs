@@ -50,7 +50,7 @@ use crate::time::{TimeParseError, parse_time};
 /// Size at which a chunk of lines is handed to the HTTP body.
 const CHUNK_BYTES: usize = 64 * 1024;
 /// Chunks in flight between the storage reader and the client.
-const CHANNEL_CHUNKS: usize = 4;
+pub(crate) const CHANNEL_CHUNKS: usize = 4;
 /// Seconds a client should wait before retrying when storage is unavailable.
 const RETRY_AFTER_SECONDS: &str = "5";
 
@@ -278,7 +278,7 @@ pub fn parse_request(
 }
 
 /// The `reason` label of a stream error, logged at the level it deserves.
-pub fn stream_error(metrics: &Metrics, tenant: Tenant, e: &StorageError) {
+fn stream_error(metrics: &Metrics, tenant: Tenant, e: &StorageError) {
     let kind = error_kind(e);
     if kind == "corrupted" {
         tracing::error!(%tenant, error = %e, "Export cut short by corrupted data.");
@@ -310,48 +310,101 @@ fn produce(
     if ready.send(Ok(())).is_err() {
         return;
     }
-    let union = searches.len() > 1;
-    let mut seen: HashSet<Vec<Label>> = HashSet::new();
-    let mut stats = ExportStats::default();
-    let mut buf = String::with_capacity(CHUNK_BYTES * 2);
+    let mut out = LineWriter::new(tenant, metrics, chunks, searches.len() > 1);
     for item in searches.into_iter().flatten() {
-        let series = match item {
-            Ok(series) => series,
-            Err(e) => {
-                stream_error(metrics, tenant, &e);
-                metrics.export_written(stats);
-                if !buf.is_empty() && chunks.blocking_send(Ok(Bytes::from(buf))).is_err() {
+        match item {
+            Ok(series) => {
+                if !out.write(&series) {
                     return;
                 }
-                let _ = chunks.blocking_send(Err(std::io::Error::other(e.to_string())));
-                return;
             }
-        };
-        if union && !seen.insert(series.labels.clone()) {
-            continue;
-        }
-        stats += write_series_line(&mut buf, &series);
-        if buf.len() >= CHUNK_BYTES {
-            let chunk = Bytes::from(std::mem::replace(
-                &mut buf,
-                String::with_capacity(CHUNK_BYTES * 2),
-            ));
-            if chunks.blocking_send(Ok(chunk)).is_err() {
-                tracing::debug!(%tenant, "Export client went away.");
-                metrics.export_written(stats);
-                return;
-            }
+            Err(e) => return out.fail(&e),
         }
     }
-    if !buf.is_empty() {
-        let _ = chunks.blocking_send(Ok(Bytes::from(buf)));
+    out.finish();
+}
+
+/// The body of an export being written: series as JSON lines, handed to
+/// the client in chunks of about `CHUNK_BYTES`, and the counts of what was
+/// written.
+pub(crate) struct LineWriter<'a> {
+    tenant: Tenant,
+    metrics: &'a Metrics,
+    chunks: &'a mpsc::Sender<Result<Bytes, std::io::Error>>,
+    /// Several selectors: a series matching more than one is written once.
+    union: bool,
+    seen: HashSet<Vec<Label>>,
+    stats: ExportStats,
+    buf: String,
+}
+
+impl<'a> LineWriter<'a> {
+    pub(crate) fn new(
+        tenant: Tenant,
+        metrics: &'a Metrics,
+        chunks: &'a mpsc::Sender<Result<Bytes, std::io::Error>>,
+        union: bool,
+    ) -> LineWriter<'a> {
+        LineWriter {
+            tenant,
+            metrics,
+            chunks,
+            union,
+            seen: HashSet::new(),
+            stats: ExportStats::default(),
+            buf: String::with_capacity(CHUNK_BYTES * 2),
+        }
     }
-    metrics.export_written(stats);
+
+    /// Writes `series` (once per label set in a union). False when the
+    /// client went away: what was written is counted, and the export ends.
+    pub(crate) fn write(&mut self, series: &SeriesData) -> bool {
+        if self.union && !self.seen.insert(series.labels.clone()) {
+            return true;
+        }
+        self.stats += write_series_line(&mut self.buf, series);
+        if self.buf.len() < CHUNK_BYTES {
+            return true;
+        }
+        let chunk = std::mem::replace(&mut self.buf, String::with_capacity(CHUNK_BYTES * 2));
+        if self.chunks.blocking_send(Ok(Bytes::from(chunk))).is_err() {
+            tracing::debug!(tenant = %self.tenant, "Export client went away.");
+            self.metrics.export_written(self.stats);
+            return false;
+        }
+        true
+    }
+
+    /// Ends the export on a storage error found after it started: what
+    /// was written goes out, then the transfer is cut.
+    pub(crate) fn fail(self, e: &StorageError) {
+        stream_error(self.metrics, self.tenant, e);
+        self.metrics.export_written(self.stats);
+        if !self.buf.is_empty()
+            && self
+                .chunks
+                .blocking_send(Ok(Bytes::from(self.buf)))
+                .is_err()
+        {
+            return;
+        }
+        let _ = self
+            .chunks
+            .blocking_send(Err(std::io::Error::other(e.to_string())));
+    }
+
+    /// Ends a complete export.
+    pub(crate) fn finish(self) {
+        if !self.buf.is_empty() {
+            let _ = self.chunks.blocking_send(Ok(Bytes::from(self.buf)));
+        }
+        self.metrics.export_written(self.stats);
+    }
 }
 
 /// Appends one JSON line for `series` to `out`; writes nothing when no sample
 /// remains once staleness markers are left out.
-pub fn write_series_line(out: &mut String, series: &SeriesData) -> ExportStats {
+fn write_series_line(out: &mut String, series: &SeriesData) -> ExportStats {
     let mut stats = ExportStats::default();
     let kept = series
         .values

@@ -16,7 +16,6 @@
 //! the time the client takes to read it: a stuck node cannot hold an
 //! export forever.
 
-use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use axum::Router;
@@ -25,18 +24,13 @@ use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use strata_storage::{Label, METRIC_NAME_LABEL, Matcher, StorageError, Tenant, TimeRange};
+use strata_storage::{METRIC_NAME_LABEL, Matcher, StorageError, TimeRange};
 use tokio::sync::{mpsc, oneshot};
 
 use super::ClusterSource;
-use crate::export::{ExportError, ExportRequest, parse_request, stream_error, write_series_line};
-use crate::metrics::{ExportStats, Metrics};
+use crate::export::{CHANNEL_CHUNKS, ExportError, ExportRequest, LineWriter, parse_request};
+use crate::metrics::Metrics;
 use crate::source::Source;
-
-/// Size at which a chunk of lines is handed to the HTTP body.
-const CHUNK_BYTES: usize = 64 * 1024;
-/// Chunks in flight between the merger and the client.
-const CHANNEL_CHUNKS: usize = 4;
 
 #[derive(Clone)]
 struct ExportState {
@@ -164,24 +158,19 @@ fn produce(
         }
     };
     let mut export = Export {
-        tenant: state.source.tenant(),
-        metrics: &state.metrics,
-        chunks,
-        union: request.matchers.len() > 1,
-        seen: HashSet::new(),
-        stats: ExportStats::default(),
-        buf: String::with_capacity(CHUNK_BYTES * 2),
+        out: LineWriter::new(
+            state.source.tenant(),
+            &state.metrics,
+            chunks,
+            request.matchers.len() > 1,
+        ),
         ready: Some(ready),
     };
     for matchers in plan {
         let deadline = Instant::now() + state.timeout;
         match export.merge(state, &matchers, request.range, deadline) {
             Ok(Flow::Continue) => {}
-            Ok(Flow::ClientGone) => {
-                tracing::debug!(tenant = %export.tenant, "Export client went away.");
-                export.metrics.export_written(export.stats);
-                return;
-            }
+            Ok(Flow::ClientGone) => return,
             Err(e) => return export.fail(e),
         }
     }
@@ -189,10 +178,7 @@ fn produce(
         // Nothing matched: an empty export.
         let _ = ready.send(Ok(()));
     }
-    if !export.buf.is_empty() {
-        let _ = chunks.blocking_send(Ok(Bytes::from(std::mem::take(&mut export.buf))));
-    }
-    export.metrics.export_written(export.stats);
+    export.out.finish();
 }
 
 /// Whether the export goes on after a matcher set.
@@ -201,16 +187,9 @@ enum Flow {
     ClientGone,
 }
 
-/// An export being written: lines gathered into chunks for the client.
+/// An export being written, and whether its status is decided yet.
 struct Export<'a> {
-    tenant: Tenant,
-    metrics: &'a Metrics,
-    chunks: &'a mpsc::Sender<Result<Bytes, std::io::Error>>,
-    /// Several selectors: a series matching more than one is written once.
-    union: bool,
-    seen: HashSet<Vec<Label>>,
-    stats: ExportStats,
-    buf: String,
+    out: LineWriter<'a>,
     /// Taken when the status is decided: by the first merge that starts,
     /// or by a failure before any.
     ready: Option<oneshot::Sender<Result<(), ExportError>>>,
@@ -229,7 +208,7 @@ impl Export<'_> {
         deadline: Instant,
     ) -> Result<Flow, StorageError> {
         let cluster = state.source.cluster();
-        let mut stream = cluster.stream(self.tenant, matchers, range, deadline)?;
+        let mut stream = cluster.stream(state.source.tenant(), matchers, range, deadline)?;
         let (warnings, partial) = stream.notes();
         if partial {
             return Err(incomplete(&warnings));
@@ -243,17 +222,8 @@ impl Export<'_> {
             return Ok(Flow::ClientGone);
         }
         for series in stream {
-            let series = series?;
-            if self.union && !self.seen.insert(series.labels.clone()) {
-                continue;
-            }
-            self.stats += write_series_line(&mut self.buf, &series);
-            if self.buf.len() >= CHUNK_BYTES {
-                let chunk =
-                    std::mem::replace(&mut self.buf, String::with_capacity(CHUNK_BYTES * 2));
-                if self.chunks.blocking_send(Ok(Bytes::from(chunk))).is_err() {
-                    return Ok(Flow::ClientGone);
-                }
+            if !self.out.write(&series?) {
+                return Ok(Flow::ClientGone);
             }
         }
         let (warnings, partial) = late.take();
@@ -266,18 +236,11 @@ impl Export<'_> {
     /// Ends the export with `e`: an error status when nothing was sent
     /// yet, else what was gathered and then a cut.
     fn fail(mut self, e: StorageError) {
-        if let Some(ready) = self.ready.take() {
-            let _ = ready.send(Err(ExportError::Storage(e)));
-            return;
+        match self.ready.take() {
+            Some(ready) => {
+                let _ = ready.send(Err(ExportError::Storage(e)));
+            }
+            None => self.out.fail(&e),
         }
-        stream_error(self.metrics, self.tenant, &e);
-        self.metrics.export_written(self.stats);
-        let buf = std::mem::take(&mut self.buf);
-        if !buf.is_empty() && self.chunks.blocking_send(Ok(Bytes::from(buf))).is_err() {
-            return;
-        }
-        let _ = self
-            .chunks
-            .blocking_send(Err(std::io::Error::other(e.to_string())));
     }
 }
