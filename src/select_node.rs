@@ -187,7 +187,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     let cluster = Cluster::new(
         topology,
         rpc_connect(&config.rpc, metrics.rpc.clone()),
-        ClusterOptions::new(config.replication_factor, &config.select),
+        ClusterOptions::new(config.replication_factor),
         metrics.cluster.clone(),
         tokio::runtime::Handle::current(),
     );
@@ -373,7 +373,7 @@ mod tests {
         let cluster = Cluster::new(
             rx,
             connect,
-            ClusterOptions::new(2, &strata_select::Config::default()),
+            ClusterOptions::new(2),
             metrics,
             tokio::runtime::Handle::current(),
         );
@@ -488,7 +488,7 @@ mod tests {
         let cluster = Cluster::new(
             topology,
             rpc_connect(&config.rpc, metrics.rpc.clone()),
-            ClusterOptions::new(1, &config.select),
+            ClusterOptions::new(1),
             metrics.cluster.clone(),
             tokio::runtime::Handle::current(),
         );

@@ -197,7 +197,7 @@ impl LocalCluster {
         });
         let (_tx, topology) =
             tokio::sync::watch::channel(Arc::new(Topology::from_addrs(&addrs).expect("topology")));
-        let options = ClusterOptions::new(2, &strata_select::Config::default());
+        let options = ClusterOptions::new(2);
         let cluster = Cluster::new(
             topology,
             connect,

@@ -79,21 +79,12 @@ pub struct ClusterOptions {
     /// this many minus one nodes may be missing from a complete answer.
     /// Values below 1 count as 1.
     pub replication_factor: usize,
-    /// Most series [`Cluster::search`] gathers at once (raw exports;
-    /// `--query.max-series`); 0: no limit.
-    pub max_series: usize,
-    /// Most samples [`Cluster::search`] gathers at once
-    /// (`--query.max-samples`); 0: no limit.
-    pub max_samples: usize,
 }
 
 impl ClusterOptions {
-    /// `replication_factor` with the limits of `config`.
-    pub fn new(replication_factor: usize, config: &crate::Config) -> ClusterOptions {
+    pub fn new(replication_factor: usize) -> ClusterOptions {
         ClusterOptions {
             replication_factor: replication_factor.max(1),
-            max_series: config.max_series,
-            max_samples: config.max_samples,
         }
     }
 }

@@ -108,25 +108,16 @@ impl Fixture {
 
     /// A cluster of every node, all `active`.
     fn cluster(&self, replication_factor: usize) -> Arc<Cluster> {
-        self.cluster_with(
-            replication_factor,
-            &crate::Config::default(),
-            ClusterMetrics::default(),
-        )
+        self.cluster_with(replication_factor, ClusterMetrics::default())
     }
 
-    fn cluster_with(
-        &self,
-        replication_factor: usize,
-        config: &crate::Config,
-        metrics: ClusterMetrics,
-    ) -> Arc<Cluster> {
+    fn cluster_with(&self, replication_factor: usize, metrics: ClusterMetrics) -> Arc<Cluster> {
         let topology = Topology::from_addrs(&self.addrs()).expect("topology");
         let (_tx, rx) = watch::channel(Arc::new(topology));
         Cluster::new(
             rx,
             self.connect(),
-            ClusterOptions::new(replication_factor, config),
+            ClusterOptions::new(replication_factor),
             metrics,
             self.runtime.handle().clone(),
         )
@@ -815,7 +806,7 @@ fn one_node_down_is_complete_with_rf2_partial_with_rf1() {
     // RF=2: every series has a copy on a node that answers.
     let mut registry = Registry::default();
     let metrics = ClusterMetrics::register(&mut registry);
-    let cluster = fixture.cluster_with(2, &crate::Config::default(), metrics);
+    let cluster = fixture.cluster_with(2, metrics);
     let source = ClusterSource::new(cluster, TENANT);
     compare_queries(&fixture, &source);
     let text = encode(&registry);
@@ -902,7 +893,7 @@ fn a_node_lost_midway_is_judged_when_its_stream_ends() {
     // RF=2: what it did not send has copies elsewhere.
     let mut registry = Registry::default();
     let metrics = ClusterMetrics::register(&mut registry);
-    let cluster = fixture.cluster_with(2, &crate::Config::default(), metrics);
+    let cluster = fixture.cluster_with(2, metrics);
     compare_queries(&fixture, &ClusterSource::new(cluster, TENANT));
     let text = encode(&registry);
     assert!(
@@ -988,7 +979,7 @@ fn removed_nodes_are_not_read() {
     let cluster = Cluster::new(
         rx,
         fixture.connect(),
-        ClusterOptions::new(1, &crate::Config::default()),
+        ClusterOptions::new(1),
         ClusterMetrics::default(),
         fixture.runtime.handle().clone(),
     );
@@ -1047,7 +1038,7 @@ fn replicas_that_missed_samples_are_filled_and_conflicts_pick_the_greater() {
 
     let mut registry = Registry::default();
     let metrics = ClusterMetrics::register(&mut registry);
-    let cluster = fixture.cluster_with(2, &crate::Config::default(), metrics);
+    let cluster = fixture.cluster_with(2, metrics);
     let source = ClusterSource::new(cluster, TENANT);
     let read = |source: &dyn Source| -> Vec<SeriesData> {
         let selected = source
@@ -1177,10 +1168,7 @@ fn limits_fail_the_query_as_over_one_engine() {
             ..crate::Config::default()
         },
     ] {
-        let cluster = ClusterSource::new(
-            fixture.cluster_with(2, &config, ClusterMetrics::default()),
-            TENANT,
-        );
+        let cluster = ClusterSource::new(fixture.cluster(2), TENANT);
         let engine = Engine::new(config.engine_options());
         for query in [
             "node_cpu_seconds_total",
@@ -1419,23 +1407,6 @@ fn export_is_complete_or_refused() {
                 && body.contains("storage-1:8400"),
             "{body}"
         );
-
-        let config = crate::Config {
-            max_series: 3,
-            ..crate::Config::default()
-        };
-        let small = ClusterSource::new(
-            fixture.cluster_with(2, &config, ClusterMetrics::default()),
-            TENANT,
-        );
-        let small =
-            super::export::router(small, Duration::from_secs(30), crate::Metrics::default());
-        // An export streams: the query limits do not bound it.
-        let uri = "/api/v1/export?match[]=node_cpu_seconds_total";
-        let (status, got) = fetch(&small, uri).await;
-        let (_, want) = fetch(&single, uri).await;
-        assert_eq!((status, lines(&got)), (StatusCode::OK, lines(&want)));
-        assert!(got.lines().count() > 3, "{got}");
 
         // A node lost midway, with nobody else holding its series: the
         // status was sent, so the transfer breaks.
